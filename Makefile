@@ -1,0 +1,47 @@
+# One entry point for people and CI. Every target sets itself up first (scripts/bootstrap.sh:
+# Debian packages when root and missing, .venv with the project and its test tools).
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.bootstrap-stamp
+
+.PHONY: all demo test lint coverage bench clean help
+
+all: test
+
+help:
+	@echo "make demo      run the demo on the simulated storage (no NVMe kernel modules needed)"
+	@echo "make test      lint + the whole test suite"
+	@echo "make lint      ruff check"
+	@echo "make coverage  tests under coverage; HTML in .build/coverage/"
+	@echo "make bench     benchmarks under bench/"
+
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	@bash scripts/bootstrap.sh
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	@$(PY) nvmet-harness/demo.py
+
+lint: $(STAMP)
+	@$(VENV)/bin/ruff check .
+
+test: $(STAMP)
+	@$(VENV)/bin/ruff check . || { echo "make test: ruff found problems (see above)"; exit 1; }
+	@$(VENV)/bin/pytest -q -p no:cacheprovider
+
+coverage: $(STAMP)
+	@rm -f .coverage .coverage.*
+	@$(VENV)/bin/coverage run --parallel-mode --concurrency=thread --source=stas,nvmet-harness \
+		-m pytest -q -p no:cacheprovider
+	@$(VENV)/bin/coverage combine -q
+	@$(VENV)/bin/coverage report --skip-empty
+	@$(VENV)/bin/coverage html -q -d .build/coverage
+	@echo "HTML report: .build/coverage/index.html"
+
+bench: $(STAMP)
+	@$(PY) bench/run.py
+
+clean:
+	rm -rf .build .pytest_cache .ruff_cache .coverage .coverage.*
