@@ -1,0 +1,194 @@
+"""Blocking D-Bus client for stafctl/stacctl: connect, call, get/set properties.
+
+The ctl tools run once and exit, so this stays synchronous and import-light (jeepney's
+blocking I/O and our idl; never trio). Every way of "the daemon is not there" becomes
+DBusUnavailable so a tool can print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call
+from jeepney.bus_messages import message_bus
+from jeepney.io.blocking import DBusConnection, open_dbus_connection
+
+from stas.dbus.common import (
+    DBusAccessDenied,
+    DBusCallError,
+    DBusError,
+    DBusUnavailable,
+    call_error,
+    system_bus_address,
+)
+from stas.dbus.idl import Service
+
+__all__ = [
+    "DBusAccessDenied",
+    "DBusCallError",
+    "DBusError",
+    "DBusUnavailable",
+    "ServiceClient",
+    "call",
+    "connect",
+    "get_property",
+    "name_has_owner",
+    "open_system_bus",
+    "set_property",
+]
+
+DEFAULT_TIMEOUT = 25.0  # seconds; dbus-daemon's own default reply timeout
+PROPERTIES = "org.freedesktop.DBus.Properties"
+
+
+def open_system_bus(address: str | None = None, *, timeout: float = 2.0) -> DBusConnection:
+    """Connect to the system bus (``$DBUS_SYSTEM_BUS_ADDRESS`` honoured) or to ``address``."""
+    addr = address or system_bus_address()
+    try:
+        return open_dbus_connection(addr, auth_timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise DBusUnavailable(f"cannot connect to the D-Bus bus at {addr}: {exc}") from exc
+    except (RuntimeError, ValueError, KeyError, StopIteration) as exc:
+        raise DBusUnavailable(f"cannot use the D-Bus address {addr!r}: {exc}") from exc
+
+
+def call(
+    conn: DBusConnection,
+    bus_name: str,
+    path: str,
+    interface: str,
+    method: str,
+    signature: str = "",
+    *args: Any,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> tuple[Any, ...]:
+    """Call a method and return the reply body; D-Bus errors become our exceptions."""
+    target = DBusAddress(path, bus_name=bus_name, interface=interface)
+    msg = new_method_call(target, method, signature or None, tuple(args))
+    try:
+        reply = conn.send_and_get_reply(msg, timeout=timeout)
+    except TimeoutError as exc:
+        raise DBusUnavailable(f"{bus_name} did not answer {method} within {timeout} s") from exc
+    except OSError as exc:
+        raise DBusUnavailable(f"D-Bus connection lost: {exc}") from exc
+    if reply.header.message_type is MessageType.error:
+        name = str(reply.header.fields.get(HeaderFields.error_name, ""))
+        raise call_error(name, tuple(reply.body))
+    return tuple(reply.body)
+
+
+def get_property(
+    conn: DBusConnection,
+    bus_name: str,
+    path: str,
+    interface: str,
+    name: str,
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> Any:
+    """Read one property's value (the variant unwrapped)."""
+    body = call(conn, bus_name, path, PROPERTIES, "Get", "ss", interface, name, timeout=timeout)
+    _signature, value = body[0]
+    return value
+
+
+def set_property(
+    conn: DBusConnection,
+    bus_name: str,
+    path: str,
+    interface: str,
+    name: str,
+    signature: str,
+    value: Any,
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> None:
+    """Write one property; non-root callers get DBusAccessDenied."""
+    args = (interface, name, (signature, value))
+    call(conn, bus_name, path, PROPERTIES, "Set", "ssv", *args, timeout=timeout)
+
+
+def name_has_owner(conn: DBusConnection, bus_name: str) -> bool:
+    """Whether some process currently owns ``bus_name``."""
+    msg = new_method_call(message_bus, "NameHasOwner", "s", (bus_name,))
+    reply = conn.send_and_get_reply(msg, timeout=DEFAULT_TIMEOUT)
+    if reply.header.message_type is MessageType.error:
+        name = str(reply.header.fields.get(HeaderFields.error_name, ""))
+        raise call_error(name, tuple(reply.body))
+    return bool(reply.body and reply.body[0])
+
+
+class ServiceClient:
+    """Calls into one daemon by member name, with signatures taken from the idl."""
+
+    def __init__(
+        self, conn: DBusConnection, service: Service, *, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> None:
+        self.conn = conn
+        self.service = service
+        self.timeout = timeout
+
+    def call(self, method: str, *args: Any) -> tuple[Any, ...]:
+        iface, definition = self.service.find_method(method)
+        return call(
+            self.conn,
+            self.service.bus_name,
+            self.service.object_path,
+            iface.name,
+            method,
+            definition.in_signature,
+            *args,
+            timeout=self.timeout,
+        )
+
+    def get(self, prop: str) -> Any:
+        s = self.service
+        return get_property(
+            self.conn, s.bus_name, s.object_path, s.debug_interface, prop, timeout=self.timeout
+        )
+
+    def set(self, prop: str, value: Any) -> None:
+        s = self.service
+        definition = s.interface(s.debug_interface).property(prop)
+        if definition is None:
+            raise KeyError(f"{s.debug_interface} has no property {prop!r}")
+        set_property(
+            self.conn,
+            s.bus_name,
+            s.object_path,
+            s.debug_interface,
+            prop,
+            definition.signature,
+            value,
+            timeout=self.timeout,
+        )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> ServiceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(
+    service: Service, *, address: str | None = None, timeout: float | None = DEFAULT_TIMEOUT
+) -> ServiceClient:
+    """Open the bus and check that ``service`` is running; DBusUnavailable otherwise.
+
+    Checking the owner first turns "not running" into one clear error before any command
+    output is produced.
+    """
+    conn = open_system_bus(address)
+    try:
+        if not name_has_owner(conn, service.bus_name):
+            raise DBusUnavailable(f"{service.bus_name} is not running (name not owned)")
+    except (OSError, TimeoutError) as exc:
+        conn.close()
+        raise DBusUnavailable(f"D-Bus connection lost: {exc}") from exc
+    except DBusUnavailable:
+        conn.close()
+        raise
+    return ServiceClient(conn, service, timeout=timeout)

@@ -1,0 +1,331 @@
+"""Generic D-Bus object server on Trio: one object, its interfaces, and the standard ones.
+
+The daemons describe their API as data (``stas.dbus.idl``) and supply async handlers; this
+module owns everything else: name ownership, argument checks, error replies, Properties,
+Introspectable and Peer. A failing handler costs one error reply, never the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+from jeepney import (
+    DBusAddress,
+    HeaderFields,
+    Message,
+    MessageFlag,
+    MessageType,
+    new_error,
+    new_method_return,
+    new_signal,
+)
+
+from stas.dbus import common as c
+from stas.dbus.binding import (
+    MAX_STRING,
+    CallContext,
+    DBusMethodError,
+    Handler,
+    InterfaceImpl,
+    PropertyImpl,
+    UidLookup,
+    bind_service,
+    check_args,
+    check_strings,
+)
+from stas.dbus.common import DBusError, DBusUnavailable
+from stas.dbus.connection import BusConnection, open_bus, unwrap_single
+from stas.dbus.idl import STANDARD_INTERFACES, Interface, Method, Property
+from stas.dbus.introspect import node_xml, parent_node_xml
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENT_CALLS = 32
+UID_CACHE_SIZE = 1024
+MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
+NAME_FLAG_DO_NOT_QUEUE = 4
+NAME_PRIMARY_OWNER, NAME_ALREADY_OWNER = 1, 4
+
+__all__ = [
+    "CallContext",
+    "DBusMethodError",
+    "DBusObjectServer",
+    "Handler",
+    "InterfaceImpl",
+    "PropertyImpl",
+    "bind_service",
+]
+
+
+def _error(msg: Message, name: str, text: str) -> Message:
+    return new_error(msg, name, "s", (text,))
+
+
+class DBusObjectServer:
+    """Publishes one object under one well-known name and answers calls to it."""
+
+    def __init__(
+        self,
+        bus_name: str,
+        object_path: str,
+        interfaces: Sequence[InterfaceImpl],
+        *,
+        address: str | None = None,
+        uid_lookup: UidLookup | None = None,
+        max_concurrent: int = MAX_CONCURRENT_CALLS,
+        max_string: int = MAX_STRING,
+    ) -> None:
+        for impl in interfaces:
+            impl.check_complete()
+        self.bus_name = bus_name
+        self.object_path = object_path
+        self._impls = {impl.definition.name: impl for impl in interfaces}
+        self._definitions = tuple(impl.definition for impl in interfaces)
+        self._standard = {iface.name: iface for iface in STANDARD_INTERFACES}
+        self._address = address
+        self._uid_lookup = uid_lookup or self._bus_uid_lookup
+        self._uid_cache: dict[str, int | None] = {}
+        self._slots = trio.Semaphore(max_concurrent)
+        self._max_string = max_string
+        self._logged_failures: set[tuple[str, str]] = set()
+        self._bus: BusConnection | None = None
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._bus is not None
+
+    def introspection_xml(self) -> str:
+        return node_xml((*self._definitions, *STANDARD_INTERFACES))
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, publish, own the name, report started, then serve until the bus goes away.
+
+        Raises DBusError if the name is owned elsewhere or refused by policy, DBusUnavailable
+        if the bus cannot be reached or is lost.
+        """
+        bus = await open_bus(self._address)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(bus.serve, self._on_message)
+                self._bus = bus  # the object is published from here on
+                await self._request_name(bus)
+                log.info("D-Bus: %s owns %s at %s", bus.unique_name, self.bus_name, bus.address)
+                task_status.started()
+        except BaseExceptionGroup as group:
+            single = unwrap_single(group)
+            if single is None:
+                raise
+            raise single from single.__cause__
+        finally:
+            self._bus = None
+            self._nursery = None
+            with trio.CancelScope(shield=True):
+                await bus.aclose()
+
+    async def _request_name(self, bus: BusConnection) -> None:
+        try:
+            (result,) = await bus.bus_call(
+                "RequestName", "su", self.bus_name, NAME_FLAG_DO_NOT_QUEUE
+            )
+        except c.DBusAccessDenied as exc:
+            raise DBusError(
+                f"not allowed to own the D-Bus name {self.bus_name} (bus policy): {exc.message}"
+            ) from exc
+        if result not in (NAME_PRIMARY_OWNER, NAME_ALREADY_OWNER):
+            raise DBusError(
+                f"the D-Bus name {self.bus_name} is already owned by another process"
+                " (is another instance running?)"
+            )
+
+    async def emit_signal(self, interface: str, name: str, signature: str, *args: Any) -> None:
+        """Broadcast a signal from our object; it must match the definition if there is one."""
+        impl = self._impls.get(interface)
+        defined = impl.definition.signal(name) if impl else None
+        if defined is not None and defined.signature != signature:
+            raise ValueError(
+                f"signal {interface}.{name} has signature {defined.signature!r}, not {signature!r}"
+            )
+        bus = self._bus
+        if bus is None:
+            raise DBusUnavailable(f"cannot emit {name}: not connected to the bus")
+        emitter = DBusAddress(self.object_path, interface=interface)
+        await bus.send(new_signal(emitter, name, signature or None, tuple(args)))
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.header.message_type is not MessageType.method_call or self._nursery is None:
+            return  # signals (NameAcquired...) and stray messages need no answer
+        if self._slots.value == 0:
+            self._nursery.start_soon(
+                self._send_reply, msg, _error(msg, c.ERR_LIMITS_EXCEEDED, "server busy, retry")
+            )
+            return
+        self._slots.acquire_nowait()
+        self._nursery.start_soon(self._handle_call, msg)
+
+    async def _handle_call(self, msg: Message) -> None:
+        try:
+            try:
+                reply = await self._dispatch(msg)
+            except DBusMethodError as exc:
+                reply = _error(msg, exc.name, exc.message)
+            except Exception as exc:
+                reply = _error(msg, c.ERR_FAILED, str(exc) or type(exc).__name__)
+                self._log_failure(msg, exc)
+            try:
+                reply.serialise(serial=1)  # catch a handler's ill-typed result here
+            except Exception as exc:
+                sig = reply.header.fields.get(HeaderFields.signature, "")
+                reply = _error(msg, c.ERR_FAILED, f"reply does not match signature {sig!r}")
+                self._log_failure(msg, exc)
+            await self._send_reply(msg, reply)
+        finally:
+            self._slots.release()
+
+    async def _send_reply(self, msg: Message, reply: Message) -> None:
+        if msg.header.flags & MessageFlag.no_reply_expected:
+            return
+        bus = self._bus
+        if bus is None:
+            return
+        with contextlib.suppress(DBusUnavailable):  # the receive loop reports a lost bus
+            await bus.send(reply)
+
+    def _log_failure(self, msg: Message, exc: Exception) -> None:
+        fields = msg.header.fields
+        key = (f"{fields.get(HeaderFields.interface)}.{fields.get(HeaderFields.member)}",)
+        key += (type(exc).__name__,)
+        if key in self._logged_failures:
+            log.debug("D-Bus %s failed again: %s", key[0], exc)
+            return
+        if len(self._logged_failures) < 256:
+            self._logged_failures.add(key)
+        log.error("D-Bus %s failed: %s", key[0], exc, exc_info=exc)
+
+    async def _dispatch(self, msg: Message) -> Message:
+        fields = msg.header.fields
+        path = fields.get(HeaderFields.path, "")
+        iface_name = fields.get(HeaderFields.interface)
+        member = str(fields.get(HeaderFields.member, ""))
+        iface, method = self._lookup(iface_name, member)
+        if fields.get(HeaderFields.signature, "") != method.in_signature:
+            raise DBusMethodError(
+                c.ERR_INVALID_ARGS,
+                f"{member} expects signature {method.in_signature!r},"
+                f" got {fields.get(HeaderFields.signature, '')!r}",
+            )
+        check_args(method, tuple(msg.body), self._max_string)
+        ctx = CallContext(str(fields.get(HeaderFields.sender, "")), self._uid_lookup)
+        if iface.name == "org.freedesktop.DBus.Peer":
+            return await self._peer(msg, member)
+        if iface.name == "org.freedesktop.DBus.Introspectable":
+            xml = self.introspection_xml() if path == self.object_path else None
+            xml = xml or parent_node_xml(self.object_path, path)
+            if xml is None:
+                raise DBusMethodError(c.ERR_UNKNOWN_OBJECT, f"no object at {path}")
+            return new_method_return(msg, "s", (xml,))
+        if path != self.object_path:
+            raise DBusMethodError(c.ERR_UNKNOWN_OBJECT, f"no object at {path}")
+        if iface.name == "org.freedesktop.DBus.Properties":
+            return await self._properties(msg, ctx, member, tuple(msg.body))
+        result = await self._impls[iface.name].methods[member](ctx, *msg.body)
+        if result is None:
+            result = ()
+        return new_method_return(msg, method.out_signature or None, tuple(result))
+
+    def _lookup(self, iface_name: str | None, member: str) -> tuple[Interface, Method]:
+        candidates = (*self._definitions, *STANDARD_INTERFACES)
+        if iface_name is not None:
+            found = self._impls.get(iface_name)
+            iface = found.definition if found else self._standard.get(iface_name)
+            if iface is None:
+                raise DBusMethodError(c.ERR_UNKNOWN_INTERFACE, f"no interface {iface_name}")
+            candidates = (iface,)
+        for iface in candidates:
+            method = iface.method(member)
+            if method is not None:
+                return iface, method
+        where = iface_name or self.object_path
+        raise DBusMethodError(c.ERR_UNKNOWN_METHOD, f"no method {member!r} in {where}")
+
+    async def _peer(self, msg: Message, member: str) -> Message:
+        if member == "Ping":
+            return new_method_return(msg)
+        for path in MACHINE_ID_FILES:
+            try:
+                machine_id = path.read_text().strip()
+            except OSError:
+                continue
+            if machine_id:
+                return new_method_return(msg, "s", (machine_id,))
+        raise DBusMethodError(c.ERR_FAILED, "no machine id available")
+
+    # -- properties -------------------------------------------------------------------------
+
+    def _property(self, iface_name: str, name: str) -> tuple[Property, PropertyImpl]:
+        impl = self._impls.get(iface_name)
+        if impl is None:
+            raise DBusMethodError(c.ERR_UNKNOWN_INTERFACE, f"no interface {iface_name}")
+        prop = impl.definition.property(name)
+        if prop is None:
+            raise DBusMethodError(c.ERR_UNKNOWN_PROPERTY, f"no property {name} in {iface_name}")
+        return prop, impl.properties[name]
+
+    async def _properties(
+        self, msg: Message, ctx: CallContext, member: str, body: tuple[Any, ...]
+    ) -> Message:
+        if member == "Get":
+            prop, impl = self._property(body[0], body[1])
+            if not prop.readable:
+                raise DBusMethodError(c.ERR_ACCESS_DENIED, f"property {prop.name} is write-only")
+            return new_method_return(msg, "v", ((prop.signature, await impl.getter(ctx)),))
+        if member == "GetAll":
+            values: dict[str, tuple[str, Any]] = {}
+            found = self._impls.get(body[0])
+            if found is None and body[0] not in self._standard:
+                raise DBusMethodError(c.ERR_UNKNOWN_INTERFACE, f"no interface {body[0]}")
+            for prop in found.definition.properties if found else ():
+                if prop.readable:
+                    value = await found.properties[prop.name].getter(ctx)
+                    values[prop.name] = (prop.signature, value)
+            return new_method_return(msg, "a{sv}", (values,))
+        # Set
+        prop, impl = self._property(body[0], body[1])
+        if not prop.writable or impl.setter is None:
+            raise DBusMethodError(c.ERR_PROPERTY_READ_ONLY, f"property {prop.name} is read-only")
+        signature, value = body[2]
+        if signature != prop.signature:
+            raise DBusMethodError(
+                c.ERR_INVALID_ARGS,
+                f"property {prop.name} has type {prop.signature!r}, not {signature!r}",
+            )
+        check_strings(prop.name, value, self._max_string)
+        if not await ctx.caller_is_root():
+            raise DBusMethodError(c.ERR_ACCESS_DENIED, f"only root may set {prop.name}")
+        await impl.setter(ctx, value)
+        return new_method_return(msg)
+
+    async def _bus_uid_lookup(self, sender: str) -> int | None:
+        """The caller's uid from the bus daemon (trustworthy: taken from SO_PEERCRED)."""
+        if sender in self._uid_cache:
+            return self._uid_cache[sender]
+        bus = self._bus
+        if bus is None or not sender:
+            return None
+        try:
+            (uid,) = await bus.bus_call("GetConnectionUnixUser", "s", sender)
+        except DBusError as exc:
+            log.debug("D-Bus: cannot get the uid of %s: %s", sender, exc)
+            return None
+        if len(self._uid_cache) >= UID_CACHE_SIZE:
+            self._uid_cache.clear()
+        self._uid_cache[sender] = int(uid)
+        return int(uid)

@@ -1,0 +1,204 @@
+"""Trio client of stafd, for stacd: method calls, stafd's signals and its comings and goings.
+
+Everything stacd must react to arrives as one ordered stream of events on a memory channel,
+so the consumer (stacd's stafd-client actor) needs no callbacks and no locking.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+from jeepney import DBusAddress, HeaderFields, Message, MessageType, new_method_call
+from jeepney.bus_messages import MatchRule
+
+from stas.dbus.common import DBusUnavailable
+from stas.dbus.connection import BusConnection, open_bus, unwrap_single
+from stas.dbus.idl import STAFD, TID_ARG_NAMES, Service
+
+log = logging.getLogger(__name__)
+
+SIGNAL_BUFFER = 1024
+DEFAULT_TIMEOUT = 25.0
+BUS_NAME = "org.freedesktop.DBus"
+
+
+@attrs.frozen
+class StafdAppeared:
+    """stafd (re)acquired its name: state must be fetched afresh."""
+
+    owner: str
+
+
+@attrs.frozen
+class StafdVanished:
+    """stafd released its name or died: its data is no longer being refreshed."""
+
+
+@attrs.frozen
+class LogPagesChanged:
+    """stafd fetched a log page for one DC (sent even when the content did not change)."""
+
+    transport: str
+    traddr: str
+    trsvcid: str
+    subsysnqn: str
+    host_traddr: str
+    host_iface: str
+    host_nqn: str
+    device: str
+
+
+@attrs.frozen
+class DcRemoved:
+    """stafd dropped one or more discovery controllers."""
+
+
+StafdEvent = StafdAppeared | StafdVanished | LogPagesChanged | DcRemoved
+
+
+class StafdClient:
+    """Calls into stafd; ``owner`` is its current unique name (None while it is away)."""
+
+    def __init__(self, bus: BusConnection, service: Service, timeout: float | None) -> None:
+        self._bus = bus
+        self.service = service
+        self.timeout = timeout
+        self.owner: str | None = None
+
+    async def call(self, method: str, *args: Any) -> tuple[Any, ...]:
+        """Call a stafd method by name (signature from the idl); DBusUnavailable if away."""
+        iface, definition = self.service.find_method(method)
+        target = DBusAddress(
+            self.service.object_path, bus_name=self.service.bus_name, interface=iface.name
+        )
+        msg = new_method_call(target, method, definition.in_signature or None, tuple(args))
+        return await self._bus.call_checked(msg, timeout=self.timeout)
+
+    async def get_all_log_pages(self, detailed: bool = True) -> str:
+        (text,) = await self.call("get_all_log_pages", detailed)
+        return str(text)
+
+    async def get_log_pages(self, *tid: str) -> list[dict[str, str]]:
+        (pages,) = await self.call("get_log_pages", *tid)
+        return list(pages)
+
+    async def list_controllers(self, detailed: bool = False) -> list[dict[str, str]]:
+        (controllers,) = await self.call("list_controllers", detailed)
+        return list(controllers)
+
+
+def _match_rules(service: Service) -> list[str]:
+    owner_rule = MatchRule(
+        type="signal",
+        sender=BUS_NAME,
+        interface=BUS_NAME,
+        member="NameOwnerChanged",
+        path="/org/freedesktop/DBus",
+    )
+    owner_rule.add_arg_condition(0, service.bus_name)
+    signal_rule = MatchRule(
+        type="signal",
+        sender=service.bus_name,
+        interface=service.main_interface,
+        path=service.object_path,
+    )
+    return [owner_rule.serialise(), signal_rule.serialise()]
+
+
+def _to_events(client: StafdClient, msg: Message) -> list[StafdEvent]:
+    """Translate one received signal into events, tracking the owner to drop duplicates."""
+    fields = msg.header.fields
+    member = fields.get(HeaderFields.member)
+    body = tuple(msg.body)
+    service = client.service
+    if fields.get(HeaderFields.interface) == BUS_NAME and member == "NameOwnerChanged":
+        if fields.get(HeaderFields.sender) != BUS_NAME:
+            return []  # only the bus itself may announce owners
+        if len(body) != 3 or body[0] != service.bus_name:
+            return []
+        new_owner = body[2] or None
+        if new_owner == client.owner:
+            return []
+        events: list[StafdEvent] = []
+        if client.owner is not None:
+            events.append(StafdVanished())
+        client.owner = new_owner
+        if new_owner is not None:
+            events.append(StafdAppeared(new_owner))
+        return events
+    if (
+        fields.get(HeaderFields.interface) != service.main_interface
+        or fields.get(HeaderFields.path) != service.object_path
+        or fields.get(HeaderFields.sender) != client.owner
+    ):
+        return []
+    definition = service.interface(service.main_interface).signal(str(member))
+    if definition is None or fields.get(HeaderFields.signature, "") != definition.signature:
+        log.debug("ignoring unexpected signal %s from stafd", member)
+        return []
+    if member == "log_pages_changed":
+        return [LogPagesChanged(**dict(zip((*TID_ARG_NAMES, "device"), body, strict=True)))]
+    if member == "dc_removed":
+        return [DcRemoved()]
+    return []
+
+
+@asynccontextmanager
+async def open_stafd_client(
+    events: trio.MemorySendChannel[StafdEvent],
+    *,
+    address: str | None = None,
+    service: Service = STAFD,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> AsyncIterator[StafdClient]:
+    """Connect to the bus, subscribe, and stream stafd events into ``events``.
+
+    If stafd is already running, the first event is StafdAppeared. Raises DBusUnavailable
+    if the bus cannot be reached or is lost.
+    """
+    bus = await open_bus(address)
+    signals_in, signals_out = trio.open_memory_channel[Message](SIGNAL_BUFFER)
+    client = StafdClient(bus, service, timeout)
+
+    def on_message(msg: Message) -> None:
+        if msg.header.message_type is not MessageType.signal:
+            return  # nobody should call us; a caller gets no reply and times out
+        try:
+            signals_in.send_nowait(msg)
+        except trio.WouldBlock:
+            member = msg.header.fields.get(HeaderFields.member)
+            log.warning("stafd event backlog full: dropped %s", member)
+
+    async def forward() -> None:
+        async for msg in signals_out:
+            for event in _to_events(client, msg):
+                await events.send(event)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(bus.serve, on_message)
+            for rule in _match_rules(service):
+                await bus.bus_call("AddMatch", "s", rule)
+            try:
+                (owner,) = await bus.bus_call("GetNameOwner", "s", service.bus_name)
+            except DBusUnavailable:  # NameHasNoOwner maps here; a lost bus fails below
+                owner = None
+            if owner and client.owner is None:
+                client.owner = str(owner)
+                await events.send(StafdAppeared(client.owner))
+            nursery.start_soon(forward)
+            yield client
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        single = unwrap_single(group)
+        if single is None:
+            raise
+        raise single from single.__cause__
+    finally:
+        with trio.CancelScope(shield=True):
+            await bus.aclose()
