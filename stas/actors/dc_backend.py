@@ -1,0 +1,247 @@
+"""How a DC actor reaches its discovery controller: the backend interface and the userspace one.
+
+The DC actor (``stas.actors.dc``) owns the timers and the state machine; a backend only
+knows how to open one connection, read the log page and report what happens to the link.
+The same actor therefore drives a userspace NVMe/TCP session (``UserspaceBackend``, here)
+or a kernel discovery controller through libnvme (a later backend) without change.
+
+Device names: a kernel backend reports the kernel's ``nvmeN``. A userspace connection has no
+kernel device, so ``UserspaceBackend`` reports ``userspace:<local TCP port>``. The name is
+stable for the life of the connection, unique on the host, lets an admin match it with
+``ss -tn`` output, and (having a colon) can never be mistaken for a ``/dev`` name. The actor
+shows upstream's ``nvme?`` while it is not connected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from typing import Protocol
+
+import attrs
+import trio
+
+from stas.messages import WELL_KNOWN_DISC_NQN, Tid
+from stas.nvme.commands import LSP_EXTDLPE
+from stas.nvme.errors import DiscoveryError, NvmeStatusError, ProtocolError
+from stas.nvme.identify import DcType
+from stas.nvme.logpage import DiscoveryLogPage
+from stas.nvme.session import DiscoverySession, HostIdentity, SessionOptions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DC_PORT = "8009"  # upstream default trsvcid for a TCP discovery controller
+DEFAULT_KATO_S = 30  # upstream's discovery controller default (seconds)
+MAX_KATO_S = 0xFFFFFFFF // 1000
+EVENT_BUFFER = 16
+
+
+# --- events a connection reports ---------------------------------------------------------------
+
+
+@attrs.frozen
+class LogPageChangedEvent:
+    """The DC said its discovery log changed (AEN 0x70F002): read the log page again."""
+
+
+@attrs.frozen
+class ReconnectedEvent:
+    """The link was re-established underneath us (kernel ``rediscover``): resync."""
+
+
+@attrs.frozen
+class ConnectionLostEvent:
+    """The connection is gone for good; the actor must reconnect through its own ladder."""
+
+    reason: str
+
+
+DcEvent = LogPageChangedEvent | ReconnectedEvent | ConnectionLostEvent
+
+
+# --- the interface ---------------------------------------------------------------------------
+
+
+class DcConnection(Protocol):
+    """One open connection to a discovery controller, valid inside ``DcBackend.connect``."""
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def cntrltype(self) -> str: ...
+
+    @property
+    def dctype(self) -> str: ...  # 'ddc', 'cdc' or 'none' (sysfs words)
+
+    @property
+    def registered(self) -> bool: ...
+
+    async def get_log_page(self) -> DiscoveryLogPage:
+        """Read the whole discovery log page, consistently (GENCTR checked)."""
+        ...
+
+    def events(self) -> trio.MemoryReceiveChannel[DcEvent]:
+        """What happens to the connection; ends (or says ConnectionLostEvent) when it dies."""
+        ...
+
+
+class DcBackend(Protocol):
+    """Opens connections; errors are DiscoveryError subclasses or NvmeStatusError."""
+
+    def connect(
+        self, tid: Tid, params: Mapping[str, str], *, persistent: bool
+    ) -> AbstractAsyncContextManager[DcConnection]:
+        """Connect to ``tid``; leaving the block disconnects (DIM deregister, shutdown)."""
+        ...
+
+
+# --- userspace backend -----------------------------------------------------------------------
+
+
+def kato_ms_from(params: Mapping[str, str], where: str) -> int:
+    """The ``kato`` parameter (seconds) in milliseconds; a bad value falls back to 30 s."""
+    raw = params.get("kato", "").strip()
+    if not raw:
+        return DEFAULT_KATO_S * 1000
+    try:
+        seconds = int(raw)
+        if not 0 <= seconds <= MAX_KATO_S:
+            raise ValueError
+    except ValueError:
+        log.warning(
+            "%s: kato=%r is not a number of seconds (0..%d); using %d",
+            where,
+            raw,
+            MAX_KATO_S,
+            DEFAULT_KATO_S,
+        )
+        return DEFAULT_KATO_S * 1000
+    return seconds * 1000
+
+
+def pleo_from(params: Mapping[str, str], default: bool) -> bool:
+    """Upstream's ``pleo=enabled|disabled`` (also true/false); unknown words keep the default."""
+    raw = params.get("pleo", "").strip().lower()
+    if raw in ("enabled", "true", "yes", "on", "1"):
+        return True
+    if raw in ("disabled", "false", "no", "off", "0"):
+        return False
+    return default
+
+
+class UserspaceConnection:
+    """A ``DiscoverySession`` seen through the ``DcConnection`` interface."""
+
+    def __init__(self, session: DiscoverySession, *, pleo: bool) -> None:
+        self._session = session
+        self._pleo = pleo
+        self._send, self._recv = trio.open_memory_channel[DcEvent](EVENT_BUFFER)
+        port = session.local_address[1]
+        self._device = f"userspace:{port}"
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def cntrltype(self) -> str:
+        return self._session.identify.cntrltype_label
+
+    @property
+    def dctype(self) -> str:
+        return self._session.identify.dctype_label
+
+    @property
+    def registered(self) -> bool:
+        return self._session.registered
+
+    async def get_log_page(self) -> DiscoveryLogPage:
+        if self._pleo and self._session.identify.dctype == DcType.CDC:
+            # Upstream asks for port-local entries from DDCs only: a CDC's log is zoned.
+            supported = self._session.supported
+            lsp = supported.supported_lsp & LSP_EXTDLPE if supported else 0
+            return await self._session.get_log_page(lsp=lsp)
+        return await self._session.get_log_page()
+
+    def events(self) -> trio.MemoryReceiveChannel[DcEvent]:
+        return self._recv
+
+    async def pump(self) -> None:
+        """Turn the session's AENs and its death into DcEvents (runs for the connection)."""
+        async with self._send:
+            reason = "event stream ended"
+            try:
+                async for aen in self._session.aens():
+                    if aen.is_discovery_log_change:
+                        await self._send.send(LogPageChangedEvent())
+                    else:
+                        log.info("ignoring asynchronous event %s", aen.describe())
+            except (DiscoveryError, ProtocolError, NvmeStatusError) as exc:
+                reason = str(exc)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # nobody listens any more
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self._send.send(ConnectionLostEvent(reason))
+
+
+@attrs.frozen
+class UserspaceBackend:
+    """Discovery controllers over the userspace NVMe/TCP host (no kernel modules needed)."""
+
+    host: HostIdentity
+    options: SessionOptions = attrs.field(factory=SessionOptions)
+
+    def options_for(
+        self, params: Mapping[str, str], *, persistent: bool, where: str
+    ) -> SessionOptions:
+        """Session options for one controller: the defaults refined by its parameters."""
+        return attrs.evolve(
+            self.options,
+            persistent=persistent,
+            kato_ms=kato_ms_from(params, where),
+            pleo=pleo_from(params, True),
+        )
+
+    def host_for(self, tid: Tid) -> HostIdentity:
+        """A per-controller host NQN overrides the identity's (the host ID is kept)."""
+        return attrs.evolve(self.host, hostnqn=tid.host_nqn) if tid.host_nqn else self.host
+
+    def connect(
+        self, tid: Tid, params: Mapping[str, str], *, persistent: bool
+    ) -> AbstractAsyncContextManager[DcConnection]:
+        return self._connect(tid, params, persistent=persistent)
+
+    @asynccontextmanager
+    async def _connect(
+        self, tid: Tid, params: Mapping[str, str], *, persistent: bool
+    ) -> AsyncIterator[DcConnection]:
+        if tid.transport not in ("tcp", ""):
+            raise DiscoveryError(
+                f"transport {tid.transport!r} is not supported by the userspace host (tcp only)"
+            )
+        options = self.options_for(params, persistent=persistent, where=str(tid))
+        raised: BaseException | None = None
+        async with DiscoverySession.open(
+            tid.traddr,
+            tid.trsvcid or DEFAULT_DC_PORT,
+            subsysnqn=tid.subsysnqn or WELL_KNOWN_DISC_NQN,
+            host=self.host_for(tid),
+            options=options,
+            host_traddr=tid.host_traddr or None,
+            host_iface=tid.host_iface or None,
+        ) as session:
+            conn = UserspaceConnection(session, pleo=options.pleo)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.pump)
+                # Carried out of the nursery by hand so the caller sees its own exception
+                # (or Cancelled), not an ExceptionGroup around it.
+                try:
+                    yield conn
+                except BaseException as exc:
+                    raised = exc
+                finally:
+                    nursery.cancel_scope.cancel()
+            if raised is not None:
+                raise raised

@@ -1,0 +1,192 @@
+"""DC actor + UserspaceBackend against the userspace simulator over loopback."""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from nvmet_config import NvmetConf, load_nvmet_conf
+from sim_server import Simulator, open_simulator
+
+from stas.actors.dc import DcSettings, run_dc_actor
+from stas.actors.dc_backend import (
+    DEFAULT_KATO_S,
+    UserspaceBackend,
+    kato_ms_from,
+    pleo_from,
+)
+from stas.messages import WELL_KNOWN_DISC_NQN, DcStatus, DcUpdate, DcWanted, Tid
+from stas.nvme.errors import DiscoveryError
+from stas.nvme.host_ops import NQN_UUID_PREFIX, HostIdentity, SessionOptions
+
+SEED = Path(__file__).resolve().parents[2] / "nvmet-harness" / "nvmet.conf"
+DELL = "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28"
+HOSTID = uuid.UUID("6b1f4a9e-0c1d-4e2f-8a3b-5c6d7e8f9a0b")
+HOST = HostIdentity(
+    hostnqn=NQN_UUID_PREFIX + str(HOSTID),
+    hostid=HOSTID.bytes,
+    hostname="dc-actor-test",
+    os_version="Linux 6.1",
+)
+SETTINGS = DcSettings(jitter=0.0)
+
+
+@pytest.fixture
+def conf() -> NvmetConf:
+    return load_nvmet_conf(SEED)
+
+
+@attrs.define
+class Watch:
+    """Updates from a running actor, with a way to wait for one that matches."""
+
+    recv: trio.MemoryReceiveChannel[DcUpdate]
+    seen: list[DcUpdate] = attrs.Factory(list)
+
+    async def until(self, pred: Callable[[DcUpdate], bool], timeout: float = 5.0) -> DcUpdate:
+        with trio.fail_after(timeout):
+            async for update in self.recv:
+                self.seen.append(update)
+                if pred(update):
+                    return update
+        raise AssertionError("update channel closed")
+
+
+@asynccontextmanager
+async def actor(
+    sim: Simulator, params: dict[str, str] | None = None, **tid: str
+) -> AsyncIterator[Watch]:
+    host, port = sim.endpoint(1)
+    wanted = DcWanted(
+        tid=Tid("tcp", host, str(port), WELL_KNOWN_DISC_NQN, **tid),
+        origin="configured",
+        params=params or {},
+    )
+    send, recv = trio.open_memory_channel[DcUpdate](math.inf)
+    backend = UserspaceBackend(HOST)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: run_dc_actor(
+                wanted, send, backend=backend, settings=SETTINGS, rng=random.Random(0)
+            )
+        )
+        yield Watch(recv)
+        nursery.cancel_scope.cancel()
+
+
+def subnqns(status: DcStatus) -> list[str]:
+    return [d["subnqn"] for d in status.dlpes()]
+
+
+def connected_with_pages(update: DcUpdate) -> bool:
+    return update.status.state == "connected" and bool(update.status.log_pages)
+
+
+async def test_actor_publishes_seed_and_follows_an_aen(conf, autojump_clock) -> None:
+    async with open_simulator(conf, ephemeral=True) as sim:
+        async with actor(sim) as watch:
+            first = await watch.until(connected_with_pages)
+            assert first.log_page_changed
+            status = first.status
+            assert subnqns(status) == ["klingons", DELL, "starfleet"]
+            assert status.genctr == sim.model.genctr
+            assert status.dctype == "ddc" and status.cntrltype == "discovery"
+            assert status.registered and HOST.hostnqn in sim.registrations
+            local_port = status.device.removeprefix("userspace:")
+            assert status.device.startswith("userspace:") and local_port.isdigit()
+
+            await sim.unlink(1, "klingons")
+            update = await watch.until(lambda u: u.log_page_changed, timeout=1.0)
+            assert subnqns(update.status) == [DELL, "starfleet"]
+            assert update.status.genctr == sim.model.genctr
+        # Leaving the actor deregisters (DIM) and shuts the controller down.
+        with trio.fail_after(5):
+            while sim.registrations or sim.connections:
+                await trio.sleep(0.01)
+
+
+async def test_simulator_going_away(conf, autojump_clock) -> None:
+    send, recv = trio.open_memory_channel[DcUpdate](math.inf)
+    watch = Watch(recv)
+    backend = UserspaceBackend(HOST)
+    async with trio.open_nursery() as nursery:
+        async with open_simulator(conf, ephemeral=True) as sim:
+            host, port = sim.endpoint(1)
+            wanted = DcWanted(Tid("tcp", host, str(port), WELL_KNOWN_DISC_NQN), "configured")
+            nursery.start_soon(
+                lambda: run_dc_actor(wanted, send, backend=backend, settings=SETTINGS)
+            )
+            await watch.until(connected_with_pages)
+        # The simulator's block has ended: its listener and our connection are closed.
+        down = await watch.until(lambda u: u.status.state == "disconnected")
+        assert not down.log_page_changed
+        assert subnqns(down.status) == ["klingons", DELL, "starfleet"]
+        assert down.status.device == "nvme?" and down.status.last_error
+        retry = await watch.until(lambda u: u.status.state == "backoff", timeout=10)
+        assert "refused" in retry.status.last_error
+        assert retry.status.log_pages == down.status.log_pages
+        nursery.cancel_scope.cancel()
+
+
+async def test_per_controller_host_nqn_is_used(conf, autojump_clock) -> None:
+    other = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555"
+    async with open_simulator(conf, ephemeral=True) as sim, actor(sim, host_nqn=other) as watch:
+        await watch.until(connected_with_pages)
+        assert set(sim.registrations) == {other}
+
+
+async def test_refused_connection_is_reported_not_raised(conf, autojump_clock) -> None:
+    async with open_simulator(conf, ephemeral=True) as sim:
+        host, port = sim.endpoint(1)
+    wanted = DcWanted(Tid("tcp", host, str(port), WELL_KNOWN_DISC_NQN), "configured")
+    send, recv = trio.open_memory_channel[DcUpdate](math.inf)
+    watch = Watch(recv)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: run_dc_actor(wanted, send, backend=UserspaceBackend(HOST), settings=SETTINGS)
+        )
+        update = await watch.until(lambda u: u.status.state == "backoff")
+        assert update.status.last_error == f"connection to [{host}]:{port} refused"
+        nursery.cancel_scope.cancel()
+
+
+async def test_non_tcp_transport_is_refused_clearly() -> None:
+    backend = UserspaceBackend(HOST)
+    tid = Tid("rdma", "192.0.2.1", "4420", WELL_KNOWN_DISC_NQN)
+    with pytest.raises(DiscoveryError, match="transport 'rdma' is not supported"):
+        async with backend.connect(tid, {}, persistent=True):
+            pass  # pragma: no cover
+
+
+def test_session_options_from_params() -> None:
+    backend = UserspaceBackend(HOST, SessionOptions(command_timeout=3.0))
+    opts = backend.options_for({"kato": "12", "pleo": "disabled"}, persistent=True, where="x")
+    assert (opts.kato_ms, opts.pleo, opts.persistent, opts.command_timeout) == (
+        12000, False, True, 3.0,
+    )  # fmt: skip
+    assert backend.options_for({}, persistent=False, where="x").kato_ms == 30000
+    other = Tid("tcp", "::1", "8009", "", host_nqn="nqn.other")
+    assert backend.host_for(other).hostnqn == "nqn.other"
+    assert backend.host_for(other).hostid == HOST.hostid
+    assert backend.host_for(attrs.evolve(other, host_nqn="")) == HOST
+
+
+@pytest.mark.parametrize("raw", ["-1", "abc", "1e3", str(2**40)])
+def test_bad_kato_falls_back_with_a_warning(raw: str, caplog) -> None:
+    assert kato_ms_from({"kato": raw}, "(tcp, ::1, 8009)") == DEFAULT_KATO_S * 1000
+    assert f"kato={raw!r} is not a number of seconds" in caplog.text
+
+
+def test_pleo_words() -> None:
+    assert pleo_from({"pleo": "Enabled"}, False) is True
+    assert pleo_from({"pleo": "disabled"}, True) is False
+    assert pleo_from({"pleo": "maybe"}, True) is True
+    assert pleo_from({}, False) is False
