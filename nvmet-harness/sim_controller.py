@@ -107,6 +107,7 @@ class DiscoveryControllerSession:
         self.model = model
         self.port_id = port_id
         self.cntlid = cntlid
+        self._page_cache: tuple[tuple[int, int, str | None], bytes] | None = None
         self.dctype = dctype_from_label(dctype)
         self.budget = budget if budget is not None else FaultBudget()
         self._clock = clock
@@ -373,10 +374,14 @@ class DiscoveryControllerSession:
         if offset and self.budget.take_genctr_bump():
             self.model.bump()
         extended = bool(lsp & cmd.LSP_EXTDLPE)
-        log = self.model.log_page(
-            self.port_id, pleo=bool(lsp & cmd.LSP_PLEO), extended=extended, hostnqn=self.hostnqn
-        )
-        page = bytearray(log.encode(extended=extended))
+        # A host reads one page in many chunks: build it once per GENCTR, not once per chunk.
+        key = (self.model.genctr, lsp & (cmd.LSP_EXTDLPE | cmd.LSP_PLEO), self.hostnqn)
+        if self._page_cache is None or self._page_cache[0] != key:
+            log = self.model.log_page(
+                self.port_id, pleo=bool(lsp & cmd.LSP_PLEO), extended=extended, hostnqn=self.hostnqn
+            )
+            self._page_cache = (key, log.encode(extended=extended))
+        page = bytearray(self._page_cache[1])
         if self.budget.faults.corrupt_log_page:
             struct.pack_into("<QH", page, 8, CORRUPT_NUMREC, CORRUPT_RECFMT)
         return bytes(page)

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Benchmarks (not tests): speed and memory figures for the README.
+
+Each benchmark prints one row: what was measured, the median of several runs, and the spread.
+Everything runs against the simulator on loopback, so the figures are comparable between
+machines of this kind; the kernel comparisons (nvme-cli) run in the VM (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "nvmet-harness"))
+
+from nvmet_config import parse_nvmet_conf  # noqa: E402
+from sim_server import open_simulator  # noqa: E402
+
+from stas.nvme.host_ops import HostIdentity  # noqa: E402
+from stas.nvme.logpage import DiscoveryLogPage, LogPageEntry  # noqa: E402
+from stas.nvme.session import DiscoverySession, SessionOptions  # noqa: E402
+
+HOST = HostIdentity(
+    hostnqn="nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-0000000000b1",
+    hostid=bytes(16),
+)
+
+
+def conf_text(subsystems: int) -> str:
+    subs = ", ".join(
+        f"{{'subsysnqn': 'nqn.2026-01.io.bench:sub{i:04d}', 'port': 1, 'namespaces': [1]}}"
+        for i in range(subsystems)
+    )
+    return (
+        "{'ports': [{'id': 1, 'traddr': '::1', 'trsvcid': 8009, 'trtype': 'tcp'}],"
+        f" 'subsystems': [{subs}]}}"
+    )
+
+
+def summary(samples: list[float], unit: str = "ms", scale: float = 1000.0) -> str:
+    med = statistics.median(samples) * scale
+    lo, hi = min(samples) * scale, max(samples) * scale
+    return f"{med:.1f} {unit} (min {lo:.1f}, max {hi:.1f}, n={len(samples)})"
+
+
+ENTRY = dict(trtype=3, adrfam=2, subtype=2, treq=0, portid=1, cntlid=0xFFFF, asqsz=32, eflags=0)
+ENTRY.update(trsvcid="4420", traddr="::1")
+
+
+def bench_decode_1000(runs: int) -> str:
+    entries = tuple(
+        LogPageEntry(
+            trtype=3,
+            adrfam=2,
+            subtype=2,
+            treq=0,
+            portid=1,
+            cntlid=0xFFFF,
+            asqsz=32,
+            eflags=0,
+            trsvcid="4420",
+            subnqn=f"nqn.2026-01.io.bench:sub{i:04d}",
+            traddr="::1",
+        )
+        for i in range(1000)
+    )
+    data = DiscoveryLogPage(genctr=1, entries=entries).encode()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        DiscoveryLogPage.decode(data)
+        samples.append(time.perf_counter() - t0)
+    return summary(samples)
+
+
+async def _session_latency(subsystems: int, runs: int) -> list[float]:
+    conf = parse_nvmet_conf(conf_text(subsystems))
+    samples = []
+    async with open_simulator(conf, ephemeral=True) as sim:
+        host, port = sim.endpoint(1)
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            async with DiscoverySession.open(
+                host, port, host=HOST, options=SessionOptions(kato_ms=0)
+            ) as session:
+                page = await session.get_log_page()
+            samples.append(time.perf_counter() - t0)
+            assert len(page.entries) == subsystems
+    return samples
+
+
+async def _aen_to_page(runs: int) -> list[float]:
+    conf = parse_nvmet_conf(conf_text(3))
+    samples = []
+    async with open_simulator(conf, ephemeral=True) as sim:
+        host, port = sim.endpoint(1)
+        opts = SessionOptions(persistent=True)
+        async with DiscoverySession.open(host, port, host=HOST, options=opts) as session:
+            aens = session.aens()
+            await session.get_log_page()
+            nqn = "nqn.2026-01.io.bench:sub0000"
+            for i in range(runs):
+                t0 = time.perf_counter()
+                await (sim.unlink(1, nqn) if i % 2 == 0 else sim.link(1, nqn))
+                await aens.__anext__()
+                await session.get_log_page()
+                samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def bench_cold_discover(runs: int) -> str:
+    """A whole `python -m stas.nvme.discover` process, like timing `nvme discover`."""
+
+    async def serve(ready: Callable[[int], None]) -> None:
+        conf = parse_nvmet_conf(conf_text(3))
+        async with open_simulator(conf, ephemeral=True) as sim:
+            ready(sim.endpoint(1)[1])
+            await trio.sleep_forever()
+
+    samples: list[float] = []
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            port_box: list[int] = []
+            nursery.start_soon(serve, port_box.append)
+            while not port_box:
+                await trio.sleep(0.01)
+            argv = [sys.executable, "-m", "stas.nvme.discover", "-a", "::1", "-s", str(port_box[0])]
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                await trio.run_process(argv, capture_stdout=True)
+                samples.append(time.perf_counter() - t0)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return summary(samples)
+
+
+def bench_import(module: str, runs: int) -> str:
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+        samples.append(time.perf_counter() - t0)
+    return summary(samples)
+
+
+def bench_stafctl_ls(runs: int) -> str | None:
+    """`stafctl -v` process time (imports + argument parsing), the CLI start-up cost."""
+    if not (ROOT / "stas" / "ctl" / "stafctl.py").exists():
+        return None
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "stas.ctl.stafctl", "-v"], capture_output=True)
+        samples.append(time.perf_counter() - t0)
+    return summary(samples)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    n = args.runs
+    rows: dict[str, str | None] = {}
+    rows["python -c pass (interpreter start)"] = bench_import("sys", n)
+    rows["decode a 1000-entry log page"] = bench_decode_1000(n)
+    rows["discovery session, 3 entries (in process)"] = summary(trio.run(_session_latency, 3, n))
+    rows["discovery session, 1000 entries (in process)"] = summary(
+        trio.run(_session_latency, 1000, max(3, n // 3))
+    )
+    rows["unlink -> AEN -> new log page in hand"] = summary(trio.run(_aen_to_page, n))
+    rows["cold `python -m stas.nvme.discover` (3 entries)"] = bench_cold_discover(max(3, n // 3))
+    rows["`stafctl -v` start-up"] = bench_stafctl_ls(n)
+    rows = {k: v for k, v in rows.items() if v is not None}
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = max(len(k) for k in rows)
+        print(f"{'benchmark'.ljust(width)}  median")
+        for k, v in rows.items():
+            print(f"{k.ljust(width)}  {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "0")
+    with tempfile.TemporaryDirectory():
+        sys.exit(main())
