@@ -1,0 +1,171 @@
+"""stacd's view of stafd: D-Bus events in, per-DC log pages out, never a false "no controllers".
+
+Upstream stacd treated "stafd did not answer" as "stafd has no controllers" and disconnected
+everything (upstream PR #510). Here absence is explicit: ``StafdPresence(False)`` changes
+nothing downstream, and a DC is only reported gone (``DcGone``) when stafd says so (the
+``dc_removed`` signal) or when stafd, up and answering for a whole grace period, still does not
+list it. A DC that stafd lists but has never fetched (no GENCTR yet) is not reported at all, so
+a stafd restarting without its cache cannot empty stacd's view either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import trio
+
+from stas.dbus.common import DBusError
+from stas.dbus.trio_client import (
+    DcRemoved,
+    LogPagesChanged,
+    StafdAppeared,
+    StafdVanished,
+    open_stafd_client,
+)
+from stas.messages import DcGone, DcLogPages, StafdPresence, Tid
+
+log = logging.getLogger("stas.stafd_client")
+
+OpenClient = Callable[..., AbstractAsyncContextManager[Any]]
+DLPE_KEYS = ("trtype", "adrfam", "traddr", "trsvcid", "subnqn", "subtype", "eflags")
+
+
+def _dc_tid(d: Mapping[str, str]) -> Tid:
+    return Tid.from_dict(d)
+
+
+def _never_fetched(dc: Mapping[str, str], pages: list[Any]) -> bool:
+    """True for a DC stafd lists but has not read a log page from yet (empty means unknown)."""
+    return not pages and dc.get("genctr", "") in ("", "None")
+
+
+def _clean_dlpes(pages: list[Any]) -> tuple[dict[str, str], ...]:
+    """Keep well-formed DLPE dicts only (string keys and values): D-Bus data is untrusted."""
+    out = []
+    for p in pages:
+        if isinstance(p, Mapping) and all(isinstance(p.get(k, ""), str) for k in DLPE_KEYS):
+            out.append({str(k): str(v) for k, v in p.items()})
+    return tuple(out)
+
+
+class _Sync:
+    """What stafd last told us, and the grace period before a missing DC counts as gone."""
+
+    def __init__(self, send: trio.MemorySendChannel[Any], grace: float) -> None:
+        self.send = send
+        self.grace = grace
+        self.known: set[Tid] = set()
+        self.appeared_at: float | None = None
+
+    async def full(self, client: Any, *, removals_confirmed: bool) -> None:
+        """Fetch every DC's log pages; report changes, and removals when they are certain."""
+        raw = await client.get_all_log_pages(True)
+        try:
+            listing = json.loads(raw)
+        except ValueError:
+            log.warning("stafd sent get_all_log_pages that is not JSON; ignored")
+            return
+        seen: set[Tid] = set()
+        for item in listing if isinstance(listing, list) else []:
+            if not isinstance(item, Mapping):
+                continue
+            dc = item.get("discovery-controller")
+            pages = item.get("log-pages")
+            if not isinstance(dc, Mapping) or not isinstance(pages, list):
+                continue
+            tid = _dc_tid(dc)
+            seen.add(tid)
+            if _never_fetched(dc, pages):
+                continue  # empty because stafd does not know yet, not because it is empty
+            self.known.add(tid)
+            await self.send.send(DcLogPages(tid, _clean_dlpes(pages)))
+        if removals_confirmed:
+            for tid in sorted(self.known - seen):
+                log.info("stafd no longer has DC %s", tid)
+                await self.send.send(DcGone(tid))
+            self.known &= seen
+
+    async def one(self, client: Any, ev: LogPagesChanged) -> None:
+        tid = Tid(
+            ev.transport, ev.traddr, ev.trsvcid, ev.subsysnqn,
+            ev.host_traddr, ev.host_iface, ev.host_nqn,
+        )  # fmt: skip
+        pages = await client.get_log_pages(*_tid_args(tid))
+        self.known.add(tid)
+        await self.send.send(DcLogPages(tid, _clean_dlpes(list(pages))))
+
+
+def _tid_args(tid: Tid) -> tuple[str, ...]:
+    return (
+        tid.transport, tid.traddr, tid.trsvcid, tid.subsysnqn,
+        tid.host_traddr, tid.host_iface, tid.host_nqn,
+    )  # fmt: skip
+
+
+async def run_stafd_client(
+    send: trio.MemorySendChannel[Any],
+    *,
+    address: str | None = None,
+    open_client: OpenClient = open_stafd_client,
+    grace: float = 60.0,
+    retry: float = 5.0,
+) -> None:
+    """Follow stafd forever; reconnect to the bus after ``retry`` seconds if it is lost."""
+    sync = _Sync(send, grace)
+    warned = False
+    while True:
+        try:
+            await _follow(sync, address, open_client)
+        except DBusError as exc:
+            if not warned:
+                log.warning("lost the D-Bus connection to follow stafd: %s; retrying", exc)
+                warned = True
+        await send.send(StafdPresence(False))
+        await trio.sleep(retry)
+
+
+async def _follow(sync: _Sync, address: str | None, open_client: OpenClient) -> None:
+    events_send, events_recv = trio.open_memory_channel[Any](1024)
+    async with open_client(events_send, address=address) as client, trio.open_nursery() as n:
+        confirm_scope: trio.CancelScope | None = None
+
+        async def confirm_after_grace() -> None:
+            await trio.sleep(sync.grace)
+            await _safely(sync.full(client, removals_confirmed=True))
+
+        async for ev in events_recv:
+            if isinstance(ev, StafdAppeared):
+                log.info("stafd is on the bus (%s)", ev.owner)
+                await sync.send.send(StafdPresence(True))
+                await _safely(sync.full(client, removals_confirmed=False))
+                if confirm_scope is not None:
+                    confirm_scope.cancel()
+                confirm_scope = trio.CancelScope()
+
+                async def run_confirm(scope: trio.CancelScope = confirm_scope) -> None:
+                    with scope:
+                        await confirm_after_grace()
+
+                n.start_soon(run_confirm)
+            elif isinstance(ev, StafdVanished):
+                log.info("stafd left the bus; keeping its last known log pages")
+                if confirm_scope is not None:
+                    confirm_scope.cancel()
+                await sync.send.send(StafdPresence(False))
+            elif isinstance(ev, LogPagesChanged):
+                await _safely(sync.one(client, ev))
+            elif isinstance(ev, DcRemoved):
+                await _safely(sync.full(client, removals_confirmed=True))
+        n.cancel_scope.cancel()
+
+
+async def _safely(step: Any) -> None:
+    """A failed call (stafd went away mid-call) changes nothing; the next event resyncs."""
+    try:
+        await step
+    except DBusError as exc:
+        log.info("stafd did not answer (%s); keeping what we know", exc)

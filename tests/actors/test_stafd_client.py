@@ -1,0 +1,173 @@
+"""stafd client actor: absence is never "no controllers"; removals only when certain."""
+
+import json
+from contextlib import asynccontextmanager
+
+import trio
+import trio.testing
+
+from stas.actors.stafd_client import run_stafd_client
+from stas.dbus.common import DBusUnavailable
+from stas.dbus.trio_client import DcRemoved, LogPagesChanged, StafdAppeared, StafdVanished
+from stas.messages import DcGone, DcLogPages, StafdPresence, Tid
+
+DC1 = Tid("tcp", "::1", "8009", "nqn.2014-08.org.nvmexpress.discovery", "", "", "nqn.host")
+DC2 = Tid("tcp", "::2", "8009", "nqn.2014-08.org.nvmexpress.discovery", "", "", "nqn.host")
+DLPE = {"trtype": "tcp", "adrfam": "ipv6", "traddr": "::1", "trsvcid": "4420",
+        "subnqn": "klingons", "subtype": "nvme", "eflags": "0"}  # fmt: skip
+
+
+class FakeStafd:
+    """stafd as seen over D-Bus: a listing, per-DC pages, and a script of events."""
+
+    def __init__(self) -> None:
+        self.listing: dict[Tid, tuple[list[dict], str]] = {}
+        self.events: trio.MemorySendChannel | None = None
+        self.calls: list[str] = []
+        self.fail = False
+
+    async def get_all_log_pages(self, detailed: bool) -> str:
+        self.calls.append("all")
+        if self.fail:
+            raise DBusUnavailable("org.nvmexpress.staf is not running")
+        return json.dumps(
+            [
+                {"discovery-controller": {**tid.as_dict(), "genctr": genctr}, "log-pages": pages}
+                for tid, (pages, genctr) in self.listing.items()
+            ]
+        )
+
+    async def get_log_pages(self, *tid: str) -> list[dict]:
+        self.calls.append("one")
+        return self.listing[Tid(*tid)][0]
+
+    @asynccontextmanager
+    async def open(self, events, address=None):
+        self.events = events
+        yield self
+
+    async def emit(self, ev) -> None:
+        assert self.events is not None
+        await self.events.send(ev)
+
+
+async def collect(receive: trio.MemoryReceiveChannel) -> list:
+    await trio.testing.wait_all_tasks_blocked()
+    out = []
+    while True:
+        try:
+            out.append(receive.receive_nowait())
+        except trio.WouldBlock:
+            return out
+
+
+async def start(nursery, fake: FakeStafd, grace: float = 60.0):
+    send, receive = trio.open_memory_channel(1000)
+    nursery.start_soon(lambda: run_stafd_client(send, open_client=fake.open, grace=grace))
+    await trio.testing.wait_all_tasks_blocked()
+    return receive
+
+
+async def test_appear_syncs_all_and_skips_never_fetched(autojump_clock) -> None:
+    fake = FakeStafd()
+    fake.listing = {DC1: ([DLPE], "3"), DC2: ([], "None")}
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake)
+        await fake.emit(StafdAppeared(":1.7"))
+        msgs = await collect(receive)
+        assert msgs == [StafdPresence(True), DcLogPages(DC1, (DLPE,))]
+        n.cancel_scope.cancel()
+
+
+async def test_vanishing_for_half_an_hour_reports_nothing_gone(autojump_clock) -> None:
+    fake = FakeStafd()
+    fake.listing = {DC1: ([DLPE], "3")}
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake)
+        await fake.emit(StafdAppeared(":1.7"))
+        await collect(receive)
+        await fake.emit(StafdVanished())
+        await trio.sleep(1800)
+        msgs = await collect(receive)
+        assert msgs == [StafdPresence(False)]
+        assert not any(isinstance(m, DcGone) for m in msgs)
+        n.cancel_scope.cancel()
+
+
+async def test_restart_without_cache_does_not_empty_the_view(autojump_clock) -> None:
+    fake = FakeStafd()
+    fake.listing = {DC1: ([DLPE], "3")}
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake, grace=60)
+        await fake.emit(StafdAppeared(":1.7"))
+        await collect(receive)
+        await fake.emit(StafdVanished())
+        fake.listing = {DC1: ([], "None")}  # new stafd: DC configured but not fetched yet
+        await fake.emit(StafdAppeared(":1.9"))
+        msgs = await collect(receive)
+        assert msgs == [StafdPresence(False), StafdPresence(True)]
+        fake.listing = {DC1: ([DLPE], "1")}
+        await fake.emit(LogPagesChanged(*DC1.as_dict().values(), "nvme0"))
+        assert await collect(receive) == [DcLogPages(DC1, (DLPE,))]
+        await trio.sleep(61)  # grace over: DC1 is still listed, nothing is gone
+        assert await collect(receive) == [DcLogPages(DC1, (DLPE,))]
+        n.cancel_scope.cancel()
+
+
+async def test_dc_removed_signal_reports_gone(autojump_clock) -> None:
+    fake = FakeStafd()
+    fake.listing = {DC1: ([DLPE], "3"), DC2: ([DLPE], "5")}
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake)
+        await fake.emit(StafdAppeared(":1.7"))
+        await collect(receive)
+        del fake.listing[DC2]
+        await fake.emit(DcRemoved())
+        msgs = await collect(receive)
+        assert msgs == [DcLogPages(DC1, (DLPE,)), DcGone(DC2)]
+        n.cancel_scope.cancel()
+
+
+async def test_missing_dc_is_gone_only_after_grace(autojump_clock) -> None:
+    fake = FakeStafd()
+    fake.listing = {DC1: ([DLPE], "3"), DC2: ([DLPE], "5")}
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake, grace=60)
+        await fake.emit(StafdAppeared(":1.7"))
+        await collect(receive)
+        await fake.emit(StafdVanished())
+        del fake.listing[DC2]  # e.g. removed from stafd.conf while stafd was restarting
+        await fake.emit(StafdAppeared(":1.8"))
+        assert DcGone(DC2) not in await collect(receive)
+        await trio.sleep(59)
+        assert await collect(receive) == []
+        await trio.sleep(2)
+        assert DcGone(DC2) in await collect(receive)
+        n.cancel_scope.cancel()
+
+
+async def test_failed_call_changes_nothing(autojump_clock) -> None:
+    fake = FakeStafd()
+    fake.listing = {DC1: ([DLPE], "3")}
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake)
+        fake.fail = True
+        await fake.emit(StafdAppeared(":1.7"))
+        await fake.emit(DcRemoved())
+        assert await collect(receive) == [StafdPresence(True)]
+        n.cancel_scope.cancel()
+
+
+async def test_hostile_listing_is_filtered(autojump_clock) -> None:
+    fake = FakeStafd()
+
+    async def bad(detailed: bool) -> str:
+        good = {"discovery-controller": DC1.as_dict(), "log-pages": [5, DLPE]}
+        return json.dumps([1, {"discovery-controller": "x"}, good])
+
+    fake.get_all_log_pages = bad  # type: ignore[method-assign]
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake)
+        await fake.emit(StafdAppeared(":1.7"))
+        assert await collect(receive) == [StafdPresence(True), DcLogPages(DC1, (DLPE,))]
+        n.cancel_scope.cancel()
