@@ -45,3 +45,13 @@ bench: $(STAMP)
 
 clean:
 	rm -rf .build .pytest_cache .ruff_cache .coverage .coverage.*
+
+# Packaging: PREFIX (default /usr), SYSCONFDIR (/etc), DESTDIR (staging root).
+PREFIX     ?= /usr
+SYSCONFDIR ?= /etc
+.PHONY: install uninstall
+install: $(STAMP)
+	@$(PY) scripts/install.py install --destdir "$(DESTDIR)" --prefix "$(PREFIX)" --sysconfdir "$(SYSCONFDIR)"
+
+uninstall: $(STAMP)
+	@$(PY) scripts/install.py uninstall --destdir "$(DESTDIR)" --prefix "$(PREFIX)" --sysconfdir "$(SYSCONFDIR)"
