@@ -50,8 +50,12 @@ clean:
 PREFIX     ?= /usr
 SYSCONFDIR ?= /etc
 .PHONY: install uninstall
-install: $(STAMP)
+install: $(STAMP) man
 	@$(PY) scripts/install.py install --destdir "$(DESTDIR)" --prefix "$(PREFIX)" --sysconfdir "$(SYSCONFDIR)"
 
 uninstall: $(STAMP)
 	@$(PY) scripts/install.py uninstall --destdir "$(DESTDIR)" --prefix "$(PREFIX)" --sysconfdir "$(SYSCONFDIR)"
+
+.PHONY: man
+man: $(STAMP)
+	@$(PY) scripts/mkman.py

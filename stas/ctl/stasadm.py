@@ -108,7 +108,7 @@ def save(conf: str, key: str, value: str, file: str | None) -> None:
         _set(conf, key, value)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stasadm", description="STorage Appliance Services admin")
     p.add_argument("-v", "--version", action="store_true", help="print version and exit")
     p.add_argument("-c", "--conf-file", default=DEFAULT_SYS_CONF, metavar="FILE",
@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
         print(f"nvme-stas {__version__}")
