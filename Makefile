@@ -12,6 +12,7 @@ all: test
 help:
 	@echo "make demo      run the demo on the simulated storage (no NVMe kernel modules needed)"
 	@echo "make test      lint + the whole test suite"
+	@echo "make test-kernel  tests/kernel in a throwaway VM on Debian's kernel (real nvmet, nvme-tcp)"
 	@echo "make lint      ruff check"
 	@echo "make coverage  tests under coverage; HTML in .build/coverage/"
 	@echo "make bench     benchmarks under bench/"
@@ -42,6 +43,11 @@ coverage: $(STAMP)
 
 bench: $(STAMP)
 	@$(PY) bench/run.py
+
+.PHONY: test-kernel
+test-kernel: $(STAMP)
+	@reason=$$($(PY) nvmet-harness/vm/runner.py --check) || { echo "SKIP: make test-kernel: $$reason"; exit 0; }; \
+	$(PY) nvmet-harness/vm/runner.py -- $(PY) -m pytest -q -p no:cacheprovider tests/kernel
 
 clean:
 	rm -rf .build .pytest_cache .ruff_cache .coverage .coverage.*

@@ -1,0 +1,372 @@
+"""stafd's finder: which discovery controllers to keep, reconciled with the running DC actors.
+
+Wanted = configured ``controller=`` entries + reachable mDNS announcements + referrals found in
+DC log pages, minus ``exclude=`` and addresses ``ip-family`` rules out. Bursts are coalesced
+without waiting: everything already queued is applied, then one reconcile runs. The finder owns
+the latest status of every DC and publishes immutable snapshots for the D-Bus actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+from trio_util import AsyncValue
+
+from stas.actors.supervisor import open_supervisor
+from stas.config import ServiceConfig
+from stas.messages import (
+    ORIGIN_RANK,
+    WELL_KNOWN_DISC_NQN,
+    DcStatus,
+    DcUpdate,
+    DcWanted,
+    MdnsServiceDown,
+    MdnsServiceUp,
+    StafdSnapshot,
+    Tid,
+)
+from stas.nvme.logpage import SubType, TrType
+from stas.reachability import tcp_connect
+from stas.resolve import Resolver, normalise_ip, resolve_traddr
+from stas.state import StateStore, restore
+
+log = logging.getLogger("stas.finder")
+
+DcFactory = Callable[[DcWanted, trio.MemorySendChannel[Any], DcStatus | None], Awaitable[None]]
+Probe = Callable[[str, int, str], Awaitable[Any]]
+MAX_REFERRAL_DEPTH = 8
+MAX_REFERRALS_PER_DC = 64
+TID_KEYS = frozenset(Tid("", "", "", "").as_dict())
+DEFAULT_TRSVCID = {"tcp": "8009", "rdma": "4420"}
+PROBE_TIMEOUT = 2.0
+REPROBE_INTERVAL = 30.0
+
+
+@attrs.frozen
+class ConfigChanged:
+    """stafd.conf or sys.conf was (re)loaded."""
+
+    config: ServiceConfig
+    host_nqn: str
+
+
+@attrs.define
+class _Configured:
+    """One controller= entry after name resolution; ``addresses`` are tried in order."""
+
+    base: Tid
+    addresses: list[str]
+    params: dict[str, str]
+    chosen: str
+    probed_at: float = -math.inf
+
+
+def actor_name(tid: Tid) -> str:
+    return "dc|" + "|".join(tid.as_dict().values())
+
+
+async def _probe(traddr: str, port: int, iface: str) -> Any:
+    with trio.fail_after(PROBE_TIMEOUT):
+        await tcp_connect(traddr, port, iface)
+
+
+class Finder:
+    """The reconciler; ``run`` drives it from an inbox."""
+
+    def __init__(
+        self,
+        *,
+        config: ServiceConfig,
+        host_nqn: str,
+        dc_factory: DcFactory,
+        published: AsyncValue[StafdSnapshot],
+        state_store: StateStore | None = None,
+        resolver: Resolver | None = None,
+        probe: Probe = _probe,
+    ) -> None:
+        self.config = config
+        self.host_nqn = host_nqn
+        self.dc_factory = dc_factory
+        self.published = published
+        self.state_store = state_store
+        self.resolver = resolver
+        self.probe = probe
+        self.configured: list[_Configured] = []
+        self.mdns: dict[str, Tid] = {}
+        self.statuses: dict[Tid, DcStatus] = {}
+        self.running: dict[Tid, DcWanted] = {}
+        self.sticky: dict[Tid, float | None] = {}  # discovered DCs no longer announced
+        self.reconciles = 0
+        self._warned: set[str] = set()
+        self._saved_signature: object = None
+        self._dirty = False
+
+    # --- inputs -------------------------------------------------------------------------------
+
+    async def apply_config(self, config: ServiceConfig, host_nqn: str) -> None:
+        """Resolve the controller= entries once per (re)load, keeping working choices."""
+        old = {c.base: c for c in self.configured}
+        self.config, self.host_nqn = config, host_nqn
+        out: list[_Configured] = []
+        for spec in config.controllers:
+            d = spec.as_tid_dict(ignore_iface=config.ignore_iface)
+            transport = d["transport"]
+            base = Tid(
+                transport=transport,
+                traddr=d["traddr"],
+                trsvcid=d["trsvcid"] or DEFAULT_TRSVCID.get(transport, ""),
+                subsysnqn=d["subsysnqn"] or WELL_KNOWN_DISC_NQN,
+                host_traddr=d["host-traddr"],
+                host_iface=d["host-iface"],
+                host_nqn=d["host-nqn"] or host_nqn,
+            )
+            if transport in ("tcp", "rdma"):
+                addrs = await resolve_traddr(
+                    base.traddr,
+                    ip_family=config.ip_family,
+                    resolver=self.resolver,
+                    warned=self._warned,
+                )
+                if not addrs:
+                    self._warn_once(f"controller {base}: no usable address for {base.traddr!r}")
+                    continue
+            else:
+                addrs = [base.traddr]
+            params = {k: v for k, v in d.items() if k not in TID_KEYS}
+            prev = old.get(base)
+            chosen = prev.chosen if prev and prev.chosen in addrs else addrs[0]
+            out.append(
+                _Configured(base, addrs, params, chosen, prev.probed_at if prev else -math.inf)
+            )
+        self.configured = out
+        for c in self.configured:
+            if len(c.addresses) > 1:
+                await self._choose_address(c)
+
+    async def _choose_address(self, c: _Configured) -> None:
+        """First address that accepts a TCP connection; the first one if none does."""
+        c.probed_at = trio.current_time()
+        port = int(c.base.trsvcid or 0)
+        for addr in c.addresses:
+            try:
+                await self.probe(addr, port, c.base.host_iface)
+            except (OSError, trio.TooSlowError):
+                continue
+            if addr != c.chosen:
+                log.info("%s: using %s (answers on port %d)", c.base.traddr, addr, port)
+            c.chosen = addr
+            return
+
+    def handle(self, msg: Any) -> None:
+        """Apply one inbox message to the finder's state (no I/O)."""
+        if isinstance(msg, DcUpdate):
+            tid = msg.status.tid
+            if tid in self.running:
+                self.statuses[tid] = msg.status
+                self._dirty = True
+        elif isinstance(msg, MdnsServiceUp):
+            self.mdns[msg.key] = msg.tid
+            self.sticky.pop(msg.tid, None)
+        elif isinstance(msg, MdnsServiceDown):
+            tid = self.mdns.pop(msg.key, None)
+            if tid is not None and tid not in self.mdns.values():
+                self.sticky[tid] = None  # kept until unreachable for the persistence period
+        else:
+            log.warning("finder: unexpected message %r ignored", type(msg).__name__)
+
+    # --- the wanted set -----------------------------------------------------------------------
+
+    def _usable(self, tid: Tid) -> bool:
+        if tid.transport in ("tcp", "rdma"):
+            norm = normalise_ip(tid.traddr)
+            if norm is None or norm[0] not in self.config.ip_family:
+                return False
+        elif tid.transport not in ("fc", "loop"):
+            return False
+        return not self.config.is_excluded(tid.as_dict())
+
+    def wanted(self) -> dict[Tid, DcWanted]:
+        out: dict[Tid, DcWanted] = {}
+
+        def add(w: DcWanted) -> None:
+            if not self._usable(w.tid):
+                return
+            cur = out.get(w.tid)
+            if cur is None or ORIGIN_RANK[w.origin] < ORIGIN_RANK[cur.origin]:
+                out[w.tid] = w
+
+        for c in self.configured:
+            add(DcWanted(attrs.evolve(c.base, traddr=c.chosen), "configured", dict(c.params)))
+        if self.config.zeroconf:
+            for tid in {*self.mdns.values(), *self.sticky}:
+                add(DcWanted(tid, "discovered"))
+        frontier = list(out.values())
+        while frontier:  # referrals, breadth first, depth- and count-limited
+            parent = frontier.pop(0)
+            status = self.statuses.get(parent.tid)
+            if status is None or parent.referral_depth >= MAX_REFERRAL_DEPTH:
+                continue
+            refs = [e for e in status.log_pages if e.subtype == SubType.REFERRAL]
+            if len(refs) > MAX_REFERRALS_PER_DC:
+                self._warn_once(f"DC {parent.tid} lists {len(refs)} referrals; following 64")
+            for e in refs[:MAX_REFERRALS_PER_DC]:
+                norm = normalise_ip(e.traddr)
+                tid = Tid(
+                    transport=TrType.label_of(e.trtype),
+                    traddr=norm[1] if norm else e.traddr,
+                    trsvcid=e.trsvcid,
+                    subsysnqn=e.subnqn or WELL_KNOWN_DISC_NQN,
+                    host_traddr=parent.tid.host_traddr,
+                    host_iface=parent.tid.host_iface,
+                    host_nqn=parent.tid.host_nqn,
+                )
+                if tid in out:
+                    continue  # already wanted: no loop, no duplicate
+                w = DcWanted(tid, "referral", referral_depth=parent.referral_depth + 1)
+                add(w)
+                if tid in out:
+                    frontier.append(w)
+        return out
+
+    # --- reconcile ----------------------------------------------------------------------------
+
+    def _expire_sticky(self, now: float) -> None:
+        keep_for = self.config.zeroconf_connections_persistence
+        for tid, since in list(self.sticky.items()):
+            status = self.statuses.get(tid)
+            if status is not None and status.connected:
+                self.sticky[tid] = None
+                continue
+            if since is None:
+                self.sticky[tid] = since = now
+            if keep_for >= 0 and now - since >= keep_for:
+                log.info("dropping mDNS DC %s: gone and unreachable for %g s", tid, keep_for)
+                del self.sticky[tid]
+
+    def next_deadline(self) -> float:
+        keep_for = self.config.zeroconf_connections_persistence
+        if keep_for < 0:
+            return math.inf
+        starts = [s for s in self.sticky.values() if s is not None]
+        return min(starts, default=math.inf) + keep_for
+
+    async def reconcile(self, sup: Any, updates: trio.MemorySendChannel[Any]) -> None:
+        self.reconciles += 1
+        now = trio.current_time()
+        for c in self.configured:
+            status = self.statuses.get(attrs.evolve(c.base, traddr=c.chosen))
+            stuck = status is None or (not status.connected and status.connect_attempts >= 2)
+            if len(c.addresses) > 1 and stuck and now - c.probed_at >= REPROBE_INTERVAL:
+                await self._choose_address(c)
+        self._expire_sticky(now)
+        wanted = self.wanted()
+        for tid in [t for t in self.running if t not in wanted]:
+            log.info("removing DC %s (%s)", tid, self.running[tid].origin)
+            await sup.stop(actor_name(tid))
+            del self.running[tid]
+            self.statuses.pop(tid, None)
+            self._dirty = True
+        for tid, w in wanted.items():
+            cur = self.running.get(tid)
+            if cur is not None and cur.params == w.params:
+                if cur.origin != w.origin:
+                    self.running[tid] = w
+                    self._dirty = True
+                continue
+            if cur is not None:
+                log.info("restarting DC %s: its parameters changed", tid)
+                await sup.stop(actor_name(tid))
+            initial = self.statuses.get(tid)
+            self.running[tid] = w
+            self.statuses.setdefault(tid, DcStatus(tid=tid, origin=w.origin, params=w.params))
+            log.info("adding DC %s (%s)", tid, w.origin)
+            sup.start(actor_name(tid), _bind(self.dc_factory, w, updates.clone(), initial))
+            self._dirty = True
+
+    def publish(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        dcs = tuple(
+            attrs.evolve(self.statuses[t], origin=w.origin)
+            for t, w in sorted(self.running.items())
+            if t in self.statuses
+        )
+        gen = self.published.value.generation + 1
+        self.published.value = StafdSnapshot(dcs=dcs, generation=gen)
+        self.save()
+
+    def save(self) -> None:
+        if self.state_store is None:
+            return
+        snap = self.published.value
+        signature = tuple((d.tid, d.origin, d.genctr, d.log_pages) for d in snap.dcs)
+        if signature != self._saved_signature and self.state_store.save(snap):
+            self._saved_signature = signature
+
+    def _warn_once(self, text: str) -> None:
+        if text not in self._warned:
+            self._warned.add(text)
+            log.warning(text)
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def run(
+        self,
+        inbox: trio.MemoryReceiveChannel[Any],
+        inbox_send: trio.MemorySendChannel[Any],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        cached = self.state_store.load() if self.state_store else {}
+        for tid, status in cached.items():  # warm restart: cached pages before any connect
+            self.statuses[tid] = restore(status)
+            self.running[tid] = DcWanted(tid, status.origin)
+            if status.origin == "discovered":
+                self.sticky[tid] = None
+        if cached:
+            self._dirty = True
+            self.publish()
+            log.info("restored %d DCs with their cached log pages", len(cached))
+        await self.apply_config(self.config, self.host_nqn)
+        try:
+            async with open_supervisor() as sup:
+                self.running = {}  # cached DCs start as actors below, with their cache
+                await self.reconcile(sup, inbox_send)
+                self.publish()
+                task_status.started()
+                while True:
+                    with trio.move_on_at(self.next_deadline()):
+                        msg = await inbox.receive()
+                        await self._apply(msg)
+                        while True:  # drain: coalesce a burst into one reconcile
+                            try:
+                                msg = inbox.receive_nowait()
+                            except trio.WouldBlock:
+                                break
+                            await self._apply(msg)
+                    await self.reconcile(sup, inbox_send)
+                    self.publish()
+        finally:
+            with trio.CancelScope(shield=True):
+                self.save()
+
+    async def _apply(self, msg: Any) -> None:
+        if isinstance(msg, ConfigChanged):
+            await self.apply_config(msg.config, msg.host_nqn)
+        else:
+            self.handle(msg)
+
+
+def _bind(
+    factory: DcFactory, w: DcWanted, send: trio.MemorySendChannel[Any], initial: DcStatus | None
+) -> Callable[[], Awaitable[None]]:
+    async def actor() -> None:
+        await factory(w, send, initial)
+
+    return actor

@@ -1,0 +1,75 @@
+"""Resolve a ``traddr`` (IP literal or host name) to the addresses ``ip-family`` allows.
+
+A host name may map to several addresses; callers try each in turn until one answers. The
+name ``localhost`` (and ``*.localhost``, RFC 6761) always means the loopback addresses of the
+allowed families, even when /etc/hosts lacks ``::1 localhost``: the seed's nvmet listens on
+``::1`` only and its stafd.conf says ``traddr=localhost``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+log = logging.getLogger("stas.resolve")
+
+Resolver = Callable[[str], Awaitable[Sequence[str]]]
+LOOPBACK = {4: "127.0.0.1", 6: "::1"}
+RESOLVE_TIMEOUT = 10.0
+
+
+def normalise_ip(text: str) -> tuple[int, str] | None:
+    """(family, canonical text) of an IP literal; IPv4-mapped IPv6 becomes IPv4."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.version, str(ip)
+
+
+async def _getaddrinfo(name: str) -> Sequence[str]:
+    infos = await trio.socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def _family_order(ip_family: Sequence[int]) -> list[int]:
+    # upstream prefers IPv4 whichever order ip-family names (ipv6+ipv4 maps to (4, 6) too)
+    return [f for f in (4, 6) if f in ip_family]
+
+
+async def resolve_traddr(
+    traddr: str,
+    *,
+    ip_family: Sequence[int] = (4, 6),
+    resolver: Resolver | None = None,
+    warned: set[str] | None = None,
+) -> list[str]:
+    """Allowed addresses for ``traddr``, in preference order, without duplicates."""
+    literal = normalise_ip(traddr)
+    if literal is not None:
+        family, text = literal
+        return [text] if family in ip_family else []
+    name = traddr.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return [LOOPBACK[f] for f in _family_order(ip_family)]
+    try:
+        with trio.fail_after(RESOLVE_TIMEOUT):
+            found = await (resolver or _getaddrinfo)(traddr)
+    except (OSError, trio.TooSlowError) as exc:
+        if warned is None or traddr not in warned:
+            log.warning("cannot resolve %r: %s", traddr, exc or "timed out")
+            if warned is not None:
+                warned.add(traddr)
+        return []
+    by_family: dict[int, list[str]] = {4: [], 6: []}
+    for addr in found:
+        norm = normalise_ip(addr.split("%", 1)[0])
+        if norm and norm[0] in ip_family and norm[1] not in by_family[norm[0]]:
+            by_family[norm[0]].append(norm[1])
+    return [a for f in _family_order(ip_family) for a in by_family[f]]
