@@ -1,0 +1,76 @@
+"""What stafctl and stacctl share: output formats, the D-Bus failure line, exit codes.
+
+Kept light on imports: the ctl tools must start fast (upstream's took 1.6 s, mostly imports).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pprint
+import sys
+from collections.abc import Callable
+from typing import Any
+
+EXIT_OK, EXIT_FAIL = 0, 1
+DEFAULT_SYS_CONF = "/etc/stas/sys.conf"
+DEFAULT_HOSTNQN_FILE = "/etc/nvme/hostnqn"
+
+
+def emit(obj: Any, *, as_json: bool) -> None:
+    """Upstream's output (pprint, width 120), or JSON with --json."""
+    if as_json:
+        print(json.dumps(obj, indent=2, sort_keys=True))
+    else:
+        print(pprint.pformat(obj, width=120))
+
+
+def _first_word(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            words = f.readline().split()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return words[0] if words else ""
+
+
+def host_nqn_default() -> str:
+    """sys.conf's [Host] nqn (file:// followed), or '' when it cannot be read: never an error."""
+    conf = os.environ.get("STAS_SYS_CONF", DEFAULT_SYS_CONF)
+    value = "file://" + DEFAULT_HOSTNQN_FILE
+    try:
+        with open(conf, encoding="utf-8") as f:
+            section = ""
+            for raw in f:
+                line = raw.strip()
+                if line.startswith("[") and line.endswith("]"):
+                    section = line[1:-1]
+                elif section == "Host" and "=" in line and not line.startswith(("#", ";")):
+                    key, _, val = line.partition("=")
+                    if key.strip().lower() == "nqn":
+                        value = val.split(" #", 1)[0].strip()
+    except (OSError, UnicodeDecodeError):
+        pass
+    return _first_word(value[len("file://") :]) if value.startswith("file://") else value
+
+
+def run_dbus(daemon: str, action: Callable[[], int]) -> int:
+    """Run a D-Bus action; turn bus failures into upstream's one line on stderr, exit 1."""
+    from stas.dbus.common import DBusAccessDenied, DBusCallError, DBusUnavailable
+
+    try:
+        return action()
+    except DBusUnavailable:
+        print(f"Unable to communicate with {daemon} over D-Bus. Is {daemon} running?",
+              file=sys.stderr)  # fmt: skip
+    except DBusAccessDenied as exc:
+        print(f"{daemon}: permission denied: {exc} (try as root)", file=sys.stderr)
+    except DBusCallError as exc:
+        print(f"{daemon}: {exc}", file=sys.stderr)
+    return EXIT_FAIL
+
+
+def version_line() -> str:
+    from stas import __version__
+
+    return f"nvme-stas {__version__}"

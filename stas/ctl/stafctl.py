@@ -1,0 +1,106 @@
+"""stafctl: upstream's CLI for stafd over D-Bus (ls, status, dlp, adlp, tron, troff), plus --json.
+
+Default output is upstream's (``pprint`` of the objects) so scripts that parse it keep working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from stas.ctl.common import EXIT_FAIL, EXIT_OK, emit, host_nqn_default, run_dbus, version_line
+
+WELL_KNOWN_DISC_NQN = "nqn.2014-08.org.nvmexpress.discovery"
+TID_ORDER = ("transport", "traddr", "trsvcid", "subsysnqn", "host-traddr", "host-iface", "host-nqn")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stafctl", description="STorage Appliance Finder (stafd) control"
+    )
+    p.add_argument("-v", "--version", action="store_true", help="print version and exit")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    sub = p.add_subparsers(dest="cmd", title="commands")
+    sub.add_parser("tron", help="trace on")
+    sub.add_parser("troff", help="trace off")
+    sub.add_parser("status", help="show stafd status")
+    ls = sub.add_parser("ls", help="list discovery controllers")
+    ls.add_argument("-d", "--detailed", action="store_true", help="show details")
+    dlp = sub.add_parser("dlp", help="show the discovery log pages of one discovery controller")
+    dlp.add_argument("-t", "--transport", choices=["tcp", "rdma", "fc", "loop"], default="tcp",
+                     help="transport (default: tcp)")  # fmt: skip
+    dlp.add_argument("-a", "--traddr", required=True, help="transport address")
+    dlp.add_argument("-s", "--trsvcid", required=True, help="transport service id (port)")
+    dlp.add_argument("-w", "--host-traddr", default="", help="host transport address")
+    dlp.add_argument("-f", "--host-iface", default="", help="host interface")
+    dlp.add_argument("-q", "--host-nqn", default=None, help="host NQN (default: from sys.conf)")
+    dlp.add_argument("-n", "--nqn", default=WELL_KNOWN_DISC_NQN, help="subsystem NQN")
+    adlp = sub.add_parser("adlp", help="show the discovery log pages of all controllers")
+    adlp.add_argument("-d", "--detailed", action="store_true", help="show details")
+    return p
+
+
+def _tid_args(ctrl: dict[str, str]) -> tuple[str, ...]:
+    return tuple(ctrl.get(k, "") for k in TID_ORDER)
+
+
+def _commands(args: argparse.Namespace) -> int:
+    from stas.dbus.client import connect
+    from stas.dbus.idl import STAFD
+
+    with connect(STAFD) as staf:
+        if args.cmd in ("tron", "troff"):
+            staf.set("tron", args.cmd == "tron")
+            print(f"tron = {staf.get('tron')}")
+            return EXIT_OK
+        result: Any
+        if args.cmd == "ls":
+            (result,) = staf.call("list_controllers", args.detailed)
+        elif args.cmd == "dlp":
+            nqn = host_nqn_default() if args.host_nqn is None else args.host_nqn
+            tid = (args.transport, args.traddr, args.trsvcid, args.nqn, args.host_traddr,
+                   args.host_iface, nqn)  # fmt: skip
+            (result,) = staf.call("get_log_pages", *tid)
+        elif args.cmd == "adlp":
+            (raw,) = staf.call("get_all_log_pages", args.detailed)
+            result = json.loads(raw)
+        else:  # status
+            (info,) = staf.call("process_info")
+            result = json.loads(info)
+            (ctrls,) = staf.call("list_controllers", True)
+            for ctrl in ctrls:
+                (pages,) = staf.call("get_log_pages", *_tid_args(ctrl))
+                (details,) = staf.call("controller_info", *_tid_args(ctrl))
+                ctrl.update(json.loads(details))
+                ctrl["log_pages"] = pages
+            result["controllers"] = ctrls
+        emit(_plain(result), as_json=args.json)
+    return EXIT_OK
+
+
+def _plain(obj: Any) -> Any:
+    """jeepney gives lists of dicts already; make tuples lists so pprint matches upstream."""
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        print(version_line())
+        return EXIT_OK
+    if not args.cmd:
+        parser.print_usage(sys.stdout)
+        return EXIT_FAIL
+    return run_dbus("stafd", lambda: _commands(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
