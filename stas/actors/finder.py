@@ -139,7 +139,9 @@ class Finder:
                 addrs = [base.traddr]
             params = {k: v for k, v in d.items() if k not in TID_KEYS}
             prev = old.get(base)
-            chosen = prev.chosen if prev and prev.chosen in addrs else addrs[0]
+            known = [a for a in addrs if attrs.evolve(base, traddr=a) in self.statuses]
+            # keep a working choice; else the address a cached DC used (warm restart)
+            chosen = prev.chosen if prev and prev.chosen in addrs else (known or addrs)[0]
             out.append(
                 _Configured(base, addrs, params, chosen, prev.probed_at if prev else -math.inf)
             )
@@ -149,7 +151,7 @@ class Finder:
                 await self._choose_address(c)
 
     async def _choose_address(self, c: _Configured) -> None:
-        """First address that accepts a TCP connection; the first one if none does."""
+        """First address that accepts a TCP connection; the current choice if none does."""
         c.probed_at = trio.current_time()
         port = int(c.base.trsvcid or 0)
         for addr in c.addresses:

@@ -1,0 +1,74 @@
+"""Logging for the daemons: journal-friendly with ``--syslog``, readable on a terminal otherwise.
+
+Under systemd (``JOURNAL_STREAM`` set) lines go to stderr with sd-daemon ``<N>`` priority
+prefixes, which journald turns into real priorities, with no extra dependency; elsewhere
+``--syslog`` uses /dev/log with the program name as identifier. ``tron`` (config, ``--tron`` or
+D-Bus) switches DEBUG on and off at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+
+SD_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+class JournalFormatter(logging.Formatter):
+    """``<priority>message``: journald parses the prefix (sd-daemon(3))."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = SD_PRIORITY.get(record.levelno, 6)
+        text = super().format(record)
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
+
+
+class TronControl:
+    """The run-time trace switch shared by config, command line and D-Bus."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._logger = logger or logging.getLogger()
+        self._on = False
+
+    def get(self) -> bool:
+        return self._on
+
+    def set(self, value: bool) -> None:
+        self._on = bool(value)
+        self._logger.setLevel(logging.DEBUG if self._on else logging.INFO)
+
+    def level_name(self) -> str:
+        return logging.getLevelName(self._logger.getEffectiveLevel())
+
+
+def setup_logging(prog: str, *, syslog: bool, tron: bool, stream=None) -> TronControl:
+    """Configure the root logger once for a daemon; returns its trace switch."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler: logging.Handler
+    if syslog and os.environ.get("JOURNAL_STREAM"):
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(JournalFormatter("%(message)s"))
+    elif syslog and os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler(
+            address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON
+        )
+        handler.setFormatter(logging.Formatter(f"{prog}[{os.getpid()}]: %(message)s"))
+    else:
+        handler = logging.StreamHandler(stream or sys.stdout)
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s {prog}: %(levelname)s %(message)s", "%H:%M:%S")
+        )
+    root.addHandler(handler)
+    control = TronControl(root)
+    control.set(tron)
+    return control

@@ -1,0 +1,84 @@
+"""Entry points of the daemons: arguments (upstream's, plus ours), logging, then run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from stas import __version__
+
+DEFAULT_STAFD_CONF = "/etc/stas/stafd.conf"
+DEFAULT_SYS_CONF = "/etc/stas/sys.conf"
+
+
+def _state_dir(prog: str) -> str:
+    return os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or f"/run/{prog}"
+
+
+def stafd_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stafd", description="STorage Appliance Finder: finds NVMe-oF discovery controllers"
+    )
+    p.add_argument("-f", "--conf-file", default=DEFAULT_STAFD_CONF, metavar="FILE",
+                   help=f"configuration file (default: {DEFAULT_STAFD_CONF})")  # fmt: skip
+    p.add_argument("-s", "--syslog", action="store_true",
+                   help="log to the journal/syslog instead of stdout")  # fmt: skip
+    p.add_argument("--tron", action="store_true", help="trace on (debug logging)")
+    p.add_argument("-v", "--version", action="store_true", help="print version and exit")
+    p.add_argument("--sys-conf", default=DEFAULT_SYS_CONF, metavar="FILE",
+                   help=f"host identity file (default: {DEFAULT_SYS_CONF})")  # fmt: skip
+    p.add_argument("--state-dir", default=None, metavar="DIR",
+                   help="where the last-known state is kept (default: $RUNTIME_DIRECTORY "
+                        "or /run/stafd)")  # fmt: skip
+    p.add_argument(
+        "--mdns-interfaces",
+        default="",
+        metavar="LIST",
+        help="local addresses to browse mDNS on, comma-separated (default: all)",
+    )
+    return p
+
+
+def _libnvme_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("libnvme")
+    except Exception:  # any failure means "not installed" here
+        return "not installed"
+
+
+def stafd_main(argv: Sequence[str] | None = None) -> int:
+    args = stafd_parser().parse_args(argv)
+    if args.version:
+        print(f"nvme-stas {__version__}")
+        print(f"libnvme {_libnvme_version()}")
+        return 0
+    from stas.logsetup import setup_logging
+    from stas.stafd import StafdOptions, run_stafd
+
+    tron = setup_logging("stafd", syslog=args.syslog, tron=args.tron)
+    opts = StafdOptions(
+        conf_file=args.conf_file,
+        sys_conf=args.sys_conf,
+        state_dir=args.state_dir or _state_dir("stafd"),
+        tron=args.tron,
+        mdns_interfaces=tuple(i.strip() for i in args.mdns_interfaces.split(",") if i.strip()),
+    )
+    if os.geteuid() != 0:
+        import logging
+
+        logging.getLogger("stafd").info("not running as root: userspace discovery only")
+    return run_stafd(opts, tron)
+
+
+def stacd_main(argv: Sequence[str] | None = None) -> int:
+    from stas.stacd import stacd_entry
+
+    return stacd_entry(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(stafd_main())

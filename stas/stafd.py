@@ -1,0 +1,227 @@
+"""stafd's root: configuration, identity, and every actor in one supervised Trio nursery.
+
+Lifecycle: state restored from the JSON cache, D-Bus name acquired, then ``READY=1``; SIGHUP
+re-reads stafd.conf and sys.conf (``RELOADING=1`` ... ``READY=1``; an unreadable file keeps the
+running configuration); SIGTERM/SIGINT save state and stop (``STOPPING=1``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+from trio_util import AsyncValue
+
+from stas import __version__
+from stas.actors.dc import DcSettings, run_dc_actor
+from stas.actors.dc_backend import UserspaceBackend
+from stas.actors.finder import ConfigChanged, Finder
+from stas.actors.stafd_dbus import run_stafd_dbus
+from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_config, load_sys_config
+from stas.dbus.common import DBusError
+from stas.logsetup import TronControl
+from stas.messages import StafdSnapshot
+from stas.nvme.host_ops import HostIdentity, default_host_identity
+from stas.sdnotify import Notifier
+from stas.state import FILE_NAME, StateStore
+
+log = logging.getLogger("stafd")
+
+
+class FatalError(Exception):
+    """stafd cannot run; the message says why (printed as one line, exit 1)."""
+
+
+@attrs.frozen
+class StafdOptions:
+    conf_file: str
+    sys_conf: str
+    state_dir: str
+    tron: bool = False
+    mdns_interfaces: tuple[str, ...] = ()
+    bus_address: str | None = None
+
+
+def host_identity(sysconf: SysConfig) -> HostIdentity:
+    """sys.conf's identity; derived (with a warning) when the host files are missing."""
+    derived = default_host_identity()
+    hostnqn = sysconf.hostnqn or derived.hostnqn
+    if not sysconf.hostnqn:
+        log.warning("no host NQN configured (run 'stasadm hostnqn -f /etc/nvme/hostnqn'); "
+                    "using %s", hostnqn)  # fmt: skip
+    hostid = derived.hostid
+    if sysconf.hostid:
+        try:
+            hostid = uuid.UUID(sysconf.hostid).bytes
+        except ValueError:
+            log.warning("host ID %r is not a UUID; using a derived one", sysconf.hostid)
+    return HostIdentity(hostnqn=hostnqn, hostid=hostid, symname=sysconf.symname)
+
+
+def load_config(opts: StafdOptions) -> tuple[ServiceConfig, SysConfig]:
+    """Both files; ConfigError when stafd.conf cannot be read at all."""
+    config, _warnings = load_service_config(opts.conf_file, "stafd")  # warnings are logged
+    sysconf = load_sys_config(opts.sys_conf)
+    for problem in sysconf.problems:
+        log.warning("%s", problem)
+    return config, sysconf
+
+
+def choose_backend(config: ServiceConfig, identity: HostIdentity) -> UserspaceBackend:
+    if config.dc_backend == "kernel":
+        raise FatalError(
+            "dc-backend=kernel: the kernel discovery-controller backend is not available yet; "
+            "use dc-backend=userspace or auto"
+        )
+    if config.dc_backend == "auto" and os.path.exists("/dev/nvme-fabrics"):
+        log.info("dc-backend=auto: kernel backend not available yet, using userspace NVMe/TCP")
+    return UserspaceBackend(identity)
+
+
+class Stafd:
+    """Holds what a reload replaces; the actors read it through the finder's inbox."""
+
+    def __init__(self, opts: StafdOptions, tron: TronControl, notifier: Notifier) -> None:
+        self.opts = opts
+        self.tron = tron
+        self.notifier = notifier
+        self.config, self.sysconf = load_config(opts)
+        self.tron.set(opts.tron or self.config.tron)
+        self.identity = host_identity(self.sysconf)
+        self.backend = choose_backend(self.config, self.identity)
+        self.published = AsyncValue(StafdSnapshot())
+        self.store = StateStore(Path(opts.state_dir) / FILE_NAME)
+        self.mdns_snapshot: Callable[[], dict[str, Any]] = dict
+        self.inbox_send, self.inbox = trio.open_memory_channel[Any](4096)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "tron": self.tron.get(),
+            "log-level": self.tron.level_name(),
+            "hostnqn": self.identity.hostnqn,
+            "hostid": str(uuid.UUID(bytes=self.identity.hostid)),
+            "hostkey": self.sysconf.hostkey or "",
+            "symname": self.sysconf.symname or "",
+            "last known config file": str(self.store.path),
+            "dc-backend": "userspace",
+            "zeroconf": self.mdns_snapshot(),
+        }
+
+    async def dc_actor(self, wanted: Any, updates: Any, initial: Any) -> None:
+        settings = DcSettings(persistent=True)
+        await run_dc_actor(
+            wanted, updates, backend=self.backend, settings=settings, initial=initial
+        )
+
+    async def run_mdns(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        from stas.actors.mdns import run_mdns_browser  # zeroconf is imported only when used
+
+        kwargs: dict[str, Any] = {}
+        if self.opts.mdns_interfaces:
+            kwargs["interfaces"] = list(self.opts.mdns_interfaces)
+        async with trio.open_nursery() as nursery:
+            browser = await nursery.start(
+                lambda task_status: run_mdns_browser(
+                    self.inbox_send.clone(), task_status=task_status, **kwargs
+                )
+            )
+            self.mdns_snapshot = browser.snapshot
+            task_status.started()
+
+    async def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            self.config, self.sysconf = load_config(self.opts)
+        except ConfigError as exc:
+            log.error("reload: %s; keeping the running configuration", exc)
+            self.notifier.ready()
+            return
+        self.tron.set(self.opts.tron or self.config.tron)
+        self.identity = host_identity(self.sysconf)
+        await self.inbox_send.send(ConfigChanged(self.config, self.identity.hostnqn))
+        log.info("configuration reloaded from %s", self.opts.conf_file)
+        self.notifier.ready()
+
+    async def run(self) -> None:
+        finder = Finder(
+            config=self.config,
+            host_nqn=self.identity.hostnqn,
+            dc_factory=self.dc_actor,
+            published=self.published,
+            state_store=self.store,
+        )
+        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(finder.run, self.inbox, self.inbox_send)
+                mdns_scope = trio.CancelScope()
+                if self.config.zeroconf:
+                    mdns_scope = await self._start_mdns(nursery)
+                await nursery.start(
+                    lambda task_status: run_stafd_dbus(
+                        snapshot=self.published, info=self.info, tron=self.tron,
+                        address=self.opts.bus_address, task_status=task_status,
+                    )
+                )  # fmt: skip
+                self.notifier.ready(f"{len(self.published.value.dcs)} discovery controllers")
+                log.info("stafd %s ready (host NQN %s)", __version__, self.identity.hostnqn)
+                nursery.start_soon(self.notifier.run_watchdog)
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        was_on = self.config.zeroconf
+                        await self.reload()
+                        if self.config.zeroconf and not was_on:
+                            mdns_scope = await self._start_mdns(nursery)
+                        elif was_on and not self.config.zeroconf:
+                            mdns_scope.cancel()
+                        continue
+                    log.info("%s: stopping", signal.Signals(signum).name)
+                    self.notifier.stopping()
+                    nursery.cancel_scope.cancel()
+                    break
+
+    async def _start_mdns(self, nursery: trio.Nursery) -> trio.CancelScope:
+        scope = trio.CancelScope()
+
+        async def runner(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            with scope:
+                await self.run_mdns(task_status=task_status)
+
+        await nursery.start(runner)
+        return scope
+
+
+def run_stafd(opts: StafdOptions, tron: TronControl) -> int:
+    """Run until stopped; returns the exit code. Only bugs raise."""
+    notifier = Notifier()
+    try:
+        daemon = Stafd(opts, tron, notifier)
+        trio.run(daemon.run)
+    except FatalError as exc:
+        log.error("%s", exc)
+        return 1
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 1
+    except BaseExceptionGroup as group:
+        dbus = group.subgroup(DBusError)
+        if dbus is None:
+            raise
+        first = dbus.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        log.error("D-Bus: %s", first)
+        return 1
+    except DBusError as exc:
+        log.error("D-Bus: %s", exc)
+        return 1
+    return 0
