@@ -5,7 +5,10 @@
 2. find it over mDNS with stafd's browser actor (``_nvme-disc._tcp`` on loopback);
 3. connect with the userspace NVMe/TCP discovery host and print the log page;
 4. ``simulator.py unlink -p 1 -s klingons``: the AEN arrives, the new log page is printed;
-5. link it back and stop everything cleanly.
+5. link it back;
+6. the daemons: a private system bus, stafd started with the seed's stafd.conf line
+   (``controller=transport=tcp;traddr=localhost``), then ``stafctl ls`` and ``stafctl adlp``
+   as a user runs them, an unlink seen through stafctl, and a clean stop.
 """
 
 from __future__ import annotations
@@ -141,12 +144,76 @@ async def main() -> int:
                     f"klingons linked back: GENCTR {page.genctr}, {len(page.entries)} records",
                 )
             say("stop", "session closed (DIM deregistered, CC.SHN shutdown)")
+            await daemons(Path(tmp), port, control)
         finally:
             sim.send_signal(signal.SIGTERM)
             with trio.move_on_after(5):
                 await sim.wait()
             say("stop", f"simulator stopped (exit {sim.returncode})")
     return 0
+
+
+async def stafctl(env: dict[str, str], *args: str) -> str:
+    result = await trio.run_process(
+        [sys.executable, "-m", "stas.ctl.stafctl", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env=env,
+    )
+    return result.stdout.decode().rstrip()
+
+
+async def daemons(tmp: Path, port: str, control: str) -> None:
+    """stafd on a private system bus, driven with stafctl like the seed document does."""
+    from stas.dbus.testbus import private_bus
+
+    conf = tmp / "stafd.conf"
+    conf.write_text(
+        "[Global]\n#tron=false\n[Service Discovery]\nzeroconf=disabled\n[Controllers]\n"
+        f"controller=transport=tcp;traddr=localhost;trsvcid={port}\n"
+    )
+    with private_bus() as address:
+        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=address)
+        say("dbus", f"private system bus at {address.split(',')[0]}")
+        argv = [
+            sys.executable,
+            "-m",
+            "stas.main",
+            "-f",
+            str(conf),
+            "--sys-conf",
+            str(tmp / "sys.conf"),
+            "--state-dir",
+            str(tmp / "state"),
+        ]
+        with (tmp / "stafd.log").open("wb") as log:
+            proc = await trio.lowlevel.open_process(argv, env=env, stdout=log, stderr=log)
+        try:
+            with trio.fail_after(15):
+                while "'::1'" not in (out := await stafctl(env, "ls")):
+                    await trio.sleep(0.05)
+            say("stafd", "started with controller=transport=tcp;traddr=localhost")
+            say("stafctl", "ls")
+            print(out, flush=True)
+            with trio.fail_after(10):
+                while (out := await stafctl(env, "adlp")).count("subnqn") < 3:
+                    await trio.sleep(0.05)
+            say("stafctl", "adlp")
+            print(out, flush=True)
+            await run_cli("unlink", "-p", "1", "-s", "klingons", "--control", control)
+            t0 = trio.current_time()
+            with trio.fail_after(5):
+                while "klingons" in (out := await stafctl(env, "--json", "adlp")):
+                    await trio.sleep(0.02)
+            took = (trio.current_time() - t0) * 1000
+            say("unlink", f"klingons left stafctl adlp {took:.0f} ms after the unlink")
+            await run_cli("link", "-p", "1", "-s", "klingons", "--control", control)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            with trio.move_on_after(10):
+                await proc.wait()
+            say("stop", f"stafd stopped (exit {proc.returncode})")
 
 
 START = 0.0
