@@ -1,0 +1,149 @@
+"""In-memory stand-in for the kernel: controllers, connects, disconnects, uevents, failures.
+
+Used by the deterministic stacd tests. It behaves like the kernel where stacd can tell:
+device names ``nvmeN`` allocated lowest-free first, ``EALREADY`` for a duplicate connect, a
+``remove`` uevent when a controller goes away, ``change`` uevents for AENs.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from stas.kernel.api import (
+    ConnectRequest,
+    KernelController,
+    KernelError,
+    Uevent,
+    controller_matches,
+)
+
+
+class FakeKernel:
+    """Implements ``stas.kernel.api.Kernel`` in memory."""
+
+    def __init__(
+        self, capabilities: frozenset[str] = frozenset({"host_iface", "discovery"})
+    ) -> None:
+        self.controllers: dict[str, KernelController] = {}
+        self.connect_log: list[ConnectRequest] = []
+        self.disconnect_log: list[str] = []
+        self.failures: list[tuple[Callable[[ConnectRequest], bool], int, str]] = []
+        self.delay = 0.0
+        self._caps = capabilities
+        self._send, self.events = trio.open_memory_channel[Uevent](100_000)
+
+    # --- the Kernel protocol -------------------------------------------------------------------
+
+    def capabilities(self) -> frozenset[str]:
+        return self._caps
+
+    async def connect(self, req: ConnectRequest) -> KernelController:
+        self.connect_log.append(req)
+        if self.delay:
+            await trio.sleep(self.delay)
+        else:
+            await trio.lowlevel.checkpoint()
+        for i, (match, err, text) in enumerate(self.failures):
+            if match(req):
+                del self.failures[i]
+                raise KernelError(f"connect {req.subsysnqn} at {req.traddr}: {text}", err)
+        for ctrl in self.controllers.values():
+            if controller_matches(
+                ctrl,
+                transport=req.transport,
+                traddr=req.traddr,
+                trsvcid=req.trsvcid,
+                subsysnqn=req.subsysnqn,
+                hostnqn=req.hostnqn,
+                host_traddr=req.host_traddr,
+                host_iface=req.host_iface,
+            ):
+                raise KernelError(f"{ctrl.device} already connected", errno.EALREADY)
+        return self._add(
+            KernelController(
+                device=self._free_name(),
+                transport=req.transport,
+                traddr=req.traddr,
+                trsvcid=req.trsvcid,
+                subsysnqn=req.subsysnqn,
+                host_traddr=req.host_traddr,
+                host_iface=req.host_iface,
+                hostnqn=req.hostnqn,
+                hostid=req.hostid,
+                cntrltype="discovery" if req.discovery else "io",
+                state="live",
+                has_namespaces=not req.discovery,
+            )
+        )
+
+    async def disconnect(self, device: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self.disconnect_log.append(device)
+        if device not in self.controllers:
+            raise KernelError(f"disconnect {device}: no such controller", errno.ENODEV)
+        self.remove(device)
+
+    async def list_controllers(self) -> list[KernelController]:
+        await trio.lowlevel.checkpoint()
+        return sorted(self.controllers.values(), key=lambda c: int(c.device[4:]))
+
+    # --- test controls -------------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        err: int = errno.EIO,
+        *,
+        n: int = 1,
+        text: str = "I/O error",
+        when: Callable[[ConnectRequest], bool] = lambda req: True,
+    ) -> None:
+        """The next ``n`` connects matching ``when`` fail with ``err``."""
+        self.failures += [(when, err, text)] * n
+
+    def add_external(self, **fields: object) -> KernelController:
+        """A connection someone else made (nvme-cli, a previous stacd)."""
+        return self._add(KernelController(device=self._free_name(), state="live", **fields))  # type: ignore[arg-type]
+
+    def remove(self, device: str) -> None:
+        """The kernel deleted the controller (e.g. ctrl-loss-tmo expired)."""
+        ctrl = self.controllers.pop(device)
+        self._emit("remove", ctrl)
+
+    def emit_aen(self, device: str, aen: int = 0x70F002) -> None:
+        self._emit("change", self.controllers[device], NVME_AEN=f"0x{aen:x}")
+
+    def emit_rediscover(self, device: str) -> None:
+        self._emit("change", self.controllers[device], NVME_EVENT="rediscover")
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _free_name(self) -> str:
+        return next(f"nvme{i}" for i in itertools.count() if f"nvme{i}" not in self.controllers)
+
+    def _add(self, ctrl: KernelController) -> KernelController:
+        self.controllers[ctrl.device] = ctrl
+        self._emit("add", ctrl)
+        return ctrl
+
+    def _emit(self, action: str, ctrl: KernelController, **env: str) -> None:
+        base = {
+            "NVME_TRTYPE": ctrl.transport,
+            "NVME_TRADDR": ctrl.traddr,
+            "NVME_TRSVCID": ctrl.trsvcid,
+        }
+        event = Uevent(
+            action, f"/devices/virtual/nvme-fabrics/ctl/{ctrl.device}", "nvme", base | env
+        )
+        self._send.send_nowait(event)
+
+    def state(self) -> set[tuple[str, str, str]]:
+        """(subsysnqn, traddr, trsvcid) of every controller: handy in assertions."""
+        return {(c.subsysnqn, c.traddr, c.trsvcid) for c in self.controllers.values()}
+
+    def evolve(self, device: str, **changes: object) -> None:
+        self.controllers[device] = attrs.evolve(self.controllers[device], **changes)  # type: ignore[arg-type]
