@@ -7,7 +7,7 @@ immutable value: a command, an event, or a snapshot of published state.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -204,3 +204,10 @@ class StacdSnapshot:
 
     iocs: tuple[IocStatus, ...] = ()
     generation: int = 0
+
+
+@attrs.frozen
+class KernelResync:
+    """The kernel's full controller list (after lost uevents, or at start): the truth to match."""
+
+    controllers: tuple[Any, ...]  # stas.kernel.api.KernelController

@@ -8,7 +8,7 @@ device names ``nvmeN`` allocated lowest-free first, ``EALREADY`` for a duplicate
 from __future__ import annotations
 
 import errno
-import itertools
+import heapq
 from collections.abc import Callable
 
 import attrs
@@ -35,6 +35,9 @@ class FakeKernel:
         self.failures: list[tuple[Callable[[ConnectRequest], bool], int, str]] = []
         self.delay = 0.0
         self._caps = capabilities
+        self._by_key: dict[tuple[str, str, str, str], set[str]] = {}
+        self._free: list[int] = []
+        self._next = 0
         self._send, self.events = trio.open_memory_channel[Uevent](100_000)
 
     # --- the Kernel protocol -------------------------------------------------------------------
@@ -52,7 +55,9 @@ class FakeKernel:
             if match(req):
                 del self.failures[i]
                 raise KernelError(f"connect {req.subsysnqn} at {req.traddr}: {text}", err)
-        for ctrl in self.controllers.values():
+        key = (req.transport, req.traddr, req.trsvcid, req.subsysnqn)
+        for device in self._by_key.get(key, ()):
+            ctrl = self.controllers[device]
             if controller_matches(
                 ctrl,
                 transport=req.transport,
@@ -112,6 +117,10 @@ class FakeKernel:
     def remove(self, device: str) -> None:
         """The kernel deleted the controller (e.g. ctrl-loss-tmo expired)."""
         ctrl = self.controllers.pop(device)
+        self._by_key.get(
+            (ctrl.transport, ctrl.traddr, ctrl.trsvcid, ctrl.subsysnqn), set()
+        ).discard(device)
+        heapq.heappush(self._free, int(device[4:]))
         self._emit("remove", ctrl)
 
     def emit_aen(self, device: str, aen: int = 0x70F002) -> None:
@@ -123,10 +132,20 @@ class FakeKernel:
     # --- internals -----------------------------------------------------------------------------
 
     def _free_name(self) -> str:
-        return next(f"nvme{i}" for i in itertools.count() if f"nvme{i}" not in self.controllers)
+        """Lowest free instance number, like the kernel's IDA (a heap keeps it O(log n))."""
+        while self._free and f"nvme{self._free[0]}" in self.controllers:
+            heapq.heappop(self._free)
+        if self._free:
+            return f"nvme{heapq.heappop(self._free)}"
+        while f"nvme{self._next}" in self.controllers:
+            self._next += 1
+        self._next += 1
+        return f"nvme{self._next - 1}"
 
     def _add(self, ctrl: KernelController) -> KernelController:
         self.controllers[ctrl.device] = ctrl
+        key = (ctrl.transport, ctrl.traddr, ctrl.trsvcid, ctrl.subsysnqn)
+        self._by_key.setdefault(key, set()).add(ctrl.device)
         self._emit("add", ctrl)
         return ctrl
 
