@@ -28,3 +28,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.kernel)
         if not in_vm():
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+
+
+# The nvmet target fixtures live beside the tests that introduced them; share them here.
+from test_nvmet_kernel import clean_kernel, target  # noqa: E402, F401
