@@ -74,6 +74,12 @@ def stafd_main(argv: Sequence[str] | None = None) -> int:
     return run_stafd(opts, tron)
 
 
+def stacd_parser() -> argparse.ArgumentParser:
+    from stas.stacd import stacd_parser as parser
+
+    return parser()
+
+
 def stacd_main(argv: Sequence[str] | None = None) -> int:
     from stas.stacd import stacd_entry
 

@@ -25,7 +25,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="show stacd status")
     ls = sub.add_parser("ls", help="list I/O controllers")
     ls.add_argument("-d", "--detailed", action="store_true", help="show details")
+    plan = sub.add_parser("plan", help="what stacd would connect, keep and disconnect, and why")
+    plan.add_argument(
+        "-f",
+        "--conf-file",
+        default="/etc/stas/stacd.conf",
+        metavar="FILE",
+        help="stacd.conf to plan with (default: /etc/stas/stacd.conf)",
+    )
+    plan.add_argument(
+        "--sys-conf",
+        default="/etc/stas/sys.conf",
+        metavar="FILE",
+        help="host identity (default: /etc/stas/sys.conf)",
+    )
     return p
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """The same computation as ``stacd --dry-run`` (stafd's pages, stacd.conf, the kernel)."""
+    import trio
+
+    from stas.stacd import StacdOptions, dry_run
+
+    return trio.run(dry_run, StacdOptions(args.conf_file, args.sys_conf))
 
 
 def _commands(args: argparse.Namespace) -> int:
@@ -61,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.cmd:
         parser.print_usage(sys.stdout)
         return EXIT_FAIL
+    if args.cmd == "plan":
+        return _plan(args)
     return run_dbus("stacd", lambda: _commands(args))
 
 

@@ -1,18 +1,11 @@
-"""Fixtures for stacd tests: a private dbus-daemon exported as the system bus."""
+"""stacd tests reuse the stafd end-to-end fixtures (private bus, processes, host files)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from pathlib import Path
 
-import pytest
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "stafd"))
 
-from stas.dbus.testbus import dbus_daemon_path, private_bus
-
-
-@pytest.fixture
-def bus_address(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if dbus_daemon_path() is None:
-        pytest.skip("dbus-daemon is not installed (Debian package dbus)")
-    with private_bus() as address:
-        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
-        yield address
+from stas_bus_fixture import bus_address  # noqa: F401 - fixture
+from test_e2e_stafd import world  # noqa: F401 - fixture

@@ -1,18 +1,3 @@
 """Fixtures for stafd tests: a private dbus-daemon exported as the system bus."""
 
-from __future__ import annotations
-
-from collections.abc import Iterator
-
-import pytest
-
-from stas.dbus.testbus import dbus_daemon_path, private_bus
-
-
-@pytest.fixture
-def bus_address(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    if dbus_daemon_path() is None:
-        pytest.skip("dbus-daemon is not installed (Debian package dbus)")
-    with private_bus() as address:
-        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
-        yield address
+from stas_bus_fixture import bus_address  # noqa: F401 - fixture

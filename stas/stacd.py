@@ -1,0 +1,281 @@
+"""stacd's root: connector, stafd client, uevent monitor and D-Bus in one supervised nursery.
+
+``stacd --dry-run`` asks stafd once (if it is there), reads stacd.conf and the kernel's
+controllers, and prints what it would connect, keep and disconnect, and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import trio
+from trio_util import AsyncValue
+
+from stas import __version__
+from stas.actors.connector import Connector, StacdConfigChanged
+from stas.actors.stacd_dbus import run_stacd_dbus
+from stas.actors.stafd_client import run_stafd_client
+from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_config, load_sys_config
+from stas.dbus.common import DBusError
+from stas.logsetup import TronControl
+from stas.messages import StacdSnapshot, Tid
+from stas.nvme.host_ops import default_host_identity
+from stas.plan import configured_iocs, decide, format_plan, iocs_of_dc, merge
+from stas.sdnotify import Notifier
+
+log = logging.getLogger("stacd")
+DEFAULT_STACD_CONF = "/etc/stas/stacd.conf"
+DEFAULT_SYS_CONF = "/etc/stas/sys.conf"
+
+
+@attrs.frozen
+class StacdOptions:
+    conf_file: str
+    sys_conf: str
+    tron: bool = False
+    kernel: str = "auto"  # auto | libnvme | fake (tests and demos without NVMe modules)
+    bus_address: str | None = None
+
+
+def host_ids(sysconf: SysConfig) -> tuple[str, str]:
+    derived = default_host_identity()
+    hostnqn = sysconf.hostnqn or derived.hostnqn
+    if not sysconf.hostnqn:
+        log.warning(
+            "no host NQN configured (run 'stasadm hostnqn -f /etc/nvme/hostnqn'); using %s", hostnqn
+        )
+    hostid = sysconf.hostid or str(uuid.UUID(bytes=derived.hostid))
+    return hostnqn, hostid
+
+
+def make_kernel(kind: str) -> Any:
+    if kind == "fake":
+        from stas.kernel.fake import FakeKernel
+
+        log.warning("using the in-memory fake kernel: nothing is really connected")
+        return FakeKernel()
+    if not os.path.exists("/dev/nvme-fabrics"):
+        raise ConfigError(
+            "/dev/nvme-fabrics is missing: load the nvme-tcp kernel module (modprobe nvme-tcp)"
+        )
+    from stas.kernel.libnvme_kernel import LibnvmeKernel
+
+    return LibnvmeKernel()
+
+
+class Stacd:
+    def __init__(self, opts: StacdOptions, tron: TronControl, notifier: Notifier) -> None:
+        self.opts, self.tron, self.notifier = opts, tron, notifier
+        self.config, self.sysconf = self.load()
+        self.tron.set(opts.tron or self.config.tron)
+        self.hostnqn, self.hostid = host_ids(self.sysconf)
+        self.kernel = make_kernel(opts.kernel)
+        self.published = AsyncValue(StacdSnapshot())
+        self.inbox_send, self.inbox = trio.open_memory_channel[Any](100_000)
+
+    def load(self) -> tuple[ServiceConfig, SysConfig]:
+        config, _ = load_service_config(self.opts.conf_file, "stacd")
+        sysconf = load_sys_config(self.opts.sys_conf)
+        for problem in sysconf.problems:
+            log.warning("%s", problem)
+        return config, sysconf
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "tron": self.tron.get(),
+            "log-level": self.tron.level_name(),
+            "hostnqn": self.hostnqn,
+            "hostid": self.hostid,
+            "hostkey": self.sysconf.hostkey or "",
+            "symname": self.sysconf.symname or "",
+            "disconnect-scope": self.config.disconnect_scope,
+        }
+
+    async def reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            self.config, self.sysconf = self.load()
+        except ConfigError as exc:
+            log.error("reload: %s; keeping the running configuration", exc)
+        else:
+            self.tron.set(self.opts.tron or self.config.tron)
+            self.hostnqn, self.hostid = host_ids(self.sysconf)
+            await self.inbox_send.send(StacdConfigChanged(self.config, self.hostnqn, self.hostid))
+            log.info("configuration reloaded from %s", self.opts.conf_file)
+        self.notifier.ready()
+
+    async def run(self) -> None:
+        connector = Connector(
+            config=self.config,
+            host_nqn=self.hostnqn,
+            hostid=self.hostid,
+            kernel=self.kernel,
+            published=self.published,
+        )
+        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(connector.run, self.inbox, self.inbox_send)
+                await self._start_events(nursery)
+                nursery.start_soon(
+                    lambda: run_stafd_client(self.inbox_send.clone(), address=self.opts.bus_address)
+                )
+                await nursery.start(
+                    lambda task_status: run_stacd_dbus(
+                        snapshot=self.published,
+                        info=self.info,
+                        tron=self.tron,
+                        address=self.opts.bus_address,
+                        task_status=task_status,
+                    )
+                )
+                self.notifier.ready(f"{len(self.published.value.iocs)} I/O controllers")
+                log.info("stacd %s ready (host NQN %s)", __version__, self.hostnqn)
+                nursery.start_soon(self.notifier.run_watchdog)
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        await self.reload()
+                        continue
+                    log.info(
+                        "%s: stopping; I/O controllers stay connected", signal.Signals(signum).name
+                    )
+                    self.notifier.stopping()
+                    nursery.cancel_scope.cancel()
+                    break
+
+    async def _start_events(self, nursery: trio.Nursery) -> None:
+        events = getattr(self.kernel, "events", None)
+        if events is not None:  # the fake kernel feeds its own uevents
+
+            async def forward() -> None:
+                async for ev in events:
+                    await self.inbox_send.send(ev)
+
+            nursery.start_soon(forward)
+            return
+        from stas.actors.uevents import run_uevent_monitor
+
+        await nursery.start(
+            lambda task_status: run_uevent_monitor(
+                self.inbox_send.clone(),
+                resync=self.kernel.list_controllers,
+                task_status=task_status,
+            )
+        )
+
+
+def fetch_log_pages(address: str | None) -> dict[Tid, list[dict[str, str]]]:
+    """stafd's log pages, once, over D-Bus; empty (with a note) when stafd is not there."""
+    from stas.dbus.client import connect
+    from stas.dbus.idl import STAFD
+
+    try:
+        with connect(STAFD, address=address) as staf:
+            (raw,) = staf.call("get_all_log_pages", True)
+    except DBusError as exc:
+        print(f"note: stafd not reachable ({exc}); planning from stacd.conf only")
+        return {}
+    out: dict[Tid, list[dict[str, str]]] = {}
+    for item in json.loads(raw):
+        out[Tid.from_dict(item["discovery-controller"])] = item["log-pages"]
+    return out
+
+
+async def dry_run(opts: StacdOptions) -> int:
+    config, _ = load_service_config(opts.conf_file, "stacd")
+    hostnqn, _hostid = host_ids(load_sys_config(opts.sys_conf))
+    pages = await trio.to_thread.run_sync(fetch_log_pages, opts.bus_address)
+    configured = configured_iocs(config, hostnqn)
+    listing: dict[Tid, dict[Tid, bool]] = {}
+    for dc, dlpes in pages.items():
+        for tid, ncc in iocs_of_dc(
+            dc, dlpes, ignore_iface=config.ignore_iface, warned=set()
+        ).items():
+            listing.setdefault(tid, {})[dc] = ncc
+    wanted = {t: w for t in {*configured, *listing} if (w := merge(t, configured, listing, config))}
+    if opts.kernel == "fake" or not os.path.isdir("/sys/class/nvme"):
+        kernel_ctrls = []
+    else:
+        from stas.kernel.sysfs import read_controllers
+
+        kernel_ctrls = read_controllers()
+    print(format_plan(decide(wanted, {}, kernel_ctrls, config)))
+    return 0
+
+
+def stacd_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stacd", description="STorage Appliance Connector: connects NVMe I/O controllers"
+    )
+    p.add_argument(
+        "-f",
+        "--conf-file",
+        default=DEFAULT_STACD_CONF,
+        metavar="FILE",
+        help=f"configuration file (default: {DEFAULT_STACD_CONF})",
+    )
+    p.add_argument(
+        "-s", "--syslog", action="store_true", help="log to the journal/syslog instead of stdout"
+    )
+    p.add_argument("--tron", action="store_true", help="trace on (debug logging)")
+    p.add_argument("-v", "--version", action="store_true", help="print version and exit")
+    p.add_argument(
+        "--sys-conf",
+        default=DEFAULT_SYS_CONF,
+        metavar="FILE",
+        help=f"host identity file (default: {DEFAULT_SYS_CONF})",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be connected, kept and disconnected, and why",
+    )
+    p.add_argument(
+        "--kernel",
+        choices=["auto", "fake"],
+        default="auto",
+        help="fake: an in-memory kernel, for demos and tests without NVMe modules",
+    )
+    return p
+
+
+def stacd_entry(argv: Sequence[str] | None = None) -> int:
+    args = stacd_parser().parse_args(argv)
+    if args.version:
+        print(f"nvme-stas {__version__}")
+        return 0
+    from stas.logsetup import setup_logging
+
+    tron = setup_logging("stacd", syslog=args.syslog, tron=args.tron)
+    opts = StacdOptions(args.conf_file, args.sys_conf, args.tron, args.kernel)
+    try:
+        if args.dry_run:
+            return trio.run(dry_run, opts)
+        trio.run(Stacd(opts, tron, Notifier()).run)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 1
+    except BaseExceptionGroup as group:
+        dbus = group.subgroup(DBusError)
+        if dbus is None:
+            raise
+        log.error("D-Bus: %s", dbus.exceptions[0])
+        return 1
+    except DBusError as exc:
+        log.error("D-Bus: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(stacd_entry())
