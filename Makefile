@@ -31,6 +31,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	@$(VENV)/bin/ruff check . || { echo "make test: ruff found problems (see above)"; exit 1; }
 	@$(VENV)/bin/pytest -q -p no:cacheprovider
+	@$(MAKE) --no-print-directory test-kernel
 
 coverage: $(STAMP)
 	@rm -f .coverage .coverage.*
