@@ -168,6 +168,92 @@ def bench_stafctl_ls(runs: int) -> str | None:
     return summary(samples)
 
 
+def bench_daemons(runs: int) -> dict[str, str]:
+    """stafd and stacd (fake kernel) on a private bus: `stafctl ls` time and each daemon's RSS."""
+    from stas.dbus.testbus import private_bus
+
+    out: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp, private_bus() as address:
+        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=address)
+        sim = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "nvmet-harness/simulator.py"),
+                "serve",
+                "-f",
+                str(ROOT / "nvmet-harness/nvmet.conf"),
+                "--ephemeral",
+                "--control",
+                f"{tmp}/s.sock",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        port = sim.stdout.readline().decode().split("]:", 1)[1].split(" ", 1)[0]
+        Path(tmp, "stafd.conf").write_text(
+            "[Service Discovery]\nzeroconf=disabled\n[Controllers]\n"
+            f"controller=transport=tcp;traddr=localhost;trsvcid={port}\n"
+        )
+        Path(tmp, "stacd.conf").write_text("")
+        common = ["--sys-conf", f"{tmp}/sys.conf"]
+        stafd = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stas.main",
+                "-f",
+                f"{tmp}/stafd.conf",
+                "--state-dir",
+                tmp,
+                *common,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        stacd = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stas.stacd",
+                "-f",
+                f"{tmp}/stacd.conf",
+                "--kernel",
+                "fake",
+                *common,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            ls = [sys.executable, "-m", "stas.ctl.stafctl", "ls"]
+            deadline = time.monotonic() + 20
+            while b"::1" not in subprocess.run(ls, env=env, capture_output=True).stdout:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("stafd did not come up")
+                time.sleep(0.05)
+            time.sleep(1.0)  # let stacd connect its three controllers
+            samples = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                subprocess.run(ls, env=env, capture_output=True, check=True)
+                samples.append(time.perf_counter() - t0)
+            out["`stafctl ls` (a whole process, D-Bus call included)"] = summary(samples)
+            for name, proc in (("stafd", stafd), ("stacd", stacd)):
+                rss = next(
+                    ln
+                    for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                    if ln.startswith("VmRSS")
+                )
+                out[f"{name} RSS (1 DC, 3 I/O controllers)"] = rss.split(":")[1].strip()
+        finally:
+            for p in (stacd, stafd, sim):
+                p.terminate()
+                p.wait(10)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=15)
@@ -184,6 +270,7 @@ def main() -> int:
     rows["unlink -> AEN -> new log page in hand"] = summary(trio.run(_aen_to_page, n))
     rows["cold `python -m stas.nvme.discover` (3 entries)"] = bench_cold_discover(max(3, n // 3))
     rows["`stafctl -v` start-up"] = bench_stafctl_ls(n)
+    rows.update(bench_daemons(n))
     rows = {k: v for k, v in rows.items() if v is not None}
     if args.json:
         print(json.dumps(rows, indent=2))
