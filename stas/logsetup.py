@@ -69,6 +69,8 @@ def setup_logging(prog: str, *, syslog: bool, tron: bool, stream=None) -> TronCo
             logging.Formatter(f"%(asctime)s {prog}: %(levelname)s %(message)s", "%H:%M:%S")
         )
     root.addHandler(handler)
+    # zeroconf logs every unreachable interface with a traceback; its errors are enough
+    logging.getLogger("zeroconf").setLevel(logging.ERROR)
     control = TronControl(root)
     control.set(tron)
     return control

@@ -74,15 +74,30 @@ def load_config(opts: StafdOptions) -> tuple[ServiceConfig, SysConfig]:
     return config, sysconf
 
 
-def choose_backend(config: ServiceConfig, identity: HostIdentity) -> UserspaceBackend:
-    if config.dc_backend == "kernel":
-        raise FatalError(
-            "dc-backend=kernel: the kernel discovery-controller backend is not available yet; "
-            "use dc-backend=userspace or auto"
-        )
-    if config.dc_backend == "auto" and os.path.exists("/dev/nvme-fabrics"):
-        log.info("dc-backend=auto: kernel backend not available yet, using userspace NVMe/TCP")
-    return UserspaceBackend(identity)
+def choose_backend(config: ServiceConfig, identity: HostIdentity) -> tuple[str, Any, Any, Any]:
+    """(name, backend, uevent hub, kernel): the kernel when usable (or demanded), else userspace."""
+    want = config.dc_backend
+    if want in ("kernel", "auto"):
+        if os.access("/dev/nvme-fabrics", os.W_OK):
+            from stas.actors.dc_kernel import KernelBackend, UeventHub
+            from stas.kernel.libnvme_kernel import LibnvmeKernel
+            from stas.kernel.libnvme_loader import LibnvmeUnavailable
+
+            try:
+                kernel = LibnvmeKernel()
+            except LibnvmeUnavailable as exc:
+                if want == "kernel":
+                    raise FatalError(f"dc-backend=kernel: {exc}") from exc
+                log.warning("dc-backend=auto: %s; using userspace NVMe/TCP", exc)
+            else:
+                hub = UeventHub()
+                return "kernel", KernelBackend(kernel, identity, hub), hub, kernel
+        elif want == "kernel":
+            raise FatalError(
+                "dc-backend=kernel: /dev/nvme-fabrics is missing or not writable "
+                "(modprobe nvme-tcp; run as root), or use dc-backend=userspace"
+            )
+    return "userspace", UserspaceBackend(identity), None, None
 
 
 class Stafd:
@@ -95,7 +110,10 @@ class Stafd:
         self.config, self.sysconf = load_config(opts)
         self.tron.set(opts.tron or self.config.tron)
         self.identity = host_identity(self.sysconf)
-        self.backend = choose_backend(self.config, self.identity)
+        self.backend_name, self.backend, self.hub, self.kernel = choose_backend(
+            self.config, self.identity
+        )
+        log.info("discovery controllers through the %s backend", self.backend_name)
         self.published = AsyncValue(StafdSnapshot())
         self.store = StateStore(Path(opts.state_dir) / FILE_NAME)
         self.mdns_snapshot: Callable[[], dict[str, Any]] = dict
@@ -111,12 +129,14 @@ class Stafd:
             "hostkey": self.sysconf.hostkey or "",
             "symname": self.sysconf.symname or "",
             "last known config file": str(self.store.path),
-            "dc-backend": "userspace",
+            "dc-backend": self.backend_name,
             "zeroconf": self.mdns_snapshot(),
         }
 
     async def dc_actor(self, wanted: Any, updates: Any, initial: Any) -> None:
-        settings = DcSettings(persistent=True)
+        # the kernel keeps persistent connections when stafd stops; userspace ones always close
+        persistent = self.backend_name == "userspace" or self.config.persistent_connections
+        settings = DcSettings(persistent=persistent)
         await run_dc_actor(
             wanted, updates, backend=self.backend, settings=settings, initial=initial
         )
@@ -162,6 +182,8 @@ class Stafd:
         )
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
+                if self.hub is not None:
+                    await self._start_uevents(nursery)
                 await nursery.start(finder.run, self.inbox, self.inbox_send)
                 mdns_scope = trio.CancelScope()
                 if self.config.zeroconf:
@@ -188,6 +210,17 @@ class Stafd:
                     self.notifier.stopping()
                     nursery.cancel_scope.cancel()
                     break
+
+    async def _start_uevents(self, nursery: trio.Nursery) -> None:
+        from stas.actors.uevents import run_uevent_monitor
+
+        send, receive = trio.open_memory_channel[Any](10_000)
+        nursery.start_soon(self.hub.run, receive)
+        await nursery.start(
+            lambda task_status: run_uevent_monitor(
+                send, resync=self.kernel.list_controllers, task_status=task_status
+            )
+        )
 
     async def _start_mdns(self, nursery: trio.Nursery) -> trio.CancelScope:
         scope = trio.CancelScope()

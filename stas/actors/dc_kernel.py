@@ -1,0 +1,207 @@
+"""stafd's kernel backend: discovery controllers as kernel controllers (nvmeN), like upstream.
+
+Connect (or adopt an existing discovery controller) through the Kernel interface; read the log
+page and register (TP8010 DIM) with admin passthru commands built by stas.nvme.commands; follow
+the kernel's uevents for the device (``NVME_AEN=0x70f002``, ``NVME_EVENT=rediscover``,
+``remove``), routed by a ``UeventHub`` fed from the uevent monitor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from stas.actors.dc_backend import (
+    ConnectionLostEvent,
+    DcEvent,
+    LogPageChangedEvent,
+    ReconnectedEvent,
+    kato_ms_from,
+)
+from stas.kernel.api import ConnectRequest, Kernel, KernelController, KernelError, Uevent
+from stas.kernel.options import InvalidOption
+from stas.kernel.passthru import admin_command
+from stas.messages import KernelResync, Tid
+from stas.nvme import commands as cmd
+from stas.nvme.dim import host_registration
+from stas.nvme.errors import DiscoveryError, NvmeStatusError
+from stas.nvme.host_ops import HostIdentity, read_consistent_log
+from stas.nvme.logpage import AdrFam, DiscoveryLogPage, Limits
+from stas.plan import find_kernel
+
+log = logging.getLogger("stas.dc.kernel")
+AEN_DLP_CHANGED = 0x70F002
+CHUNK = 16 * 1024
+
+
+class UeventHub:
+    """Routes kernel events to the DC connection that owns the device."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, trio.MemorySendChannel[DcEvent]] = {}
+
+    def subscribe(self, device: str) -> trio.MemoryReceiveChannel[DcEvent]:
+        send, receive = trio.open_memory_channel[DcEvent](64)
+        self._subs[device] = send
+        return receive
+
+    def unsubscribe(self, device: str) -> None:
+        self._subs.pop(device, None)
+
+    def _post(self, device: str, event: DcEvent) -> None:
+        send = self._subs.get(device)
+        if send is not None:
+            # a full backlog already means "refetch", which is what any notice asks for
+            with contextlib.suppress(trio.WouldBlock):
+                send.send_nowait(event)
+
+    def dispatch(self, msg: Any) -> None:
+        if isinstance(msg, Uevent):
+            if msg.action == "remove":
+                self._post(msg.device, ConnectionLostEvent(f"kernel removed {msg.device}"))
+            elif msg.aen == AEN_DLP_CHANGED:
+                self._post(msg.device, LogPageChangedEvent())
+            elif msg.nvme_event == "rediscover":
+                self._post(msg.device, ReconnectedEvent())
+        elif isinstance(msg, KernelResync):
+            present = {c.device for c in msg.controllers}
+            for device in list(self._subs):
+                if device in present:
+                    self._post(device, LogPageChangedEvent())  # events may have been lost
+                else:
+                    self._post(device, ConnectionLostEvent(f"{device} is gone (resync)"))
+
+    async def run(self, receive: trio.MemoryReceiveChannel[Any]) -> None:
+        async for msg in receive:
+            self.dispatch(msg)
+
+
+class KernelDcConnection:
+    def __init__(self, ctrl: KernelController, events: trio.MemoryReceiveChannel[DcEvent]) -> None:
+        self._ctrl = ctrl
+        self._events = events
+        self.registered = False
+
+    @property
+    def device(self) -> str:
+        return self._ctrl.device
+
+    @property
+    def cntrltype(self) -> str:
+        return self._ctrl.cntrltype
+
+    @property
+    def dctype(self) -> str:
+        return self._ctrl.dctype or "none"
+
+    def events(self) -> trio.MemoryReceiveChannel[DcEvent]:
+        return self._events
+
+    async def _admin(
+        self, sqe: cmd.Sqe, *, name: str, read_len: int = 0, data: bytes = b""
+    ) -> bytes:
+        try:
+            _dw0, out = await trio.to_thread.run_sync(
+                lambda: admin_command(self.device, sqe, name=name, read_len=read_len, data=data)
+            )
+        except OSError as exc:
+            raise DiscoveryError(f"{self.device}: {name}: {exc.strerror or exc}") from exc
+        return out
+
+    async def get_log_page(self) -> DiscoveryLogPage:
+        async def read(offset: int, length: int, rae: bool) -> bytes:
+            sqe = cmd.get_log_page(cmd.LogPageId.DISCOVERY, offset=offset, length=length, rae=rae)
+            return await self._admin(sqe, name="Get Log Page", read_len=length)
+
+        return await read_consistent_log(
+            read, where=self.device, chunk=CHUNK, extended=False, limits=Limits(), max_retries=6
+        )
+
+    async def register(self, identity: HostIdentity, tas: cmd.DimTas) -> None:
+        if self.dctype not in ("ddc", "cdc"):
+            return
+        family = AdrFam.IPV6 if ":" in self._ctrl.traddr else AdrFam.IPV4
+        data = host_registration(
+            hostnqn=identity.hostnqn,
+            hostid=identity.hostid,
+            hostname=identity.hostname,
+            os_version=identity.os_version,
+            symname=identity.symname,
+            adrfam=family,
+        ).encode()
+        await self._admin(cmd.dim(tas, data_length=len(data)), name="DIM", data=data)
+        self.registered = tas != cmd.DimTas.DEREGISTER
+
+
+class KernelBackend:
+    """``DcBackend`` over the kernel; persistent connections stay when stafd stops."""
+
+    def __init__(self, kernel: Kernel, identity: HostIdentity, hub: UeventHub) -> None:
+        self.kernel = kernel
+        self.identity = identity
+        self.hub = hub
+
+    def request(self, tid: Tid, params: Mapping[str, str]) -> ConnectRequest:
+        hostid = str(uuid.UUID(bytes=self.identity.hostid))
+        return ConnectRequest(
+            transport=tid.transport,
+            traddr=tid.traddr,
+            trsvcid=tid.trsvcid,
+            subsysnqn=tid.subsysnqn,
+            hostnqn=tid.host_nqn or self.identity.hostnqn,
+            hostid=hostid,
+            host_traddr=tid.host_traddr,
+            host_iface=tid.host_iface,
+            kato=kato_ms_from(params, str(tid)) // 1000,
+            discovery=True,
+            hdr_digest=params.get("hdr-digest") == "true",
+            data_digest=params.get("data-digest") == "true",
+            dhchap_secret=params.get("dhchap-secret"),
+        )
+
+    async def _open(self, tid: Tid, params: Mapping[str, str]) -> KernelController:
+        existing = [c for c in await self.kernel.list_controllers() if c.is_discovery_controller]
+        found = find_kernel(tid, [c for c in existing if not c.is_io_controller]) or next(
+            (
+                c
+                for c in existing
+                if (c.transport, c.traddr, c.trsvcid, c.subsysnqn)
+                == (tid.transport, tid.traddr, tid.trsvcid, tid.subsysnqn)
+            ),
+            None,
+        )
+        if found is not None:
+            log.info("%s: adopting existing discovery controller %s", tid, found.device)
+            return found
+        try:
+            return await self.kernel.connect(self.request(tid, params))
+        except (KernelError, InvalidOption) as exc:
+            raise DiscoveryError(str(exc)) from exc
+
+    @asynccontextmanager
+    async def connect(
+        self, tid: Tid, params: Mapping[str, str], *, persistent: bool
+    ) -> AsyncIterator[KernelDcConnection]:
+        ctrl = await self._open(tid, params)
+        conn = KernelDcConnection(ctrl, self.hub.subscribe(ctrl.device))
+        try:
+            try:
+                await conn.register(self.identity, cmd.DimTas.REGISTER)
+            except (NvmeStatusError, DiscoveryError) as exc:
+                log.warning("%s: DIM registration failed: %s", tid, exc)
+            yield conn
+        finally:
+            self.hub.unsubscribe(ctrl.device)
+            if not persistent:
+                with trio.CancelScope(shield=True), trio.move_on_after(10):
+                    try:
+                        await conn.register(self.identity, cmd.DimTas.DEREGISTER)
+                        await self.kernel.disconnect(ctrl.device)
+                    except (KernelError, NvmeStatusError, DiscoveryError) as exc:
+                        log.info("%s: disconnect: %s", tid, exc)
