@@ -13,6 +13,7 @@ help:
 	@echo "make demo      run the demo on the simulated storage (no NVMe kernel modules needed)"
 	@echo "make test      lint + the whole test suite"
 	@echo "make test-kernel  tests/kernel in a throwaway VM on Debian's kernel (real nvmet, nvme-tcp)"
+	@echo "make integration  the seed's workflow (stafd + stacd on nvmet) in that VM, PASS/FAIL per step"
 	@echo "make lint      ruff check"
 	@echo "make coverage  tests under coverage; HTML in .build/coverage/"
 	@echo "make bench     benchmarks under bench/"
@@ -32,6 +33,7 @@ test: $(STAMP)
 	@$(VENV)/bin/ruff check . || { echo "make test: ruff found problems (see above)"; exit 1; }
 	@$(VENV)/bin/pytest -q -p no:cacheprovider
 	@$(MAKE) --no-print-directory test-kernel
+	@$(MAKE) --no-print-directory integration
 
 coverage: $(STAMP)
 	@rm -f .coverage .coverage.*
@@ -45,10 +47,16 @@ coverage: $(STAMP)
 bench: $(STAMP)
 	@$(PY) bench/run.py
 
-.PHONY: test-kernel
+.PHONY: test-kernel integration
 test-kernel: $(STAMP)
 	@reason=$$($(PY) nvmet-harness/vm/runner.py --check) || { echo "SKIP: make test-kernel: $$reason"; exit 0; }; \
 	$(PY) nvmet-harness/vm/runner.py -- $(PY) -m pytest -q -p no:cacheprovider tests/kernel
+
+# The seed document's workflow on the real kernel: install, nvmet, stafd + stacd, unlink/link,
+# restarts, clean; PASS/FAIL per step.
+integration: $(STAMP)
+	@reason=$$($(PY) nvmet-harness/vm/runner.py --check) || { echo "SKIP: make integration: $$reason"; exit 0; }; \
+	$(PY) nvmet-harness/vm/runner.py -- $(PY) nvmet-harness/integration.py
 
 clean:
 	rm -rf .build .pytest_cache .ruff_cache .coverage .coverage.*
