@@ -131,3 +131,27 @@ async def test_server_reports_a_lost_bus() -> None:
     assert len(lost) == 1
     assert "D-Bus connection" in str(lost[0])
     assert not server.connected
+
+
+async def test_policy_keeps_debug_methods_for_root(system_like_bus: str) -> None:
+    need_nobody()
+    async with trio.open_nursery() as nursery:
+        fake = FakeStafd()
+        await nursery.start(fake.server(system_like_bus).run)
+        denied = await send_as_nobody(
+            system_like_bus,
+            f"--dest={STAFD.bus_name}",
+            STAFD.object_path,
+            f"{STAFD.debug_interface}.process_info",
+        )
+        assert denied.returncode != 0 and "AccessDenied" in denied.stderr
+        got = await send_as_nobody(
+            system_like_bus,
+            f"--dest={STAFD.bus_name}",
+            STAFD.object_path,
+            "org.freedesktop.DBus.Properties.Get",
+            f"string:{STAFD.debug_interface}",
+            "string:tron",
+        )
+        assert got.returncode == 0, got.stderr  # reading tron stays open
+        nursery.cancel_scope.cancel()

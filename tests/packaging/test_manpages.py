@@ -37,3 +37,14 @@ def test_conf_page_has_every_option_of_the_template(name: str, daemon: str, tmp_
         if daemon in opt.defaults:
             assert f"\\fB{mkman.esc(opt.name)}\\fR=" in page, opt.name
     render_clean(page, tmp_path)
+
+
+@pytest.mark.parametrize("name,section,module,names,text", mkman.PROGRAMS)
+def test_every_program_page_follows_its_parser(name, section, module, names, text, tmp_path) -> None:
+    parser = mkman.find_parser(module, names)
+    assert parser is not None, f"{name}: no parser in {module}"
+    page = mkman.program_page(name, section, module, names, text)
+    for action in parser._actions:
+        for flag in action.option_strings:
+            assert mkman.esc(flag) in page, f"{name}: {flag} missing from the page"
+    render_clean(page, tmp_path)
