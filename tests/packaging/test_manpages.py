@@ -40,7 +40,7 @@ def test_conf_page_has_every_option_of_the_template(name: str, daemon: str, tmp_
 
 
 @pytest.mark.parametrize("name,section,module,names,text", mkman.PROGRAMS)
-def test_every_program_page_follows_its_parser(name, section, module, names, text, tmp_path) -> None:
+def test_every_program_page_follows_its_parser(name, section, module, names, text, tmp_path):
     parser = mkman.find_parser(module, names)
     assert parser is not None, f"{name}: no parser in {module}"
     page = mkman.program_page(name, section, module, names, text)
