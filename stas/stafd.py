@@ -91,7 +91,8 @@ def choose_backend(config: ServiceConfig, identity: HostIdentity) -> tuple[str, 
                 log.warning("dc-backend=auto: %s; using userspace NVMe/TCP", exc)
             else:
                 hub = UeventHub()
-                return "kernel", KernelBackend(kernel, identity, hub), hub, kernel
+                backend = KernelBackend(kernel, identity, hub, pleo=config.pleo)
+                return "kernel", backend, hub, kernel
         elif want == "kernel":
             raise FatalError(
                 "dc-backend=kernel: /dev/nvme-fabrics is missing or not writable "

@@ -23,6 +23,7 @@ from stas.actors.dc_backend import (
     LogPageChangedEvent,
     ReconnectedEvent,
     kato_ms_from,
+    pleo_from,
 )
 from stas.kernel.api import ConnectRequest, Kernel, KernelController, KernelError, Uevent
 from stas.kernel.options import InvalidOption
@@ -32,6 +33,7 @@ from stas.nvme import commands as cmd
 from stas.nvme.dim import host_registration
 from stas.nvme.errors import DiscoveryError, NvmeStatusError
 from stas.nvme.host_ops import HostIdentity, read_consistent_log
+from stas.nvme.identify import DiscoveryLogSupport, decode_supported_log_pages
 from stas.nvme.logpage import AdrFam, DiscoveryLogPage, Limits
 from stas.plan import find_kernel
 
@@ -83,9 +85,13 @@ class UeventHub:
 
 
 class KernelDcConnection:
-    def __init__(self, ctrl: KernelController, events: trio.MemoryReceiveChannel[DcEvent]) -> None:
+    def __init__(
+        self, ctrl: KernelController, events: trio.MemoryReceiveChannel[DcEvent], *, pleo: bool
+    ) -> None:
         self._ctrl = ctrl
         self._events = events
+        self._pleo = pleo  # ask a DDC for port-local entries when it says it can (TP8010)
+        self._lsp: int | None = None
         self.registered = False
 
     @property
@@ -114,9 +120,28 @@ class KernelDcConnection:
             raise DiscoveryError(f"{self.device}: {name}: {exc.strerror or exc}") from exc
         return out
 
+    async def _discovery_lsp(self) -> int:
+        """LSP for LID 70h: PLEO when enabled, the DC is a DDC and it advertises PLEOS."""
+        if self._lsp is None:
+            self._lsp = 0
+            if self._pleo and self.dctype == "ddc":
+                sqe = cmd.get_log_page(cmd.LogPageId.SUPPORTED_LOG_PAGES, offset=0, length=1024)
+                try:
+                    raw = await self._admin(sqe, name="Get Log Page (supported)", read_len=1024)
+                except NvmeStatusError:
+                    raw = b""
+                dword = decode_supported_log_pages(raw.ljust(1024, b"\0")).get(0x70, 0)
+                if DiscoveryLogSupport.from_dword(dword).pleos:
+                    self._lsp = cmd.LSP_PLEO
+        return self._lsp
+
     async def get_log_page(self) -> DiscoveryLogPage:
+        lsp = await self._discovery_lsp()
+
         async def read(offset: int, length: int, rae: bool) -> bytes:
-            sqe = cmd.get_log_page(cmd.LogPageId.DISCOVERY, offset=offset, length=length, rae=rae)
+            sqe = cmd.get_log_page(
+                cmd.LogPageId.DISCOVERY, offset=offset, length=length, rae=rae, lsp=lsp
+            )
             return await self._admin(sqe, name="Get Log Page", read_len=length)
 
         return await read_consistent_log(
@@ -142,7 +167,10 @@ class KernelDcConnection:
 class KernelBackend:
     """``DcBackend`` over the kernel; persistent connections stay when stafd stops."""
 
-    def __init__(self, kernel: Kernel, identity: HostIdentity, hub: UeventHub) -> None:
+    def __init__(
+        self, kernel: Kernel, identity: HostIdentity, hub: UeventHub, *, pleo: bool = True
+    ) -> None:
+        self.pleo_default = pleo
         self.kernel = kernel
         self.identity = identity
         self.hub = hub
@@ -189,7 +217,8 @@ class KernelBackend:
         self, tid: Tid, params: Mapping[str, str], *, persistent: bool
     ) -> AsyncIterator[KernelDcConnection]:
         ctrl = await self._open(tid, params)
-        conn = KernelDcConnection(ctrl, self.hub.subscribe(ctrl.device))
+        pleo = pleo_from(params, self.pleo_default)
+        conn = KernelDcConnection(ctrl, self.hub.subscribe(ctrl.device), pleo=pleo)
         try:
             try:
                 await conn.register(self.identity, cmd.DimTas.REGISTER)
