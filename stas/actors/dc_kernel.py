@@ -47,6 +47,7 @@ class UeventHub:
 
     def __init__(self) -> None:
         self._subs: dict[str, trio.MemorySendChannel[DcEvent]] = {}
+        self.reconnected: set[str] = set()
 
     def subscribe(self, device: str) -> trio.MemoryReceiveChannel[DcEvent]:
         send, receive = trio.open_memory_channel[DcEvent](64)
@@ -70,6 +71,7 @@ class UeventHub:
             elif msg.aen == AEN_DLP_CHANGED:
                 self._post(msg.device, LogPageChangedEvent())
             elif msg.nvme_event == "rediscover":
+                self.reconnected.add(msg.device)  # the DC forgot us: register again (TP8010)
                 self._post(msg.device, ReconnectedEvent())
         elif isinstance(msg, KernelResync):
             present = {c.device for c in msg.controllers}
@@ -86,12 +88,20 @@ class UeventHub:
 
 class KernelDcConnection:
     def __init__(
-        self, ctrl: KernelController, events: trio.MemoryReceiveChannel[DcEvent], *, pleo: bool
+        self,
+        ctrl: KernelController,
+        events: trio.MemoryReceiveChannel[DcEvent],
+        *,
+        pleo: bool,
+        hub: UeventHub | None = None,
+        identity: HostIdentity | None = None,
     ) -> None:
         self._ctrl = ctrl
         self._events = events
         self._pleo = pleo  # ask a DDC for port-local entries when it says it can (TP8010)
         self._lsp: int | None = None
+        self._hub = hub
+        self._identity = identity  # for DIM re-registration after a kernel reconnect
         self.registered = False
 
     @property
@@ -136,6 +146,13 @@ class KernelDcConnection:
         return self._lsp
 
     async def get_log_page(self) -> DiscoveryLogPage:
+        if self._hub is not None and self.device in self._hub.reconnected:
+            self._hub.reconnected.discard(self.device)
+            if self._identity is not None:
+                try:
+                    await self.register(self._identity, cmd.DimTas.REGISTER)
+                except (NvmeStatusError, DiscoveryError) as exc:
+                    log.warning("%s: DIM registration after reconnect failed: %s", self.device, exc)
         lsp = await self._discovery_lsp()
 
         async def read(offset: int, length: int, rae: bool) -> bytes:
@@ -218,7 +235,9 @@ class KernelBackend:
     ) -> AsyncIterator[KernelDcConnection]:
         ctrl = await self._open(tid, params)
         pleo = pleo_from(params, self.pleo_default)
-        conn = KernelDcConnection(ctrl, self.hub.subscribe(ctrl.device), pleo=pleo)
+        conn = KernelDcConnection(
+            ctrl, self.hub.subscribe(ctrl.device), pleo=pleo, hub=self.hub, identity=self.identity
+        )
         try:
             try:
                 await conn.register(self.identity, cmd.DimTas.REGISTER)
