@@ -11,30 +11,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 from trio_util import AsyncValue
 
-from stas.dbus.binding import CallContext, PropertyImpl
+from stas.actors.daemon_dbus import DaemonDBus, TronControl, find_by_tid
+from stas.dbus.binding import CallContext
 from stas.dbus.idl import STAFD
-from stas.dbus.redact import redact_secrets
-from stas.dbus.service import DBusObjectServer, bind_service
+from stas.dbus.service import DBusObjectServer
 from stas.messages import DcStatus, StafdSnapshot, Tid
 
 log = logging.getLogger("stas.dbus.stafd")
-
-DEFAULT_TRSVCID = {"tcp": "8009", "rdma": "4420"}
-
-
-class TronControl(Protocol):
-    """Run-time trace switch (the ``tron`` property, ``stafctl tron|troff``)."""
-
-    def get(self) -> bool: ...
-
-    def set(self, value: bool) -> None: ...
-
-    def level_name(self) -> str: ...
 
 
 def dc_dict(dc: DcStatus, *, detailed: bool) -> dict[str, str]:
@@ -61,16 +49,7 @@ def dc_dict(dc: DcStatus, *, detailed: bool) -> dict[str, str]:
 
 
 def find_dc(snapshot: StafdSnapshot, args: tuple[str, ...]) -> DcStatus | None:
-    """The DC named by upstream's 7 strings; '' trsvcid and host_nqn take their defaults."""
-    transport, traddr, trsvcid, subsysnqn, host_traddr, host_iface, host_nqn = args
-    trsvcid = trsvcid or DEFAULT_TRSVCID.get(transport, "")
-    for dc in snapshot.dcs:
-        t = dc.tid
-        if (t.transport, t.traddr, t.trsvcid, t.subsysnqn, t.host_traddr, t.host_iface) == (
-            transport, traddr, trsvcid, subsysnqn, host_traddr, host_iface,
-        ) and host_nqn in ("", t.host_nqn):  # fmt: skip
-            return dc
-    return None
+    return find_by_tid(snapshot.dcs, args)
 
 
 def changes(old: StafdSnapshot, new: StafdSnapshot) -> tuple[list[DcStatus], bool]:
@@ -85,8 +64,10 @@ def changes(old: StafdSnapshot, new: StafdSnapshot) -> tuple[list[DcStatus], boo
     return changed, any(t not in now for t in before)
 
 
-class StafdDBus:
+class StafdDBus(DaemonDBus):
     """Handlers for the staf interfaces over a published snapshot."""
+
+    service = STAFD
 
     def __init__(
         self,
@@ -94,19 +75,12 @@ class StafdDBus:
         info: Callable[[], Mapping[str, Any]],
         tron: TronControl,
     ) -> None:
+        super().__init__(info, tron)
         self.snapshot = snapshot
-        self.info = info
-        self.tron = tron
-
-    async def _shown(self, ctx: CallContext, value: Any) -> Any:
-        root = await ctx.caller_is_root()
-        if isinstance(value, list):
-            return [redact_secrets(v, caller_is_root=root) for v in value]
-        return redact_secrets(value, caller_is_root=root)
 
     async def list_controllers(self, ctx: CallContext, detailed: bool) -> tuple[Any, ...]:
         dcs = [dc_dict(dc, detailed=detailed) for dc in self.snapshot.value.dcs]
-        return (await self._shown(ctx, dcs),)
+        return (await self.shown(ctx, dcs),)
 
     async def get_log_pages(self, ctx: CallContext, *tid: str) -> tuple[Any, ...]:
         dc = find_dc(self.snapshot.value, tid)
@@ -117,46 +91,21 @@ class StafdDBus:
             {"discovery-controller": dc_dict(dc, detailed=detailed), "log-pages": dc.dlpes()}
             for dc in self.snapshot.value.dcs
         ]
-        return (json.dumps(await self._shown(ctx, items)),)
-
-    async def process_info(self, ctx: CallContext) -> tuple[Any, ...]:
-        return (json.dumps(await self._shown(ctx, dict(self.info())), default=str),)
+        return (json.dumps(await self.shown(ctx, items)),)
 
     async def controller_info(self, ctx: CallContext, *tid: str) -> tuple[Any, ...]:
         dc = find_dc(self.snapshot.value, tid)
         if dc is None:
             return ("{}",)
-        return (json.dumps(await self._shown(ctx, dc_dict(dc, detailed=True))),)
+        return (json.dumps(await self.shown(ctx, dc_dict(dc, detailed=True))),)
 
-    async def get_tron(self, ctx: CallContext) -> bool:
-        return self.tron.get()
-
-    async def set_tron(self, ctx: CallContext, value: bool) -> None:
-        self.tron.set(bool(value))
-        log.info("tron set to %s over D-Bus", bool(value))
-
-    async def get_log_level(self, ctx: CallContext) -> str:
-        return self.tron.level_name()
-
-    def server(self, address: str | None = None, uid_lookup: Any = None) -> DBusObjectServer:
-        methods = {
+    def methods(self) -> dict[str, Any]:
+        return super().methods() | {
             "list_controllers": self.list_controllers,
             "get_log_pages": self.get_log_pages,
             "get_all_log_pages": self.get_all_log_pages,
-            "process_info": self.process_info,
             "controller_info": self.controller_info,
         }
-        properties = {
-            "tron": PropertyImpl(self.get_tron, self.set_tron),
-            "log_level": PropertyImpl(self.get_log_level),
-        }
-        return DBusObjectServer(
-            STAFD.bus_name,
-            STAFD.object_path,
-            bind_service(STAFD, methods, properties),
-            address=address,
-            uid_lookup=uid_lookup,
-        )
 
 
 async def emit_changes(server: DBusObjectServer, snapshot: AsyncValue[StafdSnapshot]) -> None:

@@ -5,6 +5,7 @@ Kept light on imports: the ctl tools must start fast (upstream's took 1.6 s, mos
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pprint
@@ -74,3 +75,45 @@ def version_line() -> str:
     from stas import __version__
 
     return f"nvme-stas {__version__}"
+
+
+def base_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, Any]:
+    """The options and commands both ctl tools have; returns (parser, subparsers)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("-v", "--version", action="store_true", help="print version and exit")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    sub = p.add_subparsers(dest="cmd", title="commands")
+    sub.add_parser("tron", help="trace on")
+    sub.add_parser("troff", help="trace off")
+    sub.add_parser("status", help=f"show {prog[:4]}d status")
+    ls = sub.add_parser("ls", help="list controllers")
+    ls.add_argument("-d", "--detailed", action="store_true", help="show details")
+    return p, sub
+
+
+def set_tron(client: Any, cmd: str) -> int:
+    """``tron``/``troff``: set the property, print it read back (upstream's output)."""
+    client.set("tron", cmd == "tron")
+    print(f"tron = {client.get('tron')}")
+    return EXIT_OK
+
+
+def run_main(
+    parser: argparse.ArgumentParser,
+    argv: Any,
+    daemon: str,
+    commands: Callable[[argparse.Namespace], int],
+    local: Callable[[argparse.Namespace], int | None] = lambda args: None,
+) -> int:
+    """Version, usage without a command, local commands, else the D-Bus commands."""
+    args = parser.parse_args(argv)
+    if args.version:
+        print(version_line())
+        return EXIT_OK
+    if not args.cmd:
+        parser.print_usage(sys.stdout)
+        return EXIT_FAIL
+    rc = local(args)
+    if rc is not None:
+        return rc
+    return run_dbus(daemon, lambda: commands(args))

@@ -8,23 +8,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from stas.ctl.common import EXIT_FAIL, EXIT_OK, emit, run_dbus, version_line
+from stas.ctl.common import EXIT_OK, base_parser, emit, run_main, set_tron
 
 TID_ORDER = ("transport", "traddr", "trsvcid", "subsysnqn", "host-traddr", "host-iface", "host-nqn")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="stacctl", description="STorage Appliance Connector (stacd) control"
-    )
-    p.add_argument("-v", "--version", action="store_true", help="print version and exit")
-    p.add_argument("--json", action="store_true", help="machine-readable JSON output")
-    sub = p.add_subparsers(dest="cmd", title="commands")
-    sub.add_parser("tron", help="trace on")
-    sub.add_parser("troff", help="trace off")
-    sub.add_parser("status", help="show stacd status")
-    ls = sub.add_parser("ls", help="list I/O controllers")
-    ls.add_argument("-d", "--detailed", action="store_true", help="show details")
+    p, sub = base_parser("stacctl", "STorage Appliance Connector (stacd) control")
     plan = sub.add_parser("plan", help="what stacd would connect, keep and disconnect, and why")
     plan.add_argument(
         "-f",
@@ -57,9 +47,7 @@ def _commands(args: argparse.Namespace) -> int:
 
     with connect(STACD) as stac:
         if args.cmd in ("tron", "troff"):
-            stac.set("tron", args.cmd == "tron")
-            print(f"tron = {stac.get('tron')}")
-            return EXIT_OK
+            return set_tron(stac, args.cmd)
         result: Any
         if args.cmd == "ls":
             (result,) = stac.call("list_controllers", args.detailed)
@@ -76,17 +64,13 @@ def _commands(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.version:
-        print(version_line())
-        return EXIT_OK
-    if not args.cmd:
-        parser.print_usage(sys.stdout)
-        return EXIT_FAIL
-    if args.cmd == "plan":
-        return _plan(args)
-    return run_dbus("stacd", lambda: _commands(args))
+    return run_main(
+        build_parser(),
+        argv,
+        "stacd",
+        _commands,
+        lambda args: _plan(args) if args.cmd == "plan" else None,
+    )
 
 
 if __name__ == "__main__":

@@ -11,27 +11,22 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from stas.ctl.common import EXIT_FAIL, EXIT_OK, emit, host_nqn_default, run_dbus, version_line
+from stas.ctl.common import EXIT_OK, base_parser, emit, host_nqn_default, run_main, set_tron
 
 WELL_KNOWN_DISC_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 TID_ORDER = ("transport", "traddr", "trsvcid", "subsysnqn", "host-traddr", "host-iface", "host-nqn")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="stafctl", description="STorage Appliance Finder (stafd) control"
-    )
-    p.add_argument("-v", "--version", action="store_true", help="print version and exit")
-    p.add_argument("--json", action="store_true", help="machine-readable JSON output")
-    sub = p.add_subparsers(dest="cmd", title="commands")
-    sub.add_parser("tron", help="trace on")
-    sub.add_parser("troff", help="trace off")
-    sub.add_parser("status", help="show stafd status")
-    ls = sub.add_parser("ls", help="list discovery controllers")
-    ls.add_argument("-d", "--detailed", action="store_true", help="show details")
+    p, sub = base_parser("stafctl", "STorage Appliance Finder (stafd) control")
     dlp = sub.add_parser("dlp", help="show the discovery log pages of one discovery controller")
-    dlp.add_argument("-t", "--transport", choices=["tcp", "rdma", "fc", "loop"], default="tcp",
-                     help="transport (default: tcp)")  # fmt: skip
+    dlp.add_argument(
+        "-t",
+        "--transport",
+        choices=["tcp", "rdma", "fc", "loop"],
+        default="tcp",
+        help="transport (default: tcp)",
+    )
     dlp.add_argument("-a", "--traddr", required=True, help="transport address")
     dlp.add_argument("-s", "--trsvcid", required=True, help="transport service id (port)")
     dlp.add_argument("-w", "--host-traddr", default="", help="host transport address")
@@ -53,9 +48,7 @@ def _commands(args: argparse.Namespace) -> int:
 
     with connect(STAFD) as staf:
         if args.cmd in ("tron", "troff"):
-            staf.set("tron", args.cmd == "tron")
-            print(f"tron = {staf.get('tron')}")
-            return EXIT_OK
+            return set_tron(staf, args.cmd)
         result: Any
         if args.cmd == "ls":
             (result,) = staf.call("list_controllers", args.detailed)
@@ -91,15 +84,7 @@ def _plain(obj: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.version:
-        print(version_line())
-        return EXIT_OK
-    if not args.cmd:
-        parser.print_usage(sys.stdout)
-        return EXIT_FAIL
-    return run_dbus("stafd", lambda: _commands(args))
+    return run_main(build_parser(), argv, "stafd", _commands)
 
 
 if __name__ == "__main__":
