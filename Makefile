@@ -5,7 +5,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.bootstrap-stamp
 
-.PHONY: all demo test lint coverage bench clean help
+.PHONY: all demo test lint coverage bench bench-kernel clean help
 
 all: test
 
@@ -53,6 +53,11 @@ coverage: $(STAMP)
 
 bench: $(STAMP)
 	@$(PY) bench/run.py
+
+# The same daemons beside nvme-cli on the real kernel (in the VM).
+bench-kernel: $(STAMP)
+	@reason=$$($(PY) nvmet-harness/vm/runner.py --check) || { echo "SKIP: make bench-kernel: $$reason"; exit 0; }; \
+	$(PY) nvmet-harness/vm/runner.py --timeout 900 -- $(PY) bench/kernel_bench.py
 
 .PHONY: test-kernel integration
 test-kernel: $(STAMP)

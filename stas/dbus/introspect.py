@@ -7,7 +7,6 @@ API identical by construction.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from xml.sax.saxutils import quoteattr
 
 from stas.dbus.idl import Arg, Interface, Service
 
@@ -15,6 +14,19 @@ DOCTYPE = (
     '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
     ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n'
 )
+
+
+def quoteattr(value: str) -> str:
+    """An XML attribute value in double quotes (xml.sax.saxutils costs 13 ms of imports)."""
+    escaped = (
+        value.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("\n", "&#10;")
+        .replace("\t", "&#9;")
+    )
+    return f'"{escaped}"'
 
 
 def _arg(arg: Arg, direction: str | None) -> str:
