@@ -25,9 +25,9 @@ from stas.nvme.pdu import (
     ICReq,
     ICResp,
     Pdu,
-    PduDecoder,
     encode_pdu,
 )
+from stas.nvme.pdu_decoder import PduDecoder
 
 # A full 1 MiB data transfer in one PDU plus header, padding and digests must still fit.
 DEFAULT_MAX_PDU_SIZE = (1 << 20) + 256

@@ -27,9 +27,9 @@ from stas.nvme.pdu import (
     H2CTermReq,
     ICReq,
     ICResp,
-    PduDecoder,
     encode_pdu,
 )
+from stas.nvme.pdu_decoder import PduDecoder
 
 IDENTIFY = bytes([0x06]) + bytes(63)
 CONNECT = bytes([0x7F, 0x00, 0xAA, 0xBB, 0x01]) + bytes(59)

@@ -22,12 +22,12 @@ from stas.nvme.pdu import (
     ICReq,
     ICResp,
     Pdu,
-    PduDecoder,
     PduType,
     TermReqFes,
     describe_fes,
     encode_pdu,
 )
+from stas.nvme.pdu_decoder import PduDecoder
 
 SQE = bytes(range(64))
 CQE = bytes(range(100, 116))
