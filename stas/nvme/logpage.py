@@ -22,6 +22,25 @@ import attrs
 
 from stas.nvme.errors import ProtocolError
 
+# Re-exported (logpage.py's API predates the split; F401 is ignored for this file).
+from stas.nvme.logpage_labels import (
+    _DLPE_ADRFAM,
+    _DLPE_SUBTYPE,
+    _DLPE_TREQ,
+    _DLPE_TRTYPE,
+    _EFLAG_NAMES,
+    _KINDS,
+    _TREQ_SECURE,
+    TREQ_DISABLE_SQFLOW,
+    AdrFam,
+    EFlags,
+    SubType,
+    TrType,
+    _Labelled,
+    eflags_label,
+    treq_label,
+)
+
 HEADER_SIZE = 1024
 HEADER_PREFIX = 24  # GENCTR, NUMREC, RECFMT, DLPF, TDLPL: all a host needs to size the read
 ENTRY_SIZE = 1024  # basic entry; also the fixed part of an extended entry
@@ -39,115 +58,6 @@ _HEADER = struct.Struct("<QQHBBI")
 _ENTRY_INTS = struct.Struct("<BBBBHHHH")
 _EXT = struct.Struct("<IH")
 _EXAT = struct.Struct("<HH")
-
-
-# --- labelled enums -----------------------------------------------------------------------
-
-
-class _Labelled(enum.IntEnum):
-    """IntEnum whose members carry the user-visible spelling (config, D-Bus, CLIs)."""
-
-    def __new__(cls, value: int, label: str) -> Self:
-        member = int.__new__(cls, value)
-        member._value_ = value
-        member._label = label  # type: ignore[attr-defined]
-        return member
-
-    @property
-    def label(self) -> str:
-        return self._label  # type: ignore[attr-defined,no-any-return]
-
-    @classmethod
-    def from_label(cls, label: str) -> Self:
-        """Member spelled ``label``; ValueError names the bad value and the valid ones."""
-        for member in cls:
-            if member.label == label:
-                return member
-        valid = ", ".join(repr(m.label) for m in cls)
-        raise ValueError(f"unknown {_KINDS[cls.__name__]} {label!r} (expected one of {valid})")
-
-    @classmethod
-    def label_of(cls, value: int) -> str:
-        """Label of a raw value, 'unknown(0x2a)' for values this code does not know."""
-        try:
-            return cls(value).label
-        except ValueError:
-            return f"unknown(0x{value:02x})"
-
-
-_KINDS = MappingProxyType(
-    {"TrType": "transport type", "AdrFam": "address family", "SubType": "subsystem type"}
-)
-
-
-class TrType(_Labelled):
-    UNSPECIFIED = (0, "")
-    RDMA = (1, "rdma")
-    FC = (2, "fc")
-    TCP = (3, "tcp")
-    LOOP = (0xFE, "loop")
-
-
-class AdrFam(_Labelled):
-    PCI = (0, "pci")
-    IPV4 = (1, "ipv4")
-    IPV6 = (2, "ipv6")
-    IB = (3, "infiniband")
-    FC = (4, "fc")
-    LOOP = (0xFE, "loop")
-
-
-class SubType(_Labelled):
-    REFERRAL = (1, "referral")
-    NVME = (2, "nvme")
-    CURRENT_DISCOVERY = (3, "discovery")
-
-
-class EFlags(enum.IntFlag):
-    DUPRETINFO = 1
-    EPCSD = 2
-    NCC = 4
-
-
-_TREQ_SECURE = ("not specified", "required", "not required", "reserved")
-TREQ_DISABLE_SQFLOW = 0x04
-_EFLAG_NAMES = (
-    (EFlags.DUPRETINFO, "duplicate returned information"),
-    (EFlags.EPCSD, "explicit persistent connection support"),
-    (EFlags.NCC, "not connected to cdc"),
-)
-
-
-def treq_label(treq: int) -> str:
-    """Readable TREQ: the secure-channel bits (1:0), then bit 2 when set.
-
-    Bit 2 ("SQ flow control disable supported") is appended as
-    ', sq flow control disable supported'; reserved bits 7:3 are ignored.
-    (The DLPE dict uses libnvme's own spelling instead; see ``LogPageEntry.to_dlpe``.)
-    """
-    text = _TREQ_SECURE[treq & 0x3]
-    if treq & TREQ_DISABLE_SQFLOW:
-        text += ", sq flow control disable supported"
-    return text
-
-
-def eflags_label(eflags: int) -> str:
-    """Readable EFLAGS: 'none' or the set flags joined by ', '; unknown bits as unknown(0x..)."""
-    names = [name for flag, name in _EFLAG_NAMES if eflags & flag]
-    rest = eflags & ~int(EFlags.DUPRETINFO | EFlags.EPCSD | EFlags.NCC)
-    if rest:
-        names.append(f"unknown(0x{rest:x})")
-    return ", ".join(names) if names else "none"
-
-
-# libnvme's Python binding spells these (its discover() output, which upstream publishes);
-# values it does not know come out as the decimal number.
-_DLPE_TRTYPE = MappingProxyType({0: "unspecified", 1: "rdma", 2: "fc", 3: "tcp", 0xFE: "loop"})
-_DLPE_ADRFAM = MappingProxyType({0: "pci", 1: "ipv4", 2: "ipv6", 3: "infiniband", 4: "fc"})
-_DLPE_SUBTYPE = MappingProxyType({1: "referral", 2: "nvme", 3: "discovery"})
-_DLPE_TREQ = MappingProxyType(
-    {0: "not specified", 1: "required", 2: "not required", 4: "disable sqflow"}
-)
 
 
 # --- field helpers (shared with dim.py) ----------------------------------------------------
