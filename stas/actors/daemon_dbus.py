@@ -53,7 +53,10 @@ class DaemonDBus:
 
     service: Service
 
-    def __init__(self, info: Callable[[], Mapping[str, Any]], tron: TronControl) -> None:
+    def __init__(
+        self, snapshot: Any, info: Callable[[], Mapping[str, Any]], tron: TronControl
+    ) -> None:
+        self.snapshot = snapshot  # a trio_util.AsyncValue of the daemon's published state
         self.info = info
         self.tron = tron
 

@@ -49,14 +49,7 @@ def find_ioc(snapshot: StacdSnapshot, args: tuple[str, ...]) -> IocStatus | None
 class StacdDBus(DaemonDBus):
     service = STACD
 
-    def __init__(
-        self,
-        snapshot: AsyncValue[StacdSnapshot],
-        info: Callable[[], Mapping[str, Any]],
-        tron: TronControl,
-    ) -> None:
-        super().__init__(info, tron)
-        self.snapshot = snapshot
+    snapshot: AsyncValue[StacdSnapshot]
 
     async def list_controllers(self, ctx: CallContext, detailed: bool) -> tuple[Any, ...]:
         iocs = [ioc_dict(i, detailed=detailed) for i in self.snapshot.value.iocs]

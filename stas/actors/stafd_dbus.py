@@ -69,14 +69,7 @@ class StafdDBus(DaemonDBus):
 
     service = STAFD
 
-    def __init__(
-        self,
-        snapshot: AsyncValue[StafdSnapshot],
-        info: Callable[[], Mapping[str, Any]],
-        tron: TronControl,
-    ) -> None:
-        super().__init__(info, tron)
-        self.snapshot = snapshot
+    snapshot: AsyncValue[StafdSnapshot]
 
     async def list_controllers(self, ctx: CallContext, detailed: bool) -> tuple[Any, ...]:
         dcs = [dc_dict(dc, detailed=detailed) for dc in self.snapshot.value.dcs]
