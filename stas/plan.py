@@ -14,7 +14,7 @@ import attrs
 
 from stas.config import ServiceConfig
 from stas.kernel import options as opt
-from stas.kernel.api import ConnectRequest, KernelController, controller_matches
+from stas.kernel.api import ConnectRequest, KernelController, controller_matches, match_args
 from stas.messages import IocWanted, Tid
 
 log = logging.getLogger("stas.plan")
@@ -160,16 +160,7 @@ def find_kernel(tid: Tid, kernel: Sequence[KernelController]) -> KernelControlle
     for c in kernel:
         if c.is_discovery_controller:
             continue
-        if controller_matches(
-            c,
-            transport=tid.transport,
-            traddr=tid.traddr,
-            trsvcid=tid.trsvcid,
-            subsysnqn=tid.subsysnqn,
-            hostnqn=tid.host_nqn,
-            host_traddr=tid.host_traddr,
-            host_iface=tid.host_iface,
-        ):
+        if controller_matches(c, **match_args(tid)):
             return c
     return None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -189,6 +189,19 @@ def controller_matches(
             not host_traddr or ctrl.host_traddr.lower() == host_traddr.lower()
         )
     return ctrl.traddr == traddr
+
+
+def match_args(x: Any) -> dict[str, str]:
+    """``controller_matches`` keywords from a Tid (``host_nqn``) or a ConnectRequest."""
+    return {
+        "transport": x.transport,
+        "traddr": x.traddr,
+        "trsvcid": x.trsvcid,
+        "subsysnqn": x.subsysnqn,
+        "hostnqn": getattr(x, "hostnqn", None) or getattr(x, "host_nqn", ""),
+        "host_traddr": x.host_traddr,
+        "host_iface": x.host_iface,
+    }
 
 
 class KernelError(Exception):

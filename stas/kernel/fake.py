@@ -20,6 +20,7 @@ from stas.kernel.api import (
     KernelError,
     Uevent,
     controller_matches,
+    match_args,
 )
 
 
@@ -58,16 +59,7 @@ class FakeKernel:
         key = (req.transport, req.traddr, req.trsvcid, req.subsysnqn)
         for device in self._by_key.get(key, ()):
             ctrl = self.controllers[device]
-            if controller_matches(
-                ctrl,
-                transport=req.transport,
-                traddr=req.traddr,
-                trsvcid=req.trsvcid,
-                subsysnqn=req.subsysnqn,
-                hostnqn=req.hostnqn,
-                host_traddr=req.host_traddr,
-                host_iface=req.host_iface,
-            ):
+            if controller_matches(ctrl, **match_args(req)):
                 raise KernelError(f"{ctrl.device} already connected", errno.EALREADY)
         return self._add(
             KernelController(
