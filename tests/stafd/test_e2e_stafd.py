@@ -222,3 +222,23 @@ def test_bad_config_path_and_version(tmp_path: Path) -> None:
         [sys.executable, "-m", "stas.main", "--bogus"], capture_output=True, text=True
     )
     assert out.returncode == 2
+
+
+def test_unreadable_config_on_reload_keeps_the_running_one(world) -> None:
+    tmp, env = world["tmp"], world["env"]
+    sim = Simulator(tmp, "simr")
+    world["started"].append(sim)
+    conf = tmp / "stafd.conf"
+    conf.write_text(
+        "[Service Discovery]\nzeroconf=disabled\n"
+        f"[Controllers]\ncontroller=transport=tcp;traddr=::1;trsvcid={sim.port}\n"
+    )
+    stafd = Stafd(tmp, env)
+    world["started"].append(stafd)
+    wait_for("the DC", lambda: subnqns(env) == SEED)
+    conf.write_bytes(b"\x00\xff not a config file")
+    stafd.proc.send_signal(signal.SIGHUP)
+    log = tmp / "stafd.log"
+    wait_for("the reload refusal", lambda: "keeping the running configuration" in log.read_text())
+    assert str(conf) in log.read_text() and "Traceback" not in log.read_text()
+    assert stafd.proc.poll() is None and subnqns(env) == SEED
