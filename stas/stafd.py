@@ -169,6 +169,11 @@ class Stafd:
             return
         self.tron.set(self.opts.tron or self.config.tron)
         self.identity = host_identity(self.sysconf)
+        # connections made from now on register with the new host ID / symbolic name
+        if self.backend_name == "userspace":
+            self.backend = attrs.evolve(self.backend, host=self.identity)
+        else:
+            self.backend.identity = self.identity
         await self.inbox_send.send(ConfigChanged(self.config, self.identity.hostnqn))
         log.info("configuration reloaded from %s", self.opts.conf_file)
         self.notifier.ready()
