@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 import trio
@@ -25,9 +25,12 @@ import trio
 from stas.messages import WELL_KNOWN_DISC_NQN, Tid
 from stas.nvme.commands import LSP_EXTDLPE
 from stas.nvme.errors import DiscoveryError, NvmeStatusError, ProtocolError
+from stas.nvme.host_ops import HostIdentity, SessionOptions
 from stas.nvme.identify import DcType
 from stas.nvme.logpage import DiscoveryLogPage
-from stas.nvme.session import DiscoverySession, HostIdentity, SessionOptions
+
+if TYPE_CHECKING:  # the session (sockets, PDUs) is imported only when a DC is reached this way
+    from stas.nvme.session import DiscoverySession
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +226,8 @@ class UserspaceBackend:
             )
         options = self.options_for(params, persistent=persistent, where=str(tid))
         raised: BaseException | None = None
+        from stas.nvme.session import DiscoverySession
+
         async with DiscoverySession.open(
             tid.traddr,
             tid.trsvcid or DEFAULT_DC_PORT,
