@@ -27,7 +27,6 @@ from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_conf
 from stas.dbus.common import DBusError
 from stas.logsetup import TronControl
 from stas.messages import StacdSnapshot, Tid
-from stas.nvme.host_ops import default_host_identity
 from stas.plan import configured_iocs, decide, format_plan, iocs_of_dc, merge
 from stas.sdnotify import Notifier
 
@@ -46,6 +45,10 @@ class StacdOptions:
 
 
 def host_ids(sysconf: SysConfig) -> tuple[str, str]:
+    if sysconf.hostnqn and sysconf.hostid:
+        return sysconf.hostnqn, sysconf.hostid
+    from stas.nvme.host_ops import default_host_identity  # only when sys.conf is incomplete
+
     derived = default_host_identity()
     hostnqn = sysconf.hostnqn or derived.hostnqn
     if not sysconf.hostnqn:
