@@ -8,13 +8,32 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import attrs
 
 from stas.kernel import options as opt
 
+TRANSPORTS = ("tcp", "rdma", "fc", "loop")
+WELL_KNOWN_DISC_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 SECRET_FIELDS = ("dhchap_secret", "dhchap_ctrl_secret")
+FLAGS = ("hdr_digest", "data_digest", "duplicate_connect", "disable_sqflow", "discovery")
+# The kernel's accepted ranges (drivers/nvme/host/fabrics.c). nr_write_queues and
+# nr_poll_queues of 0 mean "not set", as in libnvme: they are left out of the string.
+INT_RANGES: Mapping[str, tuple[int, ...]] = MappingProxyType(
+    {
+        "kato": (0, opt.KATO_MAX),
+        "queue_size": (16, 1024),
+        "nr_io_queues": (1,),
+        "nr_write_queues": (0,),
+        "nr_poll_queues": (0,),
+        "reconnect_delay": (1,),
+        "ctrl_loss_tmo": (-1,),
+        "fast_io_fail_tmo": (-1,),
+        "tos": (0, 255),
+    }
+)
 
 
 @attrs.frozen
@@ -44,39 +63,34 @@ class ConnectRequest:
     dhchap_secret: str | None = attrs.field(default=None, repr=False)
     dhchap_ctrl_secret: str | None = attrs.field(default=None, repr=False)
     discovery: bool = False
+    duplicate_connect: bool = False  # the kernel's own opt-out of its EALREADY check
 
     def __attrs_post_init__(self) -> None:
-        if self.transport not in ("tcp", "rdma", "fc", "loop"):
+        if self.transport not in TRANSPORTS:
             raise opt.InvalidOption("transport", self.transport, "is not tcp, rdma, fc or loop")
         opt.check_traddr(self.transport, self.traddr)
         if self.transport in ("tcp", "rdma"):
             opt.check_port("trsvcid", self.trsvcid)
-        elif self.trsvcid:
+        elif self.trsvcid != "":
             raise opt.InvalidOption("trsvcid", self.trsvcid, f"must be empty for {self.transport}")
         opt.check_nqn("subsysnqn", self.subsysnqn)
         opt.check_nqn("hostnqn", self.hostnqn, must_be_nqn=True)
-        if self.hostid:
+        if self.hostid != "":
             opt.check_uuid("hostid", self.hostid)
-        if self.host_traddr:
-            tr = self.transport if self.transport != "loop" else "tcp"
-            opt.check_traddr(tr, self.host_traddr, field="host_traddr")
-        if self.host_iface:
+        if self.host_traddr != "":
+            if self.transport == "loop":
+                raise opt.InvalidOption("host_traddr", self.host_traddr, "must be empty for loop")
+            opt.check_traddr(self.transport, self.host_traddr, field="host_traddr")
+        if self.host_iface != "":
+            if self.transport != "tcp":
+                raise opt.InvalidOption("host_iface", self.host_iface, "is only valid for tcp")
             opt.check_iface("host_iface", self.host_iface)
-        ranges = {
-            "kato": (0,),
-            "queue_size": (16, 1024),
-            "nr_io_queues": (1,),
-            "nr_write_queues": (0,),
-            "nr_poll_queues": (0,),
-            "reconnect_delay": (1,),
-            "ctrl_loss_tmo": (-1,),
-            "fast_io_fail_tmo": (-1,),
-            "tos": (-1, 255),
-        }
-        for name, bounds in ranges.items():
+        for name, bounds in INT_RANGES.items():
             value = getattr(self, name)
             if value is not None:
                 opt.check_int(name, value, *bounds)
+        for name in FLAGS:
+            opt.check_bool(name, getattr(self, name))
         for name in SECRET_FIELDS:
             value = getattr(self, name)
             if value is not None:
@@ -90,26 +104,22 @@ class ConnectRequest:
         if self.trsvcid:
             parts.append(f"trsvcid={self.trsvcid}")
         parts += [f"nqn={self.subsysnqn}", f"hostnqn={self.hostnqn}"]
-        kv = {
+        kv: dict[str, object] = {
             "hostid": self.hostid,
             "host_traddr": self.host_traddr,
             "host_iface": self.host_iface,
             "keep_alive_tmo": self.kato,
             "queue_size": self.queue_size,
             "nr_io_queues": self.nr_io_queues,
-            "nr_write_queues": self.nr_write_queues,
-            "nr_poll_queues": self.nr_poll_queues,
+            "nr_write_queues": self.nr_write_queues or None,
+            "nr_poll_queues": self.nr_poll_queues or None,
             "reconnect_delay": self.reconnect_delay,
             "ctrl_loss_tmo": self.ctrl_loss_tmo,
             "fast_io_fail_tmo": self.fast_io_fail_tmo,
             "tos": self.tos,
         }
-        parts += [f"{k}={v}" for k, v in kv.items() if v not in (None, "")]
-        parts += [
-            f
-            for f in ("hdr_digest", "data_digest", "disable_sqflow", "discovery")
-            if getattr(self, f)
-        ]
+        parts += [f"{k}={v}" for k, v in kv.items() if v is not None and v != ""]
+        parts += [f for f in FLAGS if getattr(self, f)]
         for name in SECRET_FIELDS:
             value = getattr(self, name)
             if value is not None:
@@ -140,16 +150,23 @@ class KernelController:
 
     @property
     def is_io_controller(self) -> bool:
+        """cntrltype 'io' (kernel >= 5.18), or namespaces below it (older kernels)."""
         return self.cntrltype == "io" or (not self.cntrltype and self.has_namespaces)
 
     @property
     def is_discovery_controller(self) -> bool:
+        """cntrltype 'discovery', or the well-known NQN where the kernel has no cntrltype."""
         return self.cntrltype == "discovery" or (
-            not self.cntrltype and self.subsysnqn == "nqn.2014-08.org.nvmexpress.discovery"
+            not self.cntrltype and self.subsysnqn == WELL_KNOWN_DISC_NQN
         )
+
+    def matches(self, req_or_tid: Any) -> bool:
+        """Is this the connection a ConnectRequest or a Tid describes? See controller_matches."""
+        return controller_matches(self, **match_args(req_or_tid))
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as an IP object (zone dropped, IPv4-mapped IPv6 unwrapped), or None."""
     try:
         ip = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
@@ -157,6 +174,11 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+def _same_ip(a: str, b: str) -> bool:
+    x = _ip(a)
+    return x is not None and x == _ip(b)
 
 
 def controller_matches(
@@ -170,25 +192,34 @@ def controller_matches(
     host_traddr: str = "",
     host_iface: str = "",
 ) -> bool:
-    """Is ``ctrl`` the connection these parameters describe? (upstream §5.9, adoption)."""
-    if (ctrl.transport, ctrl.trsvcid) != (transport, trsvcid) or ctrl.subsysnqn != subsysnqn:
+    """Is ``ctrl`` the connection these parameters describe? (upstream §5.9, adoption).
+
+    Transport, service id and host NQN must be equal. The subsystem NQN must be equal, or the
+    candidate asks for the well-known discovery NQN and ``ctrl`` is a discovery controller
+    (TP8013: the DC answered with its unique NQN). tcp/rdma addresses compare as IPs.
+    A host address or interface the candidate names must agree with what the kernel reports;
+    where the kernel reports nothing (no ``src_addr`` before 6.1) the match is optimistic.
+    """
+    if ctrl.transport != transport or ctrl.trsvcid != trsvcid:
         return False
     if ctrl.hostnqn and ctrl.hostnqn != hostnqn:
         return False
+    if ctrl.subsysnqn != subsysnqn and not (
+        subsysnqn == WELL_KNOWN_DISC_NQN and ctrl.is_discovery_controller
+    ):
+        return False
     if transport in ("tcp", "rdma"):
-        a, b = _ip(ctrl.traddr), _ip(traddr)
-        if a is None or a != b:
+        if not _same_ip(ctrl.traddr, traddr):
             return False
-        if host_traddr:
-            src = _ip(ctrl.src_addr or ctrl.host_traddr)
-            if src is not None and src != _ip(host_traddr):
-                return False
+        local = ctrl.src_addr or ctrl.host_traddr
+        if host_traddr and local and not _same_ip(local, host_traddr):
+            return False
         return not (host_iface and ctrl.host_iface and ctrl.host_iface != host_iface)
     if transport == "fc":
         return ctrl.traddr.lower() == traddr.lower() and (
-            not host_traddr or ctrl.host_traddr.lower() == host_traddr.lower()
+            ctrl.host_traddr.lower() == host_traddr.lower() if host_traddr else True
         )
-    return ctrl.traddr == traddr
+    return ctrl.traddr.lower() == traddr.lower()
 
 
 def match_args(x: Any) -> dict[str, str]:
@@ -205,7 +236,10 @@ def match_args(x: Any) -> dict[str, str]:
 
 
 class KernelError(Exception):
-    """A kernel operation failed; ``errno`` when the kernel gave one."""
+    """A kernel operation failed; the message names the operation and the controller.
+
+    ``errno`` is the kernel's error number when one is known (EALREADY, ECONNREFUSED, ...).
+    """
 
     def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
@@ -248,3 +282,5 @@ class Kernel(Protocol):
     async def disconnect(self, device: str) -> None: ...
 
     async def list_controllers(self) -> list[KernelController]: ...
+
+    async def controller(self, device: str) -> KernelController | None: ...

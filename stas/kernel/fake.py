@@ -1,14 +1,16 @@
 """In-memory stand-in for the kernel: controllers, connects, disconnects, uevents, failures.
 
 Used by the deterministic stacd tests. It behaves like the kernel where stacd can tell:
-device names ``nvmeN`` allocated lowest-free first, ``EALREADY`` for a duplicate connect, a
-``remove`` uevent when a controller goes away, ``change`` uevents for AENs.
+device names ``nvmeN`` allocated lowest-free first, ``EALREADY`` for a duplicate connect
+(unless the request sets ``duplicate_connect``), an ``add`` uevent for a new controller, a
+``remove`` uevent when one goes away, ``change`` uevents for AENs and NVME_EVENTs.
 """
 
 from __future__ import annotations
 
 import errno
 import heapq
+import os
 from collections.abc import Callable
 
 import attrs
@@ -57,10 +59,13 @@ class FakeKernel:
                 del self.failures[i]
                 raise KernelError(f"connect {req.subsysnqn} at {req.traddr}: {text}", err)
         key = (req.transport, req.traddr, req.trsvcid, req.subsysnqn)
-        for device in self._by_key.get(key, ()):
+        for device in () if req.duplicate_connect else self._by_key.get(key, ()):
             ctrl = self.controllers[device]
             if controller_matches(ctrl, **match_args(req)):
-                raise KernelError(f"{ctrl.device} already connected", errno.EALREADY)
+                raise KernelError(
+                    f"connect {req.subsysnqn} at {req.traddr}: already connected as {device}",
+                    errno.EALREADY,
+                )
         return self._add(
             KernelController(
                 device=self._free_name(),
@@ -70,6 +75,7 @@ class FakeKernel:
                 subsysnqn=req.subsysnqn,
                 host_traddr=req.host_traddr,
                 host_iface=req.host_iface,
+                src_addr=req.host_traddr if req.transport in ("tcp", "rdma") else "",
                 hostnqn=req.hostnqn,
                 hostid=req.hostid,
                 cntrltype="discovery" if req.discovery else "io",
@@ -89,6 +95,10 @@ class FakeKernel:
         await trio.lowlevel.checkpoint()
         return sorted(self.controllers.values(), key=lambda c: int(c.device[4:]))
 
+    async def controller(self, device: str) -> KernelController | None:
+        await trio.lowlevel.checkpoint()
+        return self.controllers.get(device)
+
     # --- test controls -------------------------------------------------------------------------
 
     def fail_next(
@@ -102,12 +112,22 @@ class FakeKernel:
         """The next ``n`` connects matching ``when`` fail with ``err``."""
         self.failures += [(when, err, text)] * n
 
+    def fail_traddr(
+        self, traddr: str, err: int = errno.ECONNREFUSED, *, n: int = 1, text: str = ""
+    ) -> None:
+        """The next ``n`` connects to ``traddr`` fail with ``err``."""
+        self.fail_next(
+            err, n=n, text=text or os.strerror(err), when=lambda req: req.traddr == traddr
+        )
+
     def add_external(self, **fields: object) -> KernelController:
         """A connection someone else made (nvme-cli, a previous stacd)."""
         return self._add(KernelController(device=self._free_name(), state="live", **fields))  # type: ignore[arg-type]
 
     def remove(self, device: str) -> None:
         """The kernel deleted the controller (e.g. ctrl-loss-tmo expired)."""
+        if device not in self.controllers:
+            raise KeyError(f"FakeKernel.remove: no controller {device}")
         ctrl = self.controllers.pop(device)
         self._by_key.get(
             (ctrl.transport, ctrl.traddr, ctrl.trsvcid, ctrl.subsysnqn), set()

@@ -1,28 +1,56 @@
 """The real Kernel: connects through libnvme, reads state from sysfs, deletes via sysfs.
 
-libnvme calls block, so they run in worker threads behind one CapacityLimiter (bounded,
-parallel connects). Each connect uses its own libnvme root, because libnvme's object tree is
-not safe to share between threads. Its objects are released explicitly, ctrl then host then
-root: freeing a root before its ctrl (local-variable or garbage-collector order, or a frame
-kept alive by a traceback) crashes the SWIG bindings (seen in the VM).
+libnvme calls block, so they run in worker threads behind one CapacityLimiter per instance
+(bounded, parallel connects); sysfs reads and deletes have their own limiter, so a connect
+storm against unreachable targets never delays a disconnect or a resync.
+
+Each connect uses its own libnvme root rather than one shared root with cached hosts:
+libnvme's object tree is not thread-safe, and connects run in parallel with the GIL released.
+Objects are released explicitly, ctrl then host then root: freeing a root before its ctrl
+(local-variable or garbage-collector order, or a frame kept alive by a traceback) crashes the
+SWIG bindings (seen in the VM).
+
+The bindings (1.16) silently drop ``queue_size`` and ``fast_io_fail_tmo`` from the config
+dict, so a request with either is written to ``/dev/nvme-fabrics`` directly, from the same
+validated option string the logs show.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from stas.kernel.api import ConnectRequest, KernelController, KernelError
-from stas.kernel.fabrics import read_capabilities
+from stas.kernel.fabrics import FABRICS_DEV, add_ctrl, read_capabilities
 from stas.kernel.libnvme_loader import load_libnvme
-from stas.kernel.sysfs import SYSFS_NVME, read_controller, read_controllers
+from stas.kernel.sysfs import SYSFS_NVME, is_device_name, read_controllers, read_device
 
 log = logging.getLogger("stas.kernel")
-_FAILED_CONNECTS: list[tuple[Any, Any, Any]] = []  # see _connect_blocking: never freed
+# The one deliberate piece of module state: libnvme may already have released parts of a
+# ctrl whose connect failed, and freeing it again corrupts the heap. Kept here, not on an
+# instance, so that no garbage collection of a LibnvmeKernel can ever free them.
+_FAILED_CONNECTS: list[tuple[Any, Any, Any]] = []
+
+# libnvme's nvme_errno_to_string() texts (ENVME_CONNECT_*) for the kernel's write errors.
+LIBNVME_ERRORS = {
+    "already connected": errno.EALREADY,
+    "Existing controller connection": errno.EALREADY,
+    "invalid arguments/configuration": errno.EINVAL,
+    "hostnqn already in use": errno.EADDRINUSE,
+    "controller is gone": errno.ENODEV,
+    "not supported": errno.EOPNOTSUPP,
+    "connection refused": errno.ECONNREFUSED,
+    "cannot assign requested address": errno.EADDRNOTAVAIL,
+    "failed to open nvme-fabrics device": errno.ENOENT,
+    "failed to write to nvme-fabrics device": errno.EIO,
+}
+# Options the bindings' config dict cannot carry (checked against libnvme 1.16.2).
+DIRECT_ONLY = ("queue_size", "fast_io_fail_tmo")
 
 
 def libnvme_config(req: ConnectRequest) -> dict[str, Any]:
@@ -31,35 +59,83 @@ def libnvme_config(req: ConnectRequest) -> dict[str, Any]:
         "hdr_digest": req.hdr_digest,
         "data_digest": req.data_digest,
         "disable_sqflow": req.disable_sqflow,
+        "duplicate_connect": req.duplicate_connect,
     }
     optional = {
         "keep_alive_tmo": req.kato,
-        "queue_size": req.queue_size,
         "nr_io_queues": req.nr_io_queues,
         "nr_write_queues": req.nr_write_queues,
         "nr_poll_queues": req.nr_poll_queues,
         "reconnect_delay": req.reconnect_delay,
         "ctrl_loss_tmo": req.ctrl_loss_tmo,
-        "fast_io_fail_tmo": req.fast_io_fail_tmo,
         "tos": req.tos,
     }
     cfg.update({k: v for k, v in optional.items() if v is not None})
     return cfg
 
 
+def needs_direct_write(req: ConnectRequest) -> bool:
+    return any(getattr(req, name) is not None for name in DIRECT_ONLY)
+
+
+def libnvme_errno(exc: BaseException) -> int | None:
+    """The errno behind a bindings exception (they carry only libnvme's message text)."""
+    if isinstance(exc, OSError):
+        return exc.errno
+    text = str(exc).strip()
+    for known, code in LIBNVME_ERRORS.items():
+        if text.lower() == known.lower():
+            return code
+    if "already" in text.lower():
+        return errno.EALREADY
+    for code in sorted(errno.errorcode):  # below 1000 libnvme reports strerror(errno)
+        if os.strerror(code) == text:
+            return code
+    return None
+
+
+def from_request(device: str, req: ConnectRequest) -> KernelController:
+    """What we know of a new controller that sysfs no longer shows (it went away at once)."""
+    return KernelController(
+        device=device,
+        transport=req.transport,
+        traddr=req.traddr,
+        trsvcid=req.trsvcid,
+        subsysnqn=req.subsysnqn,
+        host_traddr=req.host_traddr,
+        host_iface=req.host_iface,
+        hostnqn=req.hostnqn,
+        hostid=req.hostid,
+        cntrltype="discovery" if req.discovery else "",
+    )
+
+
 class LibnvmeKernel:
     """Implements ``stas.kernel.api.Kernel`` on the running Linux kernel."""
 
-    def __init__(self, *, max_threads: int = 8, sysfs: Path = SYSFS_NVME, nvme: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_threads: int = 8,
+        sysfs: Path = SYSFS_NVME,
+        fabrics: str = FABRICS_DEV,
+        nvme: Any = None,
+        capabilities: frozenset[str] | None = None,
+    ) -> None:
         self._nvme = nvme or load_libnvme()
         self._sysfs = sysfs
+        self._fabrics = fabrics
         self._limiter = trio.CapacityLimiter(max_threads)
-        self._caps = read_capabilities()
+        self._sysfs_limiter = trio.CapacityLimiter(4)
+        self._caps = read_capabilities(fabrics) if capabilities is None else capabilities
 
     def capabilities(self) -> frozenset[str]:
         return self._caps
 
     def _connect_blocking(self, req: ConnectRequest) -> str:
+        if needs_direct_write(req):
+            instance, _cntlid = add_ctrl(req.option_string(redact=False), self._fabrics)
+            return f"nvme{instance}"
         nvme = self._nvme
         root = nvme.root()
         host = ctrl = None
@@ -77,14 +153,12 @@ class LibnvmeKernel:
             if req.discovery:
                 ctrl.discovery_ctrl = True
             if req.dhchap_secret:
-                ctrl.dhchap_host_key = req.dhchap_secret
+                ctrl.dhchap_host_key = req.dhchap_secret  # -> dhchap_secret=
             if req.dhchap_ctrl_secret:
-                ctrl.dhchap_key = req.dhchap_ctrl_secret
+                ctrl.dhchap_key = req.dhchap_ctrl_secret  # -> dhchap_ctrl_secret=
             try:
                 ctrl.connect(host, libnvme_config(req))
             except Exception:
-                # libnvme may already have released parts of a ctrl whose connect failed;
-                # freeing it again corrupts the heap, so these few objects are never freed.
                 _FAILED_CONNECTS.append((root, host, ctrl))
                 raise
             return str(ctrl.name)
@@ -94,26 +168,39 @@ class LibnvmeKernel:
             del root
 
     async def connect(self, req: ConnectRequest) -> KernelController:
-        what = f"connect {req.subsysnqn} at {req.transport} {req.traddr}:{req.trsvcid}"
+        where = f"{req.transport} {req.traddr}" + (f":{req.trsvcid}" if req.trsvcid else "")
+        what = f"connect {req.subsysnqn} at {where}"
+        log.debug("%s: %s", what, req.option_string())
         try:
             name = await trio.to_thread.run_sync(self._connect_blocking, req, limiter=self._limiter)
-        except Exception as exc:  # the bindings raise plain Exception with libnvme's text
-            text = str(exc)
-            code = errno.EALREADY if "already" in text.lower() else None
-            raise KernelError(f"{what}: {text}", code) from exc
-        ctrl = read_controller(self._sysfs / name)
-        return ctrl if ctrl is not None else KernelController(device=name)
+        except Exception as exc:  # the bindings raise plain RuntimeError with libnvme's text
+            text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise KernelError(f"{what}: {text}", libnvme_errno(exc)) from exc
+        ctrl = await self.controller(name)
+        return ctrl if ctrl is not None else from_request(name, req)
 
     async def disconnect(self, device: str) -> None:
+        if not is_device_name(device):
+            raise KernelError(f"disconnect {device!r}: not an nvme controller name", errno.EINVAL)
         path = self._sysfs / device / "delete_controller"
 
         def write() -> None:
-            path.write_text("1")
+            with open(path, "w") as f:
+                f.write("1")
 
         try:
-            await trio.to_thread.run_sync(write, limiter=self._limiter)
+            await trio.to_thread.run_sync(write, limiter=self._sysfs_limiter)
+        except FileNotFoundError as exc:
+            raise KernelError(f"disconnect {device}: no such controller", errno.ENODEV) from exc
         except OSError as exc:
             raise KernelError(f"disconnect {device}: {exc.strerror or exc}", exc.errno) from exc
 
     async def list_controllers(self) -> list[KernelController]:
-        return await trio.to_thread.run_sync(read_controllers, self._sysfs, limiter=self._limiter)
+        return await trio.to_thread.run_sync(
+            read_controllers, self._sysfs, limiter=self._sysfs_limiter
+        )
+
+    async def controller(self, device: str) -> KernelController | None:
+        return await trio.to_thread.run_sync(
+            read_device, device, self._sysfs, limiter=self._sysfs_limiter
+        )

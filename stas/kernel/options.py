@@ -8,24 +8,36 @@ without passing one of these checks, which accept only what the kernel itself wo
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
-import uuid
 
-NQN_MAX = 223
-IFNAME_MAX = 15
+NQN_MAX = 223  # NVMF_NQN_SIZE - 1
+IFNAME_MAX = 15  # IFNAMSIZ - 1
+INT32_MAX = 2**31 - 1
+KATO_MAX = 4_294_967  # seconds; the kernel sends KATO * 1000 in a 32-bit field
+DHCHAP_KEY_SIZES = (36, 52, 68)  # 32/48/64-byte secrets plus CRC-32, as the kernel demands
 _FC_ADDR = re.compile(r"nn-0x[0-9a-fA-F]{16}:pn-0x[0-9a-fA-F]{16}")
-_DHCHAP = re.compile(r"DHHC-1:0[0-3]:[A-Za-z0-9+/]+={0,2}:")
-_FORBIDDEN = set(",=\n\r\t \0")
+_DHCHAP = re.compile(r"DHHC-1:0[0-3]:([A-Za-z0-9+/]+={0,2}):")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_PORT = re.compile(r"[1-9][0-9]{0,4}")
+_SEPARATORS = frozenset(",=")
 
 
 class InvalidOption(ValueError):
     """A value the kernel's option string cannot carry; the message names field and value."""
 
     def __init__(self, field: str, value: object, why: str, *, secret: bool = False) -> None:
-        shown = "<secret>" if secret else repr(value)
+        shown = "<secret>" if secret else _shown(value)
         super().__init__(f"{field} {shown}: {why}")
         self.field = field
+
+
+def _shown(value: object) -> str:
+    """repr() of the bad value, shortened so a hostile 64 KiB string cannot flood the log."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _printable_ascii(text: str) -> bool:
@@ -38,11 +50,11 @@ def check_nqn(field: str, value: str, *, must_be_nqn: bool = False) -> str:
     Subsystem names like the seed's ``klingons`` are accepted (nvmet accepts them); host NQNs
     must start with ``nqn.``.
     """
-    if not value:
+    if not isinstance(value, str) or not value:
         raise InvalidOption(field, value, "must not be empty")
     if len(value.encode("utf-8", "surrogatepass")) > NQN_MAX:
-        raise InvalidOption(field, value[:40] + "...", f"longer than {NQN_MAX} bytes")
-    if not _printable_ascii(value) or _FORBIDDEN & set(value):
+        raise InvalidOption(field, value, f"longer than {NQN_MAX} bytes")
+    if not _printable_ascii(value) or _SEPARATORS & set(value):
         raise InvalidOption(field, value, "must be printable ASCII without ',', '=' or spaces")
     if must_be_nqn and not value.startswith("nqn."):
         raise InvalidOption(field, value, "must start with 'nqn.'")
@@ -50,27 +62,40 @@ def check_nqn(field: str, value: str, *, must_be_nqn: bool = False) -> str:
 
 
 def check_uuid(field: str, value: str) -> str:
+    """The kernel's uuid_parse() form only: 8-4-4-4-12 hex digits (no braces, no urn:)."""
+    if not isinstance(value, str) or not _UUID.fullmatch(value):
+        raise InvalidOption(field, value, "is not a UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
+    return value.lower()
+
+
+def _check_ip(field: str, value: str) -> str:
+    addr, sep, zone = value.partition("%")
     try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        raise InvalidOption(field, value, "is not a UUID") from None
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        raise InvalidOption(field, value, "is not an IP address") from None
+    if ip.is_unspecified or ip.is_multicast:
+        raise InvalidOption(field, value, "is not a unicast address")
+    if sep:
+        if not (isinstance(ip, ipaddress.IPv6Address) and ip.is_link_local):
+            raise InvalidOption(field, value, "a zone is only valid on an IPv6 link-local address")
+        try:
+            check_iface(field, zone)
+        except InvalidOption:
+            raise InvalidOption(field, value, "has no interface name after '%'") from None
+        return f"{ip}%{zone}"
+    return str(ip)
 
 
 def check_traddr(transport: str, value: str, *, field: str = "traddr") -> str:
+    """A transport address as the transport's kernel driver parses it; returns it normalised."""
+    if not isinstance(value, str):
+        raise InvalidOption(field, value, "must be a string")
     if transport in ("tcp", "rdma"):
-        addr, _, zone = value.partition("%")
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            raise InvalidOption(field, value, "is not an IP address") from None
-        if zone:
-            if not (isinstance(ip, ipaddress.IPv6Address) and ip.is_link_local):
-                raise InvalidOption(field, value, "a zone is only valid on IPv6 link-local")
-            check_iface(f"{field} zone", zone)
-        return value if zone else str(ip)
+        return _check_ip(field, value)
     if transport == "fc":
         if not _FC_ADDR.fullmatch(value):
-            raise InvalidOption(field, value, "is not an FC address nn-0x...:pn-0x...")
+            raise InvalidOption(field, value, "is not an FC address nn-0x<16 hex>:pn-0x<16 hex>")
         return value.lower()
     if transport == "loop":
         if value:
@@ -80,26 +105,47 @@ def check_traddr(transport: str, value: str, *, field: str = "traddr") -> str:
 
 
 def check_port(field: str, value: str) -> str:
-    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 65535:
+    """A TCP/RDMA service id: decimal 1..65535, no sign, spaces or leading zeros."""
+    if not isinstance(value, str) or not _PORT.fullmatch(value) or int(value) > 65535:
         raise InvalidOption(field, value, "is not a port number 1..65535")
-    return str(int(value))
+    return value
 
 
 def check_iface(field: str, value: str) -> str:
-    bad = (not 1 <= len(value) <= IFNAME_MAX or value in (".", "..")
-           or not _printable_ascii(value) or set("/:,=") & set(value))  # fmt: skip
+    """A Linux interface name (dev_valid_name), printable ASCII only."""
+    bad = (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= IFNAME_MAX
+        or value in (".", "..")
+        or not _printable_ascii(value)
+        or bool(set("/:,=") & set(value))
+    )
     if bad:
         raise InvalidOption(field, value, "is not a network interface name")
     return value
 
 
-def check_int(field: str, value: int, lo: int, hi: int = 2**31 - 1) -> int:
+def check_int(field: str, value: int, lo: int, hi: int = INT32_MAX) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise InvalidOption(field, value, f"must be an integer in {lo}..{hi}")
     return value
 
 
+def check_bool(field: str, value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidOption(field, value, "must be true or false")
+    return value
+
+
 def check_dhchap(field: str, value: str) -> str:
-    if not _DHCHAP.fullmatch(value):
+    """``DHHC-1:<hh>:<base64 of a 32/48/64-byte key + CRC-32>:``; the value is never echoed."""
+    m = _DHCHAP.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
         raise InvalidOption(field, value, "is not a DHHC-1:NN:<base64>: secret", secret=True)
+    try:
+        size = len(base64.b64decode(m.group(1), validate=True))
+    except (binascii.Error, ValueError):
+        raise InvalidOption(field, value, "has invalid base64", secret=True) from None
+    if size not in DHCHAP_KEY_SIZES:
+        raise InvalidOption(field, value, "key is not 32, 48 or 64 bytes", secret=True)
     return value

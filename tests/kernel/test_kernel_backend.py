@@ -95,7 +95,7 @@ async def test_connect_list_disconnect_and_uevents() -> None:
     assert victim.device not in {c.device for c in await kernel.list_controllers()}
     with pytest.raises(KernelError) as info:
         await kernel.disconnect("nvme999")
-    assert info.value.errno == errno.ENOENT
+    assert info.value.errno == errno.ENODEV  # same as the fake kernel
 
 
 @pytest.mark.usefixtures("target")
@@ -142,3 +142,15 @@ async def test_connector_connects_then_adopts_after_restart() -> None:
     second, calls = await run_connector()  # "restarted" stacd: adopts, connects nothing
     assert calls == 0 and all(s.adopted for s in second.iocs)
     assert {s.device for s in second.iocs} == {s.device for s in first.iocs}
+
+
+@pytest.mark.usefixtures("target")
+async def test_options_libnvme_drops_go_through_dev_nvme_fabrics() -> None:
+    """libnvme 1.16's bindings ignore queue_size: such connects write /dev/nvme-fabrics."""
+    kernel = LibnvmeKernel()
+    ctrl = await kernel.connect(req("starfleet", queue_size=32, kato=15))
+    assert ctrl.is_io_controller and ctrl.subsysnqn == "starfleet"
+    sqsize = Path(f"/sys/class/nvme/{ctrl.device}/sqsize").read_text().strip()
+    assert int(sqsize) <= 32  # the kernel took our queue size (0's based: 31)
+    await kernel.disconnect(ctrl.device)
+    assert ctrl.device not in {c.device for c in await kernel.list_controllers()}
