@@ -37,6 +37,7 @@ def dc_dict(dc: DcStatus, *, detailed: bool) -> dict[str, str]:
                 "connected": str(dc.connected),
                 "state": dc.state,
                 "connect attempts": str(dc.connect_attempts),
+                "retry connect timer": "running" if dc.state == "backoff" else "off",
                 "last error": dc.last_error,
                 "cntrltype": dc.cntrltype,
                 "dctype": dc.dctype,
@@ -101,9 +102,14 @@ class StafdDBus(DaemonDBus):
         }
 
 
-async def emit_changes(server: DBusObjectServer, snapshot: AsyncValue[StafdSnapshot]) -> None:
-    """Turn snapshot transitions into upstream's signals."""
-    prev = snapshot.value
+async def emit_changes(
+    server: DBusObjectServer, snapshot: AsyncValue[StafdSnapshot], prev: StafdSnapshot
+) -> None:
+    """Turn snapshot transitions after ``prev`` into upstream's signals.
+
+    Rapid successive snapshots may be seen as one transition; that is fine, since signals
+    only tell clients to re-read, and the comparison is always against what was last signalled.
+    """
     async for current in snapshot.eventual_values():
         if current is prev:
             continue
@@ -133,5 +139,6 @@ async def run_stafd_dbus(
     server = StafdDBus(snapshot, info, tron).server(address, uid_lookup)
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
-        nursery.start_soon(emit_changes, server, snapshot)
+        # The baseline is taken now, so a change published right after ``started`` is signalled.
+        nursery.start_soon(emit_changes, server, snapshot, snapshot.value)
         task_status.started(server)

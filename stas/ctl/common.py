@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pprint
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +22,8 @@ def emit(obj: Any, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(obj, indent=2, sort_keys=True))
     else:
+        import pprint  # pulls in dataclasses/inspect: only paid for when printing
+
         print(pprint.pformat(obj, width=120))
 
 
@@ -65,7 +66,9 @@ def run_dbus(daemon: str, action: Callable[[], int]) -> int:
         print(f"Unable to communicate with {daemon} over D-Bus. Is {daemon} running?",
               file=sys.stderr)  # fmt: skip
     except DBusAccessDenied as exc:
-        print(f"{daemon}: permission denied: {exc} (try as root)", file=sys.stderr)
+        why = exc.message or exc.name
+        hint = "" if "root" in why else " (only root may do this)"
+        print(f"{daemon}: permission denied: {why}{hint}", file=sys.stderr)
     except DBusCallError as exc:
         print(f"{daemon}: {exc}", file=sys.stderr)
     return EXIT_FAIL
@@ -77,16 +80,26 @@ def version_line() -> str:
     return f"nvme-stas {__version__}"
 
 
+JSON_HELP = "machine-readable JSON output instead of upstream's pprint format"
+
+
+def add_command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """A command that also takes ``--json`` after its name (``stafctl ls --json``)."""
+    cmd = sub.add_parser(name, help=help)
+    cmd.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
+    return cmd
+
+
 def base_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, Any]:
     """The options and commands both ctl tools have; returns (parser, subparsers)."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("-v", "--version", action="store_true", help="print version and exit")
-    p.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     sub = p.add_subparsers(dest="cmd", title="commands")
-    sub.add_parser("tron", help="trace on")
-    sub.add_parser("troff", help="trace off")
-    sub.add_parser("status", help=f"show {prog[:4]}d status")
-    ls = sub.add_parser("ls", help="list controllers")
+    add_command(sub, "tron", "trace on")
+    add_command(sub, "troff", "trace off")
+    add_command(sub, "status", f"show {prog[:4]}d status")
+    ls = add_command(sub, "ls", "list controllers")
     ls.add_argument("-d", "--detailed", action="store_true", help="show details")
     return p, sub
 

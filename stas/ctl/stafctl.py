@@ -11,7 +11,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from stas.ctl.common import EXIT_OK, base_parser, emit, host_nqn_default, run_main, set_tron
+from stas.ctl.common import (
+    EXIT_OK,
+    add_command,
+    base_parser,
+    emit,
+    host_nqn_default,
+    run_main,
+    set_tron,
+)
 
 WELL_KNOWN_DISC_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 TID_ORDER = ("transport", "traddr", "trsvcid", "subsysnqn", "host-traddr", "host-iface", "host-nqn")
@@ -19,7 +27,7 @@ TID_ORDER = ("transport", "traddr", "trsvcid", "subsysnqn", "host-traddr", "host
 
 def build_parser() -> argparse.ArgumentParser:
     p, sub = base_parser("stafctl", "STorage Appliance Finder (stafd) control")
-    dlp = sub.add_parser("dlp", help="show the discovery log pages of one discovery controller")
+    dlp = add_command(sub, "dlp", "show the discovery log pages of one discovery controller")
     dlp.add_argument(
         "-t",
         "--transport",
@@ -33,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlp.add_argument("-f", "--host-iface", default="", help="host interface")
     dlp.add_argument("-q", "--host-nqn", default=None, help="host NQN (default: from sys.conf)")
     dlp.add_argument("-n", "--nqn", default=WELL_KNOWN_DISC_NQN, help="subsystem NQN")
-    adlp = sub.add_parser("adlp", help="show the discovery log pages of all controllers")
+    adlp = add_command(sub, "adlp", "show the discovery log pages of all controllers")
     adlp.add_argument("-d", "--detailed", action="store_true", help="show details")
     return p
 

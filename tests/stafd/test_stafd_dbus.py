@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import pprint
 import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
-import attrs
 import pytest
 import trio
+import trio.testing
 from trio_util import AsyncValue
 
 from stas.actors.stafd_dbus import run_stafd_dbus
-from stas.ctl import stafctl
+from stas.ctl import common, stafctl
 from stas.dbus.trio_client import DcRemoved, LogPagesChanged, StafdAppeared, open_stafd_client
 from stas.messages import DcStatus, StafdSnapshot, Tid
 from stas.nvme.logpage import LogPageEntry
@@ -26,6 +29,31 @@ SEED = (
 )
 DC = Tid("tcp", "::1", "8009", WK, "", "", HOSTNQN)
 SECRET = "DHHC-1:00:ia6zGodOr5SEG8f+M2DLUeJFMJ4UUJpo1iwxX2mzBRGrRmlq:"
+HOSTKEY = "DHHC-1:00:0123456789abcdef0123456789abcdef0123456789abcdef:"
+LS_SEED = [  # the seed document's `stafctl ls`, plus upstream 2.x's host-nqn key
+    {
+        "device": "nvme0",
+        "host-iface": "",
+        "host-nqn": HOSTNQN,
+        "host-traddr": "",
+        "subsysnqn": WK,
+        "traddr": "::1",
+        "transport": "tcp",
+        "trsvcid": "8009",
+    }
+]
+DETAIL_KEYS = {
+    "connect attempts",
+    "retry connect timer",
+    "connected",
+    "origin",
+    "dctype",
+    "cntrltype",
+    "state",
+    "last error",
+    "genctr",
+    "registered",
+}
 
 
 def entry(nqn: str) -> LogPageEntry:
@@ -44,17 +72,21 @@ def entry(nqn: str) -> LogPageEntry:
     )
 
 
-def seed_dc(**kw) -> DcStatus:
-    base = dict(
+def seed_dc(nqns: tuple[str, ...] = SEED, **kw: Any) -> DcStatus:
+    base: dict[str, Any] = dict(
         tid=DC,
         origin="configured",
         device="nvme0",
         state="connected",
         connected=True,
         genctr=1,
-        log_pages=tuple(entry(n) for n in SEED),
+        log_pages=tuple(entry(n) for n in nqns),
     )
     return DcStatus(**(base | kw))
+
+
+def snapshot(*dcs: DcStatus, generation: int = 1) -> AsyncValue[StafdSnapshot]:
+    return AsyncValue(StafdSnapshot(dcs=dcs, generation=generation))
 
 
 class Tron:
@@ -71,7 +103,15 @@ class Tron:
         return "DEBUG" if self.value else "INFO"
 
 
-async def serve(nursery, bus_address, snap: AsyncValue, *, uid: int = 0, info=None) -> Tron:
+async def serve(
+    nursery: trio.Nursery,
+    bus_address: str,
+    snap: AsyncValue[StafdSnapshot],
+    *,
+    uid: int = 0,
+    info: Callable[[], Mapping[str, Any]] | None = None,
+) -> Tron:
+    """Run the actor; every caller is taken to have ``uid`` (0 = root)."""
     tron = Tron()
 
     async def fixed_uid(sender: str) -> int:
@@ -80,7 +120,7 @@ async def serve(nursery, bus_address, snap: AsyncValue, *, uid: int = 0, info=No
     await nursery.start(
         lambda task_status: run_stafd_dbus(
             snapshot=snap,
-            info=info or (lambda: {"hostnqn": HOSTNQN, "hostkey": SECRET}),
+            info=info or (lambda: {"hostnqn": HOSTNQN, "hostkey": HOSTKEY, "tron": tron.get()}),
             tron=tron,
             address=bus_address,
             uid_lookup=fixed_uid,
@@ -90,119 +130,200 @@ async def serve(nursery, bus_address, snap: AsyncValue, *, uid: int = 0, info=No
     return tron
 
 
-async def ctl(capsys, *argv: str) -> tuple[int, str, str]:
+async def ctl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """stafctl in-process (in a thread: it is a blocking client)."""
     rc = await trio.to_thread.run_sync(stafctl.main, list(argv))
     out, err = capsys.readouterr()
     return rc, out, err
 
 
-async def test_ls_and_adlp_like_the_seed_document(bus_address, nursery, capsys) -> None:
-    snap = AsyncValue(StafdSnapshot(dcs=(seed_dc(),), generation=1))
-    await serve(nursery, bus_address, snap)
-    rc, out, _ = await ctl(capsys, "ls")
-    assert rc == 0
-    assert (
-        out
-        == pprint.pformat(
-            [
-                {
-                    "device": "nvme0",
-                    "host-iface": "",
-                    "host-nqn": HOSTNQN,
-                    "host-traddr": "",
-                    "subsysnqn": WK,
-                    "traddr": "::1",
-                    "transport": "tcp",
-                    "trsvcid": "8009",
-                }
-            ],
-            width=120,
-        )
-        + "\n"
+def pformat(obj: Any) -> str:
+    return pprint.pformat(obj, width=120) + "\n"
+
+
+@pytest.fixture
+def no_host_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Neither sys.conf nor /etc/nvme/hostnqn exist, as on a host without nvme-cli set up."""
+    monkeypatch.setenv("STAS_SYS_CONF", str(tmp_path / "missing-sys.conf"))
+    monkeypatch.setattr(common, "DEFAULT_HOSTNQN_FILE", str(tmp_path / "missing-hostnqn"))
+    return tmp_path
+
+
+async def test_ls_is_the_seed_documents_format(bus_address, nursery, capsys) -> None:
+    await serve(nursery, bus_address, snapshot(seed_dc()))
+    assert await ctl(capsys, "ls") == (0, pformat(LS_SEED), "")
+    rc, out, _ = await ctl(capsys, "ls", "--json")  # --json also after the command
+    assert rc == 0 and json.loads(out) == LS_SEED
+
+
+async def test_ls_detailed_has_upstream_detail_keys(bus_address, nursery, capsys) -> None:
+    dc = seed_dc(params={"kato": "30"}, state="backoff", connected=False, connect_attempts=3)
+    await serve(nursery, bus_address, snapshot(dc))
+    rc, out, _ = await ctl(capsys, "--json", "ls", "-d")
+    (row,) = json.loads(out)
+    assert rc == 0 and row.keys() >= DETAIL_KEYS
+    assert all(isinstance(v, str) for v in row.values())
+    assert row["kato"] == "30"  # per-controller config keys are part of the dict
+    assert (row["connected"], row["origin"], row["connect attempts"]) == (
+        "False",
+        "configured",
+        "3",
     )
-    rc, out, _ = await ctl(capsys, "--json", "adlp")
-    doc = json.loads(out)
-    assert [e["subnqn"] for e in doc[0]["log-pages"]] == list(SEED)
-    assert doc[0]["discovery-controller"]["traddr"] == "::1"
-    rc, out, _ = await ctl(capsys, "--json", "dlp", "-a", "::1", "-s", "8009", "-q", "")
-    assert [e["subnqn"] for e in json.loads(out)] == list(SEED)
+    assert row["retry connect timer"] == "running" and row["genctr"] == "1"
     rc, out, _ = await ctl(capsys, "ls", "-d")
-    assert "'origin': 'configured'" in out and "'connected': 'True'" in out
+    assert "'connected': 'False'" in out and "'state': 'backoff'" in out
+
+
+async def test_adlp_and_dlp_show_the_three_subsystems(bus_address, nursery, capsys) -> None:
+    await serve(nursery, bus_address, snapshot(seed_dc()))
+    dlpes = [entry(n).to_dlpe() for n in SEED]
+    expected = [{"discovery-controller": LS_SEED[0], "log-pages": dlpes}]
+    assert await ctl(capsys, "adlp") == (0, pformat(expected), "")
+    rc, out, _ = await ctl(capsys, "--json", "adlp", "-d")
+    (item,) = json.loads(out)
+    assert [e["subnqn"] for e in item["log-pages"]] == list(SEED)
+    assert item["discovery-controller"].keys() >= DETAIL_KEYS
+    tid_args = ["-a", "::1", "-s", "8009", "-q", HOSTNQN]
+    assert await ctl(capsys, "dlp", *tid_args) == (0, pformat(dlpes), "")
+    # '' trsvcid takes tcp's default (8009) and '' host NQN matches the DC's, like upstream.
+    rc, out, _ = await ctl(capsys, "--json", "dlp", "-a", "::1", "-s", "", "-q", "")
+    assert rc == 0 and json.loads(out) == dlpes
+    assert await ctl(capsys, "dlp", "-a", "::2", "-s", "8009") == (0, "[]\n", "")
+    assert await ctl(capsys, "dlp", "-a", "::1", "-s", "8009", "-q", "nqn.other") == (0, "[]\n", "")
+
+
+async def test_dlp_without_host_files(bus_address, nursery, capsys, no_host_files) -> None:
+    """Upstream's stafctl failed on every command without /etc/nvme/hostnqn; ours does not."""
+    await serve(nursery, bus_address, snapshot(seed_dc()))
+    rc, out, err = await ctl(capsys, "--json", "dlp", "-a", "::1", "-s", "8009")
+    assert (rc, err) == (0, "") and [e["subnqn"] for e in json.loads(out)] == list(SEED)
+
+
+async def test_dlp_host_nqn_default_comes_from_sys_conf(
+    bus_address, nursery, capsys, no_host_files, monkeypatch
+) -> None:
+    await serve(nursery, bus_address, snapshot(seed_dc()))
+    conf = no_host_files / "sys.conf"
+    conf.write_text("[Host]\nnqn = nqn.somebody-else\n")
+    monkeypatch.setenv("STAS_SYS_CONF", str(conf))
+    assert await ctl(capsys, "dlp", "-a", "::1", "-s", "8009") == (0, "[]\n", "")
+    (no_host_files / "hostnqn").write_text(HOSTNQN + "\n")
+    conf.write_text(f"[Host]\nnqn = file://{no_host_files}/hostnqn\n")
+    rc, out, _ = await ctl(capsys, "--json", "dlp", "-a", "::1", "-s", "8009")
+    assert rc == 0 and len(json.loads(out)) == 3
 
 
 async def test_signals_on_content_change_only(bus_address, nursery) -> None:
-    snap = AsyncValue(StafdSnapshot(dcs=(seed_dc(),), generation=1))
+    """One log_pages_changed per content change, none for a re-fetch; dc_removed on removal.
+
+    Signals from one sender arrive in order, so each step is checked by what arrives next: a
+    spurious signal would show up before the expected one (the device names tell them apart).
+    """
+    snap = snapshot(seed_dc())
     await serve(nursery, bus_address, snap)
-    send, receive = trio.open_memory_channel(100)
+    send, receive = trio.open_memory_channel[Any](100)
+
+    async def publish(*dcs: DcStatus) -> None:
+        snap.value = StafdSnapshot(dcs=dcs, generation=snap.value.generation + 1)
+        await trio.testing.wait_all_tasks_blocked()  # the actor has looked at it
+
+    async def next_event() -> Any:
+        with trio.fail_after(5):
+            return await receive.receive()
+
     async with open_stafd_client(send, address=bus_address):
-        assert isinstance(await receive.receive(), StafdAppeared)
-        snap.value = StafdSnapshot(dcs=(seed_dc(),), generation=2)  # same content: no signal
-        two = seed_dc(log_pages=tuple(entry(n) for n in SEED[1:]), genctr=2)
-        snap.value = StafdSnapshot(dcs=(two,), generation=3)
-        with trio.fail_after(5):
-            ev = await receive.receive()
-        assert isinstance(ev, LogPagesChanged) and (ev.traddr, ev.device) == ("::1", "nvme0")
-        snap.value = StafdSnapshot(dcs=(), generation=4)
-        with trio.fail_after(5):
-            assert isinstance(await receive.receive(), DcRemoved)
-        await trio.sleep(0.2)
-        with pytest.raises(trio.WouldBlock):
-            receive.receive_nowait()  # exactly one signal per change
+        assert isinstance(await next_event(), StafdAppeared)
+        await publish(seed_dc(genctr=2))  # re-fetched, same entries: no signal
+        await publish(seed_dc(SEED[1:], device="nvme1", genctr=3))
+        ev = await next_event()
+        assert isinstance(ev, LogPagesChanged)
+        assert (ev.transport, ev.traddr, ev.trsvcid, ev.subsysnqn) == ("tcp", "::1", "8009", WK)
+        assert (ev.host_nqn, ev.device) == (HOSTNQN, "nvme1")
+        await publish(seed_dc(SEED[1:], device="nvme1", genctr=4, state="backoff"))  # no signal
+        await publish()
+        assert isinstance(await next_event(), DcRemoved)
+        await publish(seed_dc(device="nvme9"))  # a new DC with entries: announced
+        ev = await next_event()
+        assert isinstance(ev, LogPagesChanged) and ev.device == "nvme9"
+        assert receive.statistics().current_buffer_used == 0
 
 
 async def test_secrets_hidden_from_non_root(bus_address, nursery, capsys) -> None:
-    dc = seed_dc(params={"dhchap-secret": SECRET})
-    snap = AsyncValue(StafdSnapshot(dcs=(dc,), generation=1))
-    await serve(nursery, bus_address, snap, uid=1000)
+    dc = seed_dc(params={"dhchap-secret": SECRET, "dhchap-ctrl-secret": SECRET})
+    tron = await serve(nursery, bus_address, snapshot(dc), uid=1000)
+    for argv in (["ls"], ["ls", "-d"], ["adlp", "-d"], ["status"]):
+        rc, out, err = await ctl(capsys, "--json", *argv)
+        assert (rc, err) == (0, "") and SECRET not in out and HOSTKEY not in out
     rc, out, _ = await ctl(capsys, "--json", "ls")
-    assert SECRET not in out and json.loads(out)[0]["dhchap-secret"] == "<redacted>"
+    assert json.loads(out)[0]["dhchap-secret"] == "<redacted>"
+    rc, out, _ = await ctl(capsys, "--json", "adlp")
+    assert json.loads(out)[0]["discovery-controller"]["dhchap-ctrl-secret"] == "<redacted>"
     rc, out, _ = await ctl(capsys, "--json", "status")
-    assert rc == 0 and SECRET not in out
+    status = json.loads(out)
+    assert status["hostkey"] == "<redacted>" and status["hostnqn"] == HOSTNQN
+    assert status["controllers"][0]["dhchap-secret"] == "<redacted>"  # controller_info too
     rc, out, err = await ctl(capsys, "tron")
-    assert rc == 1 and "permission denied" in err and err.count("\n") == 1
+    assert (rc, out, err) == (1, "", "stafd: permission denied: only root may set tron\n")
+    assert tron.value is False
 
 
 async def test_root_sees_secrets_and_can_trace(bus_address, nursery, capsys) -> None:
     dc = seed_dc(params={"dhchap-secret": SECRET})
-    snap = AsyncValue(StafdSnapshot(dcs=(dc,), generation=1))
-    tron = await serve(nursery, bus_address, snap, uid=0)
+    tron = await serve(nursery, bus_address, snapshot(dc), uid=0)
     _, out, _ = await ctl(capsys, "--json", "ls")
     assert json.loads(out)[0]["dhchap-secret"] == SECRET
-    assert (await ctl(capsys, "tron"))[1] == "tron = True\n" and tron.value is True
-    assert (await ctl(capsys, "troff"))[1] == "tron = False\n" and tron.value is False
+    _, out, _ = await ctl(capsys, "--json", "status")
+    status = json.loads(out)
+    assert status["hostkey"] == HOSTKEY
+    ctrl = status["controllers"][0]
+    assert [p["subnqn"] for p in ctrl["log_pages"]] == list(SEED)
+    assert ctrl["dhchap-secret"] == SECRET and ctrl["origin"] == "configured"
+    assert await ctl(capsys, "tron") == (0, "tron = True\n", "") and tron.value is True
+    assert await ctl(capsys, "troff") == (0, "tron = False\n", "") and tron.value is False
 
 
 async def test_no_daemon_is_one_line(bus_address, capsys) -> None:
+    for argv in (["ls"], ["status"], ["tron"], ["dlp", "-a", "::1", "-s", "8009"], ["adlp"]):
+        rc, out, err = await ctl(capsys, *argv)
+        assert (rc, out) == (1, "")
+        assert err == "Unable to communicate with stafd over D-Bus. Is stafd running?\n"
+
+
+async def test_no_bus_at_all_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/no-bus")
     rc, out, err = await ctl(capsys, "ls")
-    assert rc == 1 and out == ""
+    assert (rc, out) == (1, "")
     assert err == "Unable to communicate with stafd over D-Bus. Is stafd running?\n"
 
 
 def test_usage_version_and_bad_args(capsys) -> None:
-    assert stafctl.main([]) == 1 and "usage: stafctl" in capsys.readouterr().out
-    assert stafctl.main(["-v"]) == 0 and capsys.readouterr().out.startswith("nvme-stas ")
-    with pytest.raises(SystemExit) as info:
-        stafctl.main(["dlp"])  # -a and -s are required
-    assert info.value.code == 2
+    assert stafctl.main([]) == 1 and capsys.readouterr().out.startswith("usage: stafctl")
+    assert stafctl.main(["-v"]) == 0
+    assert capsys.readouterr().out.startswith("nvme-stas ")
+    for bad in (["dlp"], ["dlp", "-a", "::1", "-s", "8009", "-t", "udp"], ["frobnicate"]):
+        with pytest.raises(SystemExit) as info:
+            stafctl.main(bad)
+        assert info.value.code == 2  # argparse's usage error, as upstream
 
 
-def test_host_nqn_default_without_files(tmp_path, monkeypatch) -> None:
-    from stas.ctl import common
-
-    monkeypatch.setenv("STAS_SYS_CONF", str(tmp_path / "missing.conf"))
-    monkeypatch.setattr(common, "DEFAULT_HOSTNQN_FILE", str(tmp_path / "no-hostnqn"))
+def test_host_nqn_default_reader(no_host_files: Path, monkeypatch) -> None:
+    tmp = no_host_files
     assert common.host_nqn_default() == ""  # no sys.conf, no hostnqn: no error either
-    (tmp_path / "hostnqn").write_text(HOSTNQN + "\n")
-    (tmp_path / "sys.conf").write_text(f"[Host]\nnqn = file://{tmp_path}/hostnqn  # comment\n")
-    monkeypatch.setenv("STAS_SYS_CONF", str(tmp_path / "sys.conf"))
+    (tmp / "hostnqn").write_text(HOSTNQN + "\n")
+    conf = tmp / "sys.conf"
+    conf.write_text(f"[Host]\n; nqn = ignored\nnqn = file://{tmp}/hostnqn  # comment\n")
+    monkeypatch.setenv("STAS_SYS_CONF", str(conf))
     assert common.host_nqn_default() == HOSTNQN
+    conf.write_text("[Global]\nnqn = not-this\n[Host]\nNQN = nqn.direct\n")
+    assert common.host_nqn_default() == "nqn.direct"
+    conf.write_bytes(b"[Host]\nnqn = \xff\xfe\n")  # undecodable: treated as unreadable
+    assert common.host_nqn_default() == ""
 
 
 async def test_as_a_program(bus_address, nursery) -> None:
-    snap = AsyncValue(StafdSnapshot(dcs=(seed_dc(),), generation=1))
-    await serve(nursery, bus_address, snap)
-    proc = await trio.run_process(
-        [sys.executable, "-m", "stas.ctl.stafctl", "ls"], capture_stdout=True, capture_stderr=True
-    )
-    assert "'traddr': '::1'" in proc.stdout.decode()
-    assert attrs.has(DcStatus)
+    await serve(nursery, bus_address, snapshot(seed_dc()))
+    cmd = [sys.executable, "-m", "stas.ctl.stafctl"]
+    proc = await trio.run_process([*cmd, "ls"], capture_stdout=True, capture_stderr=True)
+    assert (proc.returncode, proc.stdout.decode(), proc.stderr) == (0, pformat(LS_SEED), b"")
+    proc = await trio.run_process([*cmd, "-v"], capture_stdout=True)
+    assert proc.stdout.decode().startswith("nvme-stas ")
