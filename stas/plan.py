@@ -7,6 +7,7 @@ before it can become a wanted controller: a hostile log page cannot reach the ke
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -15,12 +16,13 @@ import attrs
 from stas.config import ServiceConfig
 from stas.kernel import options as opt
 from stas.kernel.api import ConnectRequest, KernelController, controller_matches, match_args
-from stas.messages import IocWanted, Tid
+from stas.messages import IocStatus, IocWanted, Tid
 
 log = logging.getLogger("stas.plan")
 
 TID_KEYS = frozenset(Tid("", "", "", "").as_dict())
-NCC = 0x4
+NCC = 0x4  # EFLAGS bit 2 (TP8010): not connected to the CDC
+ADRFAM_VERSION = {"ipv4": 4, "ipv6": 6}
 INT_PARAMS = (
     "kato",
     "queue-size",
@@ -31,9 +33,18 @@ INT_PARAMS = (
     "ctrl-loss-tmo",
 )
 BOOL_PARAMS = ("hdr-digest", "data-digest", "disable-sqflow")
+SCOPES = (
+    "only-stas-connections",
+    "all-connections-matching-disconnect-trtypes",
+    "no-disconnect",
+)
+AUDIT = SCOPES[1]
 
 
-def ioc_from_dlpe(dc: Tid, d: Mapping[str, str], *, ignore_iface: bool) -> Tid:
+# --- what is wanted ----------------------------------------------------------------------------
+
+
+def ioc_from_dlpe(dc: Tid, d: Mapping[str, str], *, ignore_iface: bool, host_nqn: str = "") -> Tid:
     """The I/O controller a DLPE describes, reached the way its DC was (same host side).
 
     Raises InvalidOption for anything the kernel must never see.
@@ -43,19 +54,31 @@ def ioc_from_dlpe(dc: Tid, d: Mapping[str, str], *, ignore_iface: bool) -> Tid:
     trsvcid = d.get("trsvcid", "")
     if transport in ("tcp", "rdma"):
         trsvcid = opt.check_port("trsvcid", trsvcid)
+        want = ADRFAM_VERSION.get(d.get("adrfam", ""))
+        ip = ipaddress.ip_address(traddr.split("%", 1)[0])
+        if want is not None and ip.version != want:
+            raise opt.InvalidOption("traddr", traddr, f"is not an {d['adrfam']} address (adrfam)")
+    elif trsvcid:
+        raise opt.InvalidOption("trsvcid", trsvcid, f"must be empty for {transport}")
+    same = transport == dc.transport
     return Tid(
         transport=transport,
         traddr=traddr,
         trsvcid=trsvcid,
         subsysnqn=opt.check_nqn("subnqn", d.get("subnqn", "")),
-        host_traddr=dc.host_traddr,
-        host_iface="" if ignore_iface else dc.host_iface,
-        host_nqn=dc.host_nqn,
+        host_traddr=dc.host_traddr if same else "",
+        host_iface="" if ignore_iface or transport != "tcp" or not same else dc.host_iface,
+        host_nqn=dc.host_nqn or host_nqn,
     )
 
 
 def iocs_of_dc(
-    dc: Tid, dlpes: Iterable[Mapping[str, str]], *, ignore_iface: bool, warned: set[str]
+    dc: Tid,
+    dlpes: Iterable[Mapping[str, str]],
+    *,
+    ignore_iface: bool,
+    warned: set[str],
+    host_nqn: str = "",
 ) -> dict[Tid, bool]:
     """One DC's NVM subsystem entries as {ioc: ncc}; bad entries logged once and skipped."""
     out: dict[Tid, bool] = {}
@@ -63,7 +86,7 @@ def iocs_of_dc(
         if d.get("subtype") != "nvme":
             continue
         try:
-            tid = ioc_from_dlpe(dc, d, ignore_iface=ignore_iface)
+            tid = ioc_from_dlpe(dc, d, ignore_iface=ignore_iface, host_nqn=host_nqn)
         except opt.InvalidOption as exc:
             key = f"{dc}|{exc}"
             if key not in warned:
@@ -79,6 +102,7 @@ def iocs_of_dc(
 
 
 def configured_iocs(config: ServiceConfig, host_nqn: str) -> dict[Tid, IocWanted]:
+    """stacd.conf's ``controller=`` lines (host NQN defaulted to the system's)."""
     out: dict[Tid, IocWanted] = {}
     for spec in config.controllers:
         d = spec.as_tid_dict(ignore_iface=config.ignore_iface)
@@ -96,13 +120,25 @@ def configured_iocs(config: ServiceConfig, host_nqn: str) -> dict[Tid, IocWanted
     return out
 
 
+def usable(tid: Tid, config: ServiceConfig) -> bool:
+    """ip-family filter for IP transports; fc and loop always pass."""
+    if tid.transport in ("tcp", "rdma"):
+        fam = 6 if ":" in tid.traddr else 4
+        return fam in config.ip_family
+    return tid.transport in ("fc", "loop")
+
+
 def merge(
     tid: Tid,
     configured: Mapping[Tid, IocWanted],
     listing: Mapping[Tid, Mapping[Tid, bool]],
     config: ServiceConfig,
 ) -> IocWanted | None:
-    """The wanted state of one controller from config and every DC listing it, or None."""
+    """The wanted state of one controller from config and every DC listing it, or None.
+
+    Exclusion wins over everything; a ``controller=`` line wins over log pages. NCC holds only
+    while every DC listing the controller says so.
+    """
     if config.is_excluded(tid.as_dict()) or not usable(tid, config):
         return None
     if tid in configured:
@@ -113,11 +149,28 @@ def merge(
     return IocWanted(tid, "discovered", dcs=tuple(sorted(dcs)), ncc=all(dcs.values()))
 
 
-def usable(tid: Tid, config: ServiceConfig) -> bool:
-    if tid.transport in ("tcp", "rdma"):
-        fam = 6 if ":" in tid.traddr else 4
-        return fam in config.ip_family
-    return tid.transport in ("fc", "loop")
+def wanted_iocs(
+    *,
+    config: ServiceConfig,
+    log_pages: Mapping[Tid, Sequence[Mapping[str, str]]],
+    host_nqn: str,
+    ignore_iface: bool | None = None,
+) -> dict[Tid, IocWanted]:
+    """stacd.conf controllers + every usable NVM entry of the log pages - exclusions."""
+    ignore = config.ignore_iface if ignore_iface is None else ignore_iface
+    configured = configured_iocs(config, host_nqn)
+    listing: dict[Tid, dict[Tid, bool]] = {}
+    warned: set[str] = set()
+    for dc, dlpes in log_pages.items():
+        found = iocs_of_dc(dc, dlpes, ignore_iface=ignore, warned=warned, host_nqn=host_nqn)
+        for tid, ncc in found.items():
+            listing.setdefault(tid, {})[dc] = ncc
+    out = {}
+    for tid in {*configured, *listing}:
+        w = merge(tid, configured, listing, config)
+        if w is not None:
+            out[tid] = w
+    return out
 
 
 def connect_request(w: IocWanted, config: ServiceConfig, hostid: str) -> ConnectRequest:
@@ -137,7 +190,10 @@ def connect_request(w: IocWanted, config: ServiceConfig, hostid: str) -> Connect
     }
     for k, v in w.params.items():
         if k in INT_PARAMS:
-            values[k] = int(v)
+            try:
+                values[k] = int(v)
+            except ValueError:
+                raise opt.InvalidOption(k, v, "is not an integer") from None
         elif k in BOOL_PARAMS:
             values[k] = v == "true"
     t = w.tid
@@ -156,7 +212,11 @@ def connect_request(w: IocWanted, config: ServiceConfig, hostid: str) -> Connect
     )
 
 
-def find_kernel(tid: Tid, kernel: Sequence[KernelController]) -> KernelController | None:
+# --- the kernel side ---------------------------------------------------------------------------
+
+
+def find_kernel(tid: Tid, kernel: Iterable[KernelController]) -> KernelController | None:
+    """The kernel I/O controller ``tid`` describes (linear; see KernelIndex for many)."""
     for c in kernel:
         if c.is_discovery_controller:
             continue
@@ -165,74 +225,171 @@ def find_kernel(tid: Tid, kernel: Sequence[KernelController]) -> KernelControlle
     return None
 
 
+class KernelIndex:
+    """The kernel's controllers by device and by (transport, trsvcid, subsysnqn).
+
+    Lookups cost the handful of controllers sharing a subsystem NQN, not all of them: with
+    10,000 controllers a linear match per wanted controller would be 10^8 comparisons.
+    """
+
+    def __init__(self, controllers: Iterable[KernelController] = ()) -> None:
+        self.by_device: dict[str, KernelController] = {}
+        self._by_key: dict[tuple[str, str, str], dict[str, KernelController]] = {}
+        for c in controllers:
+            self.add(c)
+
+    @staticmethod
+    def _key(x: KernelController | Tid) -> tuple[str, str, str]:
+        return (x.transport, x.trsvcid, x.subsysnqn)
+
+    def add(self, c: KernelController) -> None:
+        self.remove(c.device)
+        self.by_device[c.device] = c
+        self._by_key.setdefault(self._key(c), {})[c.device] = c
+
+    def remove(self, device: str) -> KernelController | None:
+        old = self.by_device.pop(device, None)
+        if old is not None:
+            bucket = self._by_key.get(self._key(old), {})
+            bucket.pop(device, None)
+            if not bucket:
+                self._by_key.pop(self._key(old), None)
+        return old
+
+    def candidates(self, tid: Tid) -> list[KernelController]:
+        """Every non-discovery controller matching ``tid``."""
+        bucket = self._by_key.get(self._key(tid), {})
+        args = match_args(tid)
+        return [
+            c
+            for c in bucket.values()
+            if not c.is_discovery_controller and controller_matches(c, **args)
+        ]
+
+    def find(self, tid: Tid, *, skip: Mapping[str, object] = {}) -> KernelController | None:
+        """The first matching controller whose device is not in ``skip``."""
+        return next((c for c in self.candidates(tid) if c.device not in skip), None)
+
+    def __len__(self) -> int:
+        return len(self.by_device)
+
+
+# --- decisions ---------------------------------------------------------------------------------
+
+
 def why(w: IocWanted) -> str:
+    """Where the wish comes from: the config line or the DC log pages listing it."""
     if w.origin == "configured":
         return "configured in stacd.conf"
     return "listed by DC " + ", ".join(str(dc) for dc in w.dcs)
 
 
+def keeps_connection(transport: str, scope: str, trtypes: Sequence[str]) -> bool:
+    """Upstream's rule: what a removal leaves connected."""
+    return scope == "no-disconnect" or (scope == AUDIT and transport not in trtypes)
+
+
+def auditable(c: KernelController, trtypes: Sequence[str]) -> bool:
+    """Connections the audit scope may remove: I/O controllers of the listed transports only."""
+    return (
+        c.is_io_controller
+        and not c.is_discovery_controller
+        and c.transport != "pcie"
+        and c.transport in trtypes
+    )
+
+
+def describe(c: KernelController) -> Tid:
+    """A kernel controller as a Tid (for plan entries about connections stacd never made)."""
+    return Tid(
+        c.transport, c.traddr, c.trsvcid, c.subsysnqn, c.host_traddr, c.host_iface, c.hostnqn
+    )
+
+
 @attrs.frozen
 class Plan:
-    connect: tuple[tuple[Tid, str], ...] = ()
-    keep: tuple[tuple[Tid, str, str], ...] = ()  # tid, device, reason
-    disconnect: tuple[tuple[str, str, str], ...] = ()  # device, description, reason
+    connect: tuple[tuple[Tid, str], ...] = ()  # tid, reason
+    keep: tuple[tuple[Tid, str], ...] = ()  # tid, reason
+    disconnect: tuple[tuple[str, Tid, str], ...] = ()  # device, tid, reason
+    adopt: tuple[tuple[Tid, str], ...] = ()  # tid, existing device
+    reasons: Mapping[Tid, str] = attrs.field(factory=dict)  # why each wanted one is wanted
 
 
-def keeps_connection(transport: str, config: ServiceConfig) -> bool:
-    """Upstream's rule: what a removal leaves connected."""
-    scope = config.disconnect_scope
-    return scope == "no-disconnect" or (
-        scope == "all-connections-matching-disconnect-trtypes"
-        and transport not in config.disconnect_trtypes
-    )
+def removal_reason(tid: Tid, status: IocStatus, excluded: bool, scope: str) -> str:
+    if excluded:
+        what = "excluded in stacd.conf"
+    elif status.origin == "configured":
+        what = "no longer configured in stacd.conf"
+    else:
+        what = "no longer in any log page"
+    return f"{what}; disconnect-scope={scope}"
 
 
 def decide(
     wanted: Mapping[Tid, IocWanted],
-    managed: Mapping[Tid, str],
-    kernel: Sequence[KernelController],
-    config: ServiceConfig,
+    current: Mapping[Tid, IocStatus],
+    kernel_controllers: Sequence[KernelController] | KernelIndex,
+    config: ServiceConfig | None = None,
+    *,
+    scope: str | None = None,
+    trtypes: Sequence[str] | None = None,
 ) -> Plan:
-    """What to do now; ``managed`` maps the controllers stacd owns to their devices."""
-    connect, keep, disconnect = [], [], []
-    claimed: set[str] = set()
-    for tid, w in sorted(wanted.items()):
-        found = find_kernel(tid, kernel)
+    """What to do now.
+
+    ``current`` is what stacd manages (its running actors, adopted ones included). ``config``
+    (if given) supplies scope and trtypes and names exclusions in the reasons. The audit scope
+    only looks at the kernel controllers passed in, so a caller planning part of the world
+    passes the part of the kernel that goes with it.
+    """
+    scope = scope or (config.disconnect_scope if config else SCOPES[0])
+    trtypes = tuple(trtypes or (config.disconnect_trtypes if config else ("tcp",)))
+    index = (
+        kernel_controllers
+        if isinstance(kernel_controllers, KernelIndex)
+        else KernelIndex(kernel_controllers)
+    )
+    connect, keep, disconnect, adopt = [], [], [], []
+    claimed: dict[str, Tid] = {s.device: t for t, s in current.items() if s.connected}
+    reasons = {tid: why(w) for tid, w in wanted.items()}
+    for tid in sorted(wanted):
+        status = current.get(tid)
+        if status is not None:
+            state = f"connected as {status.device}" if status.connected else status.state
+            keep.append((tid, f"{reasons[tid]}; {state}"))
+            continue
+        found = index.find(tid, skip=claimed)
         if found is not None:
-            keep.append((tid, found.device, why(w)))
-            claimed.add(found.device)
+            adopt.append((tid, found.device))
+            claimed[found.device] = tid
         else:
-            connect.append((tid, why(w)))
-    for tid, device in sorted(managed.items()):
-        if tid in wanted or not device or device in claimed:
+            connect.append((tid, reasons[tid]))
+    for tid in sorted(current):
+        status = current[tid]
+        if tid in wanted or not status.connected:
             continue
-        if keeps_connection(tid.transport, config):
+        if keeps_connection(tid.transport, scope, trtypes):
             continue
-        reason = f"no longer wanted; disconnect-scope={config.disconnect_scope}"
-        disconnect.append((device, str(tid), reason))
-        claimed.add(device)
-    if config.disconnect_scope == "all-connections-matching-disconnect-trtypes":
-        for c in kernel:
-            if c.device in claimed or not c.is_io_controller or c.transport == "pcie":
+        excluded = config is not None and config.is_excluded(tid.as_dict())
+        disconnect.append((status.device, tid, removal_reason(tid, status, excluded, scope)))
+    if scope == AUDIT:
+        wanted_match = {c.device for t in wanted for c in index.candidates(t)}
+        for c in sorted(index.by_device.values(), key=lambda c: c.device):
+            if c.device in claimed or c.device in wanted_match or not auditable(c, trtypes):
                 continue
-            if c.transport in config.disconnect_trtypes:
-                disconnect.append(
-                    (
-                        c.device,
-                        f"({c.transport}, {c.traddr}, {c.trsvcid}, {c.subsysnqn})",
-                        "not configured and in no log page; "
-                        f"disconnect-trtypes={'+'.join(config.disconnect_trtypes)}",
-                    )
-                )
-    return Plan(tuple(connect), tuple(keep), tuple(disconnect))
+            reason = f"not configured and in no log page; disconnect-trtypes={'+'.join(trtypes)}"
+            disconnect.append((c.device, describe(c), reason))
+    return Plan(tuple(connect), tuple(keep), tuple(disconnect), tuple(adopt), reasons)
 
 
 def format_plan(plan: Plan) -> str:
+    """Human-readable, one action per line, each with its reason."""
     lines = []
     for tid, reason in plan.connect:
         lines.append(f"connect     {tid}  <- {reason}")
-    for tid, device, reason in plan.keep:
-        lines.append(f"keep        {tid} as {device}  <- {reason}")
-    for device, what, reason in plan.disconnect:
-        lines.append(f"disconnect  {device} {what}  <- {reason}")
+    for tid, device in plan.adopt:
+        lines.append(f"adopt       {tid} as {device}  <- {plan.reasons.get(tid, '')}")
+    for tid, reason in plan.keep:
+        lines.append(f"keep        {tid}  <- {reason}")
+    for device, tid, reason in plan.disconnect:
+        lines.append(f"disconnect  {device} {tid}  <- {reason}")
     return "\n".join(lines) if lines else "nothing to do"

@@ -1,14 +1,21 @@
 """stacd's connector: reconciles wanted I/O controllers with the running IOC actors.
 
 Wanted = stacd.conf controllers + every NVM subsystem entry of stafd's log pages - exclusions.
-Work per change is proportional to the change: a new log page for one DC re-evaluates only
-the controllers that DC lists or listed. stafd being away changes nothing ("no answer" is not
-"no controllers"); only a changed log page, a DC stafd removed, or the config removes one.
+Work per change is proportional to the change: a new log page for one DC re-plans only the
+controllers that DC lists or listed (index DC -> controllers and controller -> DCs). stafd
+being away changes nothing ("no answer" is not "no controllers"); only a changed log page, a
+DC stafd removed, or the config removes a controller. Bursts are coalesced by draining the
+inbox before publishing, not by soak timers.
+
+Connections made by others are audited (scope all-connections-matching-disconnect-trtypes)
+only once stafd's data has had ``audit_settle`` seconds to arrive, or stafd has not shown up
+within ``stafd_grace`` seconds: until then an absent log page proves nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Iterable
 from typing import Any
@@ -17,10 +24,17 @@ import attrs
 import trio
 from trio_util import AsyncValue
 
-from stas.actors.ioc import IocSettings, run_ioc_actor
+from stas.actors.ioc import (
+    DeviceRemoved,
+    IocEvent,
+    IocSettings,
+    KernelFound,
+    WantedChanged,
+    run_ioc_actor,
+)
 from stas.actors.supervisor import Supervisor, open_supervisor
 from stas.config import ServiceConfig
-from stas.kernel.api import Kernel, KernelController, KernelError, Uevent
+from stas.kernel.api import ConnectRequest, Kernel, KernelController, KernelError, Uevent
 from stas.kernel.options import InvalidOption
 from stas.messages import (
     DcGone,
@@ -34,12 +48,14 @@ from stas.messages import (
     Tid,
 )
 from stas.plan import (
+    AUDIT,
+    KernelIndex,
+    auditable,
     configured_iocs,
     connect_request,
     decide,
-    find_kernel,
+    describe,
     iocs_of_dc,
-    keeps_connection,
     merge,
 )
 
@@ -48,9 +64,31 @@ log = logging.getLogger("stas.connector")
 
 @attrs.frozen
 class StacdConfigChanged:
+    """stacd.conf (or the host identity) was reloaded."""
+
     config: ServiceConfig
-    host_nqn: str
-    hostid: str
+    host_nqn: str = ""  # '' keeps the current one
+    hostid: str = ""
+
+
+@attrs.frozen
+class _Audit:
+    """Timer: audit one newly added device, or (None) every kernel controller."""
+
+    device: str | None = None
+
+
+@attrs.define
+class _Actor:
+    wanted: IocWanted
+    request: ConnectRequest
+    status: IocStatus
+    events: trio.MemorySendChannel[IocEvent]
+
+
+def _tid_key(t: Tid) -> tuple[str, ...]:
+    """Tid's own order, without attrs' slow comparison methods."""
+    return (t.transport, t.traddr, t.trsvcid, t.subsysnqn, t.host_traddr, t.host_iface, t.host_nqn)
 
 
 def actor_name(tid: Tid) -> str:
@@ -68,27 +106,37 @@ class Connector:
         published: AsyncValue[StacdSnapshot],
         settings: IocSettings | None = None,
         rng: random.Random | None = None,
+        audit_settle: float = 1.0,
+        stafd_grace: float = 60.0,
     ) -> None:
-        self.kernel = kernel
-        self.published = published
+        self.kernel, self.published = kernel, published
         self.rng = rng or random.Random()
         self.base_settings = settings or IocSettings()
+        self.audit_settle, self.stafd_grace = audit_settle, stafd_grace
         self.raw: dict[Tid, tuple[Any, ...]] = {}  # DC -> its DLPEs as stafd sent them
         self.per_dc: dict[Tid, dict[Tid, bool]] = {}  # DC -> {ioc: ncc}
         self.listing: dict[Tid, dict[Tid, bool]] = {}  # ioc -> {DC: ncc}
-        self.running: dict[Tid, IocWanted] = {}
-        self.statuses: dict[Tid, IocStatus] = {}
-        self.kernel_ctrls: list[KernelController] = []
-        self.evaluations = 0
+        self.actors: dict[Tid, _Actor] = {}
+        self.owner: dict[str, Tid] = {}  # device -> the actor's tid that holds it
+        self.index = KernelIndex()
+        self.evaluations = 0  # controllers re-planned (the scale test counts them)
+        self.stafd_known = False
+        self.audit_ready = False
         self._warned: set[str] = set()
         self._dirty = False
+        self._order: list[Tid] | None = None  # snapshot order (by Tid), while membership holds
+        self._timers: trio.Nursery | None = None
+        self._sup: Supervisor | None = None
+        self._send: trio.MemorySendChannel[Any] | None = None
         self._apply_config(config, host_nqn, hostid)
 
     # --- inputs -------------------------------------------------------------------------------
 
     def _apply_config(self, config: ServiceConfig, host_nqn: str, hostid: str) -> None:
-        self.config, self.host_nqn, self.hostid = config, host_nqn, hostid
-        self.configured = configured_iocs(config, host_nqn)
+        self.config = config
+        self.host_nqn = host_nqn or getattr(self, "host_nqn", "")
+        self.hostid = hostid or getattr(self, "hostid", "")
+        self.configured = configured_iocs(config, self.host_nqn)
         self.settings = attrs.evolve(
             self.base_settings, connect_attempts_on_ncc=config.connect_attempts_on_ncc
         )
@@ -99,14 +147,21 @@ class Connector:
         new: dict[Tid, bool] = {}
         if dlpes is not None:
             self.raw[dc] = dlpes
-            new = iocs_of_dc(dc, dlpes, ignore_iface=self.config.ignore_iface, warned=self._warned)
+            new = iocs_of_dc(
+                dc,
+                dlpes,
+                ignore_iface=self.config.ignore_iface,
+                warned=self._warned,
+                host_nqn=self.host_nqn,
+            )
             self.per_dc[dc] = new
         else:
             self.raw.pop(dc, None)
         for tid in old:
             if tid not in new:
-                self.listing.get(tid, {}).pop(dc, None)
-                if not self.listing.get(tid):
+                dcs = self.listing.get(tid, {})
+                dcs.pop(dc, None)
+                if not dcs:
                     self.listing.pop(tid, None)
         for tid, ncc in new.items():
             self.listing.setdefault(tid, {})[dc] = ncc
@@ -114,156 +169,305 @@ class Connector:
 
     # --- decisions ----------------------------------------------------------------------------
 
-    async def evaluate(self, sup: Supervisor, updates: Any, tids: Iterable[Tid]) -> None:
-        for tid in sorted(set(tids)):
+    async def evaluate(self, tids: Iterable[Tid], *, new_requests: bool = False) -> None:
+        """Re-plan ``tids`` only and carry the plan out."""
+        tids = set(tids)
+        wanted: dict[Tid, IocWanted] = {}
+        current: dict[Tid, IocStatus] = {}
+        for tid in tids:
             self.evaluations += 1
             w = merge(tid, self.configured, self.listing, self.config)
-            cur = self.running.get(tid)
-            if w is None:
-                if cur is not None:
-                    await self._remove(sup, tid, "no longer configured or in any log page")
-                continue
-            if cur is not None:
-                if cur.params == w.params and cur.ncc == w.ncc:
-                    if cur != w:
-                        self.running[tid] = w  # which DCs list it changed: nothing to do
-                    continue
-                await sup.stop(actor_name(tid))
-            await self._start(sup, updates, w)
+            if w is not None:
+                wanted[tid] = w
+            if tid in self.actors:
+                current[tid] = self.actors[tid].status
+        # The kernel side of these controllers only, minus devices other actors hold.
+        part = KernelIndex(
+            c
+            for tid in tids
+            for c in self.index.candidates(tid)
+            if self.owner.get(c.device, tid) in tids
+        )
+        plan = decide(wanted, current, part, self.config)
+        for tid, _reason in plan.connect:
+            self._start(wanted[tid], None)
+        for tid, device in plan.adopt:
+            self._start(wanted[tid], part.by_device[device])
+        for tid, _reason in plan.keep:
+            self._update(self.actors[tid], wanted[tid], new_requests)
+        for device, tid, reason in plan.disconnect:
+            if tid in self.actors:
+                await self._stop(tid)
+            await self._disconnect(device, tid, reason)
+        for tid in current:
+            if tid not in wanted and tid in self.actors:
+                status = self.actors[tid].status
+                await self._stop(tid)
+                if status.connected:
+                    log.info(
+                        "%s (%s): no longer wanted; kept connected (disconnect-scope=%s)",
+                        tid,
+                        status.device,
+                        self.config.disconnect_scope,
+                    )
 
-    async def _start(self, sup: Supervisor, updates: Any, w: IocWanted, delay: float = 0) -> None:
+    def _request(self, w: IocWanted) -> ConnectRequest | None:
         try:
-            request = connect_request(w, self.config, self.hostid)
+            return connect_request(w, self.config, self.hostid)
         except InvalidOption as exc:
-            if str(exc) not in self._warned:
-                self._warned.add(str(exc))
+            key = f"{w.tid}|{exc}"
+            if key not in self._warned:
+                self._warned.add(key)
                 log.warning("%s: cannot connect: %s", w.tid, exc)
+            return None
+
+    def _start(self, w: IocWanted, adopt: KernelController | None) -> None:
+        request = self._request(w)
+        if request is None or self._sup is None or self._send is None:
             return
-        adopt = None if delay else find_kernel(w.tid, self.kernel_ctrls)
-        self.running[w.tid] = w
-        self.statuses.setdefault(w.tid, IocStatus(tid=w.tid, origin=w.origin, params=w.params))
+        send, receive = trio.open_memory_channel[IocEvent](math.inf)
+        status = IocStatus(tid=w.tid, origin=w.origin, params=w.params, ncc=w.ncc)
+        if adopt is not None:  # what the actor is about to say; the device is ours already
+            self.owner[adopt.device] = w.tid
+            status = attrs.evolve(
+                status, device=adopt.device, state="connected", connected=True, adopted=True
+            )
+        self.actors[w.tid] = _Actor(w, request, status, send)
+        self._order = None
         self._dirty = True
+        first = [adopt]
+        updates = self._send
 
         async def actor() -> None:
+            adopted, first[0] = first[0], None  # a restart after a crash connects (EALREADY)
             await run_ioc_actor(
                 w,
-                updates.clone(),
+                updates,
                 kernel=self.kernel,
                 request=request,
                 settings=self.settings,
-                adopt=adopt,
-                initial_delay=delay,
+                events=receive,
+                adopt=adopted,
                 rng=self.rng,
             )
 
-        sup.start(actor_name(w.tid), actor)
+        self._sup.start(actor_name(w.tid), actor)
 
-    async def _remove(self, sup: Supervisor, tid: Tid, reason: str) -> None:
-        self.running.pop(tid)
-        status = self.statuses.pop(tid, None)
+    def _update(self, a: _Actor, w: IocWanted, new_requests: bool) -> None:
+        """Tell a running actor what changed; a live connection is left alone."""
+        if a.wanted == w and not new_requests:
+            return
+        changed = (a.wanted.ncc, a.wanted.params, a.wanted.origin) != (w.ncc, w.params, w.origin)
+        a.wanted = w
+        request = self._request(w) if changed or new_requests else a.request
+        if request is None:
+            return
+        if changed or request != a.request:
+            a.request = request
+            a.events.send_nowait(WantedChanged(w, request))
+
+    async def _stop(self, tid: Tid) -> None:
+        a = self.actors.pop(tid)
+        self._order = None
+        if a.status.connected and self.owner.get(a.status.device) == tid:
+            del self.owner[a.status.device]
+        a.events.close()
         self._dirty = True
-        await sup.stop(actor_name(tid))
-        device = status.device if status is not None and status.connected else ""
-        if not device:
-            return
-        if keeps_connection(tid.transport, self.config):
-            log.info(
-                "%s (%s): %s; kept (disconnect-scope=%s)",
-                tid,
-                device,
-                reason,
-                self.config.disconnect_scope,
-            )
-            return
-        log.info("%s (%s): %s; disconnecting", tid, device, reason)
+        if self._sup is not None:
+            await self._sup.stop(actor_name(tid))
+
+    async def _disconnect(self, device: str, tid: Tid, reason: str) -> None:
+        log.info("%s %s: %s; disconnecting", device, tid, reason)
         try:
             await self.kernel.disconnect(device)
         except KernelError as exc:
             log.warning("%s: disconnect failed: %s", device, exc)
 
-    async def audit(self) -> None:
-        """all-connections-matching-disconnect-trtypes: others' unwanted connections go too."""
-        if self.config.disconnect_scope != "all-connections-matching-disconnect-trtypes":
+    async def audit(self, device: str | None = None) -> None:
+        """Audit scope: connections others made that nobody wants go (all, or one device)."""
+        if self.config.disconnect_scope != AUDIT or not self.audit_ready:
             return
-        plan = decide(dict(self.running), {}, self.kernel_ctrls, self.config)
-        for device, what, reason in plan.disconnect:
-            log.info("%s %s: %s; disconnecting", device, what, reason)
-            try:
-                await self.kernel.disconnect(device)
-            except KernelError as exc:
-                log.warning("%s: disconnect failed: %s", device, exc)
+        if device is None:
+            wanted = {t: a.wanted for t, a in self.actors.items()}
+            current = {t: a.status for t, a in self.actors.items()}
+            plan = decide(wanted, current, self.index, self.config)
+            for dev, tid, reason in plan.disconnect:
+                if dev not in self.owner and tid not in self.actors:
+                    await self._disconnect(dev, tid, reason)
+            return
+        ctrl = await _controller(self.kernel, device)
+        if ctrl is None or device in self.owner:
+            return
+        self.index.add(ctrl)
+        if not auditable(ctrl, self.config.disconnect_trtypes) or any(
+            ctrl.matches(t) for t in self.actors
+        ):
+            return
+        trtypes = "+".join(self.config.disconnect_trtypes)
+        reason = f"not configured and in no log page; disconnect-trtypes={trtypes}"
+        await self._disconnect(device, describe(ctrl), reason)
 
-    async def kernel_lost(self, sup: Supervisor, updates: Any, devices: set[str]) -> None:
-        """Controllers the kernel deleted (ctrl-loss-tmo, or nvme disconnect by hand)."""
-        for tid, status in list(self.statuses.items()):
-            if status.connected and status.device in devices and tid in self.running:
-                log.info("%s: kernel removed %s; reconnecting", tid, status.device)
-                await sup.stop(actor_name(tid))
-                self.statuses[tid] = attrs.evolve(
-                    status, connected=False, device="nvme?", state="backoff"
-                )
-                await self._start(sup, updates, self.running[tid], self.settings.fast_retry)
+    def _later(self, delay: float, msg: Any) -> None:
+        async def timer() -> None:
+            await trio.sleep(delay)
+            if self._send is not None:
+                await self._send.send(msg)
+
+        if self._timers is not None:
+            self._timers.start_soon(timer)
+
+    # --- the kernel ----------------------------------------------------------------------------
+
+    async def on_uevent(self, ev: Uevent) -> None:
+        if ev.subsystem != "nvme" or not ev.device.startswith("nvme"):
+            return
+        if ev.action == "remove":
+            self.index.remove(ev.device)
+            tid = self.owner.pop(ev.device, None)
+            if tid is not None and tid in self.actors:
+                self.actors[tid].events.send_nowait(DeviceRemoved(ev.device))
+        elif ev.action == "add":
+            ctrl = await _controller(self.kernel, ev.device)
+            if ctrl is not None:
+                self.index.add(ctrl)
+            if self.config.disconnect_scope == AUDIT and ev.device not in self.owner:
+                self._later(self.audit_settle, _Audit(ev.device))  # sysfs races the event
+
+    async def on_resync(self, controllers: Iterable[KernelController]) -> None:
+        """The kernel's full list (uevents were lost): tell every actor what it missed."""
+        self.index = KernelIndex(controllers)
+        for tid, a in self.actors.items():
+            if a.status.connected and a.status.device not in self.index.by_device:
+                if self.owner.get(a.status.device) == tid:
+                    del self.owner[a.status.device]
+                a.events.send_nowait(DeviceRemoved(a.status.device))
+            elif not a.status.connected:
+                found = self.index.find(tid, skip=self.owner)
+                if found is not None:
+                    self.owner[found.device] = tid
+                    a.events.send_nowait(KernelFound(found))
+        await self.audit()
 
     # --- the loop -----------------------------------------------------------------------------
 
-    async def handle(self, sup: Supervisor, updates: Any, msg: Any) -> None:
+    def _stafd_data(self) -> None:
+        if not self.stafd_known:
+            self.stafd_known = True
+            self._later(self.audit_settle, _Audit())
+
+    async def handle(self, msg: Any) -> None:
         if isinstance(msg, IocUpdate):
-            if msg.status.tid in self.running:
-                self.statuses[msg.status.tid] = msg.status
-                self._dirty = True
+            self._on_status(msg.status)
         elif isinstance(msg, DcLogPages):
-            await self.evaluate(sup, updates, self._set_dc(msg.dc, tuple(msg.dlpes)))
+            self._stafd_data()
+            await self.evaluate(self._set_dc(msg.dc, tuple(msg.dlpes)))
         elif isinstance(msg, DcGone):
-            await self.evaluate(sup, updates, self._set_dc(msg.dc, None))
+            self._stafd_data()
+            log.info("DC %s is gone from stafd", msg.dc)
+            await self.evaluate(self._set_dc(msg.dc, None))
         elif isinstance(msg, StafdPresence):
-            log.info("stafd %s", "is back" if msg.present else "is away; changing nothing")
+            log.info("stafd %s", "is here" if msg.present else "is away; changing nothing")
         elif isinstance(msg, StacdConfigChanged):
             self._apply_config(msg.config, msg.host_nqn, msg.hostid)
             for dc, dlpes in list(self.raw.items()):
                 self._set_dc(dc, dlpes)
-            self.kernel_ctrls = await self.kernel.list_controllers()
-            await self.evaluate(sup, updates, {*self.running, *self.configured, *self.listing})
+            tids = {*self.actors, *self.configured, *self.listing}
+            await self.evaluate(tids, new_requests=True)
             await self.audit()
-        elif isinstance(msg, Uevent):
-            if msg.action == "remove":
-                self.kernel_ctrls = [c for c in self.kernel_ctrls if c.device != msg.device]
-                await self.kernel_lost(sup, updates, {msg.device})
-            elif msg.action == "add":
-                self.kernel_ctrls = await self.kernel.list_controllers()
-                await self.audit()
-        elif isinstance(msg, KernelResync):
-            self.kernel_ctrls = list(msg.controllers)
-            present = {c.device for c in self.kernel_ctrls}
-            gone = {s.device for s in self.statuses.values() if s.connected} - present
-            await self.kernel_lost(sup, updates, gone)
-            await self.audit()
+        elif isinstance(msg, _Audit):
+            if msg.device is None:
+                self.audit_ready = True
+            await self.audit(msg.device)
+        elif isinstance(ev := getattr(msg, "uevent", msg), Uevent):
+            await self.on_uevent(ev)
+        elif isinstance(msg, KernelResync) or type(msg).__name__ == "Resynced":
+            await self.on_resync(msg.controllers)
+        else:
+            log.debug("connector: ignoring %r", msg)
+
+    def _on_status(self, s: IocStatus) -> None:
+        a = self.actors.get(s.tid)
+        if a is None:
+            return  # a stopped actor's last words
+        old, a.status = a.status, s
+        moved = not s.connected or old.device != s.device
+        if old.connected and moved and self.owner.get(old.device) == s.tid:
+            del self.owner[old.device]
+        if s.connected:
+            self.owner[s.device] = s.tid
+        self._dirty = True
 
     def publish(self) -> None:
         if not self._dirty:
             return
         self._dirty = False
-        iocs = tuple(self.statuses[t] for t in sorted(self.running) if t in self.statuses)
+        if self._order is None:  # membership changed: sort again (statuses change far more)
+            self._order = sorted(self.actors, key=_tid_key)
+        iocs = tuple(self.actors[t].status for t in self._order)
         self.published.value = StacdSnapshot(iocs, self.published.value.generation + 1)
 
     async def run(
         self,
         inbox: trio.MemoryReceiveChannel[Any],
-        inbox_send: trio.MemorySendChannel[Any],
+        inbox_send: trio.MemorySendChannel[Any] | None = None,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        self.kernel_ctrls = await self.kernel.list_controllers()
-        async with open_supervisor() as sup:
-            await self.evaluate(sup, inbox_send, self.configured)
-            await self.audit()
+        """Reconcile until cancelled. ``inbox_send`` is accepted for compatibility, unused."""
+        send, merged = trio.open_memory_channel[Any](math.inf)
+        self._send = send
+        self.index = KernelIndex(await self.kernel.list_controllers())
+        async with trio.open_nursery() as timers, open_supervisor(rng=self.rng) as sup:
+            self._timers, self._sup = timers, sup
+
+            async def forward() -> None:
+                async for msg in inbox:
+                    await send.send(msg)
+
+            timers.start_soon(forward)
+            await self.evaluate(self.configured)  # warm restart: adopts what is already there
+            self._later(self.stafd_grace, _Audit())
             self.publish()
             task_status.started()
-            async for msg in inbox:
-                await self.handle(sup, inbox_send, msg)
+            async for msg in merged:
+                await self.handle(msg)
                 while True:  # drain: a burst costs one publish
                     try:
-                        msg = inbox.receive_nowait()
+                        msg = merged.receive_nowait()
                     except trio.WouldBlock:
                         break
-                    await self.handle(sup, inbox_send, msg)
+                    await self.handle(msg)
                 self.publish()
+
+
+async def _controller(kernel: Kernel, device: str) -> KernelController | None:
+    """One controller from the kernel (the protocol's ``controller`` if it has one)."""
+    get = getattr(kernel, "controller", None)
+    if get is not None:
+        return await get(device)
+    return next((c for c in await kernel.list_controllers() if c.device == device), None)
+
+
+async def run_connector(
+    *,
+    config: ServiceConfig,
+    host_nqn: str,
+    hostid: str,
+    kernel: Kernel,
+    inbox: trio.MemoryReceiveChannel[Any],
+    published: AsyncValue[StacdSnapshot],
+    settings: IocSettings | None = None,
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The connector as a plain actor function (see ``Connector`` for the rules)."""
+    connector = Connector(
+        config=config,
+        host_nqn=host_nqn,
+        hostid=hostid,
+        kernel=kernel,
+        published=published,
+        settings=settings,
+        rng=rng,
+    )
+    await connector.run(inbox, task_status=task_status)

@@ -1,15 +1,21 @@
 """One I/O controller: adopt the kernel's existing connection or connect, and keep trying.
 
 Retries: a fast first retry, then exponential backoff with jitter. With NCC set by a CDC and
-``connect-attempts-on-ncc=N``, it stops after N failures until a log page clears NCC (the
-connector restarts the actor with the new wanted state). Cancellation never disconnects: only
-the connector decides disconnects, so stopping or restarting stacd drops nothing.
+``connect-attempts-on-ncc=N``, it stops after N failures ('gave-up') until the connector sends
+``WantedChanged`` with NCC cleared; then it connects at once (upstream §5.5). The connector
+never restarts an actor to change what it wants: it sends ``WantedChanged`` on the actor's
+event channel, so a live connection is never touched by a log page update.
+
+The kernel removing the device (``DeviceRemoved``) means reconnect after the fast retry.
+Cancellation never disconnects: only the connector decides disconnects, so stopping or
+restarting stacd drops nothing.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import math
 import random
 
 import attrs
@@ -21,9 +27,13 @@ from stas.plan import find_kernel
 
 log = logging.getLogger("stas.ioc")
 
+NO_DEVICE = "nvme?"
+
 
 @attrs.frozen
 class IocSettings:
+    """Timers of one IOC actor (seconds)."""
+
     fast_retry: float = 3.0
     backoff_initial: float = 5.0
     backoff_max: float = 60.0
@@ -31,11 +41,173 @@ class IocSettings:
     connect_attempts_on_ncc: int = 0
 
     def retry_delay(self, failures: int, rng: random.Random) -> float:
-        """Delay after failure number ``failures`` (1-based)."""
+        """Delay after failure number ``failures`` (1-based): 3, 5, 10, 20, 40, 60, 60, ..."""
         if failures <= 1:
             return self.fast_retry
-        base = min(self.backoff_initial * 2 ** (failures - 2), self.backoff_max)
+        base = min(self.backoff_initial * 2.0 ** min(failures - 2, 60), self.backoff_max)
         return max(0.0, base * (1 + self.jitter * rng.uniform(-1, 1)))
+
+
+# --- events the connector routes to one actor -----------------------------------------------
+
+
+@attrs.frozen
+class DeviceRemoved:
+    """The kernel deleted this device (uevent 'remove', or absent from a resync)."""
+
+    device: str
+
+
+@attrs.frozen
+class KernelFound:
+    """A resync found a kernel controller matching this actor's Tid (e.g. made by nvme-cli)."""
+
+    controller: KernelController
+
+
+@attrs.frozen
+class WantedChanged:
+    """New wanted state (NCC, parameters, listing DCs) and the request to use from now on."""
+
+    wanted: IocWanted
+    request: ConnectRequest
+
+
+IocEvent = DeviceRemoved | KernelFound | WantedChanged
+
+
+class _Ioc:
+    def __init__(
+        self,
+        wanted: IocWanted,
+        updates: trio.MemorySendChannel[IocUpdate],
+        kernel: Kernel,
+        request: ConnectRequest,
+        settings: IocSettings,
+        events: trio.MemoryReceiveChannel[IocEvent] | None,
+        rng: random.Random,
+    ) -> None:
+        self.wanted, self.updates, self.kernel, self.request = wanted, updates, kernel, request
+        self.settings, self.events, self.rng = settings, events, rng
+        self.status = IocStatus(
+            tid=wanted.tid, origin=wanted.origin, params=wanted.params, ncc=wanted.ncc
+        )
+        self.device: str | None = None
+        self.failures = 0
+        self.last_error = ""
+
+    async def publish(self, **changes: object) -> None:
+        new = attrs.evolve(self.status, **changes)  # type: ignore[arg-type]
+        if new != self.status:
+            self.status = new
+            await self.updates.send(IocUpdate(new))
+
+    def exhausted(self) -> bool:
+        limit = self.settings.connect_attempts_on_ncc
+        return self.wanted.ncc and limit > 0 and self.failures >= limit
+
+    async def connected(self, device: str, *, adopted: bool) -> None:
+        self.device, self.failures, self.last_error = device, 0, ""
+        await self.publish(
+            device=device,
+            state="connected",
+            connected=True,
+            adopted=adopted,
+            last_error="",
+            connect_attempts=0,
+        )
+
+    async def on_event(self, ev: IocEvent) -> bool:
+        """Apply one event; True if it should end the current wait."""
+        if isinstance(ev, DeviceRemoved):
+            if ev.device != self.device:
+                return False
+            log.info("%s: the kernel removed %s; reconnecting", self.wanted.tid, ev.device)
+            self.device = None
+            await self.publish(device=NO_DEVICE, state="backoff", connected=False, adopted=False)
+            return True
+        if isinstance(ev, KernelFound):
+            if self.device is not None:
+                return False
+            log.info("%s: found existing %s; adopting", self.wanted.tid, ev.controller.device)
+            await self.connected(ev.controller.device, adopted=True)
+            return True
+        ncc_cleared = self.wanted.ncc and not ev.wanted.ncc
+        self.wanted, self.request = ev.wanted, ev.request
+        await self.publish(origin=ev.wanted.origin, params=ev.wanted.params, ncc=ev.wanted.ncc)
+        if self.device is None and ncc_cleared:
+            log.info("%s: NCC cleared; connecting again", self.wanted.tid)
+            self.failures = 0
+            return True
+        return self.device is None and self.exhausted()
+
+    async def wait(self, timeout: float) -> bool:
+        """Handle events for up to ``timeout`` s; True if one of them ended the wait early."""
+        deadline = trio.current_time() + timeout
+        while True:
+            with trio.move_on_at(deadline):
+                if self.events is None:
+                    await trio.sleep_forever()
+                try:
+                    ev = await self.events.receive()
+                except trio.EndOfChannel:
+                    self.events = None  # the connector is going away; timers still run
+                    continue
+                if await self.on_event(ev):
+                    return True
+                continue
+            return False
+
+    async def attempt(self) -> float:
+        """One connect; returns the delay before the next one (0 after success or adoption)."""
+        await self.publish(state="connecting", connect_attempts=self.failures + 1)
+        try:
+            ctrl = await self.kernel.connect(self.request)
+        except KernelError as exc:
+            if exc.errno == errno.EALREADY:
+                found = find_kernel(self.wanted.tid, await self.kernel.list_controllers())
+                if found is not None:
+                    log.info("%s: already connected as %s; adopting", self.wanted.tid, found.device)
+                    await self.connected(found.device, adopted=True)
+                    return 0.0
+            self.failures += 1
+            if str(exc) != self.last_error:
+                log.warning("%s: connect failed: %s", self.wanted.tid, exc)
+                self.last_error = str(exc)
+            await self.publish(state="backoff", last_error=self.last_error)
+            return self.settings.retry_delay(self.failures, self.rng)
+        log.info("%s: connected as %s", self.wanted.tid, ctrl.device)
+        await self.connected(ctrl.device, adopted=False)
+        return 0.0
+
+    async def run(self, adopt: KernelController | None) -> None:
+        if adopt is not None:
+            log.info("%s: adopting existing %s", self.wanted.tid, adopt.device)
+            await self.connected(adopt.device, adopted=True)
+        delay = 0.0
+        while True:
+            if self.device is not None:
+                await self.wait(math.inf)  # until the kernel removes it
+                if self.device is None:
+                    delay, self.failures = self.settings.fast_retry, 0
+                continue
+            if self.exhausted():
+                log.info(
+                    "%s: NCC set and %d attempts failed; waiting for the CDC",
+                    self.wanted.tid,
+                    self.failures,
+                )
+                await self.publish(state="gave-up")
+                while self.exhausted() and self.device is None:
+                    await self.wait(math.inf)
+                delay = 0.0
+                continue
+            if delay > 0:
+                await self.publish(state="backoff")
+                await self.wait(delay)
+                delay = 0.0
+                continue
+            delay = await self.attempt()
 
 
 async def run_ioc_actor(
@@ -45,65 +217,10 @@ async def run_ioc_actor(
     kernel: Kernel,
     request: ConnectRequest,
     settings: IocSettings = IocSettings(),
+    events: trio.MemoryReceiveChannel[IocEvent] | None = None,
     adopt: KernelController | None = None,
-    initial_delay: float = 0.0,
     rng: random.Random | None = None,
 ) -> None:
     """Run until cancelled; publishes an IocStatus on every visible change."""
-    rng = rng or random.Random()
-    status = IocStatus(tid=wanted.tid, origin=wanted.origin, params=wanted.params, ncc=wanted.ncc)
-
-    async def publish(**changes: object) -> None:
-        nonlocal status
-        new = attrs.evolve(status, **changes)  # type: ignore[arg-type]
-        if new != status:
-            status = new
-            await updates.send(IocUpdate(status))
-
-    if adopt is not None:
-        log.info("%s: adopting existing %s", wanted.tid, adopt.device)
-        await publish(device=adopt.device, state="connected", connected=True, adopted=True)
-        await trio.sleep_forever()
-    await publish(state="idle")
-    if initial_delay:
-        await publish(state="backoff")
-        await trio.sleep(initial_delay)
-    failures = 0
-    last_error = ""
-    limit = settings.connect_attempts_on_ncc if wanted.ncc else 0
-    while True:
-        await publish(state="connecting", connect_attempts=failures + 1)
-        try:
-            ctrl = await kernel.connect(request)
-        except KernelError as exc:
-            if exc.errno == errno.EALREADY:
-                found = find_kernel(wanted.tid, await kernel.list_controllers())
-                if found is not None:
-                    log.info("%s: already connected as %s; adopting", wanted.tid, found.device)
-                    await publish(
-                        device=found.device,
-                        state="connected",
-                        connected=True,
-                        adopted=True,
-                        last_error="",
-                    )
-                    await trio.sleep_forever()
-            failures += 1
-            if str(exc) != last_error:
-                log.warning("%s: connect failed: %s", wanted.tid, exc)
-                last_error = str(exc)
-            if limit and failures >= limit:
-                log.info(
-                    "%s: NCC set and %d attempts failed; waiting for the CDC", wanted.tid, failures
-                )
-                await publish(state="gave-up", last_error=last_error)
-                await trio.sleep_forever()
-            delay = settings.retry_delay(failures, rng)
-            await publish(state="backoff", last_error=last_error)
-            await trio.sleep(delay)
-            continue
-        log.info("%s: connected as %s", wanted.tid, ctrl.device)
-        await publish(
-            device=ctrl.device, state="connected", connected=True, last_error="", connect_attempts=0
-        )
-        await trio.sleep_forever()
+    actor = _Ioc(wanted, updates, kernel, request, settings, events, rng or random.Random())
+    await actor.run(adopt)

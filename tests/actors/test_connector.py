@@ -10,12 +10,11 @@ import trio
 import trio.testing
 from trio_util import AsyncValue
 
-from stas.actors.connector import Connector, StacdConfigChanged
+from stas.actors.connector import Connector, StacdConfigChanged, run_connector
 from stas.actors.ioc import IocSettings
 from stas.config import parse_service_config
 from stas.kernel.fake import FakeKernel
 from stas.messages import DcGone, DcLogPages, KernelResync, StacdSnapshot, StafdPresence, Tid
-from stas.plan import configured_iocs, decide, format_plan, iocs_of_dc, merge
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
 HOSTID = "0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
@@ -27,6 +26,7 @@ SEED = (
     "starfleet",
     "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28",
 )
+AUDIT = "all-connections-matching-disconnect-trtypes"
 
 
 def dlpe(nqn: str, traddr: str = "::1", eflags: str = "0", trsvcid: str = "4420") -> dict[str, str]:
@@ -41,17 +41,35 @@ def dlpe(nqn: str, traddr: str = "::1", eflags: str = "0", trsvcid: str = "4420"
     }
 
 
+def page(dc: Tid, *nqns: str) -> DcLogPages:
+    return DcLogPages(dc, tuple(dlpe(x) for x in nqns))
+
+
 def conf(text: str = ""):
     config, warnings = parse_service_config(text, "stacd")
     assert warnings == []
     return config
 
 
+def external(kernel: FakeKernel, nqn: str, traddr: str = "::1"):
+    return kernel.add_external(
+        transport="tcp",
+        traddr=traddr,
+        trsvcid="4420",
+        subsysnqn=nqn,
+        hostnqn=HOSTNQN,
+        cntrltype="io",
+    )
+
+
 class Harness:
-    def __init__(self, config=None, kernel: FakeKernel | None = None) -> None:
+    """The connector with the fake kernel's uevents forwarded to it, as stacd does."""
+
+    def __init__(self, config=None, kernel: FakeKernel | None = None, uevents=True) -> None:
         self.kernel = kernel or FakeKernel()
         self.published = AsyncValue(StacdSnapshot())
         self.send, self.receive = trio.open_memory_channel(100_000)
+        self.uevents = uevents
         self.connector = Connector(
             config=config or conf(),
             host_nqn=HOSTNQN,
@@ -61,8 +79,15 @@ class Harness:
             settings=IocSettings(jitter=0.0),
         )
 
-    async def start(self, nursery) -> None:
-        await nursery.start(self.connector.run, self.receive, self.send)
+    async def start(self, nursery: trio.Nursery) -> None:
+        await nursery.start(self.connector.run, self.receive)
+        if self.uevents:
+
+            async def forward() -> None:
+                async for ev in self.kernel.events:
+                    await self.send.send(ev)
+
+            nursery.start_soon(forward)
 
     async def put(self, *msgs) -> None:
         for m in msgs:
@@ -72,66 +97,105 @@ class Harness:
     def connected(self) -> set[str]:
         return {s.tid.subsysnqn for s in self.published.value.iocs if s.connected}
 
+    def device(self, nqn: str) -> str:
+        return next(s.device for s in self.published.value.iocs if s.tid.subsysnqn == nqn)
 
-async def test_log_pages_connect_and_zoning_disconnects(autojump_clock) -> None:
+
+async def test_log_pages_connect_and_a_shrunk_page_disconnects(autojump_clock) -> None:
     h = Harness()
     async with trio.open_nursery() as n:
         await h.start(n)
-        await h.put(DcLogPages(DC1, tuple(dlpe(x) for x in SEED)))
+        await h.put(page(DC1, *SEED))
         assert h.connected() == set(SEED) and len(h.kernel.connect_log) == 3
-        dev = next(s.device for s in h.published.value.iocs if s.tid.subsysnqn == "klingons")
-        await h.put(DcLogPages(DC1, tuple(dlpe(x) for x in SEED[1:])))
-        assert h.connected() == set(SEED[1:])
-        assert (
-            h.kernel.disconnect_log == [dev] and ("klingons", "::1", "4420") not in h.kernel.state()
-        )
+        tids = [s.tid for s in h.published.value.iocs]
+        assert tids == sorted(tids)  # the snapshot is in Tid order
+        req = h.kernel.connect_log[0]
+        assert (req.hostnqn, req.hostid, req.kato) == (HOSTNQN, HOSTID, None)  # stacd: no kato
+        dev = h.device("klingons")
+        await h.put(page(DC1, *SEED[1:]))
+        assert h.connected() == set(SEED[1:]) and h.kernel.disconnect_log == [dev]
+        assert ("klingons", "::1", "4420") not in h.kernel.state()
         assert len(h.kernel.connect_log) == 3
         n.cancel_scope.cancel()
 
 
-async def test_stafd_away_for_minutes_disconnects_nothing(autojump_clock) -> None:
-    h = Harness()
+async def test_run_connector_function(autojump_clock) -> None:
+    kernel = FakeKernel()
+    published = AsyncValue(StacdSnapshot())
+    _send, receive = trio.open_memory_channel(10)
+    config = conf("[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.9;trsvcid=4420;nqn=vol\n")
     async with trio.open_nursery() as n:
-        await h.start(n)
-        await h.put(StafdPresence(True), DcLogPages(DC1, tuple(dlpe(x) for x in SEED)))
-        await h.put(StafdPresence(False))
-        await trio.sleep(30 * 60)
-        await h.put(StafdPresence(True))
-        assert h.kernel.disconnect_log == [] and h.connected() == set(SEED)
+        await n.start(
+            lambda task_status: run_connector(
+                config=config,
+                host_nqn=HOSTNQN,
+                hostid=HOSTID,
+                kernel=kernel,
+                inbox=receive,
+                published=published,
+                task_status=task_status,
+            )
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        (s,) = published.value.iocs
+        assert s.connected and s.origin == "configured" and len(kernel.connect_log) == 1
         n.cancel_scope.cancel()
+
+
+async def test_stafd_away_for_30_minutes_disconnects_nothing(autojump_clock) -> None:
+    for scope in ("only-stas-connections", AUDIT):
+        h = Harness(conf(f"[I/O controller connection management]\ndisconnect-scope={scope}\n"))
+        async with trio.open_nursery() as n:
+            await h.start(n)
+            await h.put(StafdPresence(True), page(DC1, *SEED))
+            await h.put(StafdPresence(False))
+            await trio.sleep(30 * 60)
+            assert h.kernel.disconnect_log == [] and h.connected() == set(SEED), scope
+            await h.put(StafdPresence(True))
+            assert h.kernel.disconnect_log == [] and h.connected() == set(SEED), scope
+            n.cancel_scope.cancel()
 
 
 async def test_dc_gone_disconnects_only_what_it_alone_listed(autojump_clock) -> None:
     h = Harness()
     async with trio.open_nursery() as n:
         await h.start(n)
-        await h.put(
-            DcLogPages(DC1, (dlpe("klingons"), dlpe("starfleet"))),
-            DcLogPages(DC2, (dlpe("starfleet"),)),
-        )
+        await h.put(page(DC1, "klingons", "starfleet"), page(DC2, "starfleet"))
+        dev = h.device("klingons")
         await h.put(DcGone(DC1))
-        assert h.connected() == {"starfleet"} and len(h.kernel.disconnect_log) == 1
+        assert h.connected() == {"starfleet"} and h.kernel.disconnect_log == [dev]
+        (s,) = h.published.value.iocs
+        assert s.tid.subsysnqn == "starfleet"
         n.cancel_scope.cancel()
 
 
 async def test_warm_restart_adopts_everything(autojump_clock) -> None:
     kernel = FakeKernel()
     for nqn in SEED:
-        kernel.add_external(
-            transport="tcp",
-            traddr="::1",
-            trsvcid="4420",
-            subsysnqn=nqn,
-            hostnqn=HOSTNQN,
-            cntrltype="io",
-        )
+        external(kernel, nqn)
     h = Harness(kernel=kernel)
     async with trio.open_nursery() as n:
         await h.start(n)
-        await h.put(DcLogPages(DC1, tuple(dlpe(x) for x in SEED)))
+        await h.put(page(DC1, *SEED))
+        await trio.sleep(120)
         assert h.connected() == set(SEED)
         assert kernel.connect_log == [] and kernel.disconnect_log == []
         assert all(s.adopted for s in h.published.value.iocs)
+        n.cancel_scope.cancel()
+
+
+async def test_warm_restart_of_configured_controllers(autojump_clock) -> None:
+    kernel = FakeKernel()
+    ext = external(kernel, "vol", "10.0.0.9")
+    h = Harness(
+        conf("[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.9;trsvcid=4420;nqn=vol\n"),
+        kernel,
+    )
+    async with trio.open_nursery() as n:
+        await h.start(n)  # adopted before stafd says anything
+        (s,) = h.published.value.iocs
+        assert (s.device, s.adopted, s.connected) == (ext.device, True, True)
+        assert kernel.connect_log == []
         n.cancel_scope.cancel()
 
 
@@ -147,17 +211,17 @@ async def test_retry_timing(autojump_clock) -> None:
         times.append(trio.current_time())
         return await orig(req)
 
-    h.kernel.connect = timed
+    h.kernel.connect = timed  # type: ignore[method-assign]
     async with trio.open_nursery() as n:
         await h.start(n)
-        await trio.sleep(200)
+        await trio.sleep(250)
         gaps = [round(b - a, 3) for a, b in itertools.pairwise(times)]
         assert gaps == [3.0, 5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
         assert h.connected() == {"vol"}
         n.cancel_scope.cancel()
 
 
-async def test_ncc_gives_up_then_resumes(autojump_clock) -> None:
+async def test_ncc_gives_up_then_resumes_when_the_page_clears_it(autojump_clock) -> None:
     h = Harness(conf("[I/O controller connection management]\nconnect-attempts-on-ncc=2\n"))
     h.kernel.fail_next(errno.ECONNREFUSED, n=100, when=lambda r: r.subsysnqn == "klingons")
     async with trio.open_nursery() as n:
@@ -165,10 +229,11 @@ async def test_ncc_gives_up_then_resumes(autojump_clock) -> None:
         await h.put(DcLogPages(DC1, (dlpe("klingons", eflags="4"),)))
         await trio.sleep(600)
         (status,) = h.published.value.iocs
-        assert status.state == "gave-up" and len(h.kernel.connect_log) == 2
+        assert status.state == "gave-up" and status.ncc and len(h.kernel.connect_log) == 2
         h.kernel.failures.clear()
         await h.put(DcLogPages(DC1, (dlpe("klingons", eflags="0"),)))
-        assert h.connected() == {"klingons"}
+        assert h.connected() == {"klingons"} and len(h.kernel.connect_log) == 3
+        assert not h.published.value.iocs[0].ncc
         n.cancel_scope.cancel()
 
 
@@ -176,61 +241,110 @@ async def test_kernel_removal_reconnects_after_fast_retry(autojump_clock) -> Non
     h = Harness()
     async with trio.open_nursery() as n:
         await h.start(n)
-        await h.put(DcLogPages(DC1, (dlpe("klingons"),)))
-        h.kernel.remove("nvme0")
-        await h.put(
-            h.kernel.events.receive_nowait(), h.kernel.events.receive_nowait()
-        )  # add, remove
+        await h.put(page(DC1, "klingons"))
+        h.kernel.remove("nvme0")  # ctrl-loss-tmo expired: a 'remove' uevent
+        await trio.testing.wait_all_tasks_blocked()
         assert h.connected() == set()
         await trio.sleep(3.1)
         assert h.connected() == {"klingons"} and len(h.kernel.connect_log) == 2
-        (dev,) = h.kernel.controllers
-        await h.put(h.kernel.events.receive_nowait())  # the reconnect's own 'add'
-        h.kernel.remove(dev)
-        h.kernel.events.receive_nowait()  # this 'remove' is lost: only the resync tells
-        await h.put(KernelResync(()))
+        assert h.kernel.disconnect_log == []
+        n.cancel_scope.cancel()
+
+
+async def test_a_lost_uevent_is_caught_by_the_resync(autojump_clock) -> None:
+    h = Harness(uevents=False)
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(page(DC1, "klingons"))
+        h.kernel.remove(h.device("klingons"))  # nobody hears the 'remove'
+        await h.put(KernelResync(tuple(await h.kernel.list_controllers())))
         await trio.sleep(3.1)
-        assert h.connected() == {"klingons"} and len(h.kernel.connect_log) == 3
+        assert h.connected() == {"klingons"} and len(h.kernel.connect_log) == 2
         n.cancel_scope.cancel()
 
 
 async def test_disconnect_scopes(autojump_clock) -> None:
-    for scope, expect_external_gone, expect_klingons_kept in [
+    for scope, external_gone, klingons_kept in [
         ("only-stas-connections", False, False),
-        ("all-connections-matching-disconnect-trtypes", True, False),
+        (AUDIT, True, False),
         ("no-disconnect", False, True),
     ]:
         kernel = FakeKernel()
-        ext = kernel.add_external(
-            transport="tcp",
-            traddr="10.9.9.9",
-            trsvcid="4420",
-            subsysnqn="nvme-cli-made",
-            hostnqn=HOSTNQN,
-            cntrltype="io",
-        )
+        ext = external(kernel, "nvme-cli-made", "10.9.9.9")
         h = Harness(
             conf(f"[I/O controller connection management]\ndisconnect-scope={scope}\n"), kernel
         )
         async with trio.open_nursery() as n:
             await h.start(n)
-            await h.put(DcLogPages(DC1, (dlpe("klingons"), dlpe("starfleet"))))
-            await h.put(DcLogPages(DC1, (dlpe("starfleet"),)))
-            gone = all(c.subsysnqn != ext.subsysnqn for c in kernel.controllers.values())
-            assert gone == expect_external_gone, scope
-            still = any(c.subsysnqn == "klingons" for c in kernel.controllers.values())
-            assert still == expect_klingons_kept, scope
+            await h.put(page(DC1, "klingons", "starfleet"))
+            await trio.sleep(5)  # past the audit's settle time
+            await h.put(page(DC1, "starfleet"))
+            await trio.sleep(120)
+            nqns = {c.subsysnqn for c in kernel.controllers.values()}
+            assert (ext.subsysnqn not in nqns) == external_gone, scope
+            assert ("klingons" in nqns) == klingons_kept, scope
+            assert "starfleet" in nqns
             n.cancel_scope.cancel()
+
+
+async def test_audit_waits_for_stafd_data(autojump_clock) -> None:
+    """An IOC that stafd will list is not audited away just because stafd is still starting."""
+    kernel = FakeKernel()
+    external(kernel, "klingons")
+    cli = external(kernel, "cli-made", "10.9.9.9")
+    h = Harness(conf(f"[I/O controller connection management]\ndisconnect-scope={AUDIT}\n"), kernel)
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await trio.sleep(30)  # stafd not there yet: nothing is audited
+        assert kernel.disconnect_log == []
+        await h.put(page(DC1, "klingons"))
+        await trio.sleep(2)
+        assert kernel.disconnect_log == [cli.device] and h.connected() == {"klingons"}
+        late = external(kernel, "later-cli", "10.9.9.8")  # an 'add' uevent: audited after 1 s
+        await trio.sleep(2)
+        assert kernel.disconnect_log == [cli.device, late.device]
+        n.cancel_scope.cancel()
+
+
+async def test_audit_without_stafd_starts_after_the_grace(autojump_clock) -> None:
+    kernel = FakeKernel()
+    cli = external(kernel, "cli-made", "10.9.9.9")
+    h = Harness(conf(f"[I/O controller connection management]\ndisconnect-scope={AUDIT}\n"), kernel)
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await trio.sleep(59)
+        assert kernel.disconnect_log == []
+        await trio.sleep(2)
+        assert kernel.disconnect_log == [cli.device]
+        n.cancel_scope.cancel()
 
 
 async def test_exclusion_on_reload_disconnects(autojump_clock) -> None:
     h = Harness()
     async with trio.open_nursery() as n:
         await h.start(n)
-        await h.put(DcLogPages(DC1, tuple(dlpe(x) for x in SEED)))
-        new = conf("[Controllers]\nexclude=nqn=klingons\n")
-        await h.put(StacdConfigChanged(new, HOSTNQN, HOSTID))
-        assert h.connected() == set(SEED) - {"klingons"} and len(h.kernel.disconnect_log) == 1
+        await h.put(page(DC1, *SEED))
+        dev = h.device("klingons")
+        await h.put(StacdConfigChanged(conf("[Controllers]\nexclude=nqn=klingons\n")))
+        assert h.connected() == set(SEED) - {"klingons"} and h.kernel.disconnect_log == [dev]
+        n.cancel_scope.cancel()
+
+
+async def test_reload_changes_params_without_reconnecting(autojump_clock) -> None:
+    h = Harness()
+    h.kernel.fail_next(errno.ECONNREFUSED, n=1, when=lambda r: r.subsysnqn == "starfleet")
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(page(DC1, "klingons", "starfleet"))
+        await h.put(StacdConfigChanged(conf("[Global]\nkato=7\n")))
+        await trio.sleep(4)
+        assert h.connected() == {"klingons", "starfleet"}
+        assert sorted((r.subsysnqn, r.kato or 0) for r in h.kernel.connect_log) == [
+            ("klingons", 0),
+            ("starfleet", 0),
+            ("starfleet", 7),  # the retry uses the new [Global] value
+        ]
+        assert h.kernel.disconnect_log == []
         n.cancel_scope.cancel()
 
 
@@ -260,48 +374,13 @@ async def test_scale_one_dc_change_is_proportional(autojump_clock) -> None:
             h.send.send_nowait(DcLogPages(dc, pages[dc]))
         await trio.testing.wait_all_tasks_blocked()
         assert len(h.published.value.iocs) == 10_000 and len(h.kernel.connect_log) == 10_000
+        assert sum(s.connected for s in h.published.value.iocs) == 10_000
         before = h.connector.evaluations
         t0 = time.perf_counter()
         await h.put(DcLogPages(dcs[42], pages[dcs[42]][1:]))
         elapsed = time.perf_counter() - t0
         assert h.connector.evaluations - before == 100
         assert len(h.kernel.disconnect_log) == 1 and len(h.kernel.connect_log) == 10_000
+        assert len(h.published.value.iocs) == 9_999
         assert elapsed < 2.0
         n.cancel_scope.cancel()
-
-
-def test_plan_text_for_a_mixed_case() -> None:
-    config = conf("[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.9;trsvcid=4420;nqn=vol\n")
-    configured = configured_iocs(config, HOSTNQN)
-    listing: dict = {}
-    for tid, ncc in iocs_of_dc(
-        DC1, [dlpe("klingons"), dlpe("starfleet")], ignore_iface=False, warned=set()
-    ).items():
-        listing.setdefault(tid, {})[DC1] = ncc
-    wanted = {t: w for t in {*configured, *listing} if (w := merge(t, configured, listing, config))}
-    kernel = FakeKernel()
-    k = kernel.add_external(
-        transport="tcp",
-        traddr="::1",
-        trsvcid="4420",
-        subsysnqn="klingons",
-        hostnqn=HOSTNQN,
-        cntrltype="io",
-    )
-    old = kernel.add_external(
-        transport="tcp",
-        traddr="::1",
-        trsvcid="4420",
-        subsysnqn="gone",
-        hostnqn=HOSTNQN,
-        cntrltype="io",
-    )
-    managed = {Tid("tcp", "::1", "4420", "gone", "", "", HOSTNQN): old.device}
-    text = format_plan(decide(wanted, managed, list(kernel.controllers.values()), config))
-    assert text.splitlines() == [
-        "connect     (tcp, 10.0.0.9, 4420, vol)  <- configured in stacd.conf",
-        f"connect     (tcp, ::1, 4420, starfleet)  <- listed by DC {DC1}",
-        f"keep        (tcp, ::1, 4420, klingons) as {k.device}  <- listed by DC {DC1}",
-        f"disconnect  {old.device} (tcp, ::1, 4420, gone)  <- no longer wanted; "
-        "disconnect-scope=only-stas-connections",
-    ]
