@@ -12,14 +12,19 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import trio
+
+from stas.reachability import tcp_connect
 
 log = logging.getLogger("stas.resolve")
 
 Resolver = Callable[[str], Awaitable[Sequence[str]]]
+Probe = Callable[[str, int, str], Awaitable[Any]]  # (address, port, iface); OSError: no answer
 LOOPBACK = {4: "127.0.0.1", 6: "::1"}
 RESOLVE_TIMEOUT = 10.0
+PROBE_TIMEOUT = 2.0
 
 
 def normalise_ip(text: str) -> tuple[int, str] | None:
@@ -55,13 +60,15 @@ async def resolve_traddr(
     if literal is not None:
         family, text = literal
         return [text] if family in ip_family else []
-    name = traddr.rstrip(".").lower()
+    name = traddr.strip().rstrip(".").lower()
+    if not name:
+        return []
     if name == "localhost" or name.endswith(".localhost"):
         return [LOOPBACK[f] for f in _family_order(ip_family)]
     try:
         with trio.fail_after(RESOLVE_TIMEOUT):
-            found = await (resolver or _getaddrinfo)(traddr)
-    except (OSError, trio.TooSlowError) as exc:
+            found = await (resolver or _getaddrinfo)(traddr.strip())
+    except (OSError, ValueError, trio.TooSlowError) as exc:  # ValueError: IDNA-invalid name
         if warned is None or traddr not in warned:
             log.warning("cannot resolve %r: %s", traddr, exc or "timed out")
             if warned is not None:
@@ -73,3 +80,22 @@ async def resolve_traddr(
         if norm and norm[0] in ip_family and norm[1] not in by_family[norm[0]]:
             by_family[norm[0]].append(norm[1])
     return [a for f in _family_order(ip_family) for a in by_family[f]]
+
+
+async def tcp_probe(traddr: str, port: int, iface: str) -> None:
+    """One bounded TCP connect: does ``traddr`` answer on ``port``?"""
+    with trio.fail_after(PROBE_TIMEOUT):
+        await tcp_connect(traddr, port, iface)
+
+
+async def first_answering(
+    addresses: Sequence[str], port: int, iface: str, probe: Probe = tcp_probe
+) -> str | None:
+    """The first of ``addresses`` that accepts a connection, in order; None if none does."""
+    for addr in addresses:
+        try:
+            await probe(addr, port, iface)
+        except (OSError, trio.TooSlowError):
+            continue
+        return addr
+    return None

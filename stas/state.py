@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from stas.messages import DcStatus, StafdSnapshot, Tid
+from stas.messages import ORIGIN_RANK, DcStatus, StafdSnapshot, Tid
 from stas.nvme.errors import ProtocolError
 from stas.nvme.logpage import ExtAttr, LogPageEntry
 
@@ -28,6 +28,10 @@ VERSION = 1
 FILE_NAME = "last-known-config.json"
 ENTRY_INTS = ("trtype", "adrfam", "subtype", "treq", "portid", "cntlid", "asqsz", "eflags")
 ENTRY_STRS = ("trsvcid", "subnqn", "traddr")
+MAX_FILE_BYTES = 64 << 20  # far above any real state; checked before reading (untrusted file)
+MAX_DCS = 4096
+MAX_ENTRIES_PER_DC = 8192  # the log page decoder's NUMREC limit
+MAX_GENCTR = (1 << 64) - 1
 
 
 def default_path(prog: str = "stafd") -> Path:
@@ -44,13 +48,53 @@ def entry_to_json(e: LogPageEntry) -> dict[str, Any]:
     return d
 
 
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{value!r} is not an integer")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return value
+
+
 def entry_from_json(d: Mapping[str, Any]) -> LogPageEntry:
     """Rebuild an entry; the constructor re-validates every field (the file is untrusted)."""
-    ints = {k: int(d[k]) for k in ENTRY_INTS}
-    strs = {k: str(d[k]) for k in ENTRY_STRS}
-    tsas = bytes.fromhex(d["tsas"]) if "tsas" in d else bytes(256)
-    ext = tuple(ExtAttr(int(t), bytes.fromhex(v)) for t, v in d.get("ext_attrs", ()))
+    ints = {k: _int(d[k]) for k in ENTRY_INTS}
+    strs = {k: _str(d[k]) for k in ENTRY_STRS}
+    tsas = bytes.fromhex(_str(d["tsas"])) if "tsas" in d else bytes(256)
+    ext_attrs = d.get("ext_attrs", [])
+    if not isinstance(ext_attrs, list) or len(ext_attrs) > 0xFFFF:
+        raise ValueError("ext_attrs must be a list of at most 65535 [type, hex] pairs")
+    ext = tuple(ExtAttr(_int(t), bytes.fromhex(_str(v))) for t, v in ext_attrs)
     return LogPageEntry(**ints, **strs, tsas=tsas, ext_attrs=ext)
+
+
+def dc_from_json(item: Any) -> DcStatus:
+    """One saved DC as an idle status with its cached page; ValueError/TypeError if bad."""
+    tid_dict = item["tid"]
+    if not isinstance(tid_dict, dict):
+        raise ValueError("tid must be an object")
+    tid = Tid.from_dict({k: _str(v) for k, v in tid_dict.items()})
+    if not (tid.transport and tid.traddr):
+        raise ValueError(f"{tid_dict!r} lacks transport or traddr")
+    origin = _str(item.get("origin", "configured"))
+    if origin not in ORIGIN_RANK:
+        raise ValueError(f"unknown origin {origin!r}")
+    pages = item.get("log_pages", [])
+    if not isinstance(pages, list) or len(pages) > MAX_ENTRIES_PER_DC:
+        raise ValueError(f"log_pages must be a list of at most {MAX_ENTRIES_PER_DC} entries")
+    genctr = item.get("genctr")
+    if genctr is not None and not 0 <= _int(genctr) <= MAX_GENCTR:
+        raise ValueError(f"genctr {genctr!r} out of range")
+    return DcStatus(
+        tid=tid,
+        origin=origin,
+        genctr=genctr,
+        log_pages=tuple(entry_from_json(e) for e in pages),
+    )
 
 
 class StateStore:
@@ -99,32 +143,34 @@ class StateStore:
     def load(self) -> dict[Tid, DcStatus]:
         """The saved DCs as initial statuses (state 'idle', not connected, pages cached)."""
         try:
-            doc = json.loads(self.path.read_bytes())
+            with self.path.open("rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
+            if len(data) > MAX_FILE_BYTES:
+                raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
+            doc = json.loads(data)
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             log.warning("ignoring unreadable state file %s: %s", self.path, exc)
             return {}
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             log.warning("ignoring %s: not a stafd state file", self.path)
             return {}
-        if doc.get("version") != VERSION:
+        if doc.get("version") != VERSION or isinstance(doc.get("version"), bool):
             log.warning("ignoring %s: state version %r unknown", self.path, doc.get("version"))
             return {}
+        dcs = doc.get("dcs", [])
+        if not isinstance(dcs, list) or len(dcs) > MAX_DCS:
+            log.warning("ignoring %s: 'dcs' is not a list of at most %d DCs", self.path, MAX_DCS)
+            return {}
         out: dict[Tid, DcStatus] = {}
-        for item in doc.get("dcs", []):
+        for item in dcs:
             try:
-                tid = Tid.from_dict({k: str(v) for k, v in item["tid"].items()})
-                entries = tuple(entry_from_json(e) for e in item.get("log_pages", []))
-                genctr = item.get("genctr")
-                out[tid] = DcStatus(
-                    tid=tid,
-                    origin=str(item.get("origin", "configured")),
-                    genctr=int(genctr) if genctr is not None else None,
-                    log_pages=entries,
-                )
+                status = dc_from_json(item)
             except (KeyError, TypeError, ValueError, AttributeError, ProtocolError) as exc:
                 log.warning("ignoring a bad DC in %s: %s", self.path, exc)
+                continue
+            out[status.tid] = status
         return out
 
 

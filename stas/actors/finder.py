@@ -1,9 +1,13 @@
 """stafd's finder: which discovery controllers to keep, reconciled with the running DC actors.
 
-Wanted = configured ``controller=`` entries + reachable mDNS announcements + referrals found in
-DC log pages, minus ``exclude=`` and addresses ``ip-family`` rules out. Bursts are coalesced
-without waiting: everything already queued is applied, then one reconcile runs. The finder owns
-the latest status of every DC and publishes immutable snapshots for the D-Bus actor.
+Wanted = configured ``controller=`` entries + mDNS announcements + referrals found in DC log
+pages, minus ``exclude=`` and addresses ``ip-family`` rules out. Bursts are coalesced without
+waiting: everything already queued is applied, then one reconcile runs. The finder owns the
+latest status of every DC and publishes immutable snapshots for the D-Bus actor.
+
+A ``controller=`` host name may resolve to several addresses: the finder keeps ONE DC per entry,
+whose ``traddr`` is the first address that accepts a TCP connection (re-probed while the chosen
+one does not answer), so the TID always names the address really used.
 """
 
 from __future__ import annotations
@@ -30,20 +34,18 @@ from stas.messages import (
     StafdSnapshot,
     Tid,
 )
-from stas.nvme.logpage import SubType, TrType
-from stas.reachability import tcp_connect
-from stas.resolve import Resolver, normalise_ip, resolve_traddr
+from stas.nvme.logpage import LogPageEntry, SubType, TrType
+from stas.resolve import Probe, Resolver, first_answering, normalise_ip, resolve_traddr, tcp_probe
 from stas.state import StateStore, restore
 
 log = logging.getLogger("stas.finder")
 
 DcFactory = Callable[[DcWanted, trio.MemorySendChannel[Any], DcStatus | None], Awaitable[None]]
-Probe = Callable[[str, int, str], Awaitable[Any]]
-MAX_REFERRAL_DEPTH = 8
-MAX_REFERRALS_PER_DC = 64
+MAX_REFERRAL_DEPTH = 8  # libnvme's limit
+MAX_REFERRALS_PER_DC = 64  # one rogue DC cannot make us connect everywhere...
+MAX_REFERRAL_DCS = 256  # ...nor can a tree of them (64 per level would grow exponentially)
 TID_KEYS = frozenset(Tid("", "", "", "").as_dict())
 DEFAULT_TRSVCID = {"tcp": "8009", "rdma": "4420"}
-PROBE_TIMEOUT = 2.0
 REPROBE_INTERVAL = 30.0
 
 
@@ -67,12 +69,23 @@ class _Configured:
 
 
 def actor_name(tid: Tid) -> str:
+    """Unique per TID (``str(tid)`` omits the host NQN, so two TIDs could share it)."""
     return "dc|" + "|".join(tid.as_dict().values())
 
 
-async def _probe(traddr: str, port: int, iface: str) -> Any:
-    with trio.fail_after(PROBE_TIMEOUT):
-        await tcp_connect(traddr, port, iface)
+def referral_tid(e: LogPageEntry, parent: Tid) -> Tid:
+    """The DC a referral entry names; it inherits the referring DC's host-side fields."""
+    norm = normalise_ip(e.traddr.strip())
+    transport = TrType.label_of(e.trtype)
+    return Tid(
+        transport=transport,
+        traddr=norm[1] if norm else e.traddr.strip(),
+        trsvcid=e.trsvcid.strip() or DEFAULT_TRSVCID.get(transport, ""),
+        subsysnqn=e.subnqn.strip() or WELL_KNOWN_DISC_NQN,
+        host_traddr=parent.host_traddr,
+        host_iface=parent.host_iface,
+        host_nqn=parent.host_nqn,
+    )
 
 
 class Finder:
@@ -87,7 +100,7 @@ class Finder:
         published: AsyncValue[StafdSnapshot],
         state_store: StateStore | None = None,
         resolver: Resolver | None = None,
-        probe: Probe = _probe,
+        probe: Probe = tcp_probe,
     ) -> None:
         self.config = config
         self.host_nqn = host_nqn
@@ -97,10 +110,11 @@ class Finder:
         self.resolver = resolver
         self.probe = probe
         self.configured: list[_Configured] = []
-        self.mdns: dict[str, Tid] = {}
+        self.mdns: dict[str, Tid] = {}  # announcement key -> candidate
+        self.discovered: set[Tid] = set()  # every mDNS DC still kept (announced or not)
+        self.silent_since: dict[Tid, float] = {}  # discovered, unannounced and unconnected
         self.statuses: dict[Tid, DcStatus] = {}
         self.running: dict[Tid, DcWanted] = {}
-        self.sticky: dict[Tid, float | None] = {}  # discovered DCs no longer announced
         self.reconciles = 0
         self._warned: set[str] = set()
         self._saved_signature: object = None
@@ -110,6 +124,10 @@ class Finder:
 
     async def apply_config(self, config: ServiceConfig, host_nqn: str) -> None:
         """Resolve the controller= entries once per (re)load, keeping working choices."""
+        if not config.zeroconf:  # the mDNS actor stops: forget what it told us
+            self.mdns.clear()
+            self.discovered.clear()
+            self.silent_since.clear()
         old = {c.base: c for c in self.configured}
         self.config, self.host_nqn = config, host_nqn
         out: list[_Configured] = []
@@ -125,6 +143,8 @@ class Finder:
                 host_iface=d["host-iface"],
                 host_nqn=d["host-nqn"] or host_nqn,
             )
+            if config.is_excluded(base.as_dict()):
+                continue  # excluded by name: no need to resolve it (checked again after)
             if transport in ("tcp", "rdma"):
                 addrs = await resolve_traddr(
                     base.traddr,
@@ -153,16 +173,11 @@ class Finder:
     async def _choose_address(self, c: _Configured) -> None:
         """First address that accepts a TCP connection; the current choice if none does."""
         c.probed_at = trio.current_time()
-        port = int(c.base.trsvcid or 0)
-        for addr in c.addresses:
-            try:
-                await self.probe(addr, port, c.base.host_iface)
-            except (OSError, trio.TooSlowError):
-                continue
-            if addr != c.chosen:
-                log.info("%s: using %s (answers on port %d)", c.base.traddr, addr, port)
+        port = int(c.base.trsvcid) if c.base.trsvcid.isdigit() else 0
+        addr = await first_answering(c.addresses, port, c.base.host_iface, self.probe)
+        if addr is not None and addr != c.chosen:
+            log.info("%s: using %s (answers on port %d)", c.base.traddr, addr, port)
             c.chosen = addr
-            return
 
     def handle(self, msg: Any) -> None:
         """Apply one inbox message to the finder's state (no I/O)."""
@@ -172,12 +187,11 @@ class Finder:
                 self.statuses[tid] = msg.status
                 self._dirty = True
         elif isinstance(msg, MdnsServiceUp):
-            self.mdns[msg.key] = msg.tid
-            self.sticky.pop(msg.tid, None)
+            if self.config.zeroconf:  # late news from an mDNS actor being stopped is dropped
+                self.mdns[msg.key] = msg.tid
+                self.discovered.add(msg.tid)
         elif isinstance(msg, MdnsServiceDown):
-            tid = self.mdns.pop(msg.key, None)
-            if tid is not None and tid not in self.mdns.values():
-                self.sticky[tid] = None  # kept until unreachable for the persistence period
+            self.mdns.pop(msg.key, None)  # the DC stays: removal waits for the persistence
         else:
             log.warning("finder: unexpected message %r ignored", type(msg).__name__)
 
@@ -186,9 +200,9 @@ class Finder:
     def _usable(self, tid: Tid) -> bool:
         if tid.transport in ("tcp", "rdma"):
             norm = normalise_ip(tid.traddr)
-            if norm is None or norm[0] not in self.config.ip_family:
+            if norm is None or norm[0] not in self.config.ip_family or norm[1] in ("0.0.0.0", "::"):
                 return False
-        elif tid.transport not in ("fc", "loop"):
+        elif tid.transport not in ("fc", "loop") or not tid.traddr:
             return False
         return not self.config.is_excluded(tid.as_dict())
 
@@ -205,9 +219,10 @@ class Finder:
         for c in self.configured:
             add(DcWanted(attrs.evolve(c.base, traddr=c.chosen), "configured", dict(c.params)))
         if self.config.zeroconf:
-            for tid in {*self.mdns.values(), *self.sticky}:
+            for tid in sorted(self.discovered):
                 add(DcWanted(tid, "discovered"))
         frontier = list(out.values())
+        referrals = 0
         while frontier:  # referrals, breadth first, depth- and count-limited
             parent = frontier.pop(0)
             status = self.statuses.get(parent.tid)
@@ -215,47 +230,50 @@ class Finder:
                 continue
             refs = [e for e in status.log_pages if e.subtype == SubType.REFERRAL]
             if len(refs) > MAX_REFERRALS_PER_DC:
-                self._warn_once(f"DC {parent.tid} lists {len(refs)} referrals; following 64")
-            for e in refs[:MAX_REFERRALS_PER_DC]:
-                norm = normalise_ip(e.traddr)
-                tid = Tid(
-                    transport=TrType.label_of(e.trtype),
-                    traddr=norm[1] if norm else e.traddr,
-                    trsvcid=e.trsvcid,
-                    subsysnqn=e.subnqn or WELL_KNOWN_DISC_NQN,
-                    host_traddr=parent.tid.host_traddr,
-                    host_iface=parent.tid.host_iface,
-                    host_nqn=parent.tid.host_nqn,
+                self._warn_once(
+                    f"DC {parent.tid} lists {len(refs)} referrals; "
+                    f"following the first {MAX_REFERRALS_PER_DC}"
                 )
+            for e in refs[:MAX_REFERRALS_PER_DC]:
+                tid = referral_tid(e, parent.tid)
                 if tid in out:
                     continue  # already wanted: no loop, no duplicate
+                if referrals >= MAX_REFERRAL_DCS:
+                    self._warn_once(f"more than {MAX_REFERRAL_DCS} referred DCs; ignoring the rest")
+                    return out
                 w = DcWanted(tid, "referral", referral_depth=parent.referral_depth + 1)
                 add(w)
                 if tid in out:
+                    referrals += 1
                     frontier.append(w)
         return out
 
     # --- reconcile ----------------------------------------------------------------------------
 
-    def _expire_sticky(self, now: float) -> None:
+    def _expire_discovered(self, now: float) -> None:
+        """Forget mDNS DCs that are unannounced and unconnected for the persistence period."""
         keep_for = self.config.zeroconf_connections_persistence
-        for tid, since in list(self.sticky.items()):
+        announced = set(self.mdns.values())
+        for tid in sorted(self.discovered):
             status = self.statuses.get(tid)
-            if status is not None and status.connected:
-                self.sticky[tid] = None
+            if tid in announced or (status is not None and status.connected):
+                self.silent_since.pop(tid, None)
                 continue
-            if since is None:
-                self.sticky[tid] = since = now
+            if not self._usable(tid):  # excluded or invalid: no reason to remember it
+                self.discovered.discard(tid)
+                self.silent_since.pop(tid, None)
+                continue
+            since = self.silent_since.setdefault(tid, now)
             if keep_for >= 0 and now - since >= keep_for:
                 log.info("dropping mDNS DC %s: gone and unreachable for %g s", tid, keep_for)
-                del self.sticky[tid]
+                self.discovered.discard(tid)
+                del self.silent_since[tid]
 
     def next_deadline(self) -> float:
         keep_for = self.config.zeroconf_connections_persistence
-        if keep_for < 0:
+        if keep_for < 0 or not self.silent_since:
             return math.inf
-        starts = [s for s in self.sticky.values() if s is not None]
-        return min(starts, default=math.inf) + keep_for
+        return min(self.silent_since.values()) + keep_for
 
     async def reconcile(self, sup: Any, updates: trio.MemorySendChannel[Any]) -> None:
         self.reconciles += 1
@@ -265,18 +283,17 @@ class Finder:
             stuck = status is None or (not status.connected and status.connect_attempts >= 2)
             if len(c.addresses) > 1 and stuck and now - c.probed_at >= REPROBE_INTERVAL:
                 await self._choose_address(c)
-        self._expire_sticky(now)
+        self._expire_discovered(now)
         wanted = self.wanted()
         for tid in [t for t in self.running if t not in wanted]:
             log.info("removing DC %s (%s)", tid, self.running[tid].origin)
             await sup.stop(actor_name(tid))
             del self.running[tid]
-            self.statuses.pop(tid, None)
             self._dirty = True
         for tid, w in wanted.items():
             cur = self.running.get(tid)
             if cur is not None and cur.params == w.params:
-                if cur.origin != w.origin:
+                if cur.origin != w.origin or cur.referral_depth != w.referral_depth:
                     self.running[tid] = w
                     self._dirty = True
                 continue
@@ -285,12 +302,17 @@ class Finder:
                 await sup.stop(actor_name(tid))
             initial = self.statuses.get(tid)
             self.running[tid] = w
-            self.statuses.setdefault(tid, DcStatus(tid=tid, origin=w.origin, params=w.params))
+            self.statuses[tid] = attrs.evolve(
+                initial or DcStatus(tid=tid, origin=w.origin), origin=w.origin, params=w.params
+            )
             log.info("adding DC %s (%s)", tid, w.origin)
             sup.start(actor_name(tid), _bind(self.dc_factory, w, updates.clone(), initial))
             self._dirty = True
+        for tid in [t for t in self.statuses if t not in self.running]:
+            del self.statuses[tid]  # removed DCs, and cached ones nobody wants any more
 
     def publish(self) -> None:
+        """A new snapshot (generation + 1) if anything changed; the state file follows it."""
         if not self._dirty:
             return
         self._dirty = False
@@ -318,6 +340,19 @@ class Finder:
 
     # --- the loop -----------------------------------------------------------------------------
 
+    def _restore(self) -> None:
+        """Warm restart: publish the cached DCs and their log pages before anything connects."""
+        cached = self.state_store.load() if self.state_store else {}
+        for tid, status in cached.items():
+            self.statuses[tid] = restore(status)
+            self.running[tid] = DcWanted(tid, status.origin)
+            if status.origin == "discovered" and self.config.zeroconf:
+                self.discovered.add(tid)
+        if cached:
+            self._dirty = True
+            self.publish()
+            log.info("restored %d DCs with their cached log pages", len(cached))
+
     async def run(
         self,
         inbox: trio.MemoryReceiveChannel[Any],
@@ -325,16 +360,8 @@ class Finder:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        cached = self.state_store.load() if self.state_store else {}
-        for tid, status in cached.items():  # warm restart: cached pages before any connect
-            self.statuses[tid] = restore(status)
-            self.running[tid] = DcWanted(tid, status.origin)
-            if status.origin == "discovered":
-                self.sticky[tid] = None
-        if cached:
-            self._dirty = True
-            self.publish()
-            log.info("restored %d DCs with their cached log pages", len(cached))
+        """Reconcile until cancelled; DC actors send their updates to clones of ``inbox_send``."""
+        self._restore()
         await self.apply_config(self.config, self.host_nqn)
         try:
             async with open_supervisor() as sup:
@@ -343,15 +370,17 @@ class Finder:
                 self.publish()
                 task_status.started()
                 while True:
-                    with trio.move_on_at(self.next_deadline()):
+                    msg = None
+                    with trio.move_on_at(self.next_deadline()):  # only the wait is cut short
                         msg = await inbox.receive()
+                    if msg is not None:
                         await self._apply(msg)
-                        while True:  # drain: coalesce a burst into one reconcile
-                            try:
-                                msg = inbox.receive_nowait()
-                            except trio.WouldBlock:
-                                break
-                            await self._apply(msg)
+                    while True:  # drain: coalesce a burst into one reconcile
+                        try:
+                            msg = inbox.receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                        await self._apply(msg)
                     await self.reconcile(sup, inbox_send)
                     self.publish()
         finally:
@@ -365,10 +394,21 @@ class Finder:
             self.handle(msg)
 
 
+async def run_finder(
+    *,
+    inbox: trio.MemoryReceiveChannel[Any],
+    inbox_send: trio.MemorySendChannel[Any],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    **finder_args: Any,
+) -> None:
+    """Functional form of ``Finder(**finder_args).run(inbox, inbox_send)``."""
+    await Finder(**finder_args).run(inbox, inbox_send, task_status=task_status)
+
+
 def _bind(
     factory: DcFactory, w: DcWanted, send: trio.MemorySendChannel[Any], initial: DcStatus | None
 ) -> Callable[[], Awaitable[None]]:
     async def actor() -> None:
-        await factory(w, send, initial)
+        await factory(w, send, initial)  # the same clone across supervisor restarts
 
     return actor

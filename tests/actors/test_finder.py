@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import attrs
-import pytest
 import trio
 import trio.testing
 from trio_util import AsyncValue
 
-from stas.actors.finder import ConfigChanged, Finder
+from stas.actors.finder import MAX_REFERRAL_DCS, ConfigChanged, Finder, run_finder
 from stas.config import parse_service_config
 from stas.messages import DcStatus, DcUpdate, MdnsServiceDown, MdnsServiceUp, StafdSnapshot, Tid
 from stas.nvme.logpage import LogPageEntry
-from stas.resolve import resolve_traddr
 from stas.state import StateStore
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
 WK = "nqn.2014-08.org.nvmexpress.discovery"
+ZC = "[Discovery controller connection management]\nzeroconf-connections-persistence="
 
 
 def conf(text: str):
@@ -25,44 +27,47 @@ def conf(text: str):
     return config
 
 
+def ctrls(*addrs: str, extra: str = "") -> str:
+    return (
+        "[Controllers]\n" + "".join(f"controller=transport=tcp;traddr={a}\n" for a in addrs) + extra
+    )
+
+
 def tid(addr: str, port: str = "8009", iface: str = "") -> Tid:
     return Tid("tcp", addr, port, WK, "", iface, HOSTNQN)
 
 
 def referral(addr: str, port: str = "8009") -> LogPageEntry:
-    return LogPageEntry(
-        trtype=3,
-        adrfam=1 if "." in addr else 2,
-        subtype=1,
-        treq=0,
-        portid=1,
-        cntlid=0xFFFF,
-        asqsz=32,
-        eflags=0,
-        trsvcid=port,
-        subnqn=WK,
-        traddr=addr,
-    )
+    adrfam = 1 if "." in addr else 2
+    return LogPageEntry(3, adrfam, 1, 0, 1, 0xFFFF, 32, 0, port, WK, addr)
+
+
+def status(t: Tid, *refs: str, connected: bool = False, origin: str = "configured") -> DcUpdate:
+    pages = tuple(referral(r) for r in refs)
+    return DcUpdate(DcStatus(tid=t, origin=origin, connected=connected, log_pages=pages), True)
+
+
+async def refuse_all(addr: str, port: int, iface: str) -> None:
+    raise OSError("refused")
 
 
 class Harness:
     """A finder with fake DC actors that record starts/stops and never connect by themselves."""
 
-    def __init__(self, config, *, store: StateStore | None = None, probe=None) -> None:
+    def __init__(self, config, *, store: StateStore | None = None, probe=None, resolver=None):
         self.started: list[tuple[Tid, str, DcStatus | None]] = []
+        self.wanted: dict[Tid, object] = {}
         self.stopped: list[Tid] = []
         self.published = AsyncValue(StafdSnapshot())
-        self.send, self.receive = trio.open_memory_channel(1000)
+        self.send, self.receive = trio.open_memory_channel(10_000)
 
         async def factory(wanted, updates, initial) -> None:
             self.started.append((wanted.tid, wanted.origin, initial))
+            self.wanted[wanted.tid] = wanted
             try:
                 await trio.sleep_forever()
             finally:
                 self.stopped.append(wanted.tid)
-
-        async def refuse_all(addr: str, port: int, iface: str) -> None:
-            raise OSError("refused")
 
         self.finder = Finder(
             config=config,
@@ -70,11 +75,13 @@ class Harness:
             dc_factory=factory,
             published=self.published,
             state_store=store,
+            resolver=resolver,
             probe=probe or refuse_all,
         )
 
     async def start(self, nursery: trio.Nursery) -> None:
         await nursery.start(self.finder.run, self.receive, self.send)
+        await trio.testing.wait_all_tasks_blocked()
 
     async def put(self, *msgs) -> None:
         for m in msgs:
@@ -88,48 +95,51 @@ class Harness:
     def origin(self, t: Tid) -> str:
         return self.finder.running[t].origin
 
+    def published_tids(self) -> set[Tid]:
+        return {dc.tid for dc in self.published.value.dcs}
+
 
 async def test_configured_dcs_start_and_exclusion_wins(autojump_clock) -> None:
-    h = Harness(
-        conf(
-            "[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1\n"
-            "controller=transport=tcp;traddr=10.0.0.2\nexclude=traddr=10.0.0.2\n"
-        )
-    )
+    h = Harness(conf(ctrls("10.0.0.1", "10.0.0.2", extra="exclude=traddr=10.0.0.2\n")))
     async with trio.open_nursery() as n:
         await h.start(n)
-        await trio.testing.wait_all_tasks_blocked()
         assert h.running == {tid("10.0.0.1")}
+        assert [(t, o) for t, o, _ in h.started] == [(tid("10.0.0.1"), "configured")]
         assert h.published.value.dcs[0].tid == tid("10.0.0.1")
         assert h.published.value.dcs[0].origin == "configured"
         n.cancel_scope.cancel()
 
 
-async def test_ip_family_filters_addresses(autojump_clock) -> None:
+async def test_excluded_hostname_is_never_resolved(autojump_clock) -> None:
+    asked: list[str] = []
+
+    async def resolver(name: str):
+        asked.append(name)
+        return ["10.0.0.7"]
+
     h = Harness(
-        conf(
-            "[Global]\nip-family=ipv6\n[Controllers]\n"
-            "controller=transport=tcp;traddr=10.0.0.1\ncontroller=transport=tcp;traddr=fd00::9\n"
-        )
+        conf(ctrls("array.example", extra="exclude=traddr=array.example\n")), resolver=resolver
     )
     async with trio.open_nursery() as n:
         await h.start(n)
-        await trio.testing.wait_all_tasks_blocked()
+        assert h.running == set() and asked == []
+        n.cancel_scope.cancel()
+
+
+async def test_ip_family_filters_addresses(autojump_clock) -> None:
+    h = Harness(conf("[Global]\nip-family=ipv6\n" + ctrls("127.0.0.1", "fd00::9")))
+    async with trio.open_nursery() as n:
+        await h.start(n)
         assert h.running == {tid("fd00::9")}
         n.cancel_scope.cancel()
 
 
-async def test_localhost_resolves_to_both_loopbacks_without_hosts_entry() -> None:
-    async def no_dns(name: str):
-        raise OSError("no DNS here")
-
-    assert await resolve_traddr("localhost", ip_family=(4, 6), resolver=no_dns) == [
-        "127.0.0.1",
-        "::1",
-    ]
-    assert await resolve_traddr("localhost", ip_family=(6,)) == ["::1"]
-    assert await resolve_traddr("::ffff:10.1.2.3", ip_family=(4,)) == ["10.1.2.3"]
-    assert await resolve_traddr("nope.invalid", ip_family=(4, 6), resolver=no_dns) == []
+async def test_localhost_with_ipv6_only_is_the_v6_loopback(autojump_clock) -> None:
+    h = Harness(conf("[Global]\nip-family=ipv6\n" + ctrls("localhost")))
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        assert h.running == {tid("::1")}
+        n.cancel_scope.cancel()
 
 
 async def test_hostname_uses_the_address_that_answers(autojump_clock) -> None:
@@ -137,84 +147,148 @@ async def test_hostname_uses_the_address_that_answers(autojump_clock) -> None:
         if addr != "::1":
             raise OSError("refused")
 
-    h = Harness(conf("[Controllers]\ncontroller=transport=tcp;traddr=localhost\n"), probe=only_v6)
+    h = Harness(conf(ctrls("localhost")), probe=only_v6)
     async with trio.open_nursery() as n:
         await h.start(n)
-        await trio.testing.wait_all_tasks_blocked()
-        assert h.running == {tid("::1")}
+        assert h.running == {tid("::1")} and len(h.started) == 1
         n.cancel_scope.cancel()
 
 
-async def test_mdns_dc_is_kept_while_connected_and_dropped_after_persistence(
-    autojump_clock,
-) -> None:
-    h = Harness(
-        conf("[Discovery controller connection management]\nzeroconf-connections-persistence=100\n")
-    )
+async def test_mdns_dc_kept_while_connected_and_dropped_after_persistence(autojump_clock) -> None:
+    h = Harness(conf(ZC + "100\n"))
     t = tid("192.168.1.5", iface="eth0")
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(MdnsServiceUp("eth0|svc|192.168.1.5", t))
         assert h.running == {t} and h.origin(t) == "discovered"
-        await h.put(
-            DcUpdate(DcStatus(tid=t, origin="discovered", connected=True, state="connected"))
-        )
+        await h.put(status(t, connected=True, origin="discovered"))
         await h.put(MdnsServiceDown("eth0|svc|192.168.1.5"))
         await trio.sleep(1000)
         assert h.running == {t}, "goodbye alone must not drop a connected DC"
-        await h.put(DcUpdate(DcStatus(tid=t, origin="discovered", connected=False)))
+        await h.put(status(t, connected=False, origin="discovered"))
         await trio.sleep(99)
         assert h.running == {t}
         await trio.sleep(2)
         assert h.running == set() and h.stopped == [t]
+        assert h.published_tids() == set()  # gone from the snapshot: D-Bus emits dc_removed
+        n.cancel_scope.cancel()
+
+
+async def test_mdns_persistence_zero_and_forever(autojump_clock) -> None:
+    t = tid("192.168.1.5", iface="eth0")
+    for persistence, kept in (("0", False), ("-1", True)):
+        h = Harness(conf(ZC + persistence + "\n"))
+        async with trio.open_nursery() as n:
+            await h.start(n)
+            await h.put(MdnsServiceUp("k", t), MdnsServiceDown("k"))
+            await trio.sleep(10 * 86400)
+            assert (h.running == {t}) is kept, persistence
+            n.cancel_scope.cancel()
+
+
+async def test_mdns_dc_removed_at_once_when_excluded_or_reannounced_kept(autojump_clock) -> None:
+    h = Harness(conf(""))
+    t = tid("192.168.1.5", iface="eth0")
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(MdnsServiceUp("k", t), MdnsServiceDown("k"), MdnsServiceUp("k2", t))
+        assert h.running == {t} and len(h.started) == 1
+        await h.put(ConfigChanged(conf("[Controllers]\nexclude=host-iface=eth0\n"), HOSTNQN))
+        assert h.running == set() and h.stopped == [t]
+        n.cancel_scope.cancel()
+
+
+async def test_zeroconf_disabled_drops_discovered_and_ignores_late_news(autojump_clock) -> None:
+    h = Harness(conf(""))
+    t, u = tid("192.168.1.5"), tid("192.168.1.6")
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(MdnsServiceUp("k", t))
+        off = conf("[Service Discovery]\nzeroconf=disabled\n")
+        await h.put(ConfigChanged(off, HOSTNQN), MdnsServiceUp("late", u))
+        assert h.running == set()
+        await h.put(ConfigChanged(conf(""), HOSTNQN))
+        assert h.running == set(), "nothing stale comes back when mDNS is switched on again"
+        await h.put(MdnsServiceUp("k", t))
+        assert h.running == {t}
         n.cancel_scope.cancel()
 
 
 async def test_referrals_inherit_host_fields_no_loops_depth_cap(autojump_clock) -> None:
-    h = Harness(conf("[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1;host-iface=eth1\n"))
-    a = Tid("tcp", "10.0.0.1", "8009", WK, "", "eth1", HOSTNQN)
+    h = Harness(
+        conf(
+            "[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1;host-iface=eth1;"
+            "host-traddr=10.0.0.100;host-nqn=nqn.2014-08.org.example:h1\n"
+        )
+    )
+    a = Tid("tcp", "10.0.0.1", "8009", WK, "10.0.0.100", "eth1", "nqn.2014-08.org.example:h1")
     async with trio.open_nursery() as n:
         await h.start(n)
-        await h.put(
-            DcUpdate(DcStatus(tid=a, origin="configured", log_pages=(referral("10.0.0.2"),)), True)
-        )
+        await h.put(status(a, "10.0.0.2"))
         b = attrs.evolve(a, traddr="10.0.0.2")
         assert h.running == {a, b} and h.origin(b) == "referral"
+        assert h.wanted[b].referral_depth == 1
         # B refers back to A (a loop) and to C
-        await h.put(
-            DcUpdate(
-                DcStatus(
-                    tid=b, origin="referral", log_pages=(referral("10.0.0.1"), referral("10.0.0.3"))
-                ),
-                True,
-            )
-        )
+        await h.put(status(b, "10.0.0.1", "10.0.0.3", origin="referral"))
         c = attrs.evolve(a, traddr="10.0.0.3")
         assert h.running == {a, b, c} and h.origin(a) == "configured"
+        assert len(h.started) == 3, "the loop back to A started nothing"
         # A chain deeper than 8 stops at depth 8
         prev = c
         for i in range(4, 20):
             nxt = attrs.evolve(a, traddr=f"10.0.0.{i}")
-            await h.put(
-                DcUpdate(
-                    DcStatus(tid=prev, origin="referral", log_pages=(referral(nxt.traddr),)), True
-                )
-            )
+            await h.put(status(prev, nxt.traddr, origin="referral"))
             prev = nxt
-        assert len([t for t in h.running if h.origin(t) == "referral"]) == 8
+        referred = [t for t in h.running if h.origin(t) == "referral"]
+        assert len(referred) == 8
+        assert max(h.finder.running[t].referral_depth for t in referred) == 8
         # A drops its referral: B and everything reached through it go away
-        await h.put(DcUpdate(DcStatus(tid=a, origin="configured", log_pages=()), True))
+        await h.put(status(a))
         assert h.running == {a}
+        assert h.published_tids() == {a}
+        n.cancel_scope.cancel()
+
+
+async def test_referral_amplification_is_capped(autojump_clock, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="stas.finder")
+    h = Harness(conf(ctrls("10.0.0.1")))
+    a = tid("10.0.0.1")
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(status(a, *[f"10.1.0.{i}" for i in range(1, 101)], "0.0.0.0", ""))
+        assert len(h.running) == 1 + 64
+        assert "lists 102 referrals; following the first 64" in caplog.text
+        # every referred DC refers to 64 more: the total stays bounded
+        msgs = [
+            status(tid(f"10.1.0.{i}"), *[f"10.{i + 1}.0.{j}" for j in range(64)], origin="referral")
+            for i in range(1, 65)
+        ]
+        await h.put(*msgs)
+        assert len(h.running) == 1 + MAX_REFERRAL_DCS
+        assert f"more than {MAX_REFERRAL_DCS} referred DCs" in caplog.text
+        n.cancel_scope.cancel()
+
+
+async def test_unspecified_referral_addresses_are_ignored(autojump_clock) -> None:
+    h = Harness(conf(ctrls("10.0.0.1")))
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(status(tid("10.0.0.1"), "0.0.0.0", "::", "::ffff:10.0.0.9"))
+        assert h.running == {tid("10.0.0.1"), tid("10.0.0.9")}
         n.cancel_scope.cancel()
 
 
 async def test_configured_beats_discovered_for_the_same_tid(autojump_clock) -> None:
-    h = Harness(conf("[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1\n"))
+    h = Harness(conf(ctrls("10.0.0.1")))
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(MdnsServiceUp("k", tid("10.0.0.1")))
         assert h.running == {tid("10.0.0.1")} and h.origin(tid("10.0.0.1")) == "configured"
         assert len(h.started) == 1
+        # removing the line leaves the DC running, now as an mDNS one
+        await h.put(ConfigChanged(conf(""), HOSTNQN))
+        assert h.origin(tid("10.0.0.1")) == "discovered" and h.stopped == []
+        assert h.published.value.dcs[0].origin == "discovered"
         n.cancel_scope.cancel()
 
 
@@ -223,74 +297,102 @@ async def test_burst_of_mdns_is_one_reconcile(autojump_clock) -> None:
     async with trio.open_nursery() as n:
         await h.start(n)
         before = h.finder.reconciles
+        generation = h.published.value.generation
         for i in range(50):
             h.send.send_nowait(MdnsServiceUp(f"k{i}", tid(f"10.1.0.{i + 1}")))
         await trio.testing.wait_all_tasks_blocked()
         assert len(h.running) == 50
         assert h.finder.reconciles - before == 1
+        assert h.published.value.generation == generation + 1
         n.cancel_scope.cancel()
 
 
 async def test_reload_removing_a_controller_stops_it(autojump_clock) -> None:
-    h = Harness(
-        conf(
-            "[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1\n"
-            "controller=transport=tcp;traddr=10.0.0.2\n"
-        )
-    )
+    h = Harness(conf(ctrls("10.0.0.1", "10.0.0.2")))
     async with trio.open_nursery() as n:
         await h.start(n)
-        new = conf("[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.2\n")
-        await h.put(ConfigChanged(new, HOSTNQN))
+        await h.put(ConfigChanged(conf(ctrls("10.0.0.2")), HOSTNQN))
         assert h.running == {tid("10.0.0.2")} and h.stopped == [tid("10.0.0.1")]
+        assert h.published_tids() == {tid("10.0.0.2")}
+        n.cancel_scope.cancel()
+
+
+async def test_reload_changing_params_restarts_with_the_cached_status(autojump_clock) -> None:
+    h = Harness(conf(ctrls("10.0.0.1")))
+    t = tid("10.0.0.1")
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(status(t, "10.0.0.2"))
+        await h.put(ConfigChanged(conf(ctrls("10.0.0.1")), HOSTNQN))
+        assert h.stopped == [], "an unchanged reload restarts nothing"
+        new = conf("[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1;kato=10\n")
+        await h.put(ConfigChanged(new, HOSTNQN))
+        assert h.stopped == [t]
+        restarted = [(o, init) for s, o, init in h.started if s == t][-1]
+        assert restarted[1] is not None and restarted[1].log_pages == (referral("10.0.0.2"),)
+        assert h.wanted[t].params == {"kato": "10"}
+        assert tid("10.0.0.2") in h.running, "the referral survived the restart"
+        n.cancel_scope.cancel()
+
+
+async def test_persistence_deadline_does_not_cut_a_slow_reload(autojump_clock) -> None:
+    async def slow(name: str):
+        await trio.sleep(8)
+        return ["10.0.0.8"]
+
+    h = Harness(conf(ZC + "5\n"), resolver=slow)
+    m = tid("192.168.1.5")
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(MdnsServiceUp("k", m), MdnsServiceDown("k"))  # expires in 5 s
+        await h.put(ConfigChanged(conf(ZC + "5\n" + ctrls("array.example")), HOSTNQN))
+        await trio.sleep(10)
+        assert h.running == {tid("10.0.0.8")}
         n.cancel_scope.cancel()
 
 
 async def test_warm_restart_publishes_cache_before_connecting(tmp_path, autojump_clock) -> None:
     store = StateStore(tmp_path / "state.json")
-    t = tid("10.0.0.1")
-    page = (attrs.evolve(referral("10.9.9.9"), subtype=2, subnqn="klingons"),)
-    store.save(StafdSnapshot(dcs=(DcStatus(tid=t, origin="configured", genctr=7, log_pages=page),)))
-    h = Harness(conf("[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1\n"), store=store)
-    seen: list[StafdSnapshot] = []
-
-    async def watch() -> None:
-        async for snap in h.published.eventual_values():
-            seen.append(snap)
-
+    t, gone = tid("10.0.0.1"), tid("10.0.0.99")
+    page = (attrs.evolve(referral("10.9.9.9"), subtype=2, subnqn="nqn.2014-08.org.example:s"),)
+    cached = (
+        DcStatus(tid=t, origin="configured", genctr=7, log_pages=page),
+        DcStatus(tid=gone, origin="configured", log_pages=page),
+    )
+    store.save(StafdSnapshot(dcs=cached))
+    h = Harness(conf(ctrls("10.0.0.1")), store=store)
     async with trio.open_nursery() as n:
-        n.start_soon(watch)
-        await trio.testing.wait_all_tasks_blocked()
-        await h.start(n)
-        await trio.testing.wait_all_tasks_blocked()
-        cached = next(s for s in seen if s.dcs)
-        assert cached.dcs[0].log_pages == page and cached.dcs[0].genctr == 7
-        assert h.started[0][2] is not None and h.started[0][2].log_pages == page
+        await h.start(n)  # the D-Bus actor starts after this: what it sees first is checked
+        (dc,) = h.published.value.dcs
+        assert (dc.tid, dc.log_pages, dc.genctr, dc.connected) == (t, page, 7, False)
+        assert dc.dlpes()[0]["subnqn"] == "nqn.2014-08.org.example:s"
+        # a DC no longer configured is not started, and not shown
+        assert [(s, init.log_pages if init else None) for s, _, init in h.started] == [(t, page)]
         n.cancel_scope.cancel()
 
 
-def test_state_file_round_trip_atomic_and_corrupt(tmp_path) -> None:
-    store = StateStore(tmp_path / "s.json")
-    t = tid("::1")
-    snap = StafdSnapshot(
-        dcs=(DcStatus(tid=t, origin="discovered", genctr=3, log_pages=(referral("::2"),)),)
-    )
-    assert store.save(snap)
-    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]  # no temp files left behind
-    loaded = store.load()
-    assert loaded[t].log_pages == snap.dcs[0].log_pages and loaded[t].origin == "discovered"
-    (tmp_path / "s.json").write_text("{not json")
-    assert store.load() == {}
-    (tmp_path / "s.json").write_text(
-        '{"format": "nvme-stas-stafd-state", "version": 1, '
-        '"dcs": [{"tid": {}, "log_pages": [{"trtype": "x"}]}]}'
-    )
-    assert store.load() == {}
+async def test_state_saved_after_reconcile_and_on_stop(tmp_path, autojump_clock) -> None:
+    path = tmp_path / "state.json"
+    published = AsyncValue(StafdSnapshot())
+    send, receive = trio.open_memory_channel(100)
 
+    async def factory(wanted, updates, initial) -> None:
+        await trio.sleep_forever()
 
-@pytest.mark.parametrize(
-    "bad", ["[]", '{"format": "other"}', '{"format": "nvme-stas-stafd-state", "version": 9}']
-)
-def test_state_file_foreign_formats_are_ignored(tmp_path, bad: str) -> None:
-    (tmp_path / "s.json").write_text(bad)
-    assert StateStore(tmp_path / "s.json").load() == {}
+    t = tid("10.0.0.1")
+    async with trio.open_nursery() as n:
+        await n.start(
+            lambda task_status: run_finder(
+                config=conf(ctrls("10.0.0.1")), host_nqn=HOSTNQN, inbox=receive, inbox_send=send,
+                dc_factory=factory, published=published, state_store=StateStore(path),
+                probe=refuse_all, task_status=task_status,
+            )
+        )  # fmt: skip
+        saved = json.loads(path.read_text())
+        assert [d["tid"]["traddr"] for d in saved["dcs"]] == ["10.0.0.1"]
+        await send.send(DcUpdate(DcStatus(tid=t, origin="configured", genctr=4), True))
+        await trio.testing.wait_all_tasks_blocked()
+        assert json.loads(path.read_text())["dcs"][0]["genctr"] == 4
+        n.cancel_scope.cancel()
+    assert StateStore(path).load()[t].genctr == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]

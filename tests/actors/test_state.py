@@ -1,0 +1,176 @@
+"""The JSON state file: round trip, atomic write, and defensive reading of untrusted content."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stas.messages import DcStatus, StafdSnapshot, Tid
+from stas.nvme.logpage import ExtAttr, LogPageEntry
+from stas.state import FILE_NAME, StateStore, default_path, entry_from_json, entry_to_json
+
+WK = "nqn.2014-08.org.nvmexpress.discovery"
+HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
+
+printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E))
+
+
+def uint(bits: int) -> st.SearchStrategy[int]:
+    return st.integers(0, (1 << bits) - 1)
+
+
+entries = st.builds(
+    LogPageEntry,
+    uint(8), uint(8), uint(8), uint(8), uint(16), uint(16), uint(16), uint(16),
+    printable.filter(lambda s: len(s) <= 32),
+    printable.filter(lambda s: len(s) <= 223),
+    printable.filter(lambda s: len(s) <= 256),
+    st.binary(min_size=256, max_size=256) | st.just(bytes(256)),
+    st.lists(st.builds(ExtAttr, uint(16), st.binary(max_size=8)), max_size=3),
+)  # fmt: skip
+
+
+def entry(addr: str, subtype: int = 1) -> LogPageEntry:
+    return LogPageEntry(3, 1, subtype, 0, 1, 0xFFFF, 32, 0, "8009", WK, addr)
+
+
+def tid(addr: str) -> Tid:
+    return Tid("tcp", addr, "8009", WK, "", "eth0", HOSTNQN)
+
+
+def test_round_trip_and_no_temp_files_left(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.json")
+    snap = StafdSnapshot(
+        dcs=(
+            DcStatus(tid=tid("::1"), origin="discovered", genctr=3, log_pages=(entry("::2"),)),
+            DcStatus(tid=tid("10.0.0.1"), origin="referral", state="connected", connected=True),
+        )
+    )
+    assert store.save(snap)
+    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert (doc["format"], doc["version"]) == ("nvme-stas-stafd-state", 1)
+    assert doc["dcs"][0]["log_pages"][0]["traddr"] == "::2"  # DLPE-level fields, plain JSON
+    loaded = store.load()
+    assert set(loaded) == {tid("::1"), tid("10.0.0.1")}
+    assert loaded[tid("::1")].log_pages == (entry("::2"),)
+    assert (loaded[tid("::1")].origin, loaded[tid("::1")].genctr) == ("discovered", 3)
+    # what a warm restart needs, not what was live: nothing is connected yet
+    assert loaded[tid("10.0.0.1")].connected is False
+    assert loaded[tid("10.0.0.1")].state == "idle"
+
+
+def test_overwrite_replaces_content(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.json")
+    store.save(StafdSnapshot(dcs=(DcStatus(tid=tid("10.0.0.1"), origin="configured"),)))
+    store.save(StafdSnapshot())
+    assert store.load() == {}
+    assert [p.name for p in tmp_path.iterdir()] == ["s.json"]
+
+
+def test_unwritable_directory_is_a_warning(tmp_path: Path, caplog) -> None:
+    (tmp_path / "file").write_text("")
+    store = StateStore(tmp_path / "file" / "s.json")  # parent is a file: cannot be created
+    assert store.save(StafdSnapshot()) is False
+    assert "cannot save state to" in caplog.text
+
+
+def test_missing_file_is_a_quiet_cold_start(tmp_path: Path, caplog) -> None:
+    assert StateStore(tmp_path / "none.json").load() == {}
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "ignoring unreadable state file"),
+        ("[]", "not a stafd state file"),
+        ('{"format": "other"}', "not a stafd state file"),
+        ('{"format": "nvme-stas-stafd-state", "version": 9}', "state version 9 unknown"),
+        ('{"format": "nvme-stas-stafd-state", "version": 1, "dcs": 5}', "'dcs' is not a list"),
+        ("[" * 100_000, "ignoring unreadable state file"),
+    ],
+)
+def test_corrupt_or_foreign_files_start_cold(
+    tmp_path: Path, caplog, content: str, message: str
+) -> None:
+    caplog.set_level(logging.WARNING, logger="stas.state")
+    (tmp_path / "s.json").write_text(content)
+    assert StateStore(tmp_path / "s.json").load() == {}
+    assert message in caplog.text
+
+
+def test_bad_dcs_are_skipped_good_ones_kept(tmp_path: Path, caplog) -> None:
+    good = {"tid": tid("10.0.0.1").as_dict(), "origin": "configured", "log_pages": []}
+    e = entry_to_json(entry("x"))
+    bad = [
+        {"tid": {}, "log_pages": [{"trtype": "x"}]},
+        {"tid": tid("10.0.0.2").as_dict(), "origin": "martian"},
+        {"tid": tid("10.0.0.3").as_dict(), "genctr": -1},
+        {"tid": tid("10.0.0.4").as_dict(), "genctr": 1.5},
+        {"tid": tid("10.0.0.5").as_dict(), "log_pages": [dict(e, portid=1 << 20)]},
+        {"tid": tid("10.0.0.6").as_dict(), "log_pages": [dict(e, traddr="\u00e9")]},
+        {"tid": tid("10.0.0.7").as_dict(), "log_pages": [dict(e, tsas="zz")]},
+        {"tid": tid("10.0.0.8").as_dict(), "log_pages": [dict(e, ext_attrs=[[1]])]},
+        "not an object",
+    ]  # fmt: skip
+    doc = {"format": "nvme-stas-stafd-state", "version": 1, "dcs": [*bad, good]}
+    (tmp_path / "s.json").write_text(json.dumps(doc))
+    loaded = StateStore(tmp_path / "s.json").load()
+    assert list(loaded) == [tid("10.0.0.1")]
+    assert caplog.text.count("ignoring a bad DC") == len(bad)
+
+
+def test_default_path_follows_runtime_directory(monkeypatch) -> None:
+    monkeypatch.setenv("RUNTIME_DIRECTORY", "/run/x:/run/y")
+    assert default_path() == Path("/run/x") / FILE_NAME
+    monkeypatch.delenv("RUNTIME_DIRECTORY")
+    assert default_path() == Path("/run/stafd/last-known-config.json")
+
+
+@given(entries)
+def test_entry_json_round_trip(e: LogPageEntry) -> None:
+    assert entry_from_json(json.loads(json.dumps(entry_to_json(e)))) == e
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=20,
+)
+dc_items = st.fixed_dictionaries(
+    {},
+    optional={
+        "tid": st.dictionaries(st.sampled_from(list(tid("").as_dict())), json_values) | json_values,
+        "origin": st.sampled_from(["configured", "referral", "discovered"]) | json_values,
+        "genctr": json_values,
+        "log_pages": st.lists(
+            st.dictionaries(st.sampled_from([*entry_to_json(entry("a")), "ext_attrs"]), json_values)
+        )
+        | json_values,
+    },
+)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=200)
+@given(st.lists(dc_items | json_values, max_size=4))
+def test_arbitrary_content_gives_a_state_or_nothing(tmp_path: Path, dcs) -> None:
+    path = tmp_path / "fuzz.json"
+    doc = {"format": "nvme-stas-stafd-state", "version": 1, "dcs": dcs}
+    path.write_text(json.dumps(doc))
+    loaded = StateStore(path).load()
+    assert isinstance(loaded, dict)
+    assert all(isinstance(k, Tid) and isinstance(v, DcStatus) for k, v in loaded.items())
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=100)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_crash(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "bytes.json"
+    path.write_bytes(data)
+    assert isinstance(StateStore(path).load(), dict)
