@@ -27,9 +27,9 @@ def uint(bits: int) -> st.SearchStrategy[int]:
 entries = st.builds(
     LogPageEntry,
     uint(8), uint(8), uint(8), uint(8), uint(16), uint(16), uint(16), uint(16),
-    printable.filter(lambda s: len(s) <= 32),
-    printable.filter(lambda s: len(s) <= 223),
-    printable.filter(lambda s: len(s) <= 256),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=31),  # TRSVCID
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=223),  # SUBNQN
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=255),  # TRADDR
     st.binary(min_size=256, max_size=256) | st.just(bytes(256)),
     st.lists(st.builds(ExtAttr, uint(16), st.binary(max_size=8)), max_size=3),
 )  # fmt: skip
