@@ -35,7 +35,6 @@ from stas.nvme.errors import DiscoveryError, NvmeStatusError
 from stas.nvme.host_ops import HostIdentity, read_consistent_log
 from stas.nvme.identify import DiscoveryLogSupport, decode_supported_log_pages
 from stas.nvme.logpage import AdrFam, DiscoveryLogPage, Limits
-from stas.plan import find_kernel
 
 log = logging.getLogger("stas.dc.kernel")
 AEN_DLP_CHANGED = 0x70F002
@@ -212,14 +211,9 @@ class KernelBackend:
 
     async def _open(self, tid: Tid, params: Mapping[str, str]) -> KernelController:
         existing = [c for c in await self.kernel.list_controllers() if c.is_discovery_controller]
-        found = find_kernel(tid, [c for c in existing if not c.is_io_controller]) or next(
-            (
-                c
-                for c in existing
-                if (c.transport, c.traddr, c.trsvcid, c.subsysnqn)
-                == (tid.transport, tid.traddr, tid.trsvcid, tid.subsysnqn)
-            ),
-            None,
+        same = (tid.transport, tid.traddr, tid.trsvcid, tid.subsysnqn)
+        found = next(
+            (c for c in existing if (c.transport, c.traddr, c.trsvcid, c.subsysnqn) == same), None
         )
         if found is not None:
             log.info("%s: adopting existing discovery controller %s", tid, found.device)
