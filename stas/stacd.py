@@ -27,7 +27,7 @@ from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_conf
 from stas.dbus.common import DBusError
 from stas.logsetup import TronControl
 from stas.messages import StacdSnapshot, Tid
-from stas.plan import configured_iocs, decide, format_plan, iocs_of_dc, merge
+from stas.plan import decide, format_plan, wanted_iocs
 from stas.sdnotify import Notifier
 
 log = logging.getLogger("stacd")
@@ -196,14 +196,7 @@ async def dry_run(opts: StacdOptions) -> int:
     config, _ = load_service_config(opts.conf_file, "stacd")
     hostnqn, _hostid = host_ids(load_sys_config(opts.sys_conf))
     pages = await trio.to_thread.run_sync(fetch_log_pages, opts.bus_address)
-    configured = configured_iocs(config, hostnqn)
-    listing: dict[Tid, dict[Tid, bool]] = {}
-    for dc, dlpes in pages.items():
-        for tid, ncc in iocs_of_dc(
-            dc, dlpes, ignore_iface=config.ignore_iface, warned=set()
-        ).items():
-            listing.setdefault(tid, {})[dc] = ncc
-    wanted = {t: w for t in {*configured, *listing} if (w := merge(t, configured, listing, config))}
+    wanted = wanted_iocs(config=config, log_pages=pages, host_nqn=hostnqn)
     if opts.kernel == "fake" or not os.path.isdir("/sys/class/nvme"):
         kernel_ctrls = []
     else:
