@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import attrs
 
 from stas.config.errors import ConfigError
+from stas.config.files import read_regular_file
 
 MAX_CONFIG_BYTES = 1 << 20  # a config file larger than 1 MiB is not a config file
 LIST_KEYS = frozenset({"controller", "exclude", "blacklist"})
 
+BOM = "\ufeff"  # a UTF-8 byte order mark, as some Windows editors write it
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
@@ -79,6 +80,7 @@ def parse_ini(text: str, *, source: str) -> tuple[IniDocument, list[str]]:
     Raises ``ConfigError`` for text that is not a config file at all (NUL bytes, an option
     before any section header, or more than ``MAX_CONFIG_BYTES`` characters).
     """
+    text = text.removeprefix(BOM)
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{source}: larger than {MAX_CONFIG_BYTES} bytes, not a config file")
     if "\x00" in text:
@@ -130,19 +132,19 @@ def parse_ini(text: str, *, source: str) -> tuple[IniDocument, list[str]]:
 
 
 def read_config_text(path: str | os.PathLike[str]) -> str | None:
-    """Read a config file as text; ``None`` if it does not exist, ``ConfigError`` if unusable."""
-    try:
-        with Path(path).open("rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError:
+    """Read a config file as text; ``None`` if it does not exist, ``ConfigError`` if unusable.
+
+    Regular files only (a FIFO or device is refused, never waited on), at most
+    ``MAX_CONFIG_BYTES``, UTF-8; a leading byte order mark is accepted and removed.
+    """
+    data = read_regular_file(path, MAX_CONFIG_BYTES)
+    if data is None:
         return None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes, not a config file")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as e:
+        hint = " (UTF-16 byte order mark: save the file as UTF-8)" if data[:2] in (
+            b"\xff\xfe", b"\xfe\xff") else ""  # fmt: skip
         raise ConfigError(
-            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
+            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}){hint}"
         ) from None

@@ -22,7 +22,8 @@ import attrs
 
 from stas.config import checks
 from stas.config.errors import ConfigError
-from stas.config.parser import parse_ini, read_config_text, strip_inline_comment
+from stas.config.files import read_regular_file
+from stas.config.parser import BOM, parse_ini, read_config_text, strip_inline_comment
 
 DEFAULT_SYS_CONF = "/etc/stas/sys.conf"
 HOST_SECTION = "Host"
@@ -32,7 +33,7 @@ DEFAULT_VALUES = {
     "id": "file:///etc/nvme/hostid",
     "key": "file:///etc/nvme/hostkey",
 }
-MAX_HOST_FILE_BYTES = 4096
+MAX_HOST_FILE_BYTES = 64 << 10  # host NQN, ID, key and symname files are one short line
 NEW_FILE_HEADER = (
     "# sys.conf: host identity shared by stafd and stacd (see sys.conf(5)).\n"
     "# Written by stasadm. A value file://PATH means: the first word of the\n"
@@ -77,16 +78,18 @@ class SysConfig:
 
 
 def _read_host_file(path: str) -> str:
-    """First word of the first line of ``path``; ``ValueError`` with a reason otherwise."""
+    """First word of the first line of ``path``; ``ValueError`` with a reason otherwise.
+
+    Regular files only (``read_regular_file``): ``nqn=file://FIFO`` must not hang a daemon.
+    """
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_HOST_FILE_BYTES)
-    except FileNotFoundError:
-        raise ValueError(f"{path} does not exist") from None
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+        data = read_regular_file(path, MAX_HOST_FILE_BYTES)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    if data is None:
+        raise ValueError(f"{path} does not exist")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not UTF-8 text") from None
     lines = text.splitlines()

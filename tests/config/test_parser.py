@@ -155,7 +155,7 @@ def test_read_huge_file_is_an_error(tmp_path: Path) -> None:
 def test_read_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         read_config_text(tmp_path)
-    assert str(exc.value) == f"{tmp_path}: cannot read: Is a directory"
+    assert str(exc.value) == f"{tmp_path}: is a directory, not a regular file"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
@@ -170,10 +170,10 @@ def test_read_permission_denied_is_an_error(tmp_path: Path) -> None:
 def test_read_permission_denied_is_an_error_even_as_root(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def denied(self: Path, *args: object, **kwargs: object) -> None:
+    def denied(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Path, "open", denied)
+    monkeypatch.setattr(os, "open", denied)
     with pytest.raises(ConfigError) as exc:
         read_config_text(tmp_path / "stafd.conf")
     assert str(exc.value) == f"{tmp_path / 'stafd.conf'}: cannot read: Permission denied"
