@@ -24,6 +24,10 @@ ERR_LIMITS_EXCEEDED = "org.freedesktop.DBus.Error.LimitsExceeded"
 ERR_SERVICE_UNKNOWN = "org.freedesktop.DBus.Error.ServiceUnknown"
 ERR_NAME_HAS_NO_OWNER = "org.freedesktop.DBus.Error.NameHasNoOwner"
 
+# LimitsExceeded with this message start means "your share of calls is in use: retry soon";
+# any other LimitsExceeded (a reply too large) would fail again, so clients must not retry it.
+BUSY_MESSAGE = "server busy, retry"
+
 # Replies meaning "the service is not there (any more)" rather than "your call was wrong".
 UNAVAILABLE_ERRORS = frozenset(
     {
@@ -59,6 +63,10 @@ class DBusAccessDenied(DBusCallError):
     """The bus policy or the service refused the call (e.g. setting ``tron`` as non-root)."""
 
 
+class DBusBusy(DBusCallError):
+    """The service is handling as many calls from this caller as it allows; retry shortly."""
+
+
 def call_error(name: str, body: tuple[object, ...]) -> DBusError:
     """Map an error reply to the matching exception (unavailable, denied, or other)."""
     message = body[0] if body and isinstance(body[0], str) else ""
@@ -66,6 +74,8 @@ def call_error(name: str, body: tuple[object, ...]) -> DBusError:
         return DBusUnavailable(f"{name}: {message}" if message else name)
     if name == ERR_ACCESS_DENIED:
         return DBusAccessDenied(name, message)
+    if name == ERR_LIMITS_EXCEEDED and message.startswith(BUSY_MESSAGE):
+        return DBusBusy(name, message)
     return DBusCallError(name, message)
 
 

@@ -213,6 +213,16 @@ PROPERTIES = Interface(
             in_args=(Arg("interface_name", "s"), Arg("property_name", "s"), Arg("value", "v")),
         ),
     ),
+    signals=(  # emitted when a Set changes values (GDBus objects do; stafctl tron/troff)
+        Signal(
+            "PropertiesChanged",
+            (
+                Arg("interface_name", "s"),
+                Arg("changed_properties", "a{sv}"),
+                Arg("invalidated_properties", "as"),
+            ),
+        ),
+    ),
 )
 PEER = Interface(
     name="org.freedesktop.DBus.Peer",

@@ -1,8 +1,12 @@
 """Generic D-Bus object server on Trio: one object, its interfaces, and the standard ones.
 
 The daemons describe their API as data (``stas.dbus.idl``) and supply async handlers; this
-module owns everything else: name ownership, argument checks, error replies, Properties,
-Introspectable and Peer. A failing handler costs one error reply, never the server.
+module owns everything else: name ownership, argument checks, error replies, Properties
+(with PropertiesChanged, as GDBus objects emit it), Introspectable and Peer. A failing
+handler costs one error reply, never the server. Two limits protect the daemon from its
+callers: each caller (uid) gets its own share of concurrent calls, and no reply may exceed
+``MAX_REPLY_BYTES`` (dbus-daemon drops a connection that sends a message over its own
+``max_message_size``, 32 MiB by default, and the daemon would lose the bus).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from jeepney import (
 )
 
 from stas.dbus import common as c
+from stas.dbus.admission import CallShares
 from stas.dbus.binding import (
     MAX_STRING,
     CallContext,
@@ -40,12 +45,13 @@ from stas.dbus.binding import (
 )
 from stas.dbus.common import DBusError, DBusUnavailable
 from stas.dbus.connection import BusConnection, open_bus, unwrap_single
-from stas.dbus.idl import STANDARD_INTERFACES, Interface, Method, Property
+from stas.dbus.idl import PROPERTIES, STANDARD_INTERFACES, Interface, Method, Property
 from stas.dbus.introspect import node_xml, parent_node_xml
 
 log = logging.getLogger(__name__)
 
-MAX_CONCURRENT_CALLS = 32
+MAX_CONCURRENT_CALLS = 32  # per caller: per uid, or per connection whose uid is unknown
+MAX_REPLY_BYTES = 16 * 1024 * 1024  # half of dbus-daemon's default max_message_size
 UID_CACHE_SIZE = 1024
 MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
 NAME_FLAG_DO_NOT_QUEUE = 4
@@ -79,6 +85,7 @@ class DBusObjectServer:
         uid_lookup: UidLookup | None = None,
         max_concurrent: int = MAX_CONCURRENT_CALLS,
         max_string: int = MAX_STRING,
+        max_reply: int = MAX_REPLY_BYTES,
     ) -> None:
         for impl in interfaces:
             impl.check_complete()
@@ -90,8 +97,11 @@ class DBusObjectServer:
         self._address = address
         self._uid_lookup = uid_lookup or self._bus_uid_lookup
         self._uid_cache: dict[str, int | None] = {}
-        self._slots = trio.Semaphore(max_concurrent)
+        # A connection's calls wait for its uid in ``by_sender``, then run in ``by_caller``.
+        self._by_sender = CallShares(max_concurrent)
+        self._by_caller = CallShares(max_concurrent)
         self._max_string = max_string
+        self.max_reply = max_reply
         self._logged_failures: set[tuple[str, str]] = set()
         self._bus: BusConnection | None = None
         self._nursery: trio.Nursery | None = None
@@ -147,7 +157,8 @@ class DBusObjectServer:
     async def emit_signal(self, interface: str, name: str, signature: str, *args: Any) -> None:
         """Broadcast a signal from our object; it must match the definition if there is one."""
         impl = self._impls.get(interface)
-        defined = impl.definition.signal(name) if impl else None
+        definition = impl.definition if impl else self._standard.get(interface)
+        defined = definition.signal(name) if definition else None
         if defined is not None and defined.signature != signature:
             raise ValueError(
                 f"signal {interface}.{name} has signature {defined.signature!r}, not {signature!r}"
@@ -163,32 +174,55 @@ class DBusObjectServer:
     def _on_message(self, msg: Message) -> None:
         if msg.header.message_type is not MessageType.method_call or self._nursery is None:
             return  # signals (NameAcquired...) and stray messages need no answer
-        if self._slots.value == 0:
-            self._nursery.start_soon(
-                self._send_reply, msg, _error(msg, c.ERR_LIMITS_EXCEEDED, "server busy, retry")
-            )
+        sender = str(msg.header.fields.get(HeaderFields.sender, ""))
+        if not self._by_sender.try_enter(sender):
+            self._nursery.start_soon(self._send_busy, msg)
             return
-        self._slots.acquire_nowait()
-        self._nursery.start_soon(self._handle_call, msg)
+        self._nursery.start_soon(self._admit, msg, sender)
+
+    async def _send_busy(self, msg: Message) -> None:
+        await self._send_reply(msg, _error(msg, c.ERR_LIMITS_EXCEEDED, c.BUSY_MESSAGE))
+
+    async def _admit(self, msg: Message, sender: str) -> None:
+        """Run the call within its caller's share: one uid's flood never busies another uid."""
+        try:
+            try:
+                uid = await self._uid_lookup(sender)
+            except Exception as exc:  # a lookup that fails must not cost the server
+                log.debug("D-Bus: uid lookup for %s failed: %s", sender, exc)
+                uid = None
+            key: tuple[str, object] = ("uid", uid) if uid is not None else ("sender", sender)
+            if not self._by_caller.try_enter(key):
+                await self._send_busy(msg)
+                return
+            try:
+                await self._handle_call(msg)
+            finally:
+                self._by_caller.leave(key)
+        finally:
+            self._by_sender.leave(sender)
 
     async def _handle_call(self, msg: Message) -> None:
         try:
-            try:
-                reply = await self._dispatch(msg)
-            except DBusMethodError as exc:
-                reply = _error(msg, exc.name, exc.message)
-            except Exception as exc:
-                reply = _error(msg, c.ERR_FAILED, str(exc) or type(exc).__name__)
-                self._log_failure(msg, exc)
-            try:
-                reply.serialise(serial=1)  # catch a handler's ill-typed result here
-            except Exception as exc:
-                sig = reply.header.fields.get(HeaderFields.signature, "")
-                reply = _error(msg, c.ERR_FAILED, f"reply does not match signature {sig!r}")
-                self._log_failure(msg, exc)
-            await self._send_reply(msg, reply)
-        finally:
-            self._slots.release()
+            reply = await self._dispatch(msg)
+        except DBusMethodError as exc:
+            reply = _error(msg, exc.name, exc.message)
+        except Exception as exc:
+            reply = _error(msg, c.ERR_FAILED, str(exc) or type(exc).__name__)
+            self._log_failure(msg, exc)
+        try:
+            size = len(reply.serialise(serial=1))  # catch a handler's ill-typed result here
+        except Exception as exc:
+            sig = reply.header.fields.get(HeaderFields.signature, "")
+            reply = _error(msg, c.ERR_FAILED, f"reply does not match signature {sig!r}")
+            self._log_failure(msg, exc)
+        else:
+            if size > self.max_reply:
+                member = msg.header.fields.get(HeaderFields.member, "?")
+                text = f"reply to {member} would be {size} bytes; limit {self.max_reply}"
+                log.warning("D-Bus: %s (refused)", text)
+                reply = _error(msg, c.ERR_LIMITS_EXCEEDED, text)
+        await self._send_reply(msg, reply)
 
     async def _send_reply(self, msg: Message, reply: Message) -> None:
         if msg.header.flags & MessageFlag.no_reply_expected:
@@ -285,22 +319,16 @@ class DBusObjectServer:
         if member == "Get":
             prop, impl = self._property(body[0], body[1])
             if not prop.readable:
-                raise DBusMethodError(c.ERR_ACCESS_DENIED, f"property {prop.name} is write-only")
+                raise DBusMethodError(c.ERR_INVALID_ARGS, f"Property '{prop.name}' is not readable")
             return new_method_return(msg, "v", ((prop.signature, await impl.getter(ctx)),))
         if member == "GetAll":
-            values: dict[str, tuple[str, Any]] = {}
-            found = self._impls.get(body[0])
-            if found is None and body[0] not in self._standard:
+            if body[0] not in self._impls and body[0] not in self._standard:
                 raise DBusMethodError(c.ERR_UNKNOWN_INTERFACE, f"no interface {body[0]}")
-            for prop in found.definition.properties if found else ():
-                if prop.readable:
-                    value = await found.properties[prop.name].getter(ctx)
-                    values[prop.name] = (prop.signature, value)
-            return new_method_return(msg, "a{sv}", (values,))
+            return new_method_return(msg, "a{sv}", (await self._readable_values(body[0], ctx),))
         # Set
         prop, impl = self._property(body[0], body[1])
-        if not prop.writable or impl.setter is None:
-            raise DBusMethodError(c.ERR_PROPERTY_READ_ONLY, f"property {prop.name} is read-only")
+        if not prop.writable or impl.setter is None:  # GDBus's answer, word for word
+            raise DBusMethodError(c.ERR_INVALID_ARGS, f"Property '{prop.name}' is not writable")
         signature, value = body[2]
         if signature != prop.signature:
             raise DBusMethodError(
@@ -310,8 +338,22 @@ class DBusObjectServer:
         check_strings(prop.name, value, self._max_string)
         if not await ctx.caller_is_root():
             raise DBusMethodError(c.ERR_ACCESS_DENIED, f"only root may set {prop.name}")
+        before = await self._readable_values(body[0], ctx)
         await impl.setter(ctx, value)
+        after = await self._readable_values(body[0], ctx)
+        changed = {k: v for k, v in after.items() if before.get(k) != v}
+        if changed:  # setting tron also changes log_level: both are announced
+            await self.emit_signal(PROPERTIES.name, "PropertiesChanged", "sa{sv}as",
+                                   body[0], changed, [])  # fmt: skip
         return new_method_return(msg)
+
+    async def _readable_values(self, iface_name: str, ctx: CallContext) -> dict[str, Any]:
+        found = self._impls.get(iface_name)
+        values: dict[str, tuple[str, Any]] = {}
+        for prop in found.definition.properties if found else ():
+            if prop.readable:
+                values[prop.name] = (prop.signature, await found.properties[prop.name].getter(ctx))
+        return values
 
     async def _bus_uid_lookup(self, sender: str) -> int | None:
         """The caller's uid from the bus daemon (trustworthy: taken from SO_PEERCRED)."""

@@ -62,10 +62,21 @@ def dbus_daemon_path() -> str | None:
     return shutil.which("dbus-daemon")
 
 
-def bus_config(socket_path: Path, *, system_like: bool, includes: Sequence[Path] = ()) -> str:
+def bus_config(
+    socket_path: Path,
+    *,
+    system_like: bool,
+    includes: Sequence[Path] = (),
+    max_message_size: int | None = None,
+) -> str:
     """The daemon's XML configuration."""
     policy = SYSTEM_LIKE_POLICY if system_like else PERMISSIVE_POLICY
     include_lines = "".join(f"  <include>{Path(p).resolve()}</include>\n" for p in includes)
+    limit = (
+        f'  <limit name="max_message_size">{max_message_size}</limit>\n'
+        if max_message_size is not None
+        else ""
+    )
     return (
         '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"\n'
         ' "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">\n'
@@ -73,7 +84,7 @@ def bus_config(socket_path: Path, *, system_like: bool, includes: Sequence[Path]
         "  <type>stas-test</type>\n"
         f"  <listen>unix:path={socket_path}</listen>\n"
         "  <auth>EXTERNAL</auth>\n"
-        f"{policy}{include_lines}"
+        f"{policy}{include_lines}{limit}"
         "</busconfig>\n"
     )
 
@@ -90,9 +101,55 @@ def _read_address(proc: subprocess.Popen[bytes]) -> str:
     return line
 
 
+class PrivateBus:
+    """One dbus-daemon on a fixed socket path; ``restart`` replaces it at the same address.
+
+    Restarting drops every connection, as a crashed or restarted system bus would.
+    """
+
+    def __init__(self, daemon: str, config: Path) -> None:
+        self._daemon = daemon
+        self._config = config
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.address = ""
+
+    def start(self) -> str:
+        self._proc = subprocess.Popen(
+            [self._daemon, f"--config-file={self._config}", "--print-address=1", "--nofork"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.address = _read_address(self._proc)
+        return self.address
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def restart(self) -> str:
+        self.stop()
+        return self.start()
+
+
 @contextmanager
-def private_bus(*, system_like: bool = False, includes: Sequence[Path] = ()) -> Iterator[str]:
-    """Run a private bus for the duration of the block; yields its address.
+def restartable_bus(
+    *,
+    system_like: bool = False,
+    includes: Sequence[Path] = (),
+    max_message_size: int | None = None,
+) -> Iterator[PrivateBus]:
+    """Run a private bus for the duration of the block; yields it (``address``, ``restart``).
 
     The directory is world-readable so tests can also connect as an unprivileged uid.
     """
@@ -103,24 +160,33 @@ def private_bus(*, system_like: bool = False, includes: Sequence[Path] = ()) -> 
     try:
         os.chmod(tmp, 0o755)
         config = tmp / "bus.conf"
-        config.write_text(bus_config(tmp / "bus", system_like=system_like, includes=includes))
-        proc = subprocess.Popen(
-            [daemon, f"--config-file={config}", "--print-address=1", "--nofork"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+        config.write_text(
+            bus_config(
+                tmp / "bus",
+                system_like=system_like,
+                includes=includes,
+                max_message_size=max_message_size,
+            )
         )
+        bus = PrivateBus(daemon, config)
+        bus.start()
         try:
-            yield _read_address(proc)
+            yield bus
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
+            bus.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def private_bus(
+    *,
+    system_like: bool = False,
+    includes: Sequence[Path] = (),
+    max_message_size: int | None = None,
+) -> Iterator[str]:
+    """Run a private bus for the duration of the block; yields its address."""
+    with restartable_bus(
+        system_like=system_like, includes=includes, max_message_size=max_message_size
+    ) as bus:
+        yield bus.address

@@ -72,7 +72,9 @@ class FakeStafd:
     async def get_log_level(self, ctx: CallContext) -> str:
         return "DEBUG" if self.tron else "INFO"
 
-    def server(self, address: str, uid_lookup: UidLookup | None = None) -> DBusObjectServer:
+    def server(
+        self, address: str, uid_lookup: UidLookup | None = None, **limits: int
+    ) -> DBusObjectServer:
         methods = {
             "list_controllers": self.list_controllers,
             "get_log_pages": self.get_log_pages,
@@ -90,6 +92,7 @@ class FakeStafd:
             bind_service(STAFD, methods, properties),
             address=address,
             uid_lookup=uid_lookup,
+            **limits,
         )
 
 

@@ -159,7 +159,9 @@ async def test_set_read_only_and_wrongly_typed_properties(start_staf: StartServe
             )
         with pytest.raises(DBusCallError) as unknown:
             await in_thread(c.get, "nonesuch")
-    assert ro.value.name == "org.freedesktop.DBus.Error.PropertyReadOnly"
+    # GDBus's answer to setting a read-only property (issue 9 item 6), word for word
+    assert ro.value.name == "org.freedesktop.DBus.Error.InvalidArgs"
+    assert ro.value.message == "Property 'log_level' is not writable"
     assert typed.value.name == "org.freedesktop.DBus.Error.InvalidArgs"
     assert "'b'" in typed.value.message
     assert unknown.value.name == "org.freedesktop.DBus.Error.UnknownProperty"
@@ -222,8 +224,7 @@ async def test_unknown_members_and_objects(start_staf: StartServer) -> None:
 async def test_concurrency_limit_answers_limits_exceeded(bus_address: str) -> None:
     fake = FakeStafd()
     fake.gate = trio.Event()
-    server = fake.server(bus_address)
-    server._slots = trio.Semaphore(1)  # one call at a time
+    server = fake.server(bus_address, max_concurrent=1)  # one call at a time per caller
     async with trio.open_nursery() as nursery:
         await nursery.start(server.run)
         bus = await open_bus()
