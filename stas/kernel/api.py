@@ -1,7 +1,8 @@
 """The one small interface between stas and the Linux kernel's NVMe-oF host.
 
-Real implementation: libnvme plus sysfs plus netlink (libnvme_kernel.py, sysfs.py,
-actors/uevents.py). Test double: fake.py. Everything here is a value or a protocol.
+Real implementation: /dev/nvme-fabrics, sysfs and netlink (libnvme_kernel.py, fabrics.py,
+sysfs.py, actors/uevents.py; libnvme optional). Test double: fake.py. Everything here is a
+value or a protocol.
 """
 
 from __future__ import annotations

@@ -1,18 +1,25 @@
-"""The real Kernel: connects through libnvme, reads state from sysfs, deletes via sysfs.
+"""The real Kernel: connects through /dev/nvme-fabrics, reads sysfs per device, deletes via sysfs.
 
-libnvme calls block, so they run in worker threads behind one CapacityLimiter per instance
-(bounded, parallel connects); sysfs reads and deletes have their own limiter, so a connect
-storm against unreachable targets never delays a disconnect or a resync.
+Scale (issue 8): a connect costs the same at 3 or 3,000 controllers. It is one write of the
+validated option string to ``/dev/nvme-fabrics`` (the kernel answers ``instance=N``), then a
+read of ``nvmeN``'s own attributes. The whole of ``/sys/class/nvme`` is read only by
+``list_controllers`` (stacd's start and the uevent monitor's resync). libnvme is not on this
+path: every ``nvme.root()`` of its bindings runs ``nvme_scan()``, which reads every
+controller, subsystem, namespace and PCI slot of the host, so a root per connect made a cold
+start quadratic (~25 attribute opens per existing controller per connect, measured at 50).
 
-Each connect uses its own libnvme root rather than one shared root with cached hosts:
-libnvme's object tree is not thread-safe, and connects run in parallel with the GIL released.
-Objects are released explicitly, ctrl then host then root: freeing a root before its ctrl
-(local-variable or garbage-collector order, or a frame kept alive by a traceback) crashes the
-SWIG bindings (seen in the VM).
+libnvme is still available (``use_libnvme=True``), and there each connect uses its own root
+rather than one shared root: libnvme's object tree is not thread-safe, and connects run in
+parallel with the GIL released. SWIG crash workaround: objects are released explicitly, ctrl
+then host then root; freeing a root before its ctrl (local-variable or garbage-collector
+order, or a frame kept alive by a traceback) crashes the SWIG bindings (seen in the VM), and a
+ctrl whose connect failed is never freed at all (``_FAILED_CONNECTS``). The bindings (1.16)
+also silently drop ``queue_size`` and ``fast_io_fail_tmo`` from the config dict, so a request
+with either is written to ``/dev/nvme-fabrics`` directly even there.
 
-The bindings (1.16) silently drop ``queue_size`` and ``fast_io_fail_tmo`` from the config
-dict, so a request with either is written to ``/dev/nvme-fabrics`` directly, from the same
-validated option string the logs show.
+Blocking calls run in worker threads behind one CapacityLimiter per instance (bounded,
+parallel connects); sysfs reads and deletes have their own limiter, so a connect storm against
+unreachable targets never delays a disconnect or a resync.
 """
 
 from __future__ import annotations
@@ -28,7 +35,14 @@ import trio
 from stas.kernel.api import ConnectRequest, KernelController, KernelError
 from stas.kernel.fabrics import FABRICS_DEV, add_ctrl, read_capabilities
 from stas.kernel.libnvme_loader import load_libnvme
-from stas.kernel.sysfs import SYSFS_NVME, is_device_name, read_controllers, read_device
+from stas.kernel.sysfs import (
+    SYSFS_NVME,
+    Opener,
+    is_device_name,
+    open_attr,
+    read_controllers,
+    read_device,
+)
 
 log = logging.getLogger("stas.kernel")
 # The one deliberate piece of module state: libnvme may already have released parts of a
@@ -121,10 +135,14 @@ class LibnvmeKernel:
         fabrics: str = FABRICS_DEV,
         nvme: Any = None,
         capabilities: frozenset[str] | None = None,
+        use_libnvme: bool = False,
+        opener: Opener = open_attr,
     ) -> None:
-        self._nvme = nvme or load_libnvme()
+        self._use_libnvme = use_libnvme
+        self._nvme = (nvme or load_libnvme()) if use_libnvme else None
         self._sysfs = sysfs
         self._fabrics = fabrics
+        self._opener = opener
         self._limiter = trio.CapacityLimiter(max_threads)
         self._sysfs_limiter = trio.CapacityLimiter(4)
         self._caps = read_capabilities(fabrics) if capabilities is None else capabilities
@@ -133,7 +151,8 @@ class LibnvmeKernel:
         return self._caps
 
     def _connect_blocking(self, req: ConnectRequest) -> str:
-        if needs_direct_write(req):
+        """Create the controller; its device name comes back from the kernel (no scan)."""
+        if not self._use_libnvme or needs_direct_write(req):
             instance, _cntlid = add_ctrl(req.option_string(redact=False), self._fabrics)
             return f"nvme{instance}"
         nvme = self._nvme
@@ -176,7 +195,7 @@ class LibnvmeKernel:
         except Exception as exc:  # the bindings raise plain RuntimeError with libnvme's text
             text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise KernelError(f"{what}: {text}", libnvme_errno(exc)) from exc
-        ctrl = await self.controller(name)
+        ctrl = await self.controller(name)  # that device's attributes only
         return ctrl if ctrl is not None else from_request(name, req)
 
     async def disconnect(self, device: str) -> None:
@@ -197,10 +216,10 @@ class LibnvmeKernel:
 
     async def list_controllers(self) -> list[KernelController]:
         return await trio.to_thread.run_sync(
-            read_controllers, self._sysfs, limiter=self._sysfs_limiter
+            read_controllers, self._sysfs, self._opener, limiter=self._sysfs_limiter
         )
 
     async def controller(self, device: str) -> KernelController | None:
         return await trio.to_thread.run_sync(
-            read_device, device, self._sysfs, limiter=self._sysfs_limiter
+            read_device, device, self._sysfs, self._opener, limiter=self._sysfs_limiter
         )

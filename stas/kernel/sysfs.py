@@ -8,7 +8,9 @@ rather than failing: the caller resyncs on the ``remove`` uevent anyway.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from stas.kernel.api import KernelController
 
@@ -18,15 +20,23 @@ _DEVICE = re.compile(r"nvme(0|[1-9][0-9]{0,8})")
 _NS_DIR = re.compile(r"nvme\d+(c\d+)?n\d+")
 _ADDRESS_KEYS = ("traddr", "trsvcid", "host_traddr", "host_iface", "src_addr")
 
+# How an attribute file is opened: injectable so that tests can count the reads a connect
+# costs (it must not grow with the number of controllers).
+Opener = Callable[[Path], BinaryIO]
+
+
+def open_attr(path: Path) -> BinaryIO:
+    return open(path, "rb")
+
 
 def is_device_name(name: str) -> bool:
     """``nvmeN`` exactly: safe to join to a sysfs path (no '/', no '..')."""
     return _DEVICE.fullmatch(name) is not None
 
 
-def _attr(d: Path, name: str) -> str:
+def _attr(d: Path, name: str, opener: Opener = open_attr) -> str:
     try:
-        with open(d / name, "rb") as f:
+        with opener(d / name) as f:
             raw = f.read(MAX_ATTR)
     except OSError:
         return ""  # older kernels lack some attributes; a vanishing device lacks all
@@ -49,47 +59,53 @@ def parse_address(text: str) -> dict[str, str]:
     return out
 
 
-def read_controller(d: Path) -> KernelController | None:
+def read_controller(d: Path, opener: Opener = open_attr) -> KernelController | None:
     """The controller in directory ``d`` (named ``nvmeN``), or None if it is not one."""
     if not is_device_name(d.name) or not d.is_dir():
         return None
-    addr = parse_address(_attr(d, "address"))
+
+    def attr(name: str) -> str:
+        return _attr(d, name, opener)
+
+    addr = parse_address(attr("address"))
     try:
         children = [c.name for c in d.iterdir()]
     except OSError:
         children = []
     return KernelController(
         device=d.name,
-        transport=_attr(d, "transport"),
+        transport=attr("transport"),
         traddr=addr.get("traddr", ""),
         trsvcid=addr.get("trsvcid", ""),
-        subsysnqn=_attr(d, "subsysnqn"),
+        subsysnqn=attr("subsysnqn"),
         host_traddr=addr.get("host_traddr", ""),
         host_iface=addr.get("host_iface", ""),
         src_addr=addr.get("src_addr", ""),
-        hostnqn=_attr(d, "hostnqn"),
-        hostid=_attr(d, "hostid"),
-        cntrltype=_attr(d, "cntrltype"),
-        dctype=_attr(d, "dctype"),
-        state=_attr(d, "state"),
-        model=_attr(d, "model"),
-        serial=_attr(d, "serial"),
+        hostnqn=attr("hostnqn"),
+        hostid=attr("hostid"),
+        cntrltype=attr("cntrltype"),
+        dctype=attr("dctype"),
+        state=attr("state"),
+        model=attr("model"),
+        serial=attr("serial"),
         has_namespaces=any(_NS_DIR.fullmatch(c) for c in children),
     )
 
 
-def read_device(device: str, root: Path = SYSFS_NVME) -> KernelController | None:
-    """One controller by name; None if the name is not ``nvmeN`` or it does not exist."""
+def read_device(
+    device: str, root: Path = SYSFS_NVME, opener: Opener = open_attr
+) -> KernelController | None:
+    """One controller by name (its attributes only); None if not ``nvmeN`` or absent."""
     if not is_device_name(device):
         return None
-    return read_controller(root / device)
+    return read_controller(root / device, opener)
 
 
-def read_controllers(root: Path = SYSFS_NVME) -> list[KernelController]:
-    """Every controller under ``root``, in device order; fabrics and PCIe alike."""
+def read_controllers(root: Path = SYSFS_NVME, opener: Opener = open_attr) -> list[KernelController]:
+    """Every controller under ``root``, in device order: the full scan (start, resync only)."""
     try:
         dirs = list(root.iterdir())
     except OSError:
         return []
-    found = [c for d in dirs if (c := read_controller(d)) is not None]
+    found = [c for d in dirs if (c := read_controller(d, opener)) is not None]
     return sorted(found, key=lambda c: int(c.device[4:]))

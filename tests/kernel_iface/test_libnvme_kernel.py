@@ -92,6 +92,8 @@ class FakeNvme:
 
 
 def kernel(tmp_path: Path, nvme: FakeNvme, **kw: Any) -> LibnvmeKernel:
+    """The libnvme path (opt-in since issue 8) with the recording bindings."""
+    kw.setdefault("use_libnvme", True)
     return LibnvmeKernel(nvme=nvme, sysfs=tmp_path, capabilities=frozenset({"x"}), **kw)
 
 
@@ -309,3 +311,94 @@ def test_capabilities_come_from_the_fabrics_device(tmp_path: Path) -> None:
     k = LibnvmeKernel(nvme=FakeNvme(), sysfs=tmp_path, fabrics=str(dev))
     assert k.capabilities() == {"instance", "host_iface", "discovery"}
     assert kernel(tmp_path, FakeNvme()).capabilities() == {"x"}
+
+
+# --- the default path: one /dev/nvme-fabrics write, one device read (issue 8) -------------------
+
+ATTRS = ("transport", "address", "subsysnqn", "hostnqn", "hostid", "cntrltype", "dctype",
+         "state", "model", "serial")  # fmt: skip
+
+
+class SysfsKernel:
+    """A /sys/class/nvme tree in a directory, and a fabrics device that adds to it.
+
+    ``opens`` counts every attribute file stas opens (through the injected opener), so a test
+    can tell a per-device read from a scan of every controller.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.opens = 0
+        self.written: list[str] = []
+        self.next = 0
+
+    def opener(self, path: Path) -> Any:
+        self.opens += 1
+        return open(path, "rb")
+
+    def add(self, nqn: str) -> int:
+        n, self.next = self.next, self.next + 1
+        address = "traddr=::1,trsvcid=4420,src_addr=::1\n"
+        values = dict(transport="tcp", address=address, subsysnqn=nqn, hostnqn=HOSTNQN,
+                      cntrltype="io", state="live")  # fmt: skip
+        sysfs_ctrl(self.root, f"nvme{n}", **{k: values.get(k, "") for k in ATTRS})
+        (self.root / f"nvme{n}" / f"nvme{n}n1").mkdir()
+        return n
+
+    def add_ctrl(self, options: str, path: str) -> tuple[int, int]:
+        self.written.append(options)
+        nqn = next(p[4:] for p in options.split(",") if p.startswith("nqn="))
+        return self.add(nqn), 1
+
+
+async def test_connect_writes_the_fabrics_device_and_never_touches_libnvme(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sk = SysfsKernel(tmp_path)
+    monkeypatch.setattr(libnvme_kernel, "add_ctrl", sk.add_ctrl)
+    fake = FakeNvme()
+    k = LibnvmeKernel(nvme=fake, sysfs=tmp_path, fabrics="/dev/x", capabilities=frozenset())
+    r = req(hostid=HOSTID, kato=5, dhchap_secret=SECRET)
+    ctrl = await k.connect(r)
+    assert (ctrl.device, ctrl.subsysnqn, ctrl.state, ctrl.is_io_controller) == (
+        "nvme0", "klingons", "live", True,
+    )  # fmt: skip
+    assert sk.written == [r.option_string(redact=False)]  # the validated string, secret included
+    assert fake.calls == [] and fake.freed == []  # no libnvme root: no nvme_scan()
+
+
+def test_the_default_kernel_does_not_load_libnvme(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse() -> Any:
+        raise AssertionError("libnvme loaded")
+
+    monkeypatch.setattr(libnvme_kernel, "load_libnvme", refuse)
+    LibnvmeKernel(sysfs=tmp_path, capabilities=frozenset())  # no bindings needed, none imported
+    with pytest.raises(AssertionError, match="libnvme loaded"):
+        LibnvmeKernel(sysfs=tmp_path, capabilities=frozenset(), use_libnvme=True)
+
+
+async def opens_per_connect(root: Path, monkeypatch: pytest.MonkeyPatch, existing: int) -> float:
+    """Attribute opens per connect with ``existing`` controllers already in sysfs."""
+    sk = SysfsKernel(root)
+    for i in range(existing):
+        sk.add(f"old{i}")
+    monkeypatch.setattr(libnvme_kernel, "add_ctrl", sk.add_ctrl)
+    k = LibnvmeKernel(sysfs=root, capabilities=frozenset(), opener=sk.opener)
+    assert len(await k.list_controllers()) == existing  # the one full scan (start, resync)
+    sk.opens = 0
+    for i in range(20):
+        assert (await k.connect(req(subsysnqn=f"new{i}"))).subsysnqn == f"new{i}"
+    return sk.opens / 20
+
+
+async def test_a_connect_reads_the_same_few_files_at_10_and_100_controllers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linear cold start: per-connect cost must not grow with the controllers already there."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    at_10 = await opens_per_connect(tmp_path / "a", monkeypatch, 10)
+    at_100 = await opens_per_connect(tmp_path / "b", monkeypatch, 100)
+    assert at_10 == at_100 == len(ATTRS)  # the new device's own attributes, once each
