@@ -61,6 +61,8 @@ from stas.plan import (
 
 log = logging.getLogger("stas.connector")
 
+PARALLEL_CONNECTS = 8  # connects in flight at once, across every IOC actor
+
 
 @attrs.frozen
 class StacdConfigChanged:
@@ -108,8 +110,10 @@ class Connector:
         rng: random.Random | None = None,
         audit_settle: float = 1.0,
         stafd_grace: float = 60.0,
+        parallel_connects: int = PARALLEL_CONNECTS,
     ) -> None:
         self.kernel, self.published = kernel, published
+        self.connect_limiter = trio.CapacityLimiter(parallel_connects)
         self.rng = rng or random.Random()
         self.base_settings = settings or IocSettings()
         self.audit_settle, self.stafd_grace = audit_settle, stafd_grace
@@ -249,6 +253,7 @@ class Connector:
                 events=receive,
                 adopt=adopted,
                 rng=self.rng,
+                limiter=self.connect_limiter,
             )
 
         self._sup.start(actor_name(w.tid), actor)

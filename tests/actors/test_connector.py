@@ -6,6 +6,7 @@ import errno
 import itertools
 import time
 
+import pytest
 import trio
 import trio.testing
 from trio_util import AsyncValue
@@ -384,3 +385,77 @@ async def test_scale_one_dc_change_is_proportional(autojump_clock) -> None:
         assert len(h.published.value.iocs) == 9_999
         assert elapsed < 2.0
         n.cancel_scope.cancel()
+
+
+class CountingKernel(FakeKernel):
+    """FakeKernel that counts full scans, device reads and connects in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scans = self.reads = self.in_flight = self.peak = 0
+        self.finished: list[float] = []
+
+    async def list_controllers(self):
+        self.scans += 1
+        return await super().list_controllers()
+
+    async def controller(self, device):
+        self.reads += 1
+        return await super().controller(device)
+
+    async def connect(self, req):
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            return await super().connect(req)
+        finally:
+            self.in_flight -= 1
+            self.finished.append(trio.current_time())
+
+
+async def test_connects_run_in_parallel_never_more_than_the_bound(autojump_clock) -> None:
+    """50 connects of 1 s each, 8 at a time: all up after 7 s, never 9 in the kernel."""
+    kernel = CountingKernel()
+    kernel.delay = 1.0
+    h = Harness(kernel=kernel)
+    nqns = [f"nqn.2026-01.io.par:s{i}" for i in range(50)]
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        t0 = trio.current_time()
+        await h.put(page(DC1, *nqns))
+        await trio.sleep(60)
+        assert h.connected() == set(nqns) and len(kernel.connect_log) == 50
+        assert kernel.peak == 8
+        assert max(kernel.finished) - t0 == pytest.approx(7.0)  # ceil(50 / 8) rounds of 1 s
+        n.cancel_scope.cancel()
+
+
+async def test_parallel_connects_bound_is_configurable(autojump_clock) -> None:
+    kernel = CountingKernel()
+    kernel.delay = 1.0
+    h = Harness(kernel=kernel)
+    h.connector.connect_limiter = trio.CapacityLimiter(1)
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        t0 = trio.current_time()
+        await h.put(page(DC1, *SEED))
+        await trio.sleep(60)
+        assert kernel.peak == 1 and max(kernel.finished) - t0 == pytest.approx(3.0)
+        n.cancel_scope.cancel()
+
+
+async def cold_start_reads(n_subsystems: int) -> tuple[int, float]:
+    """(full kernel scans, single-device reads per connect) for one cold start."""
+    kernel = CountingKernel()
+    h = Harness(kernel=kernel)
+    nqns = [f"nqn.2026-01.io.lin:s{i}" for i in range(n_subsystems)]
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(page(DC1, *nqns))
+        assert h.connected() == set(nqns)
+        n.cancel_scope.cancel()
+    return kernel.scans, kernel.reads / n_subsystems
+
+
+async def test_cold_start_scans_the_kernel_once_then_reads_only_new_devices(autojump_clock) -> None:
+    assert await cold_start_reads(10) == await cold_start_reads(100) == (1, 1.0)
