@@ -115,6 +115,10 @@ class DiscoveryControllerSession:
         self.hostnqn: str | None = None
         self.hostid: bytes | None = None
         self.kato_ms = 0
+        # what the host asked for, as seen on the wire (tests read these)
+        self.connect_kato_ms: int | None = None
+        self.digests: tuple[bool, bool] | None = None  # ICReq DGST (header, data)
+        self.log_page_lsps: list[int] = []  # LSP of every LID 70h read
         self.connected = False
         self.cc = 0
         self.csts = 0
@@ -152,6 +156,7 @@ class DiscoveryControllerSession:
                 for event in events:
                     if isinstance(event, Established):
                         params = event.params
+                        self.digests = (params.hdgst, params.ddgst)
                         wire = self._conn.accept(hdgst=params.hdgst, ddgst=params.ddgst)
                         out.append(Output(wire))
                         again = True
@@ -279,6 +284,7 @@ class DiscoveryControllerSession:
         self.hostnqn = conn.hostnqn
         self.hostid = conn.hostid
         self.kato_ms = args.kato_ms
+        self.connect_kato_ms = args.kato_ms
         return _Reply(dw0=self.cntlid)
 
     def _property_get(self, sqe: Sqe, data: bytes) -> _Reply:
@@ -362,13 +368,18 @@ class DiscoveryControllerSession:
                 {LogPageId.SUPPORTED_LOG_PAGES: 1, LogPageId.DISCOVERY: LID70_SUPPORT}
             )
         elif args.lid == LogPageId.DISCOVERY:
+            if len(self.log_page_lsps) < 1024:
+                self.log_page_lsps.append(args.lsp)
             page = self._discovery_page(args.lsp, args.offset)
             if not args.rae:
                 self.aen_pending = False
         else:
             return _Reply(SC_INVALID_LOG_PAGE)
         chunk = page[args.offset : args.offset + args.length]
-        return _Reply(data=chunk + bytes(args.length - len(chunk)))
+        data = chunk + bytes(args.length - len(chunk))
+        if args.lid == LogPageId.DISCOVERY and self.budget.faults.oversize_c2h:
+            data += bytes(4)  # C2HData longer than asked: the host must drop the connection
+        return _Reply(data=data)
 
     def _discovery_page(self, lsp: int, offset: int) -> bytes:
         if offset and self.budget.take_genctr_bump():

@@ -31,6 +31,8 @@ class Faults:
     - corrupt_log_page: answer LID 70h with a header whose RECFMT is 7 and NUMREC far
       larger than the data actually returned.
     - aen_storm: on the next change, send N AENs as fast as the AER budget allows.
+    - oversize_c2h: answer every discovery log page read with more data than the host
+      asked for (the connection comes up, then breaks on the first Get Log Page).
     """
 
     refuse: bool = False
@@ -39,6 +41,7 @@ class Faults:
     genctr_bump_on_read: int = attrs.field(default=0)
     corrupt_log_page: bool = False
     aen_storm: int = attrs.field(default=0)
+    oversize_c2h: bool = False
 
     @drop_after_commands.validator
     def _check_drop(self, _attr: attrs.Attribute, value: int | None) -> None:
@@ -93,6 +96,7 @@ _KEYS = {
     "corrupt-log-page": ("corrupt_log_page", _bool),
     "corrupt": ("corrupt_log_page", _bool),
     "aen-storm": ("aen_storm", _int),
+    "oversize-c2h": ("oversize_c2h", _bool),
 }
 
 

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import socket
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -58,6 +59,8 @@ class Simulator:
         self._endpoints: dict[int, tuple[str, int]] = {}
         self._conns: set[_Conn] = set()
         self._next_cntlid = 1
+        self.accepted = 0  # host connections served (refused ones not counted)
+        self.history: deque[DiscoveryControllerSession] = deque(maxlen=256)  # newest last
         model.subscribe(self._on_change)
 
     # -- public ----------------------------------------------------------------------------
@@ -154,6 +157,8 @@ class Simulator:
             budget=self._budget,
             clock=trio.current_time,
         )
+        self.accepted += 1
+        self.history.append(session)
         outbox, inbox = trio.open_memory_channel[bytes](math.inf)
         conn = _Conn(session, peer, outbox)
         self._conns.add(conn)

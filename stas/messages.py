@@ -110,6 +110,7 @@ class DcStatus:
     genctr: int | None = None
     log_pages: tuple[LogPageEntry, ...] = ()
     params: Mapping[str, str] = attrs.field(factory=dict)
+    link: str = ""  # the connection behind ``device`` when it is no kernel device (userspace)
 
     def dlpes(self) -> list[dict[str, str]]:
         """The cached log page as upstream's DLPE dicts, usable entries only (upstream §3.4)."""

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, suppress
+from typing import Any
 
 import attrs
 import trio
@@ -28,13 +29,15 @@ from stas.actors.dc_backend import (
     LogPageChangedEvent,
     ReconnectedEvent,
 )
+from stas.actors.dc_budget import EntryBudget
 from stas.messages import DcStatus, DcUpdate, DcWanted
 from stas.nvme.errors import ConnectionLost, DiscoveryError, NvmeStatusError, ProtocolError
+from stas.nvme.logpage import LogPageEntry
 
 log = logging.getLogger(__name__)
 
 NO_DEVICE = "nvme?"  # upstream's device name for a controller that is not connected
-STILL_FAILING_EVERY = 10  # attempts between INFO reminders while a DC stays unreachable
+MAX_WARNED = 16  # distinct errors remembered per failure streak (a peer can vary its text)
 # What a misbehaving or absent peer can make a backend raise; anything else is a bug.
 PEER_ERRORS = (DiscoveryError, ProtocolError, NvmeStatusError, OSError)
 
@@ -52,6 +55,15 @@ class DcSettings:
     log_page_retry: float = 20.0  # Get Log Page retry while connected (upstream)
     persistent: bool = True  # keep the connection and listen for AENs
     cleanup_timeout: float = 10.0  # upper bound for the backend's disconnect
+    # A connection must have read a log page and lasted this long before its loss counts as
+    # "was fine" (fast retry); shorter ones keep climbing the ladder, so a DC that accepts
+    # and then breaks every connection is not hammered every 3 s forever.
+    healthy_after: float = 120.0
+    summary_every: float = 300.0  # INFO "failed N times in T s" while a streak lasts
+    # stafd.conf [Global] connection options as controller parameters (``controller=`` keys
+    # override them); empty means the backend's own defaults.
+    connection: Mapping[str, str] = attrs.field(factory=dict, eq=False)
+    entries: EntryBudget | None = attrs.field(default=None, eq=False)
 
     def retry_delay(self, failures: int, rng: random.Random) -> float:
         """Delay before the next attempt after ``failures`` consecutive failures (>= 1)."""
@@ -59,6 +71,37 @@ class DcSettings:
             return self.fast_retry
         base = min(self.backoff_initial * 2.0 ** min(failures - 2, 60), self.backoff_max)
         return max(0.0, base * (1.0 + self.jitter * rng.uniform(-1.0, 1.0)))
+
+
+# [Global] option -> its controller= key; the same words, so one parser serves both.
+_GLOBAL_CONNECTION_KEYS = {
+    "kato": "kato",
+    "hdr_digest": "hdr-digest",
+    "data_digest": "data-digest",
+    "queue_size": "queue-size",
+    "reconnect_delay": "reconnect-delay",
+    "ctrl_loss_tmo": "ctrl-loss-tmo",
+    "disable_sqflow": "disable-sqflow",
+}
+
+
+def connection_params(config: Any, host_key: str | None = None) -> dict[str, str]:
+    """stafd.conf's [Global] connection options (and sys.conf's host key) as DC parameters.
+
+    ``config`` is a ``ServiceConfig``. Options left unset are omitted, so the backend's own
+    default applies; a ``controller=`` entry's keys override these (``DcSettings.connection``).
+    The host key becomes the DH-HMAC-CHAP host secret of DCs that have none of their own, as
+    upstream's ``nvme.host`` key does.
+    """
+    out: dict[str, str] = {}
+    for attr, key in _GLOBAL_CONNECTION_KEYS.items():
+        value = getattr(config, attr, None)
+        if value is not None:
+            out[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    out["pleo"] = "enabled" if getattr(config, "pleo", True) else "disabled"
+    if host_key:
+        out["dhchap-secret"] = host_key
+    return out
 
 
 def describe(exc: BaseException) -> str:
@@ -115,7 +158,17 @@ class _DcActor:
         self.published: DcStatus | None = None
         self.lock = trio.Lock()  # keeps snapshots in order when two tasks publish
         self.scope = trio.CancelScope()
-        self.logged_error = ""
+        self.params = {**settings.connection, **wanted.params}  # controller= keys win
+        # the current failure streak: ended only by a healthy connection
+        self.warned: set[str] = set()
+        self.streak_failures = 0
+        self.streak_start = 0.0
+        self.summary_at = 0.0
+        self.last_reason = ""
+        self.connected_in_streak = False
+        # the current connection: when it came up and whether it read a log page
+        self.up_since = 0.0
+        self.page_read = False
 
     # --- publishing -----------------------------------------------------------------------
 
@@ -142,61 +195,102 @@ class _DcActor:
     def link_fields(conn: DcConnection) -> dict[str, object]:
         return {
             "device": conn.device,
+            "link": getattr(conn, "link", ""),
             "dctype": conn.dctype,
             "cntrltype": conn.cntrltype,
             "registered": conn.registered,
         }
+
+    def capped(self, entries: tuple[LogPageEntry, ...]) -> tuple[LogPageEntry, ...]:
+        """What the shared entry budget lets this DC keep of ``entries``."""
+        budget = self.settings.entries
+        if budget is None:
+            return entries
+        granted = budget.grant(self.tid, len(entries), name=str(self.tid))
+        return entries if granted == len(entries) else entries[:granted]
 
     # --- the connect ladder ---------------------------------------------------------------
 
     async def run(self) -> None:
         with self.scope:
             if self.warm:
-                await self.publish(force_changed=bool(self.status.log_pages))
+                pages = self.capped(self.status.log_pages)
+                await self.publish(force_changed=bool(pages), log_pages=pages)
             failures = 0
             while True:
                 attempts = self.status.connect_attempts + 1
                 await self.publish(state="connecting", connect_attempts=attempts)
                 was_up, reason = await self.attempt(attempts)
-                if not was_up:
-                    failures += 1
-                    delay = self.settings.retry_delay(failures, self.rng)
-                    self.log_failure(reason, attempts, delay)
+                now = trio.current_time()
+                if was_up and self.page_read and now - self.up_since >= self.settings.healthy_after:
+                    failures = 0  # it worked for a good while: this loss starts a new streak
+                    self.end_streak()
+                failures += 1
+                delay = self.settings.retry_delay(failures, self.rng)
+                self.note_failure(reason, was_up=was_up, delay=delay, now=now)
+                if was_up:
+                    await self.publish(
+                        state="disconnected",
+                        connected=False,
+                        device=NO_DEVICE,
+                        link="",
+                        registered=False,
+                        connect_attempts=0,
+                        last_error=reason,
+                    )
+                else:
                     await self.publish(state="backoff", last_error=reason)
-                    await trio.sleep(delay)
-                    continue
-                failures = 1  # a loss is the first step of the ladder
-                self.logged_error = ""
-                log.warning(
-                    "%s: connection lost: %s; reconnecting in %g s",
-                    self.tid,
-                    reason,
-                    self.settings.fast_retry,
-                )
-                await self.publish(
-                    state="disconnected",
-                    connected=False,
-                    device=NO_DEVICE,
-                    registered=False,
-                    connect_attempts=0,
-                    last_error=reason,
-                )
-                await trio.sleep(self.settings.fast_retry)
+                await trio.sleep(delay)
 
-    def log_failure(self, reason: str, attempts: int, delay: float) -> None:
-        """WARNING on the first failure and when the reason changes; INFO now and then."""
-        if reason != self.logged_error:
-            self.logged_error = reason
-            log.warning("%s: cannot connect: %s (retrying in %.0f s)", self.tid, reason, delay)
-        elif attempts % STILL_FAILING_EVERY == 0:
-            log.info("%s: still failing after %d attempts: %s", self.tid, attempts, reason)
+    def end_streak(self) -> None:
+        self.warned.clear()
+        self.streak_failures = 0
+        self.connected_in_streak = False
+
+    def warn_once(self, reason: str, text: str, *args: object) -> None:
+        """WARNING for the first occurrence of ``reason`` in this streak, DEBUG after that."""
+        if reason in self.warned:
+            log.debug(text, *args)
+            return
+        if len(self.warned) < MAX_WARNED:
+            self.warned.add(reason)
+        log.warning(text, *args)
+
+    def note_failure(self, reason: str, *, was_up: bool, delay: float, now: float) -> None:
+        """Count a failed attempt or a lost connection; warn once per reason, sum up now and then.
+
+        A DC that accepts connections and then breaks them (bad PDUs, resets) is one streak:
+        its losses climb the same ladder as refused connects, and repeat no warnings.
+        """
+        if self.streak_failures == 0:
+            self.streak_start = self.summary_at = now
+        self.streak_failures += 1
+        self.last_reason = reason
+        if was_up:
+            self.warn_once(
+                reason, "%s: connection lost: %s; reconnecting in %.0f s", self.tid, reason, delay
+            )
+        else:
+            self.warn_once(
+                reason, "%s: cannot connect: %s (retrying in %.0f s)", self.tid, reason, delay
+            )
+        if now - self.summary_at >= self.settings.summary_every:
+            self.summary_at = now
+            log.info(
+                "%s failed %d times in %.0f s: %s",
+                self.tid,
+                self.streak_failures,
+                now - self.streak_start,
+                reason,
+            )
 
     def log_success(self, conn: DcConnection, attempts: int) -> None:
-        self.logged_error = ""
+        """INFO for the first connection of a streak; a flapping DC's reconnects are DEBUG."""
         after = f" after {attempts} attempts" if attempts > 1 else ""
-        log.info(
-            "%s: connected%s (device %s, dctype %s)", self.tid, after, conn.device, conn.dctype
-        )
+        level = logging.DEBUG if self.connected_in_streak else logging.INFO
+        self.connected_in_streak = True
+        log.log(level, "%s: connected%s (device %s, dctype %s)", self.tid, after, conn.device,
+                conn.dctype)  # fmt: skip
 
     async def attempt(self, attempts: int) -> tuple[bool, str]:
         """One connection: (False, why connecting failed) or (True, why it ended).
@@ -209,12 +303,13 @@ class _DcActor:
         with trio.CancelScope() as guard:
             try:
                 cm = self.backend.connect(
-                    self.tid, self.wanted.params, persistent=self.settings.persistent
+                    self.tid, self.params, persistent=self.settings.persistent
                 )
                 conn = await cm.__aenter__()
             except PEER_ERRORS as exc:
                 return False, describe(exc)
             self.log_success(conn, attempts)
+            self.up_since, self.page_read = trio.current_time(), False
             try:
                 await self.publish(
                     state="connected",
@@ -307,9 +402,13 @@ class _DcActor:
                     return
                 except PEER_ERRORS as exc:
                     reason = describe(exc)
+                    if not getattr(conn, "alive", True):
+                        lose(reason)  # the link died under the read: one loss, not two
+                        return
                     if reason != failing:
                         failing = reason
-                        log.warning(
+                        self.warn_once(
+                            reason,
                             "%s: cannot read the discovery log page: %s (retrying every %g s)",
                             self.tid,
                             reason,
@@ -322,9 +421,10 @@ class _DcActor:
                 if failing:
                     log.info("%s: discovery log page read again", self.tid)
                     failing = ""
+                self.page_read = True
                 await self.publish(
                     genctr=page.genctr,
-                    log_pages=tuple(page.entries),
+                    log_pages=self.capped(tuple(page.entries)),
                     last_error="",
                     **self.link_fields(conn),
                 )
@@ -347,4 +447,8 @@ async def run_dc_actor(
     escape; only bugs reach the supervisor. Returns quietly when ``updates`` is closed.
     """
     actor = _DcActor(wanted, updates, backend, settings, initial, rng or random.Random())
-    await actor.run()
+    try:
+        await actor.run()
+    finally:
+        if settings.entries is not None:
+            settings.entries.release(wanted.tid)

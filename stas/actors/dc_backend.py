@@ -6,10 +6,9 @@ The same actor therefore drives a userspace NVMe/TCP session (``UserspaceBackend
 or a kernel discovery controller through libnvme (a later backend) without change.
 
 Device names: a kernel backend reports the kernel's ``nvmeN``. A userspace connection has no
-kernel device, so ``UserspaceBackend`` reports ``userspace:<local TCP port>``. The name is
-stable for the life of the connection, unique on the host, lets an admin match it with
-``ss -tn`` output, and (having a colon) can never be mistaken for a ``/dev`` name. The actor
-shows upstream's ``nvme?`` while it is not connected.
+kernel device, so its ``device`` is upstream's ``nvme?`` (what upstream's tools and scripts
+expect for "no kernel device"), and the detail goes to ``link``: ``userspace tcp <local> ->
+<peer>``, which lets an admin match it with ``ss -tn`` output.
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ import attrs
 import trio
 
 from stas.messages import WELL_KNOWN_DISC_NQN, Tid
-from stas.nvme.commands import LSP_EXTDLPE
+from stas.nvme.commands import LSP_PLEO
 from stas.nvme.errors import DiscoveryError, NvmeStatusError, ProtocolError
-from stas.nvme.host_ops import HostIdentity, SessionOptions
+from stas.nvme.host_ops import HostIdentity, SessionOptions, format_address
 from stas.nvme.identify import DcType
 from stas.nvme.logpage import DiscoveryLogPage
 
@@ -38,6 +37,7 @@ DEFAULT_DC_PORT = "8009"  # upstream default trsvcid for a TCP discovery control
 DEFAULT_KATO_S = 30  # upstream's discovery controller default (seconds)
 MAX_KATO_S = 0xFFFFFFFF // 1000
 EVENT_BUFFER = 16
+NO_KERNEL_DEVICE = "nvme?"  # upstream's device for a controller without a kernel device
 
 
 # --- events a connection reports ---------------------------------------------------------------
@@ -124,6 +124,11 @@ def kato_ms_from(params: Mapping[str, str], where: str) -> int:
     return seconds * 1000
 
 
+def flag_from(params: Mapping[str, str], key: str) -> bool:
+    """A boolean controller parameter (``true``/``false``, as stafd.conf writes them)."""
+    return params.get(key, "").strip().lower() == "true"
+
+
 def pleo_from(params: Mapping[str, str], default: bool) -> bool:
     """Upstream's ``pleo=enabled|disabled`` (also true/false); unknown words keep the default."""
     raw = params.get("pleo", "").strip().lower()
@@ -141,12 +146,21 @@ class UserspaceConnection:
         self._session = session
         self._pleo = pleo
         self._send, self._recv = trio.open_memory_channel[DcEvent](EVENT_BUFFER)
-        port = session.local_address[1]
-        self._device = f"userspace:{port}"
+        local = format_address(*session.local_address)
+        peer = format_address(*session.peer_address)
+        self._link = f"userspace tcp {local} -> {peer}"
 
     @property
     def device(self) -> str:
-        return self._device
+        return NO_KERNEL_DEVICE
+
+    @property
+    def link(self) -> str:
+        return self._link
+
+    @property
+    def alive(self) -> bool:
+        return self._session.alive
 
     @property
     def cntrltype(self) -> str:
@@ -160,13 +174,19 @@ class UserspaceConnection:
     def registered(self) -> bool:
         return self._session.registered
 
+    @property
+    def lsp(self) -> int:
+        """PLEO when pleo is enabled and a DDC advertises PLEOS, as upstream does; else 0.
+
+        A CDC's log is already zoned for this host, so it is never asked for port-local entries.
+        """
+        supported = self._session.supported
+        if self._pleo and self._session.identify.dctype == DcType.DDC and supported is not None:
+            return LSP_PLEO if supported.pleos else 0
+        return 0
+
     async def get_log_page(self) -> DiscoveryLogPage:
-        if self._pleo and self._session.identify.dctype == DcType.CDC:
-            # Upstream asks for port-local entries from DDCs only: a CDC's log is zoned.
-            supported = self._session.supported
-            lsp = supported.supported_lsp & LSP_EXTDLPE if supported else 0
-            return await self._session.get_log_page(lsp=lsp)
-        return await self._session.get_log_page()
+        return await self._session.get_log_page(lsp=self.lsp)
 
     def events(self) -> trio.MemoryReceiveChannel[DcEvent]:
         return self._recv
@@ -204,6 +224,8 @@ class UserspaceBackend:
             self.options,
             persistent=persistent,
             kato_ms=kato_ms_from(params, where),
+            hdgst=flag_from(params, "hdr-digest"),
+            ddgst=flag_from(params, "data-digest"),
             pleo=pleo_from(params, True),
         )
 

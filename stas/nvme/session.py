@@ -251,6 +251,11 @@ class DiscoverySession:
         return host, port
 
     @property
+    def alive(self) -> bool:
+        """False once the link failed (closed, reset, bad PDU): every command would fail."""
+        return self._failure is None
+
+    @property
     def supported(self) -> DiscoveryLogSupport | None:
         return self._supported
 

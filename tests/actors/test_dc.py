@@ -211,7 +211,7 @@ async def test_states_and_attempt_counter_while_failing(autojump_clock) -> None:
     assert seen[5] == ("connected", 0, "")
 
 
-async def test_warning_again_only_when_the_error_changes(autojump_clock, caplog) -> None:
+async def test_one_warning_per_distinct_error_in_a_streak(autojump_clock, caplog) -> None:
     errors: list[BaseException] = [ConnectionRefused("refused")] * 3
     errors += [OSError(113, "No route to host")] * 2 + [ConnectionRefused("refused")]
     backend = FakeBackend(failures=list(errors))
@@ -220,21 +220,55 @@ async def test_warning_again_only_when_the_error_changes(autojump_clock, caplog)
     assert [m.split(": ", 2)[-1] for m in warnings_with(caplog, "cannot connect")] == [
         "refused (retrying in 3 s)",
         "No route to host (retrying in 20 s)",
-        "refused (retrying in 60 s)",
     ]
 
 
-async def test_still_failing_reminder_every_ten_attempts(autojump_clock, caplog) -> None:
+async def test_failure_summary_every_five_minutes(autojump_clock, caplog) -> None:
     caplog.set_level(logging.INFO, logger="stas.actors.dc")
     backend = FakeBackend(failures=[ConnectionRefused("refused") for _ in range(25)])
     async with running(backend):
         await trio.sleep(25 * 60)
-    reminders = [r.getMessage() for r in caplog.records if "still failing" in r.getMessage()]
-    assert reminders == [
-        f"{TID}: still failing after 10 attempts: refused",
-        f"{TID}: still failing after 20 attempts: refused",
+    summaries = [r.getMessage() for r in caplog.records if " failed " in r.getMessage()]
+    # 3 + 5 + 10 + 20 + 40 + 60 * n: the first failure past each 300 s mark sums up
+    assert summaries == [
+        f"{TID} failed 10 times in 318 s: refused",
+        f"{TID} failed 15 times in 618 s: refused",
+        f"{TID} failed 20 times in 918 s: refused",
+        f"{TID} failed 25 times in 1218 s: refused",
     ]
     assert len(warnings_with(caplog, "cannot connect")) == 1
+
+
+async def lose_each_connection_after(backend: FakeBackend, seconds: float, times: int) -> None:
+    for n in range(times):
+        while len(backend.attempts) <= n or backend.conn is None:
+            await trio.sleep(0.5)
+        await trio.sleep(seconds)
+        await backend.event(ConnectionLostEvent("reset by peer"))
+        backend.conn = None
+
+
+async def test_connect_then_fail_climbs_the_ladder(autojump_clock, caplog) -> None:
+    backend = FakeBackend()
+    async with running(backend), trio.open_nursery() as nursery:
+        nursery.start_soon(lose_each_connection_after, backend, 1.0, 7)
+        await trio.sleep(400)
+    gaps = [b - a for a, b in itertools.pairwise(backend.attempts)]
+    # up for about 1 s, then 3, 5, 10, 20, 40, 60, 60: not every 3 s forever
+    assert gaps[:7] == pytest.approx([4, 6, 11, 21, 41, 61, 61], abs=1)
+    assert len(warnings_with(caplog, "connection lost")) == 1
+
+
+async def test_a_healthy_connection_resets_the_ladder(autojump_clock, caplog) -> None:
+    backend = FakeBackend()
+    async with running(backend), trio.open_nursery() as nursery:
+        nursery.start_soon(lose_each_connection_after, backend, 130.0, 4)
+        await trio.sleep(4 * 140)
+    gaps = [b - a for a, b in itertools.pairwise(backend.attempts)]
+    # up 130 s with a page read: back in 3 s each time (a climbing ladder would be 5, 10, 20)
+    assert gaps[:4] == pytest.approx([133, 133, 133, 133], abs=1)
+    # each loss after a healthy connection is news again
+    assert len(warnings_with(caplog, "connection lost")) == 4
 
 
 @pytest.mark.parametrize(

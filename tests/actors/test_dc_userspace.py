@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +16,7 @@ import pytest
 import trio
 import trio.testing
 from nvmet_config import NvmetConf, load_nvmet_conf
+from sim_faults import Faults
 from sim_server import Simulator, open_simulator
 
 from stas.actors.dc import DcSettings, run_dc_actor
@@ -62,7 +65,10 @@ class Watch:
 
 @asynccontextmanager
 async def actor(
-    sim: Simulator, params: dict[str, str] | None = None, **tid: str
+    sim: Simulator,
+    params: dict[str, str] | None = None,
+    settings: DcSettings = SETTINGS,
+    **tid: str,
 ) -> AsyncIterator[Watch]:
     host, port = sim.endpoint(1)
     wanted = DcWanted(
@@ -75,7 +81,7 @@ async def actor(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
             lambda: run_dc_actor(
-                wanted, send, backend=backend, settings=SETTINGS, rng=random.Random(0)
+                wanted, send, backend=backend, settings=settings, rng=random.Random(0)
             )
         )
         yield Watch(recv)
@@ -100,8 +106,9 @@ async def test_actor_publishes_seed_and_follows_an_aen(conf, autojump_clock) -> 
             assert status.genctr == sim.model.genctr
             assert status.dctype == "ddc" and status.cntrltype == "discovery"
             assert status.registered and HOST.hostnqn in sim.registrations
-            local_port = status.device.removeprefix("userspace:")
-            assert status.device.startswith("userspace:") and local_port.isdigit()
+            # no kernel device: upstream's 'nvme?', the socket pair in the detail
+            assert status.device == "nvme?"
+            assert re.fullmatch(r"userspace tcp \[::1\]:\d+ -> \[::1\]:\d+", status.link)
 
             await sim.unlink(1, "klingons")
             update = await watch.until(lambda u: u.log_page_changed, timeout=1.0)
@@ -190,3 +197,62 @@ def test_pleo_words() -> None:
     assert pleo_from({"pleo": "disabled"}, True) is False
     assert pleo_from({"pleo": "maybe"}, True) is True
     assert pleo_from({}, False) is False
+
+
+# --- a DC that accepts and then breaks every connection (issue 13 item 3) ---------------------
+
+
+async def test_connect_then_fail_climbs_the_ladder_warns_once_and_sums_up(
+    conf, autojump_clock, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="stas.actors.dc")
+    bad = Faults(oversize_c2h=True)
+    async with open_simulator(conf, ephemeral=True, faults=bad) as sim, actor(sim):
+        await trio.sleep(100)
+        # 0, 3, 8, 18, 38, 78 s: the same ladder as refused connects, not every 3 s forever
+        assert sim.accepted == 6
+        await trio.sleep(500)
+        assert sim.accepted == 14  # ... 138, 198, ..., 558: capped at one per minute
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    ours = [w for w in warnings if "C2HData" in w]
+    assert len(ours) == 1 and "connection lost:" in ours[0]
+    assert "exceeds the" in ours[0] and "reconnecting in 3 s" in ours[0]
+    summaries = [r.getMessage() for r in caplog.records if " failed " in r.getMessage()]
+    assert len(summaries) == 1
+    assert re.fullmatch(
+        r"\(tcp, ::1, \d+, [^)]+\) failed 10 times in 318 s: .*C2HData.*", summaries[0]
+    )
+    connected = [r for r in caplog.records if ": connected" in r.getMessage()]
+    assert [r.levelno for r in connected][:2] == [logging.INFO, logging.DEBUG]
+
+
+# --- stafd.conf connection settings on the wire (issue 13 item 5, issue 9 item 3) -------------
+
+
+async def _connect_once(conf, settings: DcSettings, params: dict[str, str] | None = None):
+    async with open_simulator(conf, ephemeral=True) as sim, actor(sim, params, settings) as w:
+        await w.until(connected_with_pages)
+        return sim.history[-1]
+
+
+async def test_defaults_on_the_wire(conf, autojump_clock) -> None:
+    seen = await _connect_once(conf, SETTINGS)
+    assert seen.connect_kato_ms == 30000
+    assert seen.digests == (False, False)
+    assert set(seen.log_page_lsps) == {2}  # PLEO: the simulator is a DDC advertising PLEOS
+
+
+async def test_global_settings_on_the_wire(conf, autojump_clock) -> None:
+    glob = {"kato": "7", "hdr-digest": "true", "data-digest": "true", "pleo": "disabled"}
+    seen = await _connect_once(conf, attrs.evolve(SETTINGS, connection=glob))
+    assert seen.connect_kato_ms == 7000
+    assert seen.digests == (True, True)
+    assert set(seen.log_page_lsps) == {0}
+
+
+async def test_per_controller_settings_override_global_on_the_wire(conf, autojump_clock) -> None:
+    glob = {"kato": "7", "hdr-digest": "true", "data-digest": "false"}
+    mine = {"kato": "9", "hdr-digest": "false", "data-digest": "true"}
+    seen = await _connect_once(conf, attrs.evolve(SETTINGS, connection=glob), mine)
+    assert seen.connect_kato_ms == 9000
+    assert seen.digests == (False, True)
