@@ -20,8 +20,9 @@ import trio
 from trio_util import AsyncValue
 
 from stas import __version__
-from stas.actors.dc import DcSettings, run_dc_actor
+from stas.actors.dc import DcSettings, connection_params, run_dc_actor
 from stas.actors.dc_backend import UserspaceBackend
+from stas.actors.dc_budget import EntryBudget
 from stas.actors.finder import ConfigChanged, Finder
 from stas.actors.stafd_dbus import run_stafd_dbus
 from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_config, load_sys_config
@@ -116,6 +117,7 @@ class Stafd:
         )
         log.info("discovery controllers through the %s backend", self.backend_name)
         self.published = AsyncValue(StafdSnapshot())
+        self.entry_budget = EntryBudget()
         self.store = StateStore(Path(opts.state_dir) / FILE_NAME)
         self.mdns_snapshot: Callable[[], dict[str, Any]] = dict
         self.inbox_send, self.inbox = trio.open_memory_channel[Any](4096)
@@ -137,7 +139,11 @@ class Stafd:
     async def dc_actor(self, wanted: Any, updates: Any, initial: Any) -> None:
         # the kernel keeps persistent connections when stafd stops; userspace ones always close
         persistent = self.backend_name == "userspace" or self.config.persistent_connections
-        settings = DcSettings(persistent=persistent)
+        settings = DcSettings(
+            persistent=persistent,
+            connection=connection_params(self.config, self.sysconf.hostkey),
+            entries=self.entry_budget,  # one cap on cached entries across all DCs
+        )
         await run_dc_actor(
             wanted, updates, backend=self.backend, settings=settings, initial=initial
         )

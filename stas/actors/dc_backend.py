@@ -124,6 +124,18 @@ def kato_ms_from(params: Mapping[str, str], where: str) -> int:
     return seconds * 1000
 
 
+def int_from(params: Mapping[str, str], key: str, where: str) -> int | None:
+    """An integer controller parameter; absent or not a number (warned) means "not set"."""
+    raw = params.get(key, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        log.warning("%s: %s=%r is not a number; not used", where, key, raw)
+        return None
+
+
 def flag_from(params: Mapping[str, str], key: str) -> bool:
     """A boolean controller parameter (``true``/``false``, as stafd.conf writes them)."""
     return params.get(key, "").strip().lower() == "true"

@@ -22,6 +22,8 @@ from stas.actors.dc_backend import (
     DcEvent,
     LogPageChangedEvent,
     ReconnectedEvent,
+    flag_from,
+    int_from,
     kato_ms_from,
     pleo_from,
 )
@@ -192,7 +194,12 @@ class KernelBackend:
         self.hub = hub
 
     def request(self, tid: Tid, params: Mapping[str, str]) -> ConnectRequest:
+        """The kernel connect for ``tid``: [Global] + controller= options (``params``).
+
+        Raises InvalidOption (named field) for a value the kernel would refuse.
+        """
         hostid = str(uuid.UUID(bytes=self.identity.hostid))
+        where = str(tid)
         return ConnectRequest(
             transport=tid.transport,
             traddr=tid.traddr,
@@ -202,11 +209,17 @@ class KernelBackend:
             hostid=hostid,
             host_traddr=tid.host_traddr,
             host_iface=tid.host_iface,
-            kato=kato_ms_from(params, str(tid)) // 1000,
+            kato=kato_ms_from(params, where) // 1000,
+            queue_size=int_from(params, "queue-size", where),
+            reconnect_delay=int_from(params, "reconnect-delay", where),
+            ctrl_loss_tmo=int_from(params, "ctrl-loss-tmo", where),
             discovery=True,
-            hdr_digest=params.get("hdr-digest") == "true",
-            data_digest=params.get("data-digest") == "true",
-            dhchap_secret=params.get("dhchap-secret"),
+            hdr_digest=flag_from(params, "hdr-digest"),
+            data_digest=flag_from(params, "data-digest"),
+            disable_sqflow=flag_from(params, "disable-sqflow"),
+            # a controller's own secret, else sys.conf's host key (DcSettings.connection)
+            dhchap_secret=params.get("dhchap-secret") or None,
+            dhchap_ctrl_secret=params.get("dhchap-ctrl-secret") or None,
         )
 
     async def _open(self, tid: Tid, params: Mapping[str, str]) -> KernelController:
