@@ -1,17 +1,22 @@
 """What stafd's and stacd's D-Bus actors share: the .debug interface (tron, log_level,
-process_info), secret redaction for non-root callers, TID lookup, and building the server."""
+process_info), secret redaction for non-root callers, TID lookup, building the server, and
+keeping it on the bus (a lost bus connection is reconnected, never the end of the daemon)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
+import attrs
+import trio
+
 from stas.dbus.binding import CallContext, PropertyImpl
+from stas.dbus.common import DBusError
 from stas.dbus.idl import Service
 from stas.dbus.redact import redact_secrets
-from stas.dbus.service import DBusObjectServer, bind_service
+from stas.dbus.service import MAX_REPLY_BYTES, DBusObjectServer, bind_service
 from stas.messages import Tid
 
 log = logging.getLogger("stas.dbus")
@@ -52,6 +57,7 @@ class DaemonDBus:
     """Base of the daemons' handler sets; subclasses add their interface's methods."""
 
     service: Service
+    reply_budget: int = MAX_REPLY_BYTES  # the server refuses larger replies; handlers may too
 
     def __init__(
         self, snapshot: Any, info: Callable[[], Mapping[str, Any]], tron: TronControl
@@ -94,4 +100,83 @@ class DaemonDBus:
             bind_service(self.service, self.methods(), properties),
             address=address,
             uid_lookup=uid_lookup,
+            max_reply=self.reply_budget,
         )
+
+
+@attrs.frozen
+class Backoff:
+    """Delays between reconnection attempts: doubling from ``initial`` up to ``maximum``."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.initial
+        while True:
+            yield delay
+            delay = min(delay * 2, self.maximum)
+
+
+RECONNECT = Backoff()
+
+
+def _dbus_failure(exc: BaseException) -> DBusError | None:
+    """The D-Bus error that ended a connection, if that is all that went wrong."""
+    if isinstance(exc, DBusError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        matched, rest = exc.split(DBusError)
+        if rest is None and matched is not None:
+            leaf: BaseException = matched
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            return leaf if isinstance(leaf, DBusError) else None
+    return None
+
+
+async def serve_on_bus(
+    server: Any,
+    *,
+    on_connected: Callable[[trio.Nursery], None] | None = None,
+    backoff: Backoff = RECONNECT,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``server`` (a DBusObjectServer) forever, reconnecting whenever the bus is lost.
+
+    The first connection's errors propagate: a daemon that cannot own its name must not
+    report ready. After that, a lost bus (dbus-daemon restarted, our connection dropped) or a
+    refused name is retried with ``backoff`` and logged; each new connection re-requests the
+    name and calls ``on_connected`` with a nursery that lives as long as the connection.
+    """
+    started = False
+    delays = backoff.delays()
+    failures = 0
+    while True:
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(server.run)
+                if on_connected is not None:
+                    on_connected(nursery)
+                if not started:
+                    started = True
+                    task_status.started(server)
+                else:
+                    log.warning("D-Bus: back on the bus as %s after %d attempt(s)",
+                                server.bus_name, failures)  # fmt: skip
+                delays, failures = backoff.delays(), 0
+        except BaseException as exc:
+            failure = _dbus_failure(exc)
+            if failure is None:
+                raise
+            if not started:
+                raise failure from None  # plain, as the daemons' start-up reports it
+            delay = next(delays)
+            if failures == 0:
+                log.warning("D-Bus: %s; reconnecting (first attempt in %.1f s)", failure, delay)
+            else:
+                log.info("D-Bus: still off the bus (%s); next attempt in %.1f s", failure, delay)
+            failures += 1
+            await trio.sleep(delay)
+            continue
+        await trio.sleep(backoff.initial)  # ``run`` ended without an error: reconnect calmly

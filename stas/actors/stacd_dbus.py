@@ -14,7 +14,14 @@ from typing import Any
 import trio
 from trio_util import AsyncValue
 
-from stas.actors.daemon_dbus import DaemonDBus, TronControl, find_by_tid
+from stas.actors.daemon_dbus import (
+    RECONNECT,
+    Backoff,
+    DaemonDBus,
+    TronControl,
+    find_by_tid,
+    serve_on_bus,
+)
 from stas.dbus.binding import CallContext
 from stas.dbus.idl import STACD
 from stas.messages import IocStatus, StacdSnapshot
@@ -75,8 +82,10 @@ async def run_stacd_dbus(
     tron: TronControl,
     address: str | None = None,
     uid_lookup: Any = None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    backoff: Backoff = RECONNECT,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; ``started`` fires once the bus name is ours."""
+    """Serve until cancelled; ``started`` fires once the bus name is ours; a lost bus is
+    reconnected with backoff (``serve_on_bus``)."""
     server = StacdDBus(snapshot, info, tron).server(address, uid_lookup)
-    await server.run(task_status=task_status)
+    await serve_on_bus(server, backoff=backoff, task_status=task_status)

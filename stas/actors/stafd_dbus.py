@@ -16,7 +16,14 @@ from typing import Any
 import trio
 from trio_util import AsyncValue
 
-from stas.actors.daemon_dbus import DaemonDBus, TronControl, find_by_tid
+from stas.actors.daemon_dbus import (
+    RECONNECT,
+    Backoff,
+    DaemonDBus,
+    TronControl,
+    find_by_tid,
+    serve_on_bus,
+)
 from stas.dbus.binding import CallContext
 from stas.dbus.idl import STAFD
 from stas.dbus.service import DBusObjectServer
@@ -133,12 +140,19 @@ async def run_stafd_dbus(
     tron: TronControl,
     address: str | None = None,
     uid_lookup: Any = None,
+    backoff: Backoff = RECONNECT,
     task_status: trio.TaskStatus[DBusObjectServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; ``started`` fires once the bus name is ours."""
+    """Serve until cancelled; ``started`` fires once the bus name is ours.
+
+    A lost bus is reconnected (``serve_on_bus``). Signals compare against the snapshot taken
+    when each connection came up: what changed while off the bus is not signalled late, since
+    clients re-read everything when they see our name come back.
+    """
     server = StafdDBus(snapshot, info, tron).server(address, uid_lookup)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.run)
+
+    def on_connected(nursery: trio.Nursery) -> None:
         # The baseline is taken now, so a change published right after ``started`` is signalled.
         nursery.start_soon(emit_changes, server, snapshot, snapshot.value)
-        task_status.started(server)
+
+    await serve_on_bus(server, on_connected=on_connected, backoff=backoff, task_status=task_status)
