@@ -26,7 +26,7 @@ _KINDS = (
 
 def file_kind(mode: int) -> str:
     """What a non-regular file is, for a message ("a FIFO (named pipe)", ...)."""
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
 
 
 def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes | None:
@@ -46,7 +46,8 @@ def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes | None:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{shown}: is {file_kind(st.st_mode)}, not a regular file")
+            kind = file_kind(st.st_mode)
+            raise ConfigError(f"{shown}: cannot read: {kind}, not a regular file")
         if st.st_size > limit:
             raise ConfigError(f"{shown}: {st.st_size} bytes, larger than {limit} bytes")
         chunks: list[bytes] = []

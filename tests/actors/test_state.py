@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,15 @@ from hypothesis import strategies as st
 
 from stas.messages import DcStatus, StafdSnapshot, Tid
 from stas.nvme.logpage import ExtAttr, LogPageEntry
-from stas.state import FILE_NAME, StateStore, default_path, entry_from_json, entry_to_json
+from stas.state import (
+    FILE_NAME,
+    StateStore,
+    default_path,
+    encode_state,
+    entry_from_json,
+    entry_to_json,
+    note_upstream_state,
+)
 
 WK = "nqn.2014-08.org.nvmexpress.discovery"
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
@@ -174,3 +183,151 @@ def test_arbitrary_bytes_never_crash(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "bytes.json"
     path.write_bytes(data)
     assert isinstance(StateStore(path).load(), dict)
+
+
+# --- one size bound for save and load (issue 13 item 2) ----------------------------------------
+
+
+def dc_with_pages(addr: str, n: int, origin: str = "discovered") -> DcStatus:
+    pages = tuple(entry(f"10.{i >> 8}.{i & 255}.{len(addr)}") for i in range(n))
+    return DcStatus(tid=tid(addr), origin=origin, genctr=7, log_pages=pages)
+
+
+def test_save_never_writes_what_load_refuses(
+    tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("stas.state.MAX_FILE_BYTES", 12_000)
+    dcs = (
+        dc_with_pages("10.0.0.1", 5, "configured"),
+        dc_with_pages("10.0.0.2", 60),  # the largest: its page goes first
+        dc_with_pages("10.0.0.3", 30),
+        dc_with_pages("10.0.0.4", 8),
+    )
+    store = StateStore(tmp_path / "s.json")
+    assert store.save(StafdSnapshot(dcs=dcs))
+    assert (tmp_path / "s.json").stat().st_size <= 12_000
+    loaded = store.load()
+    assert set(loaded) == {dc.tid for dc in dcs}  # every DC kept, never the whole file lost
+    assert loaded[tid("10.0.0.2")].log_pages == ()
+    assert loaded[tid("10.0.0.2")].genctr is None  # no page kept: fetched again
+    assert loaded[tid("10.0.0.1")].log_pages == dcs[0].log_pages
+    assert loaded[tid("10.0.0.4")].log_pages == dcs[3].log_pages
+    assert "above the 12000-byte limit: cached log pages of 1 DCs" in caplog.text
+    assert str(tid("10.0.0.2")) in caplog.text
+    assert "ignoring" not in caplog.text
+
+
+def test_referral_pages_are_dropped_before_others(tmp_path: Path) -> None:
+    dcs = (dc_with_pages("10.0.0.1", 40, "configured"), dc_with_pages("10.0.0.9", 20, "referral"))
+    full = len(encode_state(dcs, 1 << 30)[0])
+    store = StateStore(tmp_path / "s.json", max_bytes=full - 100)
+    assert store.save(StafdSnapshot(dcs=dcs))
+    loaded = store.load()
+    assert loaded[tid("10.0.0.9")].log_pages == ()
+    assert loaded[tid("10.0.0.1")].log_pages == dcs[0].log_pages
+
+
+def test_too_many_dcs_keeps_the_configured_ones(
+    tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("stas.state.MAX_DCS", 2)
+    dcs = (
+        DcStatus(tid=tid("10.0.0.1"), origin="referral"),
+        DcStatus(tid=tid("10.0.0.2"), origin="discovered"),
+        DcStatus(tid=tid("10.0.0.3"), origin="configured"),
+    )
+    store = StateStore(tmp_path / "s.json")
+    assert store.save(StafdSnapshot(dcs=dcs))
+    assert set(store.load()) == {tid("10.0.0.2"), tid("10.0.0.3")}
+    assert f"1 DCs above the 2-DC limit not saved: {tid('10.0.0.1')}" in caplog.text
+
+
+def test_dc_identities_that_cannot_fit_are_dropped_last(tmp_path: Path, caplog) -> None:
+    dcs = tuple(DcStatus(tid=tid(f"10.0.0.{i}"), origin="configured") for i in range(20))
+    store = StateStore(tmp_path / "s.json", max_bytes=1000)
+    assert store.save(StafdSnapshot(dcs=dcs))
+    loaded = store.load()
+    assert 0 < len(loaded) < 20
+    assert list(loaded) == [dc.tid for dc in dcs[: len(loaded)]]
+    assert "DCs not saved at all" in caplog.text
+
+
+# --- start-up hygiene and untrusted paths (issue 13 item 8) ------------------------------------
+
+
+def test_stale_temp_files_are_removed_at_start(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="stas.state")
+    store = StateStore(tmp_path / FILE_NAME)
+    store.save(StafdSnapshot(dcs=(DcStatus(tid=tid("10.0.0.1"), origin="configured"),)))
+    stale = tmp_path / f".{FILE_NAME}.k2j3h4"  # what SIGKILL between mkstemp and rename leaves
+    stale.write_bytes(b'{"dcs":[')
+    other = tmp_path / "unrelated.json"
+    other.write_text("{}")
+    assert set(store.load()) == {tid("10.0.0.1")}
+    assert not stale.exists() and other.exists()
+    assert f"removed stale temporary state file {stale}" in caplog.text
+
+
+def test_oversized_state_file_is_refused_on_its_size(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "s.json"
+    with path.open("wb") as f:
+        f.truncate(100 << 20)  # sparse: 100 MB that cost nothing to write
+    assert StateStore(path).load() == {}
+    assert f"{100 << 20} bytes, above the {64 << 20}-byte limit" in caplog.text
+
+
+def test_symlink_at_the_state_path_is_not_followed(tmp_path: Path, caplog) -> None:
+    secret = tmp_path / "secret"
+    StateStore(secret).save(
+        StafdSnapshot(dcs=(DcStatus(tid=tid("10.0.0.1"), origin="configured"),))
+    )
+    before = secret.read_bytes()
+    link = tmp_path / "s.json"
+    link.symlink_to(secret)
+    assert StateStore(link).load() == {}  # valid content, but read through a link: refused
+    assert "symbolic link, not followed" in caplog.text
+    assert StateStore(link).save(StafdSnapshot())
+    assert not link.is_symlink() and secret.read_bytes() == before  # the link is replaced
+
+
+def test_fifo_at_the_state_path_does_not_block(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "s.json"
+    os.mkfifo(path)
+    assert StateStore(path).load() == {}  # O_NONBLOCK: a FIFO without writer cannot block
+    assert "not a regular file" in caplog.text
+
+
+# --- upstream's pickle is noticed, never read (issue 9 item 12) --------------------------------
+
+
+def test_upstream_pickle_is_reported_once_and_not_read(tmp_path: Path, caplog) -> None:
+    assert note_upstream_state(tmp_path, "stafd") is None
+    assert caplog.records == []
+    pickle = tmp_path / "last-known-config.pickle"
+    pickle.write_bytes(b"\x80\x04K\x01.")
+    pickle.chmod(0)
+    assert note_upstream_state(tmp_path, "stafd") == pickle
+    assert [r.getMessage() for r in caplog.records] == [
+        f"stafd: found {pickle} from upstream nvme-stas: ignored (never read); "
+        "cached log pages are fetched again"
+    ]
+
+
+def test_daemons_report_upstream_pickle_at_start(
+    tmp_path: Path, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stas.logsetup import TronControl
+    from stas.sdnotify import Notifier
+    from stas.stacd import Stacd, StacdOptions
+    from stas.stafd import Stafd, StafdOptions
+
+    conf = tmp_path / "x.conf"
+    conf.write_text("[Global]\ndc-backend=userspace\n")
+    (tmp_path / "last-known-config.pickle").write_bytes(b"junk")
+    tron = TronControl(logging.getLogger("test-state"))
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path))
+    Stafd(StafdOptions(str(conf), str(tmp_path / "sys"), str(tmp_path)), tron, Notifier({}))
+    Stacd(StacdOptions(str(conf), str(tmp_path / "sys"), kernel="fake"), tron, Notifier({}))
+    found = [r.getMessage() for r in caplog.records if "from upstream nvme-stas" in r.getMessage()]
+    assert [m.split(":", 1)[0] for m in found] == ["stafd", "stacd"]
+    assert "starting from the kernel's existing connections" in found[1]

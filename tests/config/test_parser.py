@@ -155,7 +155,7 @@ def test_read_huge_file_is_an_error(tmp_path: Path) -> None:
 def test_read_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         read_config_text(tmp_path)
-    assert str(exc.value) == f"{tmp_path}: is a directory, not a regular file"
+    assert str(exc.value) == f"{tmp_path}: cannot read: a directory, not a regular file"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")

@@ -331,7 +331,7 @@ def test_unreadable_or_binary_host_files(tmp_path: Path, nvme_dir: Path) -> None
     assert (config.hostnqn, config.hostid) == (None, None)
     assert config.problems == (
         f"host NQN: {nvme_dir}/hostnqn is not UTF-8 text",
-        f"host ID: {nvme_dir}/hostid: is a directory, not a regular file",
+        f"host ID: {nvme_dir}/hostid: cannot read: a directory, not a regular file",
     )
 
 
