@@ -29,6 +29,7 @@ from stas.logsetup import TronControl
 from stas.messages import StacdSnapshot, Tid
 from stas.plan import decide, format_plan, wanted_iocs
 from stas.sdnotify import Notifier
+from stas.state import default_path, note_upstream_state
 
 log = logging.getLogger("stacd")
 DEFAULT_STACD_CONF = "/etc/stas/stacd.conf"
@@ -81,6 +82,7 @@ class Stacd:
         self.tron.set(opts.tron or self.config.tron)
         self.hostnqn, self.hostid = host_ids(self.sysconf)
         self.kernel = make_kernel(opts.kernel)
+        note_upstream_state(default_path("stacd").parent, "stacd")  # upstream's pickle: ignored
         self.published = AsyncValue(StacdSnapshot())
         self.inbox_send, self.inbox = trio.open_memory_channel[Any](100_000)
 

@@ -31,7 +31,7 @@ from stas.logsetup import TronControl
 from stas.messages import StafdSnapshot
 from stas.nvme.host_ops import HostIdentity, default_host_identity
 from stas.sdnotify import Notifier
-from stas.state import FILE_NAME, StateStore
+from stas.state import FILE_NAME, StateStore, note_upstream_state
 
 log = logging.getLogger("stafd")
 
@@ -119,6 +119,7 @@ class Stafd:
         self.published = AsyncValue(StafdSnapshot())
         self.entry_budget = EntryBudget()
         self.store = StateStore(Path(opts.state_dir) / FILE_NAME)
+        note_upstream_state(opts.state_dir, "stafd")  # upstream's pickle: say once it is ignored
         self.mdns_snapshot: Callable[[], dict[str, Any]] = dict
         self.inbox_send, self.inbox = trio.open_memory_channel[Any](4096)
 
