@@ -3,9 +3,11 @@
 
 The machines this project is developed on run a kernel without nvme-tcp, nvmet or configfs.
 This runner boots Debian bookworm's ``linux-image-6.1.0-*-amd64`` (which has them all as
-modules) under qemu, shows the host's root file system read-only under a tmpfs overlay, and
-runs COMMAND in the current directory as root; its output streams back and its exit status is
-returned (124: timeout, 125: the VM failed).
+modules), or with ``--kernel 6.12`` Debian trixie's ``linux-image-6.12*`` (NVMe in-band
+authentication and TLS too; its kernel and modules only) under qemu, shows the host's root
+file system read-only under a tmpfs overlay, and runs COMMAND in the current directory as
+root; its output streams back and its exit status is returned (124: timeout, 125: the VM
+failed).
 
 Standard library only, so it works before the project's venv exists. The pure helpers (parsers,
 the cpio writer, the job script, the qemu command line) are what tests/vm checks on the host.
@@ -29,7 +31,9 @@ from typing import BinaryIO
 
 from vm_image import (
     DEFAULT_CACHE,
+    DEFAULT_KERNEL,
     INIT_SCRIPT,
+    KERNELS,
     VmError,
     cached_kernel,
     host_missing_packages,
@@ -57,10 +61,14 @@ def choose_accel(cpuinfo: str, kvm_usable: bool) -> str:
     return "kvm" if kvm_usable and flags & {"vmx", "svm"} else "tcg"
 
 
-def select_env(environ: Mapping[str, str], names: Iterable[str]) -> dict[str, str]:
-    """The variables passed into the VM: the named ones that are set, plus STAS_IN_VM=1."""
+def select_env(
+    environ: Mapping[str, str], names: Iterable[str], kernel: str = DEFAULT_KERNEL
+) -> dict[str, str]:
+    """The variables passed into the VM: the named ones that are set, plus STAS_IN_VM=1 and
+    STAS_VM_KERNEL (the series booted, so tests can say which kernel they need)."""
     env = {n: environ[n] for n in names if n in environ}
     env["STAS_IN_VM"] = "1"
+    env["STAS_VM_KERNEL"] = kernel
     return env
 
 
@@ -178,6 +186,7 @@ class RunOptions:
     verbose: bool = False
     shares: tuple[Path, ...] = ()
     pycache: bool = True
+    kernel: str = DEFAULT_KERNEL
 
 
 def _pycache_dir(cache: Path) -> Path | None:
@@ -193,11 +202,11 @@ def run_in_vm(argv: Sequence[str], options: RunOptions, sink: BinaryIO | None = 
     """Boot, run ``argv`` in the current directory, stream its output to ``sink``."""
     sink = sink or sys.stdout.buffer
     started = time.monotonic()
-    kernel, initramfs = prepare(options.cache)
+    kernel, initramfs = prepare(options.cache, options.kernel)
     accel = options.accel or choose_accel(Path("/proc/cpuinfo").read_text(), _kvm_usable())
     with tempfile.TemporaryDirectory(prefix="stas-vm-") as tmp:
         job = Path(tmp)
-        env = select_env(os.environ, (*DEFAULT_PASSENV, *options.passenv))
+        env = select_env(os.environ, (*DEFAULT_PASSENV, *options.passenv), options.kernel)
         shares = tuple(p.resolve() for p in options.shares)
         if options.pycache and (pycache := _pycache_dir(options.cache)):
             # Bytecode and pytest's rewritten test modules survive the throwaway overlay:
@@ -264,15 +273,29 @@ def run_in_vm(argv: Sequence[str], options: RunOptions, sink: BinaryIO | None = 
         return rc
 
 
-def check(cache: Path = DEFAULT_CACHE) -> str | None:
-    """Why the VM cannot run here, or None (used by tests and `make test-kernel`)."""
-    return cannot_run_reason(
+def check(
+    cache: Path = DEFAULT_CACHE, kernel: str = DEFAULT_KERNEL, *, fetch: bool = False
+) -> str | None:
+    """Why the VM cannot run here, or None (used by tests and `make test-kernel`).
+
+    With ``fetch`` the kernel is also prepared (downloaded once), so an unreachable package
+    becomes a reason too rather than a failure of the run."""
+    if kernel not in KERNELS:
+        return f"unknown kernel {kernel!r} (choose from {', '.join(KERNELS)})"
+    choice = KERNELS[kernel]
+    reason = cannot_run_reason(
         machine=platform.machine(),
         is_root=os.geteuid() == 0,
         missing=host_missing_packages(),
-        kernel_cached=cached_kernel(cache) is not None,
+        kernel_cached=cached_kernel(choice.cache_dir(cache), choice.series) is not None,
         in_vm=os.environ.get("STAS_IN_VM") == "1",
     )
+    if reason is None and fetch:
+        try:
+            prepare(cache, kernel)
+        except VmError as e:
+            return f"cannot prepare the {kernel} kernel: {e}"
+    return reason
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -283,6 +306,18 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"exit status: COMMAND's; {EXIT_TIMEOUT} timeout; {EXIT_VM_FAILURE} VM failure",
     )
     p.add_argument("--check", action="store_true", help="only say whether the VM can run here")
+    p.add_argument(
+        "--prepare",
+        action="store_true",
+        help="with --check: also download and unpack the kernel (a failure is a reason)",
+    )
+    p.add_argument(
+        "-k",
+        "--kernel",
+        choices=tuple(KERNELS),
+        default=DEFAULT_KERNEL,
+        help=f"Debian kernel series to boot (default {DEFAULT_KERNEL}; 6.12 is Debian 13's)",
+    )
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds (300)")
     p.add_argument(
         "-e",
@@ -319,13 +354,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if args.check:
-        reason = check(args.cache)
+        reason = check(args.cache, args.kernel, fetch=args.prepare)
         print(reason or "ok")
         return 1 if reason else 0
     if not command:
         _parser().print_usage(sys.stderr)
         return 2
-    if reason := check(args.cache):
+    if reason := check(args.cache, args.kernel):
         log(f"cannot run the VM: {reason}")
         return EXIT_VM_FAILURE
     options = RunOptions(
@@ -339,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         verbose=args.verbose,
         shares=tuple(args.share),
         pycache=not args.no_pycache,
+        kernel=args.kernel,
     )
     try:
         return run_in_vm(command, options)

@@ -5,6 +5,13 @@ package is fetched with ``apt-get download`` and unpacked, an uncompressed vmlin
 of its bzImage (qemu boots it directly, skipping decompression), and a small initramfs holds
 busybox, init.sh and the modules needed to mount the host's root over 9p.
 
+Two kernels: "6.1" (Debian 12's own, from the host's apt sources) and "6.12" (Debian 13's,
+which has NVMe in-band authentication and TLS). The 6.12 package comes through a private apt
+configuration under ``<cache>/trixie/apt`` (its own sources list, package lists and archive
+directory): the host's apt sources, pins and installed packages are never touched, so nothing
+on the host can be upgraded to trixie by it. Only the kernel and its modules are used; the
+VM's root stays the host's Debian 12.
+
 Standard library only (it runs before the project's venv exists). The parsers and the cpio
 writer are pure; tests/vm checks them on the host.
 """
@@ -20,7 +27,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +39,28 @@ BOOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay")
 INIT_SCRIPT = Path(__file__).resolve().parent / "init.sh"
 BUSYBOX = Path("/bin/busybox")
 XZ_MAGIC = b"\xfd7zXZ\x00"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ELF_MAGIC = b"\x7fELF"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """A kernel series the VM can boot and where its package comes from.
+
+    ``suite`` None: the host's own apt sources; else that Debian suite through a private apt
+    configuration (see ``private_apt_options``), prepared in its own cache subdirectory."""
+
+    series: str
+    suite: str | None = None
+
+    def cache_dir(self, cache: Path) -> Path:
+        return cache if self.suite is None else cache / self.suite
+
+
+KERNELS = {"6.1": KernelChoice("6.1"), "6.12": KernelChoice("6.12", "trixie")}
+DEFAULT_KERNEL = "6.1"
 
 
 class VmError(Exception):
@@ -65,6 +93,37 @@ def missing_packages(dpkg_query_output: str, wanted: Iterable[str]) -> list[str]
 
 def version_key(kver: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", kver))
+
+
+def kernel_series(kver: str) -> str:
+    """'6.12.117+deb13-amd64' -> '6.12'; '6.1.0-57-amd64' -> '6.1' ('' if not a version)."""
+    m = re.match(r"(\d+)\.(\d+)(?=[.-]|$)", kver)
+    return f"{m[1]}.{m[2]}" if m else ""
+
+
+def private_sources(suite: str, mirror: str = DEBIAN_MIRROR) -> str:
+    """A deb822 sources file naming only ``suite`` main, signed by Debian's archive keys."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", suite):
+        raise VmError(f"not a Debian suite name: {suite!r}")
+    return (
+        f"Types: deb\nURIs: {mirror}\nSuites: {suite}\nComponents: main\n"
+        f"Signed-By: {DEBIAN_KEYRING}\n"
+    )
+
+
+def private_apt_options(state: Path) -> list[str]:
+    """apt options that use only ``state``: its sources, lists, archives; no pins, no dpkg
+    status (nothing counts as installed), so a download can never change the host."""
+    return [
+        "-o", f"Dir::Etc::SourceList={state / 'sources.sources'}",
+        "-o", f"Dir::Etc::SourceParts={state / 'empty'}",
+        "-o", f"Dir::Etc::Preferences={state / 'empty' / 'preferences'}",
+        "-o", f"Dir::Etc::PreferencesParts={state / 'empty'}",
+        "-o", f"Dir::State::Lists={state / 'lists'}",
+        "-o", f"Dir::State::status={state / 'empty' / 'status'}",
+        "-o", f"Dir::Cache={state / 'cache'}",
+        "-o", "APT::Sandbox::User=root",
+    ]  # fmt: skip
 
 
 def module_name(path: str) -> str:
@@ -134,18 +193,27 @@ def newc_archive(entries: Sequence[CpioEntry]) -> bytes:
     return bytes(out)
 
 
-def find_vmlinux(bzimage: bytes) -> bytes | None:
-    """The uncompressed ELF kernel inside an xz-compressed bzImage, or None.
+def find_vmlinux(bzimage: bytes, zstd: Callable[[bytes], bytes] | None = None) -> bytes | None:
+    """The uncompressed ELF kernel inside an xz- or zstd-compressed bzImage, or None.
 
-    qemu boots the ELF directly (PVH), which skips decompression: seconds under TCG."""
+    qemu boots the ELF directly (PVH), which skips decompression: seconds under TCG. Debian
+    12 compresses its kernel with xz (stdlib); Debian 13 with zstd, which Python 3.11 lacks,
+    so ``zstd`` is a decompressor supplied by the caller (the zstd program)."""
     start = bzimage.find(XZ_MAGIC)
-    if start < 0:
-        return None
-    try:
-        elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(bzimage[start:])
-    except lzma.LZMAError:
-        return None
-    return elf if elf.startswith(ELF_MAGIC) else None
+    if start >= 0:
+        try:
+            elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(bzimage[start:])
+        except lzma.LZMAError:
+            elf = b""
+        if elf.startswith(ELF_MAGIC):
+            return elf
+    start = bzimage.find(ZSTD_MAGIC)
+    while zstd is not None and start >= 0:
+        elf = zstd(bzimage[start:])
+        if elf.startswith(ELF_MAGIC):
+            return elf
+        start = bzimage.find(ZSTD_MAGIC, start + 1)
+    return None
 
 
 # --- host preparation ---------------------------------------------------------------------
@@ -201,51 +269,90 @@ class Kernel:
         return vmlinux if vmlinux.exists() else self.kdir / "root" / "boot" / f"vmlinuz-{self.kver}"
 
 
-def cached_kernel(cache: Path) -> Kernel | None:
-    """The newest fully prepared kernel in the cache (its directory appears by rename)."""
+def cached_kernel(cache: Path, series: str | None = None) -> Kernel | None:
+    """The newest fully prepared kernel in the cache (its directory appears by rename),
+    of ``series`` ('6.1', '6.12') when given."""
     try:
         names = [d.name for d in cache.iterdir() if not d.name.startswith(".")]
     except OSError:
         return None
     ready = [
-        Kernel(cache / n) for n in names if (Kernel(cache / n).moddir / "modules.dep").exists()
+        Kernel(cache / n)
+        for n in names
+        if (Kernel(cache / n).moddir / "modules.dep").exists()
+        and (series is None or kernel_series(n) == series)
     ]
     return max(ready, key=lambda k: version_key(k.kver), default=None)
 
 
-def _kernel_package() -> str:
-    for attempt in range(2):
-        out = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True)
-        if pkg := parse_kernel_package(out.stdout.decode(errors="replace")):
-            return pkg
-        if attempt == 0:
-            _run(["apt-get", "update", "-qq"], "apt-get update")
-    raise VmError("apt-cache knows no linux-image-amd64 (is this Debian with deb.debian.org?)")
+class _Apt:
+    """apt-get/apt-cache with the host's configuration, or a private one for another suite."""
+
+    def __init__(self, choice: KernelChoice, cache: Path) -> None:
+        self.options: list[str] = []
+        if choice.suite is not None:
+            state = choice.cache_dir(cache) / "apt"
+            for sub in ("lists/partial", "cache/archives/partial", "empty"):
+                (state / sub).mkdir(parents=True, exist_ok=True)
+            (state / "sources.sources").write_text(private_sources(choice.suite))
+            self.options = private_apt_options(state)
+        self.where = f"Debian {choice.suite}" if choice.suite else "the host's apt sources"
+
+    def update(self) -> None:
+        _run(["apt-get", *self.options, "update", "-qq"], f"apt-get update ({self.where})")
+
+    def kernel_package(self, series: str) -> str:
+        for attempt in range(2):
+            argv = ["apt-cache", *self.options, "depends", "linux-image-amd64"]
+            out = subprocess.run(argv, capture_output=True)
+            pkg = parse_kernel_package(out.stdout.decode(errors="replace"))
+            if pkg and kernel_series(pkg.removeprefix("linux-image-")) == series:
+                return pkg
+            if attempt == 0:
+                self.update()
+        raise VmError(f"{self.where} offer no linux-image-amd64 of the {series} series")
+
+    def download(self, pkg: str, cwd: Path) -> None:
+        argv = ["apt-get", *self.options, "download", "-qq", pkg]
+        try:
+            _run(argv, "apt-get download", cwd=cwd)
+        except VmError:
+            self.update()
+            _run(argv, "apt-get download", cwd=cwd)
 
 
-def prepare_kernel(cache: Path) -> Kernel:
-    """Download and unpack the kernel package once; later runs reuse it."""
-    if found := cached_kernel(cache):
+def _zstd(data: bytes) -> bytes:
+    """zstd -dc of a stream followed by other bytes (it complains about those, yet decodes)."""
+    if shutil.which("zstd") is None:
+        return b""
+    return subprocess.run(["zstd", "-dcq"], input=data, capture_output=True).stdout
+
+
+def prepare_kernel(cache: Path, kernel: str = DEFAULT_KERNEL) -> Kernel:
+    """Download and unpack the kernel package of that series once; later runs reuse it."""
+    choice = KERNELS[kernel]
+    kcache = choice.cache_dir(cache)
+    if found := cached_kernel(kcache, choice.series):
         return found
-    pkg = _kernel_package()
+    apt = _Apt(choice, cache)
+    pkg = apt.kernel_package(choice.series)
     kver = pkg.removeprefix("linux-image-")
-    work = cache / f".{kver}.partial"
+    work = kcache / f".{kver}.partial"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    log(f"downloading {pkg} into {cache}")
-    try:
-        _run(["apt-get", "download", "-qq", pkg], "apt-get download", cwd=work)
-    except VmError:
-        _run(["apt-get", "update", "-qq"], "apt-get update")
-        _run(["apt-get", "download", "-qq", pkg], "apt-get download", cwd=work)
+    log(f"downloading {pkg} ({apt.where}) into {kcache}")
+    apt.download(pkg, work)
     deb = next(work.glob("*.deb"))
-    _run(["dpkg-deb", "-x", str(deb), str(work / "root")], "unpacking the kernel")
+    root = work / "root"
+    _run(["dpkg-deb", "-x", str(deb), str(root)], "unpacking the kernel")
     deb.unlink()
-    _run(["depmod", "-b", str(work / "root"), kver], "depmod")  # the .deb has no modules.dep
-    if elf := find_vmlinux((work / "root" / "boot" / f"vmlinuz-{kver}").read_bytes()):
+    if not (root / "lib").exists() and (root / "usr" / "lib").is_dir():
+        (root / "lib").symlink_to("usr/lib")  # Debian 13 ships merged-/usr: /usr/lib/modules
+    _run(["depmod", "-b", str(root), kver], "depmod")  # the .deb has no modules.dep
+    if elf := find_vmlinux((root / "boot" / f"vmlinuz-{kver}").read_bytes(), _zstd):
         (work / "vmlinux").write_bytes(elf)
-    work.rename(cache / kver)
-    return Kernel(cache / kver)
+    work.rename(kcache / kver)
+    return Kernel(kcache / kver)
 
 
 def _module_bytes(path: Path) -> bytes:
@@ -277,11 +384,13 @@ def build_initramfs(kernel: Kernel, init_script: Path, busybox: Path) -> Path:
     return target
 
 
-def prepare(cache: Path) -> tuple[Kernel, Path]:
+def prepare(cache: Path, kernel: str = DEFAULT_KERNEL) -> tuple[Kernel, Path]:
     """Packages, kernel and initramfs, serialised between concurrent runs by a lock file."""
+    if kernel not in KERNELS:
+        raise VmError(f"unknown kernel {kernel!r} (choose from {', '.join(KERNELS)})")
     ensure_packages()
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        kernel = prepare_kernel(cache)
-        return kernel, build_initramfs(kernel, INIT_SCRIPT, BUSYBOX)
+        prepared = prepare_kernel(cache, kernel)
+        return prepared, build_initramfs(prepared, INIT_SCRIPT, BUSYBOX)

@@ -70,6 +70,50 @@ def test_missing_packages_reads_dpkg_query_status() -> None:
     assert vm_image.missing_packages(out, wanted) == ["kmod", "cpio", "nvme-cli"]
 
 
+def test_kernel_series_is_major_dot_minor() -> None:
+    assert vm_image.kernel_series("6.1.0-57-amd64") == "6.1"
+    assert vm_image.kernel_series("6.12.117+deb13-amd64") == "6.12"
+    assert vm_image.kernel_series("6.12") == "6.12"
+    assert vm_image.kernel_series("trixie") == vm_image.kernel_series("pycache") == ""
+    assert vm_image.kernel_series("6.123abc") == ""
+
+
+def test_each_kernel_choice_has_its_own_cache_and_source() -> None:
+    cache = Path("/var/cache/x")
+    assert vm_image.KERNELS["6.1"].cache_dir(cache) == cache  # as before: existing caches stay
+    assert vm_image.KERNELS["6.12"].cache_dir(cache) == cache / "trixie"
+    assert vm_image.KERNELS["6.12"].suite == "trixie"
+    assert vm_image.DEFAULT_KERNEL == "6.1"
+
+
+def test_private_apt_configuration_reads_nothing_of_the_hosts(tmp_path: Path) -> None:
+    sources = vm_image.private_sources("trixie")
+    assert "Suites: trixie\n" in sources and "Components: main\n" in sources
+    assert "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" in sources
+    opts = vm_image.private_apt_options(tmp_path)
+    pairs = dict(o.split("=", 1) for o in opts if o != "-o")
+    assert pairs["Dir::Etc::SourceList"] == str(tmp_path / "sources.sources")
+    for key in ("SourceParts", "Preferences", "PreferencesParts"):  # no host sources or pins
+        assert pairs[f"Dir::Etc::{key}"].startswith(str(tmp_path))
+    for key in ("Dir::State::Lists", "Dir::State::status", "Dir::Cache"):
+        assert pairs[key].startswith(str(tmp_path))
+    with pytest.raises(VmError, match="suite"):
+        vm_image.private_sources("trixie\nSuites: sid")
+
+
+def test_cached_kernel_picks_the_newest_of_the_series(tmp_path: Path) -> None:
+    for kver in ("6.1.0-56-amd64", "6.1.0-57-amd64", "6.12.117+deb13-amd64", ".6.1.0-99.partial"):
+        moddir = vm_image.Kernel(tmp_path / kver).moddir
+        moddir.mkdir(parents=True)
+        (moddir / "modules.dep").write_text("")
+    (tmp_path / "trixie").mkdir()
+    assert vm_image.cached_kernel(tmp_path, "6.1").kver == "6.1.0-57-amd64"
+    assert vm_image.cached_kernel(tmp_path, "6.12").kver == "6.12.117+deb13-amd64"
+    assert vm_image.cached_kernel(tmp_path).kver == "6.12.117+deb13-amd64"
+    assert vm_image.cached_kernel(tmp_path, "6.6") is None
+    assert vm_image.cached_kernel(tmp_path / "missing", "6.1") is None
+
+
 def test_kernel_versions_sort_numerically() -> None:
     kvers = ["6.1.0-9-amd64", "6.1.0-56-amd64", "6.1.0-10-amd64"]
     assert max(kvers, key=vm_image.version_key) == "6.1.0-56-amd64"
@@ -116,16 +160,20 @@ def test_module_load_order_gives_paths_or_vm_error(dep: str, wanted: list[str]) 
         assert len(order) == len(set(order))
 
 
-def test_boot_modules_resolve_in_the_cached_kernel() -> None:
-    kernel = vm_image.cached_kernel(vm_image.DEFAULT_CACHE)
+@pytest.mark.parametrize("series", sorted(vm_image.KERNELS))
+def test_boot_modules_resolve_in_the_cached_kernel(series: str) -> None:
+    cache = vm_image.KERNELS[series].cache_dir(vm_image.DEFAULT_CACHE)
+    kernel = vm_image.cached_kernel(cache, series)
     if kernel is None:
-        pytest.skip(f"no kernel prepared in {vm_image.DEFAULT_CACHE} yet")
+        pytest.skip(f"no {series} kernel prepared in {cache} yet")
+    builtin = (kernel.moddir / "modules.builtin").read_text()
     order = vm_image.module_load_order(
-        (kernel.moddir / "modules.dep").read_text(), vm_image.BOOT_MODULES
+        (kernel.moddir / "modules.dep").read_text(), vm_image.BOOT_MODULES, builtin
     )
     names = [vm_image.module_name(p) for p in order]
     assert names.index("9pnet") < names.index("9pnet_virtio") < names.index("9p")
-    assert {"virtio_pci", "overlay"} <= set(names)
+    assert "overlay" in names
+    assert "virtio_pci" in names or "virtio_pci" in builtin  # 6.12 has it built in
     assert all((kernel.moddir / p).exists() for p in order)
 
 
@@ -189,6 +237,30 @@ def test_vmlinux_is_cut_out_of_an_xz_bzimage() -> None:
     assert vm_image.find_vmlinux(b"MZ" + vm_image.XZ_MAGIC + b"corrupt") is None
 
 
+def test_vmlinux_is_cut_out_of_a_zstd_bzimage_by_the_given_decompressor() -> None:
+    elf = b"\x7fELF" + bytes(range(256))
+    seen: list[bytes] = []
+
+    def fake_zstd(stream: bytes) -> bytes:  # the real one is the zstd program
+        seen.append(stream)
+        return elf if stream.startswith(vm_image.ZSTD_MAGIC + b"good") else b"garbage"
+
+    magic = vm_image.ZSTD_MAGIC
+    bzimage = b"MZ setup " + magic + b"bad" + b"pad" + magic + b"good" + b"trailer"
+    assert vm_image.find_vmlinux(bzimage, fake_zstd) == elf
+    assert len(seen) == 2  # the first candidate did not decode to an ELF: the next is tried
+    assert vm_image.find_vmlinux(bzimage) is None  # no decompressor: boot the bzImage
+    assert vm_image.find_vmlinux(b"MZ" + magic + b"bad", fake_zstd) is None
+
+
+def test_zstd_program_decodes_a_stream_with_trailing_bytes() -> None:
+    if shutil.which("zstd") is None:
+        pytest.skip("no zstd program on this machine")
+    elf = b"\x7fELF" + bytes(range(256)) * 8
+    stream = subprocess.run(["zstd", "-c"], input=elf, capture_output=True, check=True).stdout
+    assert vm_image.find_vmlinux(b"MZ" * 30 + stream + b"\0\0size", vm_image._zstd) == elf
+
+
 @given(st.binary(max_size=200))
 def test_vmlinux_search_never_raises(data: bytes) -> None:
     found = vm_image.find_vmlinux(data)
@@ -207,7 +279,8 @@ def test_accel_is_kvm_only_with_cpu_support_and_a_usable_device() -> None:
 
 def test_selected_environment_marks_the_vm() -> None:
     env = runner.select_env({"HOME": "/root", "SECRET": "x", "A": "1"}, ["HOME", "A", "UNSET"])
-    assert env == {"HOME": "/root", "A": "1", "STAS_IN_VM": "1"}
+    assert env == {"HOME": "/root", "A": "1", "STAS_IN_VM": "1", "STAS_VM_KERNEL": "6.1"}
+    assert runner.select_env({}, [], "6.12")["STAS_VM_KERNEL"] == "6.12"
 
 
 def test_job_script_runs_the_command_in_its_directory_with_its_environment(
@@ -312,6 +385,18 @@ def test_check_option_prints_the_verdict(capsys: pytest.CaptureFixture[str]) -> 
     verdict = runner.check()
     assert runner.main(["--check"]) == (1 if verdict else 0)
     assert capsys.readouterr().out == f"{verdict or 'ok'}\n"
+    verdict = runner.check(kernel="6.12")
+    assert runner.main(["--check", "--kernel", "6.12"]) == (1 if verdict else 0)
+    assert capsys.readouterr().out == f"{verdict or 'ok'}\n"
+
+
+def test_unknown_kernel_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert runner.check(kernel="5.10") == "unknown kernel '5.10' (choose from 6.1, 6.12)"
+    with pytest.raises(SystemExit):
+        runner.main(["--kernel", "5.10", "true"])
+    assert "invalid choice: '5.10'" in capsys.readouterr().err
+    with pytest.raises(VmError, match=r"unknown kernel '5\.10'"):
+        vm_image.prepare(Path("/nonexistent"), "5.10")
 
 
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -322,9 +407,11 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
 # --- a real boot ----------------------------------------------------------------------------
 
 
-def run_vm(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_vm(
+    *args: str, timeout: float = 600, kernel: str = "6.1"
+) -> subprocess.CompletedProcess[str]:
     """The runner as a program (first run on a fresh machine installs packages: minutes)."""
-    if reason := runner.check():
+    if reason := runner.check(kernel=kernel):
         pytest.skip(f"cannot run the VM here: {reason}")
     env = {**os.environ, "VMTEST_TOKEN": "token 42"}
     argv = [sys.executable, str(VM_DIR / "runner.py"), *args]
@@ -355,3 +442,17 @@ def test_vm_timeout_has_its_own_exit_status() -> None:
     done = run_vm("--timeout", "1", "sleep", "60")
     assert done.returncode == runner.EXIT_TIMEOUT
     assert "timeout: the command did not finish within 1s" in done.stderr
+
+
+def test_vm_boots_debian_13s_6_12_kernel_with_in_band_auth() -> None:
+    """The 6.12 series' own modules are loaded; nvmet offers per-host DH-HMAC-CHAP keys."""
+    script = (
+        'echo "kernel=$(uname -r) series=$STAS_VM_KERNEL"; '
+        "test -d /sys/kernel/config/nvmet/hosts && mkdir /sys/kernel/config/nvmet/hosts/h && "
+        "test -e /sys/kernel/config/nvmet/hosts/h/dhchap_key && echo auth-ok"
+    )
+    done = run_vm("--kernel", "6.12", "--timeout", "120", "sh", "-c", script, kernel="6.12")
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first.startswith("kernel=6.12.") and first.endswith(" series=6.12")
+    assert second == "auth-ok"
