@@ -110,7 +110,8 @@ class Finder:
         self.resolver = resolver
         self.probe = probe
         self.configured: list[_Configured] = []
-        self.mdns: dict[str, Tid] = {}  # announcement key -> candidate
+        self.mdns_raw: dict[str, Tid] = {}  # announcement key -> candidate as announced
+        self.mdns: dict[str, Tid] = {}  # the same with sys.conf/stafd.conf defaults applied
         self.discovered: set[Tid] = set()  # every mDNS DC still kept (announced or not)
         self.silent_since: dict[Tid, float] = {}  # discovered, unannounced and unconnected
         self.statuses: dict[Tid, DcStatus] = {}
@@ -125,11 +126,13 @@ class Finder:
     async def apply_config(self, config: ServiceConfig, host_nqn: str) -> None:
         """Resolve the controller= entries once per (re)load, keeping working choices."""
         if not config.zeroconf:  # the mDNS actor stops: forget what it told us
+            self.mdns_raw.clear()
             self.mdns.clear()
             self.discovered.clear()
             self.silent_since.clear()
         old = {c.base: c for c in self.configured}
         self.config, self.host_nqn = config, host_nqn
+        self._refill_mdns()
         out: list[_Configured] = []
         for spec in config.controllers:
             d = spec.as_tid_dict(ignore_iface=config.ignore_iface)
@@ -188,12 +191,34 @@ class Finder:
                 self._dirty = True
         elif isinstance(msg, MdnsServiceUp):
             if self.config.zeroconf:  # late news from an mDNS actor being stopped is dropped
-                self.mdns[msg.key] = msg.tid
-                self.discovered.add(msg.tid)
+                tid = self.mdns_tid(msg.tid)
+                self.mdns_raw[msg.key] = msg.tid
+                self.mdns[msg.key] = tid
+                self.discovered.add(tid)
         elif isinstance(msg, MdnsServiceDown):
-            self.mdns.pop(msg.key, None)  # the DC stays: removal waits for the persistence
+            self.mdns_raw.pop(msg.key, None)  # the DC stays: removal waits for the persistence
+            self.mdns.pop(msg.key, None)
         else:
             log.warning("finder: unexpected message %r ignored", type(msg).__name__)
+
+    def mdns_tid(self, announced: Tid) -> Tid:
+        """An announced DC with the TID defaults upstream applies: sys.conf's host NQN, and
+        no host-iface when ``ignore-iface=true``."""
+        return attrs.evolve(
+            announced,
+            host_nqn=announced.host_nqn or self.host_nqn,
+            host_iface="" if self.config.ignore_iface else announced.host_iface,
+        )
+
+    def _refill_mdns(self) -> None:
+        """After a reload: announced DCs take the new host NQN / ignore-iface."""
+        for key, raw in self.mdns_raw.items():
+            old, new = self.mdns[key], self.mdns_tid(raw)
+            if old != new:
+                self.mdns[key] = new
+                self.discovered.discard(old)
+                self.silent_since.pop(old, None)
+                self.discovered.add(new)
 
     # --- the wanted set -----------------------------------------------------------------------
 
@@ -239,7 +264,10 @@ class Finder:
                 if tid in out:
                     continue  # already wanted: no loop, no duplicate
                 if referrals >= MAX_REFERRAL_DCS:
-                    self._warn_once(f"more than {MAX_REFERRAL_DCS} referred DCs; ignoring the rest")
+                    self._warn_once(
+                        f"DC {parent.tid}: its referrals go beyond the cap of "
+                        f"{MAX_REFERRAL_DCS} referred DCs in total; ignoring the rest"
+                    )
                     return out
                 w = DcWanted(tid, "referral", referral_depth=parent.referral_depth + 1)
                 add(w)
@@ -343,8 +371,13 @@ class Finder:
     def _restore(self) -> None:
         """Warm restart: publish the cached DCs and their log pages before anything connects."""
         cached = self.state_store.load() if self.state_store else {}
-        for tid, status in cached.items():
-            self.statuses[tid] = restore(status)
+        for saved, status in cached.items():
+            tid = saved
+            if status.origin == "discovered":  # saved before host NQNs were filled in, maybe
+                tid = self.mdns_tid(saved)
+                if tid in cached and tid != saved:
+                    continue  # the same DC saved both ways: keep the filled-in one
+            self.statuses[tid] = restore(attrs.evolve(status, tid=tid))
             self.running[tid] = DcWanted(tid, status.origin)
             if status.origin == "discovered" and self.config.zeroconf:
                 self.discovered.add(tid)

@@ -265,7 +265,58 @@ async def test_referral_amplification_is_capped(autojump_clock, caplog) -> None:
         ]
         await h.put(*msgs)
         assert len(h.running) == 1 + MAX_REFERRAL_DCS
-        assert f"more than {MAX_REFERRAL_DCS} referred DCs" in caplog.text
+        await h.put(status(a, *[f"10.1.0.{i}" for i in range(1, 101)]))  # one more reconcile
+        hits = [r.getMessage() for r in caplog.records if "in total" in r.getMessage()]
+        # logged once, naming the DC whose referrals went past the cap (breadth first: the 4th)
+        assert hits == [
+            f"DC {tid('10.1.0.4')}: its referrals go beyond the cap of {MAX_REFERRAL_DCS} "
+            "referred DCs in total; ignoring the rest"
+        ]
+        n.cancel_scope.cancel()
+
+
+# --- mDNS-found DCs get upstream's TID defaults (issue 9 items 1 and 2) -----------------------
+
+
+def announced(addr: str = "192.168.1.5", iface: str = "eth0") -> Tid:
+    """What stas.mdns_txt makes of an announcement: no host NQN."""
+    return Tid("tcp", addr, "8009", WK, "", iface, "")
+
+
+async def test_mdns_dc_gets_the_host_nqn(autojump_clock) -> None:
+    h = Harness(conf(""))
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(MdnsServiceUp("k", announced()))
+        assert h.running == {tid("192.168.1.5", iface="eth0")}
+        assert h.published_tids() == {tid("192.168.1.5", iface="eth0")}
+        n.cancel_scope.cancel()
+
+
+async def test_ignore_iface_clears_host_iface_of_mdns_dcs(autojump_clock) -> None:
+    h = Harness(conf("[Global]\nignore-iface=true\n"))
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(MdnsServiceUp("k", announced()))
+        assert h.running == {tid("192.168.1.5")}
+        # a reload that turns it off again brings the interface back
+        await h.put(ConfigChanged(conf(""), HOSTNQN))
+        assert h.running == {tid("192.168.1.5", iface="eth0")}
+        n.cancel_scope.cancel()
+
+
+async def test_cached_mdns_dc_without_host_nqn_is_restored_with_it(tmp_path, autojump_clock):
+    store = StateStore(tmp_path / "state.json")
+    old = DcStatus(tid=announced(), origin="discovered", log_pages=(referral("10.9.9.9"),))
+    store.save(StafdSnapshot(dcs=(old,), generation=1))
+    h = Harness(conf(""), store=store)
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(MdnsServiceUp("k", announced()))
+        t = tid("192.168.1.5", iface="eth0")
+        assert h.running == {t, tid("10.9.9.9", iface="eth0")}  # one DC, not two
+        initial = {started: cached for started, _, cached in h.started}[t]
+        assert initial is not None and initial.log_pages == old.log_pages
         n.cancel_scope.cancel()
 
 
