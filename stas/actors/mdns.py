@@ -1,4 +1,4 @@
-"""stafd's mDNS browser actor: TP8009 ``_nvme-disc._tcp`` announcements -> candidate DCs.
+"""stafd's mDNS browser actor: TP8009 ``_nvme-disc._tcp`` (and ``._udp``) announcements -> DCs.
 
 Upstream needed avahi-daemon over D-Bus; here python-zeroconf browses in-process. zeroconf runs
 its own asyncio thread and calls our listener from a browser thread; the listener only hands a
@@ -37,7 +37,8 @@ from stas.reachability import local_interfaces_for, wait_reachable
 
 log = logging.getLogger("stas.mdns")
 
-DEFAULT_SERVICE_TYPES = ("_nvme-disc._tcp.local.",)
+# upstream browses both; TP8009 defines _tcp, and _udp costs nothing when nobody answers
+DEFAULT_SERVICE_TYPES = ("_nvme-disc._tcp.local.", "_nvme-disc._udp.local.")
 MAX_SERVICES = 1024  # distinct service names tracked; a flood beyond this is logged and ignored
 MAX_ADDRESSES = 16  # addresses used per service
 MAX_LOGGED = 4096  # remembered (name, reason) pairs for log-once; forgotten wholesale past this

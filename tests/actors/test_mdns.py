@@ -21,6 +21,7 @@ from stas.messages import WELL_KNOWN_DISC_NQN, MdnsServiceDown, MdnsServiceUp, T
 from stas.reachability import wait_reachable
 
 STYPE = "_nvme-disc._tcp.local."
+UDP_STYPE = "_nvme-disc._udp.local."
 NQN = "nqn.1988-11.com.dell:SFSS:2:20220208134025e8"
 
 
@@ -342,7 +343,7 @@ async def test_real_zeroconf_up_and_goodbye() -> None:
                     for ip in ("127.0.0.1", "::1")
                 }
                 snap = browser.snapshot()
-                assert snap["service types"] == [STYPE]
+                assert snap["service types"] == [STYPE, UDP_STYPE]
                 assert snap["services"][f"lo|{name}|::1"] == {
                     "transport": "tcp",
                     "traddr": "::1",
@@ -425,3 +426,36 @@ async def test_cancellation_closes_zeroconf() -> None:
     assert len(made) == 1
     assert closed == [True]
     assert made[0].done  # zeroconf's own "closed" flag
+
+
+async def test_real_zeroconf_udp_service_type_is_browsed_too() -> None:
+    """Upstream browses ``_nvme-disc._udp`` as well; a DC announced there is found."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    label = unique("udp")
+    name = f"{label}.{UDP_STYPE}"
+    send, recv = trio.open_memory_channel[object](100)
+
+    def register() -> tuple[Zeroconf, list[ServiceInfo]]:
+        zc = Zeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+        info = ServiceInfo(UDP_STYPE, name, port=port, properties={"p": "tcp"},
+                           server=f"{label}.local.", parsed_addresses=["127.0.0.1"])  # fmt: skip
+        zc.register_service(info, allow_name_change=False)
+        return zc, [info]
+
+    with trio.fail_after(15):
+        async with listener, trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(run_mdns_browser, send, interfaces=["127.0.0.1"]))
+            zc, infos = await trio.to_thread.run_sync(register)
+            try:
+                while True:
+                    msg = await recv.receive()
+                    if f"|{name}|" in msg.key:
+                        break
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_unregister, zc, infos)
+            assert msg == MdnsServiceUp(
+                f"lo|{name}|127.0.0.1", tid("127.0.0.1", trsvcid=str(port), host_iface="lo")
+            )
+            nursery.cancel_scope.cancel()
