@@ -24,7 +24,8 @@ from stas.actors.daemon_dbus import (
     find_by_tid,
     serve_on_bus,
 )
-from stas.dbus.binding import CallContext
+from stas.dbus.binding import CallContext, DBusMethodError
+from stas.dbus.common import ERR_LIMITS_EXCEEDED
 from stas.dbus.idl import STAFD
 from stas.dbus.service import DBusObjectServer
 from stas.messages import DcStatus, StafdSnapshot, Tid
@@ -88,11 +89,26 @@ class StafdDBus(DaemonDBus):
         return (dc.dlpes() if dc else [],)
 
     async def get_all_log_pages(self, ctx: CallContext, detailed: bool) -> tuple[Any, ...]:
-        items = [
-            {"discovery-controller": dc_dict(dc, detailed=detailed), "log-pages": dc.dlpes()}
-            for dc in self.snapshot.value.dcs
-        ]
-        return (json.dumps(await self.shown(ctx, items)),)
+        """Every DC's log pages as one JSON string, refused once it outgrows the reply budget.
+
+        Built DC by DC so an oversized cache is refused before it is all serialised (a reply
+        over the bus's limit used to get stafd's connection dropped: issue 13 item 1).
+        """
+        dcs = self.snapshot.value.dcs
+        parts: list[str] = []
+        size = 2  # the enclosing brackets
+        for n, dc in enumerate(dcs):
+            item = {"discovery-controller": dc_dict(dc, detailed=detailed), "log-pages": dc.dlpes()}
+            parts.append(json.dumps(await self.shown(ctx, item)))
+            size += len(parts[-1]) + 2
+            if size > self.reply_budget:
+                raise DBusMethodError(
+                    ERR_LIMITS_EXCEEDED,
+                    f"reply would be over {self.reply_budget} bytes ({size} bytes after"
+                    f" {n + 1} of {len(dcs)} discovery controllers); limit {self.reply_budget};"
+                    " use get_log_pages per controller (stafctl dlp)",
+                )
+        return ("[" + ", ".join(parts) + "]",)
 
     async def controller_info(self, ctx: CallContext, *tid: str) -> tuple[Any, ...]:
         dc = find_dc(self.snapshot.value, tid)

@@ -58,7 +58,7 @@ def host_nqn_default() -> str:
 
 def run_dbus(daemon: str, action: Callable[[], int]) -> int:
     """Run a D-Bus action; turn bus failures into upstream's one line on stderr, exit 1."""
-    from stas.dbus.common import DBusAccessDenied, DBusCallError, DBusUnavailable
+    from stas.dbus.common import DBusAccessDenied, DBusBusy, DBusCallError, DBusUnavailable
 
     try:
         return action()
@@ -69,6 +69,9 @@ def run_dbus(daemon: str, action: Callable[[], int]) -> int:
         why = exc.message or exc.name
         hint = "" if "root" in why else " (only root may do this)"
         print(f"{daemon}: permission denied: {why}{hint}", file=sys.stderr)
+    except DBusBusy as exc:
+        print(f"{daemon} is busy with other calls from this user: {exc.message}; try again later",
+              file=sys.stderr)  # fmt: skip
     except DBusCallError as exc:
         print(f"{daemon}: {exc}", file=sys.stderr)
     return EXIT_FAIL

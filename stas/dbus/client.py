@@ -2,11 +2,14 @@
 
 The ctl tools run once and exit, so this stays synchronous and import-light (jeepney's
 blocking I/O and our idl; never trio). Every way of "the daemon is not there" becomes
-DBusUnavailable so a tool can print one line and exit 1.
+DBusUnavailable so a tool can print one line and exit 1. A daemon that is busy with this
+user's other calls (LimitsExceeded "server busy") is asked again a few times, about 2 s in all.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call
@@ -15,6 +18,7 @@ from jeepney.io.blocking import DBusConnection, open_dbus_connection
 
 from stas.dbus.common import (
     DBusAccessDenied,
+    DBusBusy,
     DBusCallError,
     DBusError,
     DBusUnavailable,
@@ -25,6 +29,7 @@ from stas.dbus.idl import Service
 
 __all__ = [
     "DBusAccessDenied",
+    "DBusBusy",
     "DBusCallError",
     "DBusError",
     "DBusUnavailable",
@@ -39,6 +44,8 @@ __all__ = [
 
 DEFAULT_TIMEOUT = 25.0  # seconds; dbus-daemon's own default reply timeout
 PROPERTIES = "org.freedesktop.DBus.Properties"
+BUSY_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.65)  # seconds between tries: 2 s in all
+_sleep: Callable[[float], None] = time.sleep  # replaced by tests: no real waiting there
 
 
 def open_system_bus(address: str | None = None, *, timeout: float = 2.0) -> DBusConnection:
@@ -61,10 +68,29 @@ def call(
     signature: str = "",
     *args: Any,
     timeout: float | None = DEFAULT_TIMEOUT,
+    busy_delays: Sequence[float] = BUSY_RETRY_DELAYS,
 ) -> tuple[Any, ...]:
-    """Call a method and return the reply body; D-Bus errors become our exceptions."""
+    """Call a method and return the reply body; D-Bus errors become our exceptions.
+
+    "Server busy" is retried after each of ``busy_delays``; then DBusBusy is raised.
+    """
     target = DBusAddress(path, bus_name=bus_name, interface=interface)
     msg = new_method_call(target, method, signature or None, tuple(args))
+    for delay in busy_delays:
+        try:
+            return _call_once(conn, msg, bus_name, method, timeout)
+        except DBusBusy:
+            _sleep(delay)
+    try:
+        return _call_once(conn, msg, bus_name, method, timeout)
+    except DBusBusy as exc:
+        waited = sum(busy_delays)
+        raise DBusBusy(exc.name, f"still busy after {waited:.1f} s") from None
+
+
+def _call_once(
+    conn: DBusConnection, msg: Any, bus_name: str, method: str, timeout: float | None
+) -> tuple[Any, ...]:
     try:
         reply = conn.send_and_get_reply(msg, timeout=timeout)
     except TimeoutError as exc:

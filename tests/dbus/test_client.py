@@ -100,3 +100,86 @@ def test_client_import_does_not_pull_in_trio() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+async def hold_the_only_slot(nursery: trio.Nursery, fake: Any) -> None:
+    """Another connection of the same (fake) uid keeps one slow call running."""
+    from jeepney import DBusAddress, new_method_call
+
+    from stas.dbus.connection import open_bus
+
+    bus = await open_bus()
+    await nursery.start(bus.serve, lambda msg: None)
+    target = DBusAddress(STAFD.object_path, STAFD.bus_name, STAFD.main_interface)
+    msg = new_method_call(target, "list_controllers", "b", (False,))
+    nursery.start_soon(functools.partial(bus.call_checked, msg, timeout=30))
+    await fake.entered.wait()
+
+
+async def test_ctl_retries_busy_then_succeeds(
+    bus_address: str, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Issue 13 item 6: a busy answer is retried; the flood ending lets the tool through."""
+    from stas_dbus_fakes import FakeStafd
+
+    from stas.ctl import stafctl
+    from stas.dbus.service import DBusObjectServer
+
+    fake = FakeStafd()
+    fake.gate = trio.Event()
+
+    async def same_uid(sender: str) -> int:
+        return 1000
+
+    server: DBusObjectServer = fake.server(bus_address, same_uid, max_concurrent=1)
+    await nursery.start(server.run)
+    await hold_the_only_slot(nursery, fake)
+    token = trio.lowlevel.current_trio_token()
+    slept: list[float] = []
+
+    def fake_sleep(delay: float) -> None:
+        slept.append(delay)
+        if len(slept) == 2:  # the flood ends during the second wait
+            trio.from_thread.run_sync(fake.gate.set, trio_token=token)
+            trio.from_thread.run_sync(lambda: None, trio_token=token)  # let the reply go out
+
+    monkeypatch.setattr(client, "_sleep", fake_sleep)
+    rc = await in_thread(stafctl.main, ["--json", "dlp", "-a", "192.168.1.10", "-s", "8009"])
+    out, err = capsys.readouterr()
+    assert (rc, err) == (0, "") and "192.168.1.20" in out
+    assert slept[:2] == [0.05, 0.1]
+
+
+async def test_ctl_gives_up_on_busy_with_one_line(
+    bus_address: str, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from stas_dbus_fakes import FakeStafd
+
+    from stas.ctl import stafctl
+
+    fake = FakeStafd()
+    fake.gate = trio.Event()
+
+    async def same_uid(sender: str) -> int:
+        return 1000
+
+    await nursery.start(fake.server(bus_address, same_uid, max_concurrent=1).run)
+    await hold_the_only_slot(nursery, fake)
+    slept: list[float] = []
+    monkeypatch.setattr(client, "_sleep", slept.append)
+    rc = await in_thread(stafctl.main, ["dlp", "-a", "192.168.1.10", "-s", "8009"])
+    out, err = capsys.readouterr()
+    fake.gate.set()
+    assert (rc, out) == (1, "")
+    assert err == (
+        "stafd is busy with other calls from this user: still busy after 2.0 s; try again later\n"
+    )
+    assert slept == list(client.BUSY_RETRY_DELAYS) and sum(slept) == pytest.approx(2.0)
+
+
+def test_size_limit_is_not_retried() -> None:
+    """A reply too large would be too large again: only "server busy" means retry."""
+    busy = call_error("org.freedesktop.DBus.Error.LimitsExceeded", ("server busy, retry",))
+    big = call_error("org.freedesktop.DBus.Error.LimitsExceeded", ("reply to x would be 9",))
+    assert isinstance(busy, client.DBusBusy) and not isinstance(big, client.DBusBusy)
+    assert isinstance(big, DBusCallError)
