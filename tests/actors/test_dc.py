@@ -6,6 +6,7 @@ import itertools
 import logging
 import math
 import random
+import tracemalloc
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -24,6 +25,7 @@ from stas.actors.dc_backend import (
     LogPageChangedEvent,
     ReconnectedEvent,
 )
+from stas.actors.dc_budget import MAX_CACHED_ENTRIES, EntryBudget
 from stas.messages import DcStatus, DcUpdate, DcWanted, Tid
 from stas.nvme.errors import (
     ConnectionLost,
@@ -510,3 +512,62 @@ async def test_actor_returns_when_nobody_reads_updates(autojump_clock) -> None:
     with trio.fail_after(60):
         await run_dc_actor(WANTED, send, backend=backend, settings=NO_JITTER)
     assert backend.attempts == []
+
+
+# --- one cap on cached entries across all DCs (issue 13 item 4) --------------------------------
+
+
+async def test_entry_budget_cuts_a_page_once_and_gives_back_on_exit(autojump_clock, caplog):
+    budget = EntryBudget(limit=3)
+    assert budget.grant("another DC", 2) == 2
+    backend = FakeBackend()  # PAGE_A: 2 entries
+    async with running(backend, attrs.evolve(NO_JITTER, entries=budget)) as run:
+        await trio.sleep(1)
+        assert len(run.last.log_pages) == 1 and budget.total == 3
+        await backend.event(LogPageChangedEvent())  # same page again: still cut, no new warning
+        await trio.sleep(1)
+        budget.release("another DC")
+        await backend.event(LogPageChangedEvent())
+        await trio.sleep(1)
+        assert run.last.log_pages == PAGE_A.entries and budget.total == 2
+    assert budget.total == 0  # the actor's share is free again
+    assert warnings_with(caplog, "cache of discovery log page entries is full") == [
+        f"{TID}: the cache of discovery log page entries is full (3 entries across all "
+        "discovery controllers); keeping 1 of its 2 entries"
+    ]
+
+
+async def test_entry_budget_applies_to_a_warm_start_cache(autojump_clock) -> None:
+    budget = EntryBudget(limit=1)
+    cached = DcStatus(tid=TID, origin="configured", genctr=1, log_pages=PAGE_A.entries)
+    backend = FakeBackend(failures=[ConnectionRefused("refused")])
+    async with running(backend, attrs.evolve(NO_JITTER, entries=budget), cached) as run:
+        await trio.sleep(1)
+        first = run.updates[0][1].status
+        assert len(first.log_pages) == 1 and budget.total == 1
+
+
+def test_budget_grants_never_exceed_the_limit() -> None:
+    budget = EntryBudget(limit=10)
+    assert [budget.grant(n, 4) for n in "abc"] == [4, 4, 2]
+    assert budget.grant("a", 1) == 1 and budget.total == 7  # shrinking gives back
+    assert budget.grant("c", 8) == 5 and budget.total == 10
+    budget.release("b")
+    assert budget.total == 6 and budget.held("b") == 0
+
+
+def test_the_default_cap_keeps_the_worst_case_cache_small() -> None:
+    """MAX_CACHED_ENTRIES of the largest entries a peer can send stay well under 100 MB."""
+    big = LogPageEntry(
+        trtype=3, adrfam=1, subtype=2, treq=0, portid=1, cntlid=0xFFFF, asqsz=32, eflags=0,
+        trsvcid="4" * 31, subnqn="nqn." + "n" * 219, traddr="a" * 255,
+    )  # fmt: skip
+    raw = DiscoveryLogPage(genctr=1, entries=[big] * 500).encode()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        page = DiscoveryLogPage.decode(raw)
+        per_entry = (tracemalloc.get_traced_memory()[0] - before) / len(page.entries)
+    finally:
+        tracemalloc.stop()
+    assert per_entry * MAX_CACHED_ENTRIES < 40 * 2**20, per_entry
