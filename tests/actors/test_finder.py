@@ -10,6 +10,7 @@ import trio
 import trio.testing
 from trio_util import AsyncValue
 
+from stas.actors.daemon_dbus import find_by_tid
 from stas.actors.finder import MAX_REFERRAL_DCS, ConfigChanged, Finder, run_finder
 from stas.config import parse_service_config
 from stas.messages import DcStatus, DcUpdate, MdnsServiceDown, MdnsServiceUp, StafdSnapshot, Tid
@@ -290,6 +291,9 @@ async def test_mdns_dc_gets_the_host_nqn(autojump_clock) -> None:
         await h.put(MdnsServiceUp("k", announced()))
         assert h.running == {tid("192.168.1.5", iface="eth0")}
         assert h.published_tids() == {tid("192.168.1.5", iface="eth0")}
+        # upstream's `stafctl dlp -t tcp -a 192.168.1.5 -s 8009 -f eth0` (default host NQN)
+        args = ("tcp", "192.168.1.5", "8009", WK, "", "eth0", HOSTNQN)
+        assert find_by_tid(h.published.value.dcs, args) is not None
         n.cancel_scope.cancel()
 
 
