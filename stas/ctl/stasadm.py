@@ -1,15 +1,15 @@
 """stasadm: create the host NQN and ID, and set or clear the host symbolic name (upstream §4.3).
 
-Same commands, options and derivation as upstream, so hosts keep their identity when they move
-from upstream to us. One difference: sys.conf keeps its comments when it is rewritten.
+Same commands, options and derivation as upstream (``stas.config.identity``), so hosts keep
+their identity when they move from upstream to us. Differences: sys.conf keeps its comments
+when it is rewritten, ``-f FILE`` is stored as an absolute ``file://`` path, and without root
+and without a usable /etc/machine-id ``hostnqn`` falls back to a random UUID instead of exiting.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import hmac
 import os
 import sys
 import uuid
@@ -17,59 +17,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stas import __version__
+from stas.config.identity import (  # noqa: F401  (re-exported: stasadm's derivation)
+    NQN_PREFIX,
+    NVME_APP_ID,
+    derive_host_uuid,
+    dmi_uuid,
+    machine_app_specific_uuid,
+)
 
 DEFAULT_SYS_CONF = "/etc/stas/sys.conf"
-MACHINE_ID = Path("/etc/machine-id")
-DMI_PRODUCT_UUID = Path("/sys/class/dmi/id/product_uuid")
-IBM_PARTITION_UUID = Path("/proc/device-tree/ibm,partition-uuid")
-# systemd's sd_id128_get_machine_app_specific() with this app id, as upstream does.
-NVME_APP_ID = b"$nvmexpress.org$"
-NQN_PREFIX = "nqn.2014-08.org.nvmexpress:uuid:"
 
 
 class StasadmError(Exception):
     """A user-facing failure: printed as one line, exit 1."""
-
-
-def machine_app_specific_uuid(machine_id_hex: str, app_id: bytes = NVME_APP_ID) -> str:
-    """HMAC-SHA256(machine id, app id) as a version-4 UUID (systemd's app-specific id)."""
-    try:
-        key = bytes.fromhex(machine_id_hex.strip())
-    except ValueError as exc:
-        raise StasadmError(f"/etc/machine-id is not hexadecimal: {machine_id_hex!r}") from exc
-    if len(key) != 16:
-        raise StasadmError(f"/etc/machine-id must hold 32 hex digits, not {len(key) * 2}")
-    digest = bytearray(hmac.new(key, app_id, hashlib.sha256).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x40
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    return str(uuid.UUID(bytes=bytes(digest)))
-
-
-def dmi_uuid(text: str) -> str:
-    """SMBIOS stores the first three UUID fields little-endian; swap them back (upstream)."""
-    raw = uuid.UUID(text.strip()).bytes
-    return str(uuid.UUID(bytes_le=raw))
-
-
-def derive_host_uuid(
-    machine_id: Path = MACHINE_ID,
-    product_uuid: Path = DMI_PRODUCT_UUID,
-    partition_uuid: Path = IBM_PARTITION_UUID,
-) -> str:
-    """The UUID behind the host NQN, in upstream's order of preference."""
-    try:
-        return machine_app_specific_uuid(machine_id.read_text())
-    except OSError:
-        pass
-    try:
-        return dmi_uuid(product_uuid.read_text())
-    except (OSError, ValueError):
-        pass
-    try:
-        return str(uuid.UUID(partition_uuid.read_bytes().rstrip(b"\0").decode().strip()))
-    except (OSError, ValueError, UnicodeDecodeError):
-        pass
-    return str(uuid.uuid4())
 
 
 def _write_value_file(path: str, value: str) -> None:
@@ -118,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=f"create the {what}")
         c.add_argument("-f", "--file", metavar="FILE", help=f"write the {what} to FILE")
     c = sub.add_parser("set-symname", help="set the host symbolic name")
+    c.add_argument("-f", "--file", metavar="FILE", help="write the symbolic name to FILE")
     c.add_argument("symname", metavar="SYMNAME")
     sub.add_parser("clear-symname", help="remove the host symbolic name")
     return p
@@ -138,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "hostid":
             save(args.conf_file, "id", str(uuid.uuid4()), args.file)
         elif args.cmd == "set-symname":
-            save(args.conf_file, "symname", args.symname, None)
+            save(args.conf_file, "symname", args.symname, args.file)
         else:
             _set(args.conf_file, "symname", None)
     except StasadmError as exc:

@@ -1,5 +1,7 @@
-"""stasadm: identity derivation (checked against systemd-id128) and sys.conf/file updates."""
+"""stasadm: identity derivation (upstream stasadm's, not systemd-id128's), sys.conf updates."""
 
+import hashlib
+import hmac
 import re
 import shutil
 import subprocess
@@ -8,43 +10,67 @@ from pathlib import Path
 
 import pytest
 
+from stas.config.identity import derive_host_uuid
 from stas.ctl import stasadm
 
 MACHINE_ID = "3d1219c7c4c5404aaa1f6d2a48adfda4"
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
 
-def test_app_specific_uuid_known_vector() -> None:
-    # `systemd-id128 machine-id --app-specific=246e766d657870726573732e6f726724 -u` on a
-    # machine whose /etc/machine-id is MACHINE_ID printed this.
-    assert stasadm.machine_app_specific_uuid(MACHINE_ID + "\n") == (
-        "6fd07859-c5d2-41e7-a917-017570183fdd"
-    )
+def upstream_uuid(machine_id: str) -> str:
+    """Upstream stasadm's derivation written out independently: HMAC-SHA256 keyed with the app
+    id over the 16 machine-id bytes, first 16 bytes, version 4 and RFC 4122 variant bits."""
+    mac = hmac.new(b"$nvmexpress.org$", bytes.fromhex(machine_id), hashlib.sha256).digest()
+    raw = bytearray(mac[:16])
+    raw[6] = 0x40 | (raw[6] & 0x0F)
+    raw[8] = 0x80 | (raw[8] & 0x3F)
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# machine-id -> the host NQN upstream 2.4.1's `stasadm hostnqn` writes
+VECTORS = [
+    (MACHINE_ID, "fc337778-3c44-4938-aaaf-501ded981e7b"),
+    ("00000000000000000000000000000000", upstream_uuid("0" * 32)),
+    ("ffffffffffffffffffffffffffffffff", upstream_uuid("f" * 32)),
+    ("ABCDEF0123456789ABCDEF0123456789", upstream_uuid("abcdef0123456789abcdef0123456789")),
+]
+
+
+@pytest.mark.parametrize(("machine_id", "expected"), VECTORS)
+def test_host_uuid_is_upstreams(machine_id: str, expected: str) -> None:
+    assert stasadm.machine_app_specific_uuid(machine_id + "\n") == expected
+
+
+def test_known_vector_is_computed_the_upstream_way() -> None:
+    assert upstream_uuid(MACHINE_ID) == "fc337778-3c44-4938-aaaf-501ded981e7b"
 
 
 @pytest.mark.skipif(shutil.which("systemd-id128") is None, reason="systemd-id128 not installed")
-def test_app_specific_uuid_agrees_with_systemd_here() -> None:
+def test_upstream_is_not_systemds_app_specific_id() -> None:
+    # upstream swaps HMAC key and message relative to systemd: hosts moving from upstream keep
+    # upstream's value, so systemd-id128 must NOT be what we reproduce
     mine = stasadm.machine_app_specific_uuid(Path("/etc/machine-id").read_text())
     theirs = subprocess.run(
         ["systemd-id128", "machine-id", "--app-specific=" + stasadm.NVME_APP_ID.hex(), "-u"],
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    assert mine == theirs
+    assert mine == upstream_uuid(Path("/etc/machine-id").read_text().strip()) != theirs
 
 
-def test_bad_machine_id_is_a_clear_error() -> None:
-    with pytest.raises(stasadm.StasadmError, match="not hexadecimal"):
-        stasadm.machine_app_specific_uuid("zz")
-    with pytest.raises(stasadm.StasadmError, match="32 hex digits"):
-        stasadm.machine_app_specific_uuid("abcd")
+@pytest.mark.parametrize("text", ["zz" * 16, "abcd", "uninitialized", ""])
+def test_bad_machine_id_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match="a machine id"):
+        stasadm.machine_app_specific_uuid(text)
 
 
 def test_derivation_order(tmp_path: Path) -> None:
     mid, dmi, ibm = tmp_path / "machine-id", tmp_path / "product_uuid", tmp_path / "ibm"
-    dmi.write_text("03020100-0504-0706-0809-0a0b0c0d0e0f\n")
-    assert stasadm.derive_host_uuid(mid, dmi, ibm) == "00010203-0405-0607-0809-0a0b0c0d0e0f"
-    mid.write_text(MACHINE_ID)
-    assert stasadm.derive_host_uuid(mid, dmi, ibm) == "6fd07859-c5d2-41e7-a917-017570183fdd"
+    dmi.write_text("03020100-0504-0706-0809-0A0B0C0D0E0F\n")  # sysfs prints it in capitals
+    mid.write_text("uninitialized\n")  # systemd's first-boot marker: unusable, as upstream
+    assert stasadm.derive_host_uuid(mid, dmi, ibm) == "00010203-0405-0607-0809-0A0B0C0D0E0F"
+    mid.write_text(MACHINE_ID + "\n")
+    assert stasadm.derive_host_uuid(mid, dmi, ibm) == "fc337778-3c44-4938-aaaf-501ded981e7b"
     dmi.unlink()
     mid.unlink()
     ibm.write_bytes(b"12345678-1234-5678-1234-567812345678\0")
@@ -53,14 +79,44 @@ def test_derivation_order(tmp_path: Path) -> None:
     assert re.fullmatch(UUID_RE, stasadm.derive_host_uuid(mid, dmi, ibm))
 
 
+def test_hostnqn_command_writes_upstreams_nqn(tmp_path: Path, monkeypatch) -> None:
+    mid = tmp_path / "machine-id"
+    mid.write_text(MACHINE_ID + "\n")
+    none = tmp_path / "none"
+    monkeypatch.setattr(stasadm, "derive_host_uuid", lambda: derive_host_uuid(mid, none, none))
+    conf = tmp_path / "sys.conf"
+    assert stasadm.main(["-c", str(conf), "hostnqn"]) == 0
+    assert "nqn=nqn.2014-08.org.nvmexpress:uuid:fc337778-3c44-4938-aaaf-501ded981e7b" in (
+        conf.read_text()
+    )
+
+
+def test_daemon_fallback_nqn_is_the_same_as_stasadms(tmp_path: Path) -> None:
+    from stas.nvme.host_ops import default_host_identity
+
+    (tmp_path / "machine-id").write_text(MACHINE_ID + "\n")
+    identity = default_host_identity(tmp_path)  # no /etc/nvme/hostnqn: derived
+    assert identity.hostnqn == stasadm.NQN_PREFIX + upstream_uuid(MACHINE_ID)
+
+
+def test_set_symname_to_a_file(tmp_path: Path) -> None:
+    from stas.config import load_sys_config
+
+    conf, name_file = tmp_path / "sys.conf", tmp_path / "nvme" / "symname"
+    assert stasadm.main(["-c", str(conf), "set-symname", "-f", str(name_file), "rack7"]) == 0
+    assert name_file.read_text() == "rack7\n"
+    assert f"symname=file://{name_file}" in conf.read_text()
+    assert load_sys_config(conf).symname == "rack7"
+
+
 def test_hostnqn_to_file_and_conf_keeps_comments(tmp_path: Path, monkeypatch) -> None:
     conf = tmp_path / "sys.conf"
     conf.write_text("# my notes\n[Host]\n# keep me\nsymname=alpha\n")
-    monkeypatch.setattr(stasadm, "derive_host_uuid", lambda: "6fd07859-c5d2-41e7-a917-017570183fdd")
+    monkeypatch.setattr(stasadm, "derive_host_uuid", lambda: "fc337778-3c44-4938-aaaf-501ded981e7b")
     hostnqn = tmp_path / "nvme" / "hostnqn"
     assert stasadm.main(["-c", str(conf), "hostnqn", "-f", str(hostnqn)]) == 0
     assert hostnqn.read_text() == (
-        "nqn.2014-08.org.nvmexpress:uuid:6fd07859-c5d2-41e7-a917-017570183fdd\n"
+        "nqn.2014-08.org.nvmexpress:uuid:fc337778-3c44-4938-aaaf-501ded981e7b\n"
     )
     text = conf.read_text()
     assert text.startswith("# my notes\n[Host]\n# keep me\n")
