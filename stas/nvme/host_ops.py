@@ -91,17 +91,18 @@ def _uuid_from(text: str | None) -> uuid.UUID | None:
 def default_host_identity(etc: Path = Path("/etc")) -> HostIdentity:
     """The identity nvme-cli would use, derived without root.
 
-    /etc/nvme/hostnqn and /etc/nvme/hostid win when readable. Otherwise the host NQN is a
-    UUID NQN derived (hashed, so the machine id itself is not disclosed) from
-    /etc/machine-id, which keeps it stable across runs; a random UUID is the last resort.
+    /etc/nvme/hostnqn and /etc/nvme/hostid win when readable. Otherwise the host NQN is the
+    UUID NQN upstream's ``stasadm hostnqn`` derives (hashed, so the machine id itself is not
+    disclosed) from /etc/machine-id, the same after a switch from upstream and stable across
+    runs; a random UUID is the last resort.
     The host ID defaults to the UUID inside the host NQN, as libnvme does.
     """
     hostnqn = _read_first_line(etc / "nvme" / "hostnqn")
     hostid = _uuid_from(_read_first_line(etc / "nvme" / "hostid"))
     if hostnqn is None:
-        machine_id = _read_first_line(etc / "machine-id")
-        derived = uuid.uuid5(_HOSTNQN_NAMESPACE, machine_id) if machine_id else uuid.uuid4()
-        hostnqn = NQN_UUID_PREFIX + str(derived)
+        from stas.config.identity import machine_id_uuid  # upstream stasadm's derivation
+
+        hostnqn = NQN_UUID_PREFIX + (machine_id_uuid(etc / "machine-id") or str(uuid.uuid4()))
     if hostid is None:
         hostid = _uuid_from(hostnqn.removeprefix(NQN_UUID_PREFIX)) or uuid.uuid5(
             _HOSTNQN_NAMESPACE, hostnqn
@@ -125,6 +126,7 @@ class SessionOptions:
     pleo: bool = False  # ask for port-local entries only, when supported
     extended: bool = False  # ask for extended entries, when supported
     persistent: bool = False  # AEN notices + an outstanding AER
+    disable_sqflow: bool = False  # ask the DC not to use SQ flow control (Connect CATTR)
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.kato_ms <= 0xFFFFFFFF:
@@ -259,11 +261,20 @@ class Command(Protocol):
     ) -> tuple[cmd.Cqe, bytes]: ...
 
 
+CATTR_DISABLE_SQFLOW = 1 << 2  # Connect attribute: SQ flow control disabled (as Linux sets it)
+
+
 async def connect_admin(
-    command: Command, data: cmd.ConnectData, *, kato_ms: int, where: str
+    command: Command,
+    data: cmd.ConnectData,
+    *,
+    kato_ms: int,
+    where: str,
+    disable_sqflow: bool = False,
 ) -> int:
     """Fabrics Connect on the admin queue (QID 0, SQSIZE 31); returns the CNTLID."""
-    sqe = cmd.connect(kato_ms=kato_ms, sqsize=31)
+    cattr = CATTR_DISABLE_SQFLOW if disable_sqflow else 0
+    sqe = cmd.connect(kato_ms=kato_ms, sqsize=31, cattr=cattr)
     cqe, _ = await command(sqe, data=data.encode(), name="Connect")
     result = cmd.connect_result(cqe.dw0)
     if result.authreq_atr or result.ascr:
