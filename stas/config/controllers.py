@@ -1,8 +1,9 @@
 """``[Controllers] controller=`` and ``exclude=`` entries: parsing, validation, matching.
 
 Syntax as upstream: ``key=value`` tokens separated by ``;``, whitespace around separators
-trimmed, empty tokens ignored. Unlike upstream, a token is split on its *first* ``=`` only, so
-DH-HMAC-CHAP secrets with base64 padding (``...==:``) survive.
+trimmed, empty tokens ignored; ``subsysnqn=`` is accepted as an alias of ``nqn=`` (``nqn``
+wins when both are given), as upstream. Unlike upstream, a token is split on its *first*
+``=`` only, so DH-HMAC-CHAP secrets with base64 padding (``...==:``) survive.
 
 Differences from upstream, on purpose:
 
@@ -10,8 +11,9 @@ Differences from upstream, on purpose:
   validated; a bad one drops the entry with a warning instead of failing at connect time;
   IP literals are stored in canonical form;
 - ``exclude=`` entries with a bad or unknown token are dropped whole (dropping just the token
-  would make the exclusion broader), and an entry left empty is dropped, where upstream's
-  would match every controller;
+  would make the exclusion broader), and an entry left empty once ``host-traddr`` is removed
+  is dropped, where upstream's would match every controller. An entry that is empty as
+  written (``exclude=``) matches every controller as upstream, with a warning saying so;
 - ``Exclusion.matches`` compares IP addresses as addresses (``::ffff:10.0.0.1`` equals
   ``10.0.0.1``, ``fe80::01`` equals ``fe80::1``); everything else is compared as strings.
 
@@ -180,6 +182,14 @@ def _tokenise(value: str, where: str, notes: list[str]) -> tuple[dict[str, str],
     return result, malformed
 
 
+def _pop_nqn(tokens: dict[str, str], where: str, notes: list[str]) -> str:
+    """``nqn``, or its alias ``subsysnqn`` (upstream keeps either); ``nqn`` wins, as upstream."""
+    nqn, alias = tokens.pop("nqn", None), tokens.pop("subsysnqn", None)
+    if nqn is not None and alias is not None and nqn != alias:
+        notes.append(f"{where}: both nqn and subsysnqn given, nqn={nqn} is used")
+    return nqn if nqn is not None else alias or ""
+
+
 def _check_addr(transport: str, value: str, *, source_addr: bool) -> str:
     if transport in ("tcp", "rdma"):
         return checks.to_ip(value) if source_addr else checks.to_host(value)
@@ -218,7 +228,7 @@ def parse_controller(
             )
         elif trsvcid:
             notes.append(f"{where}: trsvcid is not used with {transport}, ignored")
-        nqn = tokens.pop("nqn", "")
+        nqn = _pop_nqn(tokens, where, notes)
         if nqn:
             fields["subsysnqn"] = _checked(checks.to_subsysnqn, "nqn", nqn)
         elif daemon == "stafd":
@@ -294,6 +304,8 @@ def parse_exclusion(
         return None, [*notes, f"{where}: entry ignored (a partial exclusion would match more)"]
     if tokens.pop("host-traddr", None) is not None:
         notes.append(f"{where}: host-traddr is not used by exclude, removed")
+    if "nqn" in tokens or "subsysnqn" in tokens:
+        tokens["nqn"] = _pop_nqn(tokens, where, notes)
     items: list[tuple[str, str]] = []
     for name, text in tokens.items():
         if name not in _EXCLUDE_KEYS:
@@ -302,6 +314,9 @@ def parse_exclusion(
             items.append((_EXCLUDE_KEYS[name], _EXCLUDE_CHECKS[name](text) if text else ""))
         except checks.BadValue as e:
             return None, [*notes, f"{where}: {_show(name, text)}: {e}, entry ignored"]
+    if not items and not value.replace(";", "").strip():
+        # upstream's empty entry matches every controller: follow it, but say so
+        return Exclusion(()), [*notes, f"{where}: empty entry, every controller is excluded"]
     if not items:
         return None, [*notes, f"{where}: nothing to match (it would exclude everything), ignored"]
     return Exclusion(tuple(items)), notes

@@ -128,7 +128,7 @@ def _read_controllers(
     if entry.value is None:
         out.append(f"{source}: [Controllers] {entry.key}: no value, ignored")
         return
-    if not entry.value:
+    if not entry.value and entry.key == "controller":
         return  # an empty placeholder line, as in the shipped templates
     if entry.key == "controller":
         spec, notes = parse_controller(entry.value, daemon, source=source)

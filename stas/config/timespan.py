@@ -3,7 +3,8 @@
 Upstream vendors ``pytimeparse``; this is our own small parser for the same forms:
 
 - a bare number of seconds: ``30``, ``0.5``, ``-1``;
-- a clock: ``M:SS``, ``H:MM:SS``, ``D:HH:MM:SS`` (seconds may have a fraction): ``1:01`` is 61;
+- a clock: ``:SS``, ``M:SS``, ``H:MM:SS``, ``D:HH:MM:SS`` (seconds may have a fraction):
+  ``1:01`` is 61, ``:22`` is 22;
 - numbers with units, optionally comma separated: ``72hours``, ``3 days 5 hours``,
   ``1w, 2d, 3h``, ``1.5 min``; a trailing clock is allowed after days/weeks
   (``2 days, 4:13:02``, the ``uptime`` form).
@@ -25,6 +26,7 @@ _CLOCK = re.compile(
     r"([0-9]+):([0-9]{2}(?:\.[0-9]+)?)(?::([0-9]{2}(?:\.[0-9]+)?))?"
     r"(?::([0-9]{2}(?:\.[0-9]+)?))?"
 )
+_SECONDS_CLOCK = re.compile(r":([0-9]{2}(?:\.[0-9]+)?)")  # pytimeparse's ":SS"
 _ITEM = re.compile(rf"({_NUM})\s*([a-z]+)\s*,?\s*")
 
 _UNITS: dict[str, tuple[str, int]] = {}
@@ -70,6 +72,11 @@ def parse_timespan(text: str) -> float:
     clock = _CLOCK.fullmatch(s)
     if clock:
         return _finite(sign * _clock_seconds(clock))
+    seconds = _SECONDS_CLOCK.fullmatch(s)
+    if seconds:
+        if float(seconds.group(1)) >= 60:
+            raise TimespanError(f"clock field {seconds.group(1)} must be below 60")
+        return _finite(sign * float(seconds.group(1)))
     total = 0.0
     seen: set[str] = set()
     pos = 0
