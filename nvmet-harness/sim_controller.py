@@ -117,6 +117,7 @@ class DiscoveryControllerSession:
         self.kato_ms = 0
         # what the host asked for, as seen on the wire (tests read these)
         self.connect_kato_ms: int | None = None
+        self.connect_cattr: int | None = None
         self.digests: tuple[bool, bool] | None = None  # ICReq DGST (header, data)
         self.log_page_lsps: list[int] = []  # LSP of every LID 70h read
         self.connected = False
@@ -285,6 +286,7 @@ class DiscoveryControllerSession:
         self.hostid = conn.hostid
         self.kato_ms = args.kato_ms
         self.connect_kato_ms = args.kato_ms
+        self.connect_cattr = args.cattr
         return _Reply(dw0=self.cntlid)
 
     def _property_get(self, sqe: Sqe, data: bytes) -> _Reply:

@@ -238,6 +238,7 @@ class UserspaceBackend:
             kato_ms=kato_ms_from(params, where),
             hdgst=flag_from(params, "hdr-digest"),
             ddgst=flag_from(params, "data-digest"),
+            disable_sqflow=flag_from(params, "disable-sqflow"),
             pleo=pleo_from(params, True),
         )
 

@@ -186,7 +186,11 @@ class DiscoverySession:
         host = self._host
         data = ConnectData(host.hostid, cmd.CNTLID_DYNAMIC, self._subsysnqn, host.hostnqn)
         self._cntlid = await connect_admin(
-            self.command, data, kato_ms=opts.kato_ms, where=self._peer
+            self.command,
+            data,
+            kato_ms=opts.kato_ms,
+            where=self._peer,
+            disable_sqflow=opts.disable_sqflow,
         )
         self._cap = await enable_controller(self.command, where=self._peer)
         _, data = await self.command(

@@ -238,14 +238,17 @@ async def _connect_once(conf, settings: DcSettings, params: dict[str, str] | Non
 async def test_defaults_on_the_wire(conf, autojump_clock) -> None:
     seen = await _connect_once(conf, SETTINGS)
     assert seen.connect_kato_ms == 30000
+    assert seen.connect_cattr == 0
     assert seen.digests == (False, False)
     assert set(seen.log_page_lsps) == {2}  # PLEO: the simulator is a DDC advertising PLEOS
 
 
 async def test_global_settings_on_the_wire(conf, autojump_clock) -> None:
-    glob = {"kato": "7", "hdr-digest": "true", "data-digest": "true", "pleo": "disabled"}
+    glob = {"kato": "7", "hdr-digest": "true", "data-digest": "true", "pleo": "disabled",
+            "disable-sqflow": "true"}  # fmt: skip
     seen = await _connect_once(conf, attrs.evolve(SETTINGS, connection=glob))
     assert seen.connect_kato_ms == 7000
+    assert seen.connect_cattr == 1 << 2  # SQ flow control disabled, as Linux asks
     assert seen.digests == (True, True)
     assert set(seen.log_page_lsps) == {0}
 
