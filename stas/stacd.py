@@ -21,6 +21,7 @@ from trio_util import AsyncValue
 
 from stas import __version__
 from stas.actors.connector import Connector, StacdConfigChanged
+from stas.actors.daemon_dbus import IDLE_TIMER, upstream_status_keys
 from stas.actors.stacd_dbus import run_stacd_dbus
 from stas.actors.stafd_client import run_stafd_client
 from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_config, load_sys_config
@@ -102,6 +103,9 @@ class Stacd:
             "hostid": self.hostid,
             "hostkey": self.sysconf.hostkey or "",
             "symname": self.sysconf.symname or "",
+            "last known config file": "",  # none: stacd starts warm from the kernel's controllers
+            **upstream_status_keys(),
+            "terminator.audit timer": IDLE_TIMER,  # disconnects are never deferred here
             "disconnect-scope": self.config.disconnect_scope,
         }
 
@@ -139,6 +143,7 @@ class Stacd:
                         info=self.info,
                         tron=self.tron,
                         address=self.opts.bus_address,
+                        read_sysfs=self.opts.kernel != "fake",
                         task_status=task_status,
                     )
                 )

@@ -20,6 +20,7 @@ import trio
 from trio_util import AsyncValue
 
 from stas import __version__
+from stas.actors.daemon_dbus import IDLE_TIMER, upstream_status_keys
 from stas.actors.dc import DcSettings, connection_params, run_dc_actor
 from stas.actors.dc_backend import UserspaceBackend
 from stas.actors.dc_budget import EntryBudget
@@ -124,6 +125,7 @@ class Stafd:
         self.inbox_send, self.inbox = trio.open_memory_channel[Any](4096)
 
     def info(self) -> dict[str, Any]:
+        zeroconf = self.mdns_snapshot()
         return {
             "version": __version__,
             "tron": self.tron.get(),
@@ -133,8 +135,12 @@ class Stafd:
             "hostkey": self.sysconf.hostkey or "",
             "symname": self.sysconf.symname or "",
             "last known config file": str(self.store.path),
+            **upstream_status_keys(),
             "dc-backend": self.backend_name,
-            "zeroconf": self.mdns_snapshot(),
+            "zeroconf": zeroconf,
+            # upstream's section (Avahi's); our browser is in-process and needs no wake-up
+            "avahi": {"avahi wake up timer": IDLE_TIMER, "service types": [], "services": {}}
+            | zeroconf,
         }
 
     async def dc_actor(self, wanted: Any, updates: Any, initial: Any) -> None:

@@ -4,6 +4,7 @@ keeping it on the bus (a lost bus connection is reconnected, never the end of th
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -21,6 +22,53 @@ from stas.messages import Tid
 
 log = logging.getLogger("stas.dbus")
 DEFAULT_TRSVCID = {"tcp": "8009", "rdma": "4420"}
+
+
+def read_kernel_device(device: str) -> Any:
+    """/sys/class/nvme/<device> (None if absent); tests replace it, having no host sysfs."""
+    from stas.kernel.sysfs import read_device  # imported on the first detailed view only
+
+    return read_device(device)
+
+
+SYSFS_KEYS = ("hostid", "hostnqn", "model", "serial")
+
+
+def timer_text(period: float, running: bool) -> str:
+    """Upstream's timer format, ``'60.0s [off]'``; ``[on]`` stands in for the time left,
+    which the published snapshots do not carry."""
+    return f"{period:.1f}s [{'on' if running else 'off'}]"
+
+
+# Upstream soaks config changes 1.5 s and defers controller disposal ("terminator"); here both
+# happen at once (bursts coalesced by draining the inbox), so those timers never run.
+IDLE_TIMER = timer_text(0.0, False)
+
+
+@functools.cache
+def kernel_support() -> dict[str, str]:
+    """Upstream's ``kernel support.*`` keys, from /dev/nvme-fabrics' option list (read once)."""
+    from stas.kernel.fabrics import read_capabilities
+
+    caps = read_capabilities()
+    return {
+        "kernel support.TP8013": str("discovery" in caps),
+        "kernel support.host_iface": str("host_iface" in caps),
+    }
+
+
+def upstream_status_keys() -> dict[str, str]:
+    """process_info keys both daemons share with upstream: ``config soak timer``, kernel support."""
+    return {"config soak timer": IDLE_TIMER, **kernel_support()}
+
+
+def sysfs_keys(kernel: Any, host_nqn: str, hostid: str) -> dict[str, str]:
+    """Upstream's sysfs keys of a controller; without a kernel device (userspace backend, not
+    connected) the host identity it connects with, and '' for model and serial."""
+    values = {k: str(getattr(kernel, k, "") or "") for k in SYSFS_KEYS}
+    values["hostnqn"] = values["hostnqn"] or host_nqn
+    values["hostid"] = values["hostid"] or hostid
+    return values
 
 
 class TronControl(Protocol):
@@ -65,6 +113,18 @@ class DaemonDBus:
         self.snapshot = snapshot  # a trio_util.AsyncValue of the daemon's published state
         self.info = info
         self.tron = tron
+        self.read_sysfs = True  # False when the daemon's devices are not the host's (fake kernel)
+
+    async def kernel_devices(self, devices: Iterable[str]) -> dict[str, Any]:
+        """sysfs attributes of the real ``nvmeN`` devices among ``devices``, read in a thread."""
+        if not self.read_sysfs:
+            return {}
+        from stas.kernel.sysfs import is_device_name
+
+        names = sorted({d for d in devices if is_device_name(d)})
+        if not names:
+            return {}
+        return await trio.to_thread.run_sync(lambda: {d: read_kernel_device(d) for d in names})
 
     async def shown(self, ctx: CallContext, value: Any) -> Any:
         """``value`` as this caller may see it: secrets only for root."""

@@ -23,7 +23,10 @@ from stas.actors.daemon_dbus import (
     TronControl,
     find_by_tid,
     serve_on_bus,
+    sysfs_keys,
+    timer_text,
 )
+from stas.actors.dc import DcSettings
 from stas.dbus.binding import CallContext, DBusMethodError
 from stas.dbus.common import ERR_LIMITS_EXCEEDED
 from stas.dbus.idl import STAFD
@@ -33,8 +36,17 @@ from stas.messages import DcStatus, StafdSnapshot, Tid
 log = logging.getLogger("stas.dbus.stafd")
 
 
-def dc_dict(dc: DcStatus, *, detailed: bool) -> dict[str, str]:
-    """Upstream's controller dict: TID keys, per-controller config keys, device (+ details)."""
+RETRY_PERIOD = DcSettings().backoff_max  # the longest wait between connection attempts
+
+
+def dc_dict(
+    dc: DcStatus, *, detailed: bool, kernel: Any = None, hostid: str = ""
+) -> dict[str, str]:
+    """Upstream's controller dict: TID keys, per-controller config keys, device (+ details).
+
+    ``kernel`` is the DC's sysfs reading (None without a kernel device), ``hostid`` the
+    daemon's host ID for when there is none.
+    """
     out = dc.tid.as_dict()
     out.update({k: str(v) for k, v in dc.params.items()})
     out["device"] = dc.device
@@ -45,13 +57,14 @@ def dc_dict(dc: DcStatus, *, detailed: bool) -> dict[str, str]:
                 "connected": str(dc.connected),
                 "state": dc.state,
                 "connect attempts": str(dc.connect_attempts),
-                "retry connect timer": "running" if dc.state == "backoff" else "off",
+                "retry connect timer": timer_text(RETRY_PERIOD, dc.state == "backoff"),
                 "last error": dc.last_error,
                 "cntrltype": dc.cntrltype,
                 "dctype": dc.dctype,
                 "registered": str(dc.registered),
                 "genctr": "" if dc.genctr is None else str(dc.genctr),
                 "log page entries": str(len(dc.log_pages)),
+                **sysfs_keys(kernel, dc.tid.host_nqn, hostid),
             }
         )
     return out
@@ -80,8 +93,17 @@ class StafdDBus(DaemonDBus):
 
     snapshot: AsyncValue[StafdSnapshot]
 
+    async def dc_dicts(self, dcs: tuple[DcStatus, ...], detailed: bool) -> list[dict[str, str]]:
+        if not detailed:
+            return [dc_dict(dc, detailed=False) for dc in dcs]
+        kernel = await self.kernel_devices(dc.device for dc in dcs)
+        hostid = str(self.info().get("hostid", ""))
+        return [
+            dc_dict(dc, detailed=True, kernel=kernel.get(dc.device), hostid=hostid) for dc in dcs
+        ]
+
     async def list_controllers(self, ctx: CallContext, detailed: bool) -> tuple[Any, ...]:
-        dcs = [dc_dict(dc, detailed=detailed) for dc in self.snapshot.value.dcs]
+        dcs = await self.dc_dicts(self.snapshot.value.dcs, detailed)
         return (await self.shown(ctx, dcs),)
 
     async def get_log_pages(self, ctx: CallContext, *tid: str) -> tuple[Any, ...]:
@@ -97,8 +119,8 @@ class StafdDBus(DaemonDBus):
         dcs = self.snapshot.value.dcs
         parts: list[str] = []
         size = 2  # the enclosing brackets
-        for n, dc in enumerate(dcs):
-            item = {"discovery-controller": dc_dict(dc, detailed=detailed), "log-pages": dc.dlpes()}
+        for n, (dc, shown) in enumerate(zip(dcs, await self.dc_dicts(dcs, detailed), strict=True)):
+            item = {"discovery-controller": shown, "log-pages": dc.dlpes()}
             parts.append(json.dumps(await self.shown(ctx, item)))
             size += len(parts[-1]) + 2
             if size > self.reply_budget:
@@ -114,7 +136,8 @@ class StafdDBus(DaemonDBus):
         dc = find_dc(self.snapshot.value, tid)
         if dc is None:
             return ("{}",)
-        return (json.dumps(await self.shown(ctx, dc_dict(dc, detailed=True))),)
+        (shown,) = await self.dc_dicts((dc,), True)
+        return (json.dumps(await self.shown(ctx, shown)),)
 
     def methods(self) -> dict[str, Any]:
         return super().methods() | {

@@ -169,7 +169,7 @@ async def test_ls_detailed_has_upstream_detail_keys(bus_address, nursery, capsys
         "configured",
         "3",
     )
-    assert row["retry connect timer"] == "running" and row["genctr"] == "1"
+    assert row["retry connect timer"] == "60.0s [on]" and row["genctr"] == "1"
     rc, out, _ = await ctl(capsys, "ls", "-d")
     assert "'connected': 'False'" in out and "'state': 'backoff'" in out
 
