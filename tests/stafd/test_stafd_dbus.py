@@ -327,3 +327,31 @@ async def test_as_a_program(bus_address, nursery) -> None:
     assert (proc.returncode, proc.stdout.decode(), proc.stderr) == (0, pformat(LS_SEED), b"")
     proc = await trio.run_process([*cmd, "-v"], capture_stdout=True)
     assert proc.stdout.decode().startswith("nvme-stas ")
+
+
+async def test_stafctl_tron_emits_properties_changed(bus_address, nursery, capsys) -> None:
+    """Issue 9 item 6: `stafctl tron` is seen by PropertiesChanged subscribers."""
+    from jeepney import MessageType
+    from jeepney.bus_messages import MatchRule
+
+    from stas.dbus.connection import open_bus
+
+    await serve(nursery, bus_address, snapshot(seed_dc()))
+    send, receive = trio.open_memory_channel[Any](10)
+    listener = await open_bus(bus_address)
+    await nursery.start(
+        listener.serve,
+        lambda m: send.send_nowait(m) if m.header.message_type is MessageType.signal else None,
+    )
+    rule = MatchRule(type="signal", interface="org.freedesktop.DBus.Properties",
+                     member="PropertiesChanged")  # fmt: skip
+    await listener.bus_call("AddMatch", "s", rule.serialise())
+    assert await ctl(capsys, "tron") == (0, "tron = True\n", "")
+    with trio.fail_after(5):
+        msg = await receive.receive()
+    assert msg.body == (
+        "org.nvmexpress.staf.debug",
+        {"tron": ("b", True), "log_level": ("s", "DEBUG")},
+        [],
+    )
+    await listener.aclose()
