@@ -5,7 +5,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.bootstrap-stamp
 
-.PHONY: all demo test lint coverage bench bench-kernel clean help
+.PHONY: all demo test lint coverage bench bench-kernel faults clean help
 
 all: test
 
@@ -16,7 +16,8 @@ help:
 	@echo "make integration  the seed's workflow (stafd + stacd on nvmet) in that VM, PASS/FAIL per step"
 	@echo "make lint      ruff check"
 	@echo "make coverage  tests under coverage; HTML in .build/coverage/"
-	@echo "make bench     benchmarks under bench/"
+	@echo "make bench     benchmarks under bench/ (BENCH_QUICK=1: small, for CI smoke)"
+	@echo "make faults    fault campaign: tests/faults, then the table in .build/faults.md"
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	@bash scripts/bootstrap.sh
@@ -53,6 +54,11 @@ coverage: $(STAMP)
 
 bench: $(STAMP)
 	@$(PY) bench/run.py
+
+# Hostile discovery controllers against stafd: assertions first, then the report table.
+faults: $(STAMP)
+	@$(VENV)/bin/pytest -q -p no:cacheprovider tests/faults
+	@$(PY) tests/faults/campaign.py
 
 # The same daemons beside nvme-cli on the real kernel (in the VM).
 bench-kernel: $(STAMP)
