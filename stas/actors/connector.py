@@ -7,6 +7,11 @@ being away changes nothing ("no answer" is not "no controllers"); only a changed
 DC stafd removed, or the config removes a controller. Bursts are coalesced by draining the
 inbox before publishing, not by soak timers.
 
+Every queue is bounded. Messages (inbox, IOC status updates, timers) wait for room rather
+than pile up: a stuck connector pushes back on its senders. An IOC actor's own mailbox is
+small; if it is full (the actor is stuck, e.g. in a long connect) the actor is restarted from
+the connector's view (wanted state, kernel index), so nothing it missed is lost.
+
 Connections made by others are audited (scope all-connections-matching-disconnect-trtypes)
 only once stafd's data has had ``audit_settle`` seconds to arrive, or stafd has not shown up
 within ``stafd_grace`` seconds: until then an absent log page proves nothing.
@@ -15,7 +20,6 @@ within ``stafd_grace`` seconds: until then an absent log page proves nothing.
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections.abc import Iterable
 from typing import Any
@@ -62,6 +66,8 @@ from stas.plan import (
 log = logging.getLogger("stas.connector")
 
 PARALLEL_CONNECTS = 8  # connects in flight at once, across every IOC actor
+MERGED_BUFFER = 1024  # inbox, IOC updates and timers, merged: senders wait when it is full
+ACTOR_EVENTS = 16  # one IOC actor's mailbox; overflow restarts the actor from our view
 
 
 @attrs.frozen
@@ -129,6 +135,8 @@ class Connector:
         self._warned: set[str] = set()
         self._dirty = False
         self._order: list[Tid] | None = None  # snapshot order (by Tid), while membership holds
+        self._stale: set[Tid] = set()  # actors whose mailbox overflowed: restart them
+        self.restarts = 0
         self._timers: trio.Nursery | None = None
         self._sup: Supervisor | None = None
         self._send: trio.MemorySendChannel[Any] | None = None
@@ -229,7 +237,7 @@ class Connector:
         request = self._request(w)
         if request is None or self._sup is None or self._send is None:
             return
-        send, receive = trio.open_memory_channel[IocEvent](math.inf)
+        send, receive = trio.open_memory_channel[IocEvent](ACTOR_EVENTS)
         status = IocStatus(tid=w.tid, origin=w.origin, params=w.params, ncc=w.ncc)
         if adopt is not None:  # what the actor is about to say; the device is ours already
             self.owner[adopt.device] = w.tid
@@ -269,7 +277,29 @@ class Connector:
             return
         if changed or request != a.request:
             a.request = request
-            a.events.send_nowait(WantedChanged(w, request))
+            self._tell(w.tid, WantedChanged(w, request))
+
+    def _tell(self, tid: Tid, event: IocEvent) -> None:
+        """Post to an actor's mailbox; if it is full, restart the actor after this message."""
+        try:
+            self.actors[tid].events.send_nowait(event)
+        except trio.WouldBlock:
+            self._stale.add(tid)
+
+    async def _restart_stale(self) -> None:
+        """Restart actors that missed events, from what the connector and the kernel know."""
+        while self._stale:
+            tid = self._stale.pop()
+            a = self.actors.get(tid)
+            if a is None:
+                continue
+            log.warning("%s: its actor fell behind; restarting it", tid)
+            self.restarts += 1
+            device = a.status.device if a.status.connected else None
+            await self._stop(tid)
+            held = self.index.by_device.get(device) if device else None
+            adopt = held or self.index.find(tid, skip=self.owner)
+            self._start(a.wanted, adopt)
 
     async def _stop(self, tid: Tid) -> None:
         a = self.actors.pop(tid)
@@ -330,7 +360,7 @@ class Connector:
             self.index.remove(ev.device)
             tid = self.owner.pop(ev.device, None)
             if tid is not None and tid in self.actors:
-                self.actors[tid].events.send_nowait(DeviceRemoved(ev.device))
+                self._tell(tid, DeviceRemoved(ev.device))
         elif ev.action == "add":
             ctrl = await _controller(self.kernel, ev.device)
             if ctrl is not None:
@@ -345,12 +375,12 @@ class Connector:
             if a.status.connected and a.status.device not in self.index.by_device:
                 if self.owner.get(a.status.device) == tid:
                     del self.owner[a.status.device]
-                a.events.send_nowait(DeviceRemoved(a.status.device))
+                self._tell(tid, DeviceRemoved(a.status.device))
             elif not a.status.connected:
                 found = self.index.find(tid, skip=self.owner)
                 if found is not None:
                     self.owner[found.device] = tid
-                    a.events.send_nowait(KernelFound(found))
+                    self._tell(tid, KernelFound(found))
         await self.audit()
 
     # --- the loop -----------------------------------------------------------------------------
@@ -419,7 +449,7 @@ class Connector:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Reconcile until cancelled. ``inbox_send`` is accepted for compatibility, unused."""
-        send, merged = trio.open_memory_channel[Any](math.inf)
+        send, merged = trio.open_memory_channel[Any](MERGED_BUFFER)
         self._send = send
         self.index = KernelIndex(await self.kernel.list_controllers())
         async with trio.open_nursery() as timers, open_supervisor(rng=self.rng) as sup:
@@ -437,6 +467,7 @@ class Connector:
             async for msg in merged:
                 await self.handle(msg)
                 while True:  # drain: a burst costs one publish
+                    await self._restart_stale()
                     try:
                         msg = merged.receive_nowait()
                     except trio.WouldBlock:

@@ -6,6 +6,10 @@ nothing downstream, and a DC is only reported gone (``DcGone``) when stafd says 
 ``dc_removed`` signal) or when stafd, up and answering for a whole grace period, still does not
 list it. A DC that stafd lists but has never fetched (no GENCTR yet) is not reported at all, so
 a stafd restarting without its cache cannot empty stacd's view either.
+
+No signal is lost silently: when the D-Bus client had to drop stafd signals (``SignalsLost``)
+every log page is fetched again. A burst of ``log_pages_changed`` costs one fetch per DC:
+signals already queued are drained and deduplicated before fetching.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from stas.dbus.common import DBusError
 from stas.dbus.trio_client import (
     DcRemoved,
     LogPagesChanged,
+    SignalsLost,
     StafdAppeared,
     StafdVanished,
     open_stafd_client,
@@ -60,6 +65,7 @@ class _Sync:
         self.grace = grace
         self.known: set[Tid] = set()
         self.appeared_at: float | None = None
+        self.settled = False  # stafd has been up for the whole grace: absence means removal
 
     async def full(self, client: Any, *, removals_confirmed: bool) -> None:
         """Fetch every DC's log pages; report changes, and removals when they are certain."""
@@ -89,14 +95,17 @@ class _Sync:
                 await self.send.send(DcGone(tid))
             self.known &= seen
 
-    async def one(self, client: Any, ev: LogPagesChanged) -> None:
-        tid = Tid(
-            ev.transport, ev.traddr, ev.trsvcid, ev.subsysnqn,
-            ev.host_traddr, ev.host_iface, ev.host_nqn,
-        )  # fmt: skip
+    async def one(self, client: Any, tid: Tid) -> None:
         pages = await client.get_log_pages(*_tid_args(tid))
         self.known.add(tid)
         await self.send.send(DcLogPages(tid, _clean_dlpes(list(pages))))
+
+
+def _event_tid(ev: LogPagesChanged) -> Tid:
+    return Tid(
+        ev.transport, ev.traddr, ev.trsvcid, ev.subsysnqn,
+        ev.host_traddr, ev.host_iface, ev.host_nqn,
+    )  # fmt: skip
 
 
 def _tid_args(tid: Tid) -> tuple[str, ...]:
@@ -136,10 +145,13 @@ async def _follow(sync: _Sync, address: str | None, open_client: OpenClient) -> 
         async def confirm_after_grace() -> None:
             await trio.sleep(sync.grace)
             await _safely(sync.full(client, removals_confirmed=True))
+            sync.settled = True
 
-        async for ev in events_recv:
+        async def handle(ev: Any) -> None:
+            nonlocal confirm_scope
             if isinstance(ev, StafdAppeared):
                 log.info("stafd is on the bus (%s)", ev.owner)
+                sync.settled = False
                 await sync.send.send(StafdPresence(True))
                 await _safely(sync.full(client, removals_confirmed=False))
                 if confirm_scope is not None:
@@ -156,11 +168,34 @@ async def _follow(sync: _Sync, address: str | None, open_client: OpenClient) -> 
                 if confirm_scope is not None:
                     confirm_scope.cancel()
                 await sync.send.send(StafdPresence(False))
-            elif isinstance(ev, LogPagesChanged):
-                await _safely(sync.one(client, ev))
             elif isinstance(ev, DcRemoved):
                 await _safely(sync.full(client, removals_confirmed=True))
+            elif isinstance(ev, SignalsLost):
+                log.info("%d stafd signals were dropped; fetching every log page", ev.count)
+                await _safely(sync.full(client, removals_confirmed=sync.settled))
+
+        async for ev in events_recv:
+            pending: dict[Tid, None] = {}  # DCs to fetch, in signal order, each once
+            while True:
+                if isinstance(ev, LogPagesChanged):
+                    pending[_event_tid(ev)] = None
+                else:
+                    await _fetch(sync, client, pending)
+                    await handle(ev)
+                try:
+                    ev = events_recv.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            await _fetch(sync, client, pending)
         n.cancel_scope.cancel()
+
+
+async def _fetch(sync: _Sync, client: Any, pending: dict[Tid, None]) -> None:
+    """Fetch the log pages of the DCs in ``pending`` (emptied as it goes)."""
+    while pending:
+        tid = next(iter(pending))
+        del pending[tid]
+        await _safely(sync.one(client, tid))
 
 
 async def _safely(step: Any) -> None:

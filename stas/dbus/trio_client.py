@@ -2,6 +2,13 @@
 
 Everything stacd must react to arrives as one ordered stream of events on a memory channel,
 so the consumer (stacd's stafd-client actor) needs no callbacks and no locking.
+
+Nothing is lost silently. Signals are queued (``SIGNAL_BUFFER``) between the bus reader, which
+cannot wait, and the consumer, which may be slow. When the queue is full a signal has to be
+dropped; the client then asks the bus who owns stafd's name now (a ``NameOwnerChanged`` may be
+among the dropped) and sends ``SignalsLost``, on which the consumer fetches everything again.
+Any fetch made after the drop was noticed sees stafd's state at least as new as the dropped
+signal's, so the resync covers it.
 """
 
 from __future__ import annotations
@@ -58,7 +65,14 @@ class DcRemoved:
     """stafd dropped one or more discovery controllers."""
 
 
-StafdEvent = StafdAppeared | StafdVanished | LogPagesChanged | DcRemoved
+@attrs.frozen
+class SignalsLost:
+    """``count`` stafd signals were dropped (backlog full): everything must be fetched again."""
+
+    count: int
+
+
+StafdEvent = StafdAppeared | StafdVanished | LogPagesChanged | DcRemoved | SignalsLost
 
 
 class StafdClient:
@@ -121,16 +135,7 @@ def _to_events(client: StafdClient, msg: Message) -> list[StafdEvent]:
             return []  # only the bus itself may announce owners
         if len(body) != 3 or body[0] != service.bus_name:
             return []
-        new_owner = body[2] or None
-        if new_owner == client.owner:
-            return []
-        events: list[StafdEvent] = []
-        if client.owner is not None:
-            events.append(StafdVanished())
-        client.owner = new_owner
-        if new_owner is not None:
-            events.append(StafdAppeared(new_owner))
-        return events
+        return _owner_changed(client, body[2] or None)
     if (
         fields.get(HeaderFields.interface) != service.main_interface
         or fields.get(HeaderFields.path) != service.object_path
@@ -148,6 +153,27 @@ def _to_events(client: StafdClient, msg: Message) -> list[StafdEvent]:
     return []
 
 
+def _owner_changed(client: StafdClient, owner: str | None) -> list[StafdEvent]:
+    """Events for stafd's name moving to ``owner`` (None: nobody); updates ``client.owner``."""
+    if owner == client.owner:
+        return []
+    events: list[StafdEvent] = []
+    if client.owner is not None:
+        events.append(StafdVanished())
+    client.owner = owner
+    if owner is not None:
+        events.append(StafdAppeared(owner))
+    return events
+
+
+async def _name_owner(bus: BusConnection, name: str) -> str | None:
+    try:
+        (owner,) = await bus.bus_call("GetNameOwner", "s", name)
+    except DBusUnavailable:  # NameHasNoOwner maps here; a lost bus fails elsewhere
+        return None
+    return str(owner) or None
+
+
 @asynccontextmanager
 async def open_stafd_client(
     events: trio.MemorySendChannel[StafdEvent],
@@ -155,15 +181,17 @@ async def open_stafd_client(
     address: str | None = None,
     service: Service = STAFD,
     timeout: float | None = DEFAULT_TIMEOUT,
+    buffer: int = SIGNAL_BUFFER,
 ) -> AsyncIterator[StafdClient]:
     """Connect to the bus, subscribe, and stream stafd events into ``events``.
 
     If stafd is already running, the first event is StafdAppeared. Raises DBusUnavailable
-    if the bus cannot be reached or is lost.
+    if the bus cannot be reached or is lost. ``SignalsLost`` follows any dropped signal.
     """
     bus = await open_bus(address)
-    signals_in, signals_out = trio.open_memory_channel[Message](SIGNAL_BUFFER)
+    signals_in, signals_out = trio.open_memory_channel[Message](buffer)
     client = StafdClient(bus, service, timeout)
+    dropped = [0]  # since the last SignalsLost
 
     def on_message(msg: Message) -> None:
         if msg.header.message_type is not MessageType.signal:
@@ -171,26 +199,31 @@ async def open_stafd_client(
         try:
             signals_in.send_nowait(msg)
         except trio.WouldBlock:
-            member = msg.header.fields.get(HeaderFields.member)
-            log.warning("stafd event backlog full: dropped %s", member)
+            if dropped[0] == 0:
+                member = msg.header.fields.get(HeaderFields.member)
+                log.warning("stafd event backlog full (dropped %s); will fetch everything", member)
+            dropped[0] += 1
 
     async def forward() -> None:
+        # The queue is full whenever a drop happens, so a message always follows a drop.
         async for msg in signals_out:
             for event in _to_events(client, msg):
                 await events.send(event)
+            if dropped[0]:
+                lost, dropped[0] = dropped[0], 0
+                for event in _owner_changed(client, await _name_owner(bus, service.bus_name)):
+                    await events.send(event)
+                await events.send(SignalsLost(lost))
 
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(bus.serve, on_message)
             for rule in _match_rules(service):
                 await bus.bus_call("AddMatch", "s", rule)
-            try:
-                (owner,) = await bus.bus_call("GetNameOwner", "s", service.bus_name)
-            except DBusUnavailable:  # NameHasNoOwner maps here; a lost bus fails below
-                owner = None
+            owner = await _name_owner(bus, service.bus_name)
             if owner and client.owner is None:
-                client.owner = str(owner)
-                await events.send(StafdAppeared(client.owner))
+                client.owner = owner
+                await events.send(StafdAppeared(owner))
             nursery.start_soon(forward)
             yield client
             nursery.cancel_scope.cancel()

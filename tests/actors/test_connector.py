@@ -11,6 +11,7 @@ import trio
 import trio.testing
 from trio_util import AsyncValue
 
+from stas.actors import connector as connector_mod
 from stas.actors.connector import Connector, StacdConfigChanged, run_connector
 from stas.actors.ioc import IocSettings
 from stas.config import parse_service_config
@@ -66,10 +67,12 @@ def external(kernel: FakeKernel, nqn: str, traddr: str = "::1"):
 class Harness:
     """The connector with the fake kernel's uevents forwarded to it, as stacd does."""
 
-    def __init__(self, config=None, kernel: FakeKernel | None = None, uevents=True) -> None:
+    def __init__(
+        self, config=None, kernel: FakeKernel | None = None, uevents=True, inbox=100_000
+    ) -> None:
         self.kernel = kernel or FakeKernel()
         self.published = AsyncValue(StacdSnapshot())
-        self.send, self.receive = trio.open_memory_channel(100_000)
+        self.send, self.receive = trio.open_memory_channel(inbox)
         self.uevents = uevents
         self.connector = Connector(
             config=config or conf(),
@@ -459,3 +462,60 @@ async def cold_start_reads(n_subsystems: int) -> tuple[int, float]:
 
 async def test_cold_start_scans_the_kernel_once_then_reads_only_new_devices(autojump_clock) -> None:
     assert await cold_start_reads(10) == await cold_start_reads(100) == (1, 1.0)
+
+
+class GatedKernel(FakeKernel):
+    """Disconnects wait for ``gate``: the connector is stuck inside one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = trio.Event()
+
+    async def disconnect(self, device):
+        await self.gate.wait()
+        await super().disconnect(device)
+
+
+async def test_a_stuck_connector_pushes_back_instead_of_buffering_without_limit(
+    autojump_clock,
+) -> None:
+    kernel = GatedKernel()
+    h = Harness(kernel=kernel, inbox=10)
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(page(DC1, *SEED))
+        await h.put(page(DC1, *SEED[1:]))  # the connector is now stuck in a disconnect
+        accepted = 0
+        for _ in range(5_000):
+            try:
+                h.send.send_nowait(StafdPresence(True))
+            except trio.WouldBlock:
+                break
+            accepted += 1
+        assert accepted <= 10 + connector_mod.MERGED_BUFFER + 1  # bounded: the rest must wait
+        kernel.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert h.connected() == set(SEED[1:]) and kernel.state() == {
+            (nqn, "::1", "4420") for nqn in SEED[1:]
+        }
+        n.cancel_scope.cancel()
+
+
+async def test_an_actor_whose_mailbox_overflows_is_restarted_from_the_connectors_view(
+    autojump_clock,
+) -> None:
+    kernel = CountingKernel()
+    kernel.delay = 100.0  # the actor sits in a connect and reads no mail
+    h = Harness(kernel=kernel)
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(page(DC1, "klingons"))
+        for i in range(connector_mod.ACTOR_EVENTS + 5):  # NCC toggles: one WantedChanged each
+            await h.put(DcLogPages(DC1, (dlpe("klingons", eflags="4" if i % 2 else "0"),)))
+        await h.put(DcLogPages(DC1, (dlpe("klingons", eflags="4"),)))
+        assert h.connector.restarts >= 1
+        await trio.sleep(300)
+        (status,) = h.published.value.iocs
+        assert status.connected and status.ncc  # the last page's NCC, nothing missed
+        assert len(kernel.controllers) == 1 and kernel.peak == 1
+        n.cancel_scope.cancel()
