@@ -47,6 +47,8 @@ TRANSPORT_MODULES = {
     "fc": "nvmet_fc",
     "loop": "nvme_loop",
 }
+# hosts/<nqn>/ attributes holding DH-HMAC-CHAP secrets: shown as <secret> in output.
+SECRET_ATTRIBUTES = frozenset({"dhchap_key", "dhchap_ctrl_key"})
 # Unload order for clean: transports first (they hold nvmet), then nvmet, then the disks.
 REMOVE_MODULES = (*TRANSPORT_MODULES.values(), "nvmet", "null_blk")
 
@@ -76,8 +78,11 @@ class Mkdir:
 
 @attrs.frozen
 class Write:
+    """Write ``value`` to an attribute; a ``secret`` value is never printed or logged."""
+
     path: Path
-    value: str
+    value: str = attrs.field(repr=False)
+    secret: bool = False
 
 
 @attrs.frozen
@@ -115,8 +120,8 @@ def render(op: Op) -> str:
             return shlex.join(["modprobe", "-r", module])
         case Mkdir(path):
             return f"mkdir -p {q(str(path))}"
-        case Write(path, value):
-            return f"echo -n {q(value)} > {q(str(path))}"
+        case Write(path, value, secret):
+            return f"echo -n {q('<secret>' if secret else value)} > {q(str(path))}"
         case Symlink():
             return f"ln -s {q(str(op.absolute_target))} {q(str(op.link))}"
         case Unlink(link):
@@ -232,8 +237,9 @@ def plan_create(conf: NvmetConf, configfs: Path) -> list[Op]:
                 ops.append(Write(d / f"addr_{attr}", value))
     for host in conf.hosts:
         ops.append(Mkdir(root / "hosts" / host.nqn))
-        if host.key:
-            ops.append(Write(root / "hosts" / host.nqn / "dhchap_key", host.key))
+        for attr, value in host.configfs_attributes().items():
+            secret = attr in SECRET_ATTRIBUTES
+            ops.append(Write(root / "hosts" / host.nqn / attr, value, secret=secret))
     device = 0
     for subsys in conf.subsystems:
         d = root / "subsystems" / subsys.nqn
@@ -364,7 +370,22 @@ class Executor:
         try:
             self._apply(op)
         except OSError as e:
+            if self._lacks_auth(op):
+                raise NvmetError(
+                    f"{render(op)}: this kernel's nvmet has no in-band authentication "
+                    "(no dhchap_* host attributes; Debian's 6.12 kernel has it: "
+                    "nvmet-harness/vm/runner.py --kernel 6.12)"
+                ) from None
             raise NvmetError(f"{render(op)}: {e.strerror or e}") from None
+
+    def _lacks_auth(self, op: Op) -> bool:
+        """A dhchap_* attribute configfs does not offer: nvmet without CONFIG_NVME_TARGET_AUTH."""
+        return (
+            isinstance(op, Write)
+            and op.path.name.startswith("dhchap_")
+            and not self.emulate
+            and not op.path.exists()
+        )
 
     def _apply(self, op: Op) -> None:
         match op:
@@ -375,7 +396,7 @@ class Executor:
                     self.run(["modprobe", "-r", module])
             case Mkdir(path):
                 path.mkdir(parents=True, exist_ok=True)
-            case Write(path, value):
+            case Write(path, value, _):
                 with open(path, "w") as f:
                     f.write(value)
             case Symlink():

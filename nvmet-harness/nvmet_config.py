@@ -10,8 +10,11 @@ the file, the item and the value, not as an obscure EINVAL half-way through buil
 from __future__ import annotations
 
 import ast
+import base64
+import binascii
 import ipaddress
 import re
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NoReturn
@@ -35,10 +38,16 @@ MAX_PORT_ID = 0xFFFF
 MAX_TOKEN_CHARS = 255
 
 _FC_ADDR = re.compile(r"nn-0x[0-9a-fA-F]{16}:pn-0x[0-9a-fA-F]{16}")
-_DHCHAP_KEY = re.compile(r"DHHC-1:0[0-3]:[A-Za-z0-9+/]{4,200}={0,2}:")
+_DHCHAP_KEY = re.compile(r"DHHC-1:(0[0-3]):([A-Za-z0-9+/]{4,200}={0,2}):")
+# The secret's own size (a CRC-32 follows it) per DHHC-1 hash indicator: 00 (untransformed)
+# any of them, 01/02/03 (transformed with SHA-256/384/512) exactly the digest size.
+DHCHAP_SECRET_SIZES = {"00": (32, 48, 64), "01": (32,), "02": (48,), "03": (64,)}
+# nvmet's hosts/<nqn>/dhchap_hash and dhchap_dhgroup values (drivers/nvme/common/auth.c).
+DHCHAP_HASHES = ("hmac(sha256)", "hmac(sha384)", "hmac(sha512)")
+DHCHAP_DHGROUPS = ("null", "ffdhe2048", "ffdhe3072", "ffdhe4096", "ffdhe6144", "ffdhe8192")
 _PORT_KEYS = ("id", "trtype", "traddr", "trsvcid", "adrfam")
 _SUBSYS_KEYS = ("subsysnqn", "port", "namespaces", "allowed_hosts")
-_HOST_KEYS = ("nqn", "key")
+_HOST_KEYS = ("nqn", "key", "ctrl_key", "hash", "dhgroup")
 
 
 class NvmetConfError(ValueError):
@@ -58,10 +67,56 @@ class Port:
 
 @attrs.frozen
 class AllowedHost:
-    """A host NQN allowed into a subsystem, with its optional DH-HMAC-CHAP key."""
+    """A host NQN allowed into a subsystem, with its optional DH-HMAC-CHAP settings.
+
+    ``key`` is the host's secret (the target checks the host with it), ``ctrl_key`` the
+    controller's (the host checks the target: bidirectional), ``hash`` and ``dhgroup`` what
+    the target offers (None: the kernel's default, hmac(sha256) and null). The secrets never
+    appear in ``repr``."""
 
     nqn: str
-    key: str | None = None
+    key: str | None = attrs.field(default=None, repr=lambda v: "<secret>" if v else repr(v))
+    ctrl_key: str | None = attrs.field(default=None, repr=lambda v: "<secret>" if v else repr(v))
+    hash: str | None = None
+    dhgroup: str | None = None
+
+    def configfs_attributes(self) -> dict[str, str]:
+        """hosts/<nqn>/ attributes to write, in an order the kernel accepts."""
+        values = {
+            "dhchap_hash": self.hash,
+            "dhchap_dhgroup": self.dhgroup,
+            "dhchap_key": self.key,
+            "dhchap_ctrl_key": self.ctrl_key,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
+def dhchap_secret_problem(value: object) -> str | None:
+    """Why ``value`` is not a DHHC-1 secret the kernel accepts (never quoting it), or None.
+
+    The kernel (nvme_auth_extract_key) wants base64 of a 32/48/64-byte secret followed by
+    the CRC-32 of it, little-endian; the hash indicator fixes the size when it is not 00."""
+    m = _DHCHAP_KEY.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        return "is not a DH-HMAC-CHAP key of the form DHHC-1:0N:<base64>:"
+    try:
+        raw = base64.b64decode(m[2], validate=True)
+    except (binascii.Error, ValueError):
+        return "is not a DH-HMAC-CHAP key: its base64 part does not decode"
+    size = len(raw) - 4
+    if size not in DHCHAP_SECRET_SIZES[m[1]]:
+        allowed = "/".join(str(n) for n in DHCHAP_SECRET_SIZES[m[1]])
+        return f"is not a DH-HMAC-CHAP key: a DHHC-1:{m[1]} secret is {allowed} bytes, not {size}"
+    if zlib.crc32(raw[:size]).to_bytes(4, "little") != raw[size:]:
+        return "is not a DH-HMAC-CHAP key: its CRC-32 does not match (mistyped?)"
+    return None
+
+
+def normalize_hash(value: str) -> str | None:
+    """'sha256', 'SHA-256' or 'hmac(sha256)' -> 'hmac(sha256)'; None if not one we know."""
+    name = value.strip().lower().removeprefix("hmac(").removesuffix(")").replace("-", "")
+    full = f"hmac({name})"
+    return full if full in DHCHAP_HASHES else None
 
 
 @attrs.frozen
@@ -108,9 +163,16 @@ class NvmetConf:
             sd: dict[str, Any] = {"subsysnqn": s.nqn, "port": s.port}
             sd["namespaces"] = list(s.namespaces)
             if s.allowed_hosts:
-                sd["allowed_hosts"] = [{"nqn": h.nqn, "key": h.key} for h in s.allowed_hosts]
+                sd["allowed_hosts"] = [_host_dict(h) for h in s.allowed_hosts]
             subsystems.append(sd)
         return {"ports": ports, "subsystems": subsystems}
+
+
+def _host_dict(h: AllowedHost) -> dict[str, Any]:
+    d: dict[str, Any] = {"nqn": h.nqn, "key": h.key}
+    extra = {"ctrl_key": h.ctrl_key, "hash": h.hash, "dhgroup": h.dhgroup}
+    d.update({k: v for k, v in extra.items() if v is not None})
+    return d
 
 
 def load_nvmet_conf(path: str | Path) -> NvmetConf:
@@ -314,15 +376,34 @@ class _Checker:
     def allowed_host(self, value: object, where: str) -> AllowedHost:
         d = self.mapping(value, where, _HOST_KEYS)
         nqn = self.nqn(self.required(d, "nqn", where), f"{where}.nqn")
-        key = d.get("key")
-        if key is not None and (not isinstance(key, str) or not _DHCHAP_KEY.fullmatch(key)):
-            # Never echo what may be a secret: say what is expected instead.
-            self.fail(f"{where}.key", "is not a DH-HMAC-CHAP key of the form DHHC-1:0N:<base64>:")
-        return AllowedHost(nqn, key)
+        secrets: dict[str, str | None] = {}
+        for name in ("key", "ctrl_key"):
+            secret = d.get(name)
+            if secret is not None and (problem := dhchap_secret_problem(secret)):
+                self.fail(f"{where}.{name}", problem)  # never echoes what may be a secret
+            secrets[name] = secret
+        if secrets["ctrl_key"] is not None and secrets["key"] is None:
+            self.fail(
+                f"{where}.ctrl_key", "needs 'key' too (bidirectional auth is on top of the host's)"
+            )
+        hash_ = d.get("hash")
+        if hash_ is not None:
+            norm = normalize_hash(hash_) if isinstance(hash_, str) else None
+            if norm is None:
+                self.fail(f"{where}.hash", f"{_show(hash_)} is not one of sha256, sha384, sha512")
+            hash_ = norm
+        dhgroup = d.get("dhgroup")
+        if dhgroup is not None:
+            dhgroup = self.choice(dhgroup, f"{where}.dhgroup", DHCHAP_DHGROUPS)
+        if (hash_ or dhgroup) and secrets["key"] is None:
+            self.fail(
+                where, "'hash' and 'dhgroup' need a 'key' (they only matter with DH-HMAC-CHAP)"
+            )
+        return AllowedHost(nqn, secrets["key"], secrets["ctrl_key"], hash_, dhgroup)
 
     def cross_checks(self, subsystems: tuple[Subsystem, ...]) -> None:
         seen: dict[str, int] = {}
-        keys: dict[str, tuple[str | None, int]] = {}
+        keys: dict[str, tuple[AllowedHost, int]] = {}
         total = 0
         for i, s in enumerate(subsystems):
             if s.nqn in seen:
@@ -330,11 +411,13 @@ class _Checker:
             seen[s.nqn] = i
             total += len(s.namespaces)
             for j, h in enumerate(s.allowed_hosts):
-                key, first = keys.setdefault(h.nqn, (h.key, i))
-                if key != h.key:
-                    self.fail(
-                        f"subsystems[{i}].allowed_hosts[{j}].key",
-                        f"host {_show(h.nqn)} has a different key in subsystems[{first}]",
-                    )
+                other, first = keys.setdefault(h.nqn, (h, i))
+                for field in ("key", "ctrl_key", "hash", "dhgroup"):
+                    if getattr(other, field) != getattr(h, field):
+                        self.fail(
+                            f"subsystems[{i}].allowed_hosts[{j}].{field}",
+                            f"host {_show(h.nqn)} has a different {field} in subsystems[{first}]"
+                            " (configfs has one hosts/<nqn> for all subsystems)",
+                        )
         if total > MAX_NAMESPACES_TOTAL:
             self.fail("subsystems", f"{total} namespaces is more than {MAX_NAMESPACES_TOTAL}")

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import zlib
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nvmet_config import (
+    DHCHAP_DHGROUPS,
+    DHCHAP_HASHES,
     MAX_CONF_BYTES,
     AllowedHost,
     NvmetConf,
     NvmetConfError,
     Port,
     Subsystem,
+    dhchap_secret_problem,
     load_nvmet_conf,
     parse_nvmet_conf,
 )
@@ -21,6 +26,16 @@ from nvmet_config import (
 SHIPPED = Path(__file__).resolve().parents[2] / "nvmet-harness" / "nvmet.conf"
 DELL = "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28"
 KEY = "DHHC-1:00:ia6zGodOr4SEG0Zzaw398rpY0wqipUWj4jWjUh4HWUz6aQ2n:"
+
+
+def make_key(secret: bytes, hh: str = "00") -> str:
+    """A DHHC-1 secret as nvme gen-dhchap-key writes it (test-side, independent of the code)."""
+    crc = zlib.crc32(secret).to_bytes(4, "little")
+    return f"DHHC-1:{hh}:{base64.b64encode(secret + crc).decode()}:"
+
+
+KEY64 = make_key(bytes(range(64)), "03")
+CTRL_KEY = make_key(b"c" * 48, "02")
 TCP4 = "{'id': 1, 'trtype': 'tcp', 'traddr': '127.0.0.1', 'trsvcid': 4420}"
 
 
@@ -259,7 +274,17 @@ nqns = (
     .filter(lambda s: s not in (".", "..") and all(not c.isspace() and c.isprintable() for c in s))
     .filter(lambda s: s != "nqn.2014-08.org.nvmexpress.discovery")
 )
-keys = st.sampled_from([None, KEY, "DHHC-1:03:" + "A" * 88 + "==:"])
+keys = st.sampled_from([None, KEY, KEY64])
+
+
+def _host(nqn: str, key: str | None) -> AllowedHost:
+    """Hosts with a key get a controller key, hash and group derived from the NQN: a host
+    must look the same in every subsystem that names it."""
+    if key is None:
+        return AllowedHost(nqn)
+    n = sum(nqn.encode())
+    ctrl = CTRL_KEY if n % 2 else None
+    return AllowedHost(nqn, key, ctrl, DHCHAP_HASHES[n % 3], DHCHAP_DHGROUPS[n % 6])
 
 
 @st.composite
@@ -281,7 +306,7 @@ def confs(draw: st.DrawFn) -> NvmetConf:
         port = draw(st.sampled_from([None, *ids]))
         ns = tuple(draw(st.lists(st.integers(1, 0xFFFFFFFE), unique=True, max_size=3)))
         hosts = draw(st.lists(st.sampled_from(sorted(host_keys)), unique=True)) if host_keys else []
-        allowed = tuple(AllowedHost(h, host_keys[h]) for h in hosts)
+        allowed = tuple(_host(h, host_keys[h]) for h in hosts)
         subsystems.append(Subsystem(nqn, port, ns, allowed))
     return NvmetConf(tuple(ports), tuple(subsystems))
 
@@ -310,9 +335,8 @@ _atoms = st.one_of(
     st.integers(-(2**70), 2**70),
     st.floats(allow_nan=False),
     st.text(max_size=12),
-    st.sampled_from(
-        ["tcp", "rdma", "fc", "loop", "::1", "1.2.3.4", "ipv4", "ipv6", "klingons", KEY, 8009]
-    ),
+    st.sampled_from(["tcp", "rdma", "fc", "loop", "::1", "1.2.3.4", "ipv4", "ipv6", "klingons"]),
+    st.sampled_from([KEY, 8009, "sha384", "ffdhe2048", CTRL_KEY]),
 )
 _keys = st.sampled_from(
     [
@@ -329,6 +353,9 @@ _keys = st.sampled_from(
         "allowed_hosts",
         "nqn",
         "key",
+        "ctrl_key",
+        "hash",
+        "dhgroup",
         "other",
     ]
 )
@@ -360,3 +387,85 @@ def test_arbitrary_bytes_from_a_file(tmp_path_factory: pytest.TempPathFactory, d
         assert str(e).startswith(f"{path}: ")
     else:
         assert isinstance(result, NvmetConf)
+
+
+# --- DH-HMAC-CHAP hosts ---------------------------------------------------------------------
+
+
+def _hosts_conf(*hosts: str) -> str:
+    return f"{{'subsystems': [{{'subsysnqn': 'a', 'allowed_hosts': [{', '.join(hosts)}]}}]}}"
+
+
+def test_dhchap_host_with_every_setting() -> None:
+    conf = parse(
+        _hosts_conf(
+            f"{{'nqn': 'nqn.h', 'key': '{KEY}', 'ctrl_key': '{CTRL_KEY}',"
+            " 'hash': 'sha512', 'dhgroup': 'ffdhe3072'}",
+            f"{{'nqn': 'nqn.uni', 'key': '{KEY64}', 'hash': 'hmac(sha384)'}}",
+            "{'nqn': 'nqn.open'}",
+        )
+    )
+    bidi, uni, open_ = conf.hosts
+    assert bidi == AllowedHost("nqn.h", KEY, CTRL_KEY, "hmac(sha512)", "ffdhe3072")
+    assert bidi.configfs_attributes() == {
+        "dhchap_hash": "hmac(sha512)",
+        "dhchap_dhgroup": "ffdhe3072",
+        "dhchap_key": KEY,
+        "dhchap_ctrl_key": CTRL_KEY,
+    }
+    assert uni.configfs_attributes() == {"dhchap_hash": "hmac(sha384)", "dhchap_key": KEY64}
+    assert open_.configfs_attributes() == {}
+    assert KEY not in repr(bidi) and CTRL_KEY not in repr(bidi)  # secrets stay out of reprs
+    assert parse(repr(conf.as_dict())) == conf
+
+
+@pytest.mark.parametrize(
+    ("spelling", "normal"),
+    [("sha256", "hmac(sha256)"), ("SHA-384", "hmac(sha384)"), ("hmac(sha512)", "hmac(sha512)")],
+)
+def test_hash_spellings(spelling: str, normal: str) -> None:
+    host = f"{{'nqn': 'h', 'key': '{KEY}', 'hash': '{spelling}'}}"
+    assert parse(_hosts_conf(host)).hosts[0].hash == normal
+
+
+BAD_SECRET = "DHHC-1:00:" + base64.b64encode(b"x" * 36).decode() + ":"  # CRC-32 wrong
+DHCHAP_ERRORS = [
+    (f"{{'nqn': 'h', 'key': '{BAD_SECRET}'}}", ".key: is not a DH-HMAC-CHAP key: its CRC-32"),
+    (f"{{'nqn': 'h', 'key': '{make_key(b'x' * 32, '03')}'}}", "a DHHC-1:03 secret is 64 bytes"),
+    (f"{{'nqn': 'h', 'key': '{make_key(b'x' * 40)}'}}", "secret is 32/48/64 bytes, not 40"),
+    ("{'nqn': 'h', 'key': 'DHHC-1:00:abc=:'}", ".key: is not a DH-HMAC-CHAP key of the form"),
+    (f"{{'nqn': 'h', 'ctrl_key': '{KEY}'}}", ".ctrl_key: needs 'key' too"),
+    (f"{{'nqn': 'h', 'key': '{KEY}', 'ctrl_key': 'x'}}", ".ctrl_key: is not a DH-HMAC-CHAP"),
+    (f"{{'nqn': 'h', 'key': '{KEY}', 'hash': 'md5'}}", ".hash: 'md5' is not one of sha256"),
+    (f"{{'nqn': 'h', 'key': '{KEY}', 'hash': 256}}", ".hash: 256 is not one of sha256"),
+    (f"{{'nqn': 'h', 'key': '{KEY}', 'dhgroup': 'modp'}}", ".dhgroup: 'modp' is not one of null"),
+    ("{'nqn': 'h', 'dhgroup': 'ffdhe2048'}", "allowed_hosts[0]: 'hash' and 'dhgroup' need a"),
+]
+
+
+@pytest.mark.parametrize(("host", "message"), DHCHAP_ERRORS)
+def test_dhchap_errors_name_the_item_and_never_the_secret(host: str, message: str) -> None:
+    with pytest.raises(NvmetConfError) as err:
+        parse(_hosts_conf(host))
+    text = str(err.value)
+    assert text.startswith("t.conf: subsystems[0].allowed_hosts[0]") and message in text
+    for secret in (BAD_SECRET, KEY, "DHHC-1:00:abc=:"):
+        assert secret not in text
+
+
+def test_one_host_cannot_differ_between_subsystems() -> None:
+    a = f"{{'nqn': 'h', 'key': '{KEY}', 'dhgroup': 'ffdhe2048'}}"
+    b = f"{{'nqn': 'h', 'key': '{KEY}', 'dhgroup': 'ffdhe4096'}}"
+    text = (
+        f"{{'subsystems': [{{'subsysnqn': 'a', 'allowed_hosts': [{a}]}},"
+        f" {{'subsysnqn': 'b', 'allowed_hosts': [{b}]}}]}}"
+    )
+    with pytest.raises(NvmetConfError, match=r"allowed_hosts\[0\]\.dhgroup: host 'h' has a diff"):
+        parse(text)
+
+
+@given(st.binary(min_size=0, max_size=80), st.sampled_from(["00", "01", "02", "03"]))
+def test_secret_check_accepts_exactly_the_kernels_sizes(secret: bytes, hh: str) -> None:
+    sizes = {"00": (32, 48, 64), "01": (32,), "02": (48,), "03": (64,)}[hh]
+    problem = dhchap_secret_problem(make_key(secret, hh))
+    assert (problem is None) == (len(secret) in sizes)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import tempfile
+import zlib
 from ast import literal_eval
 from pathlib import Path
 
@@ -26,16 +28,24 @@ from nvmet import (
     read_state,
     render,
 )
-from nvmet_config import AllowedHost, NvmetConf, Port, Subsystem
+from nvmet_config import AllowedHost, NvmetConf, Port, Subsystem, load_nvmet_conf
 
 DELL = "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28"
 KEY = "DHHC-1:00:ia6zGodOr4SEG0Zzaw398rpY0wqipUWj4jWjUh4HWUz6aQ2n:"
+# A 48-byte controller secret with its CRC-32, as nvme gen-dhchap-key -l 48 -m 2 prints it.
+CTRL_KEY = (
+    "DHHC-1:02:"
+    + base64.b64encode(b"c" * 48 + zlib.crc32(b"c" * 48).to_bytes(4, "little")).decode()
+    + ":"
+)
 AUTH_CONF = f"""{{
  'ports': [{{'id': 2, 'trtype': 'tcp', 'traddr': '127.0.0.1', 'trsvcid': '4420'}},
            {{'id': 3, 'trtype': 'loop'}}],
  'subsystems': [
    {{'subsysnqn': 'secure', 'port': 2, 'namespaces': [1, 2],
-     'allowed_hosts': [{{'nqn': 'nqn.host1', 'key': '{KEY}'}}, {{'nqn': 'nqn.host2'}}]}},
+     'allowed_hosts': [{{'nqn': 'nqn.host1', 'key': '{KEY}', 'ctrl_key': '{CTRL_KEY}',
+                        'hash': 'sha384', 'dhgroup': 'ffdhe2048'}},
+                       {{'nqn': 'nqn.host2'}}]}},
    {{'subsysnqn': 'looped', 'port': 3, 'namespaces': [5]}},
    {{'subsysnqn': 'hidden', 'namespaces': []}},
  ]}}"""
@@ -142,7 +152,10 @@ def test_create_with_hosts_loop_and_unexposed(
         "nvmet/ports/3/subsystems/looped": ("->", "../../../subsystems/looped"),
         "nvmet/hosts": "dir",
         "nvmet/hosts/nqn.host1": "dir",
+        "nvmet/hosts/nqn.host1/dhchap_hash": "hmac(sha384)",
+        "nvmet/hosts/nqn.host1/dhchap_dhgroup": "ffdhe2048",
         "nvmet/hosts/nqn.host1/dhchap_key": KEY,
+        "nvmet/hosts/nqn.host1/dhchap_ctrl_key": CTRL_KEY,
         "nvmet/hosts/nqn.host2": "dir",
         "nvmet/subsystems": "dir",
         sec: "dir",
@@ -193,7 +206,10 @@ def test_dry_run_prints_commands_and_touches_nothing(
         f"mkdir -p {n}/ports/3",
         f"echo -n loop > {n}/ports/3/addr_trtype",
         f"mkdir -p {n}/hosts/nqn.host1",
-        f"echo -n {KEY} > {n}/hosts/nqn.host1/dhchap_key",
+        f"echo -n 'hmac(sha384)' > {n}/hosts/nqn.host1/dhchap_hash",
+        f"echo -n ffdhe2048 > {n}/hosts/nqn.host1/dhchap_dhgroup",
+        f"echo -n '<secret>' > {n}/hosts/nqn.host1/dhchap_key",
+        f"echo -n '<secret>' > {n}/hosts/nqn.host1/dhchap_ctrl_key",
         f"mkdir -p {n}/hosts/nqn.host2",
         f"mkdir -p {s}",
         f"echo -n 0 > {s}/attr_allow_any_host",
@@ -532,3 +548,27 @@ def test_create_read_clean_round_trip(conf: NvmetConf) -> None:
         assert read_state(cfs) == nvmet.TargetState()
         leftovers = {str(p.relative_to(cfs)) for p in cfs.rglob("*")}
         assert leftovers <= {"nvmet", "nvmet/ports", "nvmet/subsystems", "nvmet/hosts"}
+
+
+def test_create_never_prints_dhchap_secrets(
+    cfs: Path, auth_conf: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ("--configfs", str(cfs), "--no-modprobe", "create", "-f", str(auth_conf))
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert (cfs / "nvmet/hosts/nqn.host1/dhchap_ctrl_key").read_text() == CTRL_KEY
+    assert "dhchap_ctrl_key" in out
+    assert KEY not in out + err and CTRL_KEY not in out + err
+    assert KEY not in repr(plan_create(load_nvmet_conf(auth_conf), cfs))
+
+
+def test_a_kernel_without_in_band_auth_is_named(tmp_path: Path) -> None:
+    """On real configfs (emulate=False) a missing dhchap_* attribute means no auth support."""
+    op = Write(tmp_path / "hosts" / "nqn.h" / "dhchap_key", KEY, secret=True)
+    with pytest.raises(NvmetError) as err:
+        Executor(emulate=False).apply(op)
+    assert "this kernel's nvmet has no in-band authentication" in str(err.value)
+    assert "--kernel 6.12" in str(err.value) and KEY not in str(err.value)
+    other = Write(tmp_path / "missing" / "attr_allow_any_host", "1")
+    with pytest.raises(NvmetError, match="No such file or directory"):
+        Executor(emulate=False).apply(other)
