@@ -179,7 +179,7 @@ class SimProc(Proc):
             pos, _, line = self.log.wait_for(
                 lambda ln: "listening on" in ln or "control socket" in ln or "Error" in ln,
                 since=pos,
-                timeout=60,
+                timeout=300,  # 10,000 subsystems take a while to validate on a busy machine
             )
             m = _LISTEN.search(line)
             if m:
