@@ -3,8 +3,13 @@
 
 - Programs (stafd(8), stacd(8), stafctl(1), stacctl(1), stasadm(1)): from each program's own
   argparse parser (found by name in its module), plus a short description kept here.
-- stafd.conf(5), stacd.conf(5): from the shipped templates in conf/ (whose defaults the tests
-  check against the option table in stas/config/options.py).
+- stafd.conf(5), stacd.conf(5), sys.conf(5): from the shipped templates in conf/ (whose defaults
+  the tests check against the option table in stas/config/options.py).
+- org.nvmexpress.staf(5), org.nvmexpress.stac(5) and their .debug(5) pages: from the interface
+  definitions in stas/dbus/idl.py, which also drive the server and the clients.
+- stafd.service(8), stacd.service(8), stas-config.target(8), stas-config@.service(8): from the
+  unit files in units/ (their comments and directives).
+- nvme-stas(7): the overview, with the list of pages taken from the lists above.
 Output: roff files in .build/man/ (``make man``; ``make install`` installs them).
 """
 
@@ -41,7 +46,9 @@ PROGRAMS = [
      "stasadm creates the host NQN and host ID and sets the host symbolic name in "
      "/etc/stas/sys.conf."),
 ]  # fmt: skip
-CONF_PAGES = [("stafd.conf", "stafd"), ("stacd.conf", "stacd")]
+CONF_PAGES = [("stafd.conf", "stafd"), ("stacd.conf", "stacd"), ("sys.conf", "sys")]
+CONF_SOURCES = {"sys.conf": "sys.conf.doc"}  # the template installed under another name
+UNIT_PAGES = ["stafd.service", "stacd.service", "stas-config.target", "stas-config@.service"]
 
 
 def esc(text: str) -> str:
@@ -133,20 +140,39 @@ def desc_title(name: str) -> str:
         "stasadm": "STorage Appliance Services administration",
         "stafd.conf": "stafd configuration file",
         "stacd.conf": "stacd configuration file",
+        "sys.conf": "host identity shared by stafd and stacd",
+        "nvme-stas": "NVMe over Fabrics STorage Appliance Services",
+        "org.nvmexpress.staf": "stafd D-Bus interface",
+        "org.nvmexpress.staf.debug": "stafd D-Bus debug interface",
+        "org.nvmexpress.stac": "stacd D-Bus interface",
+        "org.nvmexpress.stac.debug": "stacd D-Bus debug interface",
+        "stafd.service": "systemd unit of stafd",
+        "stacd.service": "systemd unit of stacd",
+        "stas-config.target": "systemd target creating the host identity",
+        "stas-config@.service": "systemd unit creating /etc/nvme/hostnqn or hostid",
     }[name]
 
 
+def all_pages() -> list[str]:
+    """Every page this script writes, as ``name(section)``."""
+    pages = [f"{name}({section})" for name, section, *_ in PROGRAMS]
+    pages += [f"{name}(5)" for name, _ in CONF_PAGES]
+    pages += [f"{iface.name}(5)" for iface in dbus_interfaces()]
+    pages += [f"{unit}(8)" for unit in UNIT_PAGES]
+    return [*pages, "nvme-stas(7)"]
+
+
 def see_also(name: str) -> str:
-    pages = ["stafd(8)", "stacd(8)", "stafctl(1)", "stacctl(1)", "stasadm(1)",
-             "stafd.conf(5)", "stacd.conf(5)"]  # fmt: skip
-    return ", ".join(p for p in pages if not p.startswith(name + "("))
+    core = ["nvme-stas(7)", "stafd(8)", "stacd(8)", "stafctl(1)", "stacctl(1)", "stasadm(1)",
+            "stafd.conf(5)", "stacd.conf(5)", "sys.conf(5)"]  # fmt: skip
+    return ", ".join(p for p in core if not p.startswith(name + "("))
 
 
 def conf_page(name: str, daemon: str) -> str:
     """The template's sections, options and their comment blocks, as a man page."""
     lines = header(name, 5, desc_title(name))
     lines += [".SH SYNOPSIS", f"/etc/stas/{esc(name)}", ".SH DESCRIPTION"]
-    template = (ROOT / "conf" / name).read_text().splitlines()
+    template = (ROOT / "conf" / CONF_SOURCES.get(name, name)).read_text().splitlines()
     intro, body = [], []
     seen_section = False
     for line in template:
@@ -172,6 +198,143 @@ def conf_page(name: str, daemon: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def dbus_interfaces() -> list:
+    """The custom interfaces of both daemons, main interface first (idl.py lists debug first)."""
+    from stas.dbus.idl import STACD, STAFD
+
+    return [iface for svc in (STAFD, STACD) for iface in sorted(
+        svc.interfaces, key=lambda i: i.name.endswith(".debug"))]  # fmt: skip
+
+
+def _args(args) -> str:
+    return ", ".join(f"{a.signature} {a.name}" for a in args)
+
+
+def dbus_page(iface) -> str:
+    """One interface: where it lives, then its methods, signals and properties with signatures."""
+    from stas.dbus.idl import STACD, STAFD
+
+    svc = next(s for s in (STAFD, STACD) if iface in s.interfaces)
+    daemon = "stafd" if svc is STAFD else "stacd"
+    lines = header(iface.name, 5, desc_title(iface.name))
+    lines += [".SH SYNOPSIS", f"bus name \\fB{esc(svc.bus_name)}\\fR (system bus), object "
+              f"\\fB{esc(svc.object_path)}\\fR, interface \\fB{esc(iface.name)}\\fR"]  # fmt: skip
+    lines += [".SH DESCRIPTION", esc(DBUS_TEXT.get(iface.name, "").format(daemon=daemon))]
+    if iface.methods:
+        lines.append(".SH METHODS")
+        for m in iface.methods:
+            out = f" \\(-> ({esc(_args(m.out_args))})" if m.out_args else ""
+            lines += [".TP", f"\\fB{esc(m.name)}\\fR({esc(_args(m.in_args))}){out}",
+                      esc(DBUS_MEMBERS.get(m.name, ""))]  # fmt: skip
+    if iface.signals:
+        lines.append(".SH SIGNALS")
+        for sig in iface.signals:
+            lines += [".TP", f"\\fB{esc(sig.name)}\\fR({esc(_args(sig.args))})",
+                      esc(DBUS_MEMBERS.get(sig.name, ""))]  # fmt: skip
+    if iface.properties:
+        lines.append(".SH PROPERTIES")
+        for prop in iface.properties:
+            lines += [".TP", f"\\fB{esc(prop.name)}\\fR {esc(prop.signature)} ({prop.access})",
+                      esc(DBUS_MEMBERS.get(prop.name, ""))]  # fmt: skip
+    lines += [".SH SECURITY", esc(DBUS_SECURITY)]
+    lines += [".SH SEE ALSO", esc(see_also(iface.name))]
+    return "\n".join(lines) + "\n"
+
+
+DBUS_TEXT = {
+    "org.nvmexpress.staf": "What {daemon} knows: its discovery controllers and their cached "
+    "discovery log pages. stacd reads it; stafctl(1) shows it. Upstream nvme-stas 2.x clients "
+    "work unchanged: names, signatures and argument names are the same.",
+    "org.nvmexpress.stac": "The I/O controllers {daemon} manages; stacctl(1) shows them.",
+}
+for _d in ("staf", "stac"):
+    DBUS_TEXT[f"org.nvmexpress.{_d}.debug"] = (
+        "Tracing and the run-time state of {daemon} as JSON, for troubleshooting. The standard "
+        "org.freedesktop.DBus.Properties interface serves the properties and emits "
+        "PropertiesChanged when one changes; setting a read-only property answers InvalidArgs.")
+DBUS_MEMBERS = {
+    "list_controllers": "One dictionary per controller: its transport ID (transport, traddr, "
+    "trsvcid, subsysnqn, host-traddr, host-iface, host-nqn) and device; with detailed=true "
+    "also its state, timers and sysfs attributes.",
+    "get_log_pages": "The cached discovery log page entries of one discovery controller, named "
+    "by its transport ID; an unknown controller gives an empty list.",
+    "get_all_log_pages": "A JSON list of {\"discovery-controller\": ..., \"log-pages\": [...]} "
+    "for every discovery controller. Replies are bounded in size: a reply that would exceed the "
+    "bound is refused with org.freedesktop.DBus.Error.LimitsExceeded.",
+    "log_pages_changed": "Sent when a discovery controller's log page content changed (upstream "
+    "sends it after every fetch).",
+    "dc_removed": "Sent when one or more discovery controllers were removed.",
+    "process_info": "A JSON object describing the daemon: host identity (secrets redacted for "
+    "callers other than root), timers, kernel support, and for stafd the mDNS services.",
+    "controller_info": "The detailed JSON of one controller, or {} when there is none.",
+    "tron": "Trace on: DEBUG logging. Only root may set it (D-Bus policy).",
+    "log_level": "The current log level name, e.g. INFO or DEBUG.",
+}
+DBUS_SECURITY = (
+    "Anyone may call the methods; only root may own the names or set properties (the shipped "
+    "D-Bus policy). DH-HMAC-CHAP secrets and the host key are replaced by a placeholder in "
+    "every answer to a caller that is not root. Each caller (uid) has its own share of "
+    "concurrent calls, so one user's flood cannot starve root's stafctl or stacctl.")
+
+
+def unit_page(unit: str) -> str:
+    """A unit file: its leading comment, [Unit] description, then every directive as set."""
+    text = (ROOT / "units" / unit).read_text().splitlines()
+    lines = header(unit, 8, desc_title(unit))
+    lines += [".SH SYNOPSIS", esc(f"/usr/lib/systemd/system/{unit}"), ".SH DESCRIPTION"]
+    intro = [ln.lstrip("# ").strip() for ln in text if ln.startswith("#") and "=" not in ln]
+    lines.append(esc(" ".join(intro[:3])))
+    section = ""
+    for raw in text:
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line
+            lines.append(".SH " + esc(section.upper()))
+        elif section and line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            lines += [".TP", f"\\fB{esc(key)}\\fR={esc(value)}"]
+    lines += [".SH SEE ALSO", esc(see_also(unit))]
+    return "\n".join(lines) + "\n"
+
+
+OVERVIEW = [
+    ("DESCRIPTION",
+     "nvme-stas finds NVMe over Fabrics storage and connects a Linux host to it. stafd(8) finds "
+     "discovery controllers (from stafd.conf(5), from mDNS announcements of _nvme-disc._tcp, "
+     "from NBFT boot tables and from referrals), registers with central discovery controllers "
+     "(TP8010) and keeps their discovery log pages. stacd(8) turns those log pages and "
+     "stacd.conf(5) into kernel NVMe I/O controller connections, keeps them up, and disconnects "
+     "what zoning removes. Both share the host identity in sys.conf(5) and serve their state on "
+     "the system D-Bus, which stafctl(1) and stacctl(1) read; stasadm(1) manages the identity."),
+    ("COMPATIBILITY",
+     "This implementation is a drop-in for upstream nvme-stas 2.x: the same configuration files "
+     "and options, D-Bus names, methods and signatures, command-line tools and default output. "
+     "Upstream's pickled last-known-config files are never read; a daemon that finds one says "
+     "so once and starts from the kernel's connections and its own JSON state instead."),
+    ("STRICTER THAN UPSTREAM",
+     "Some input that upstream accepts is refused here, each time with a message naming the "
+     "file, section, key and value: DH-HMAC-CHAP secrets that are not valid DHHC-1 keys; numbers "
+     "out of their kernel range (for example a negative kato or a queue-size above 1024); "
+     "configuration paths that are not regular files (a FIFO would hang upstream); values from "
+     "the network (log page entries, mDNS TXT records) that could reach the kernel's option "
+     "string with a comma, equals sign or newline. Where upstream exits because sys.conf has no "
+     "host NQN, the NQN is derived from /etc/machine-id exactly as upstream's stasadm derives "
+     "it. A UTF-8 byte-order mark and CRLF line ends in configuration files are accepted."),
+    ("FILES",
+     "/etc/stas/stafd.conf, /etc/stas/stacd.conf, /etc/stas/sys.conf (sys.conf.doc documents "
+     "it); /run/stafd and /var/cache/stafd (JSON state, written atomically); the D-Bus policy "
+     "in /usr/share/dbus-1/system.d/org.nvmexpress.staf.conf and org.nvmexpress.stac.conf."),
+]  # fmt: skip
+
+
+def overview_page() -> str:
+    lines = header("nvme-stas", 7, desc_title("nvme-stas"))
+    for title, text in OVERVIEW:
+        lines += [f".SH {title}", esc(text)]
+    lines += [".SH PAGES", esc(", ".join(p for p in all_pages() if p != "nvme-stas(7)"))]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=str(ROOT / ".build" / "man"))
@@ -187,6 +350,16 @@ def main(argv: list[str] | None = None) -> int:
         page = out / f"{name}.5"
         page.write_text(conf_page(name, daemon))
         written.append(page.name)
+    for iface in dbus_interfaces():
+        page = out / f"{iface.name}.5"
+        page.write_text(dbus_page(iface))
+        written.append(page.name)
+    for unit in UNIT_PAGES:
+        page = out / f"{unit}.8"
+        page.write_text(unit_page(unit))
+        written.append(page.name)
+    (out / "nvme-stas.7").write_text(overview_page())
+    written.append("nvme-stas.7")
     print("man pages: " + ", ".join(written))
     return 0
 

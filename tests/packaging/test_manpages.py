@@ -48,3 +48,68 @@ def test_every_program_page_follows_its_parser(name, section, module, names, tex
         for flag in action.option_strings:
             assert mkman.esc(flag) in page, f"{name}: {flag} missing from the page"
     render_clean(page, tmp_path)
+
+
+def test_sys_conf_page_lists_every_host_key(tmp_path: Path) -> None:
+    page = mkman.conf_page("sys.conf", "sys")
+    for key in ("nqn", "id", "key", "symname"):
+        assert f"\\fB{key}\\fR=" in page, key
+    render_clean(page, tmp_path)
+
+
+@pytest.mark.parametrize("iface", mkman.dbus_interfaces(), ids=lambda i: i.name)
+def test_dbus_page_lists_every_member_with_its_signature(iface, tmp_path: Path) -> None:
+    page = mkman.dbus_page(iface)
+    members = [*iface.methods, *iface.signals, *iface.properties]
+    assert members
+    for m in members:
+        assert f"\\fB{mkman.esc(m.name)}\\fR" in page, m.name
+    for m in iface.methods:
+        for arg in m.in_args:
+            assert f"{arg.signature} {mkman.esc(arg.name)}" in page, (m.name, arg.name)
+    render_clean(page, tmp_path)
+
+
+def test_dbus_pages_cover_upstreams_four_interfaces() -> None:
+    names = {i.name for i in mkman.dbus_interfaces()}
+    assert names == {
+        "org.nvmexpress.staf",
+        "org.nvmexpress.staf.debug",
+        "org.nvmexpress.stac",
+        "org.nvmexpress.stac.debug",
+    }
+
+
+@pytest.mark.parametrize("unit", mkman.UNIT_PAGES)
+def test_unit_page_shows_every_directive(unit: str, tmp_path: Path) -> None:
+    page = mkman.unit_page(unit)
+    text = (ROOT / "units" / unit).read_text().splitlines()
+    directives = [ln.split("=", 1)[0] for ln in text if "=" in ln and not ln.startswith("#")]
+    assert directives
+    for key in directives:
+        assert f"\\fB{mkman.esc(key)}\\fR=" in page, key
+    render_clean(page, tmp_path)
+
+
+def test_overview_names_every_other_page_and_the_stricter_rules(tmp_path: Path) -> None:
+    page = mkman.overview_page()
+    for ref in mkman.all_pages():
+        if ref != "nvme-stas(7)":
+            assert mkman.esc(ref) in page, ref
+    assert "STRICTER THAN UPSTREAM" in page
+    render_clean(page, tmp_path)
+
+
+def test_main_writes_upstreams_set_of_pages(tmp_path: Path) -> None:
+    assert mkman.main(["--out", str(tmp_path)]) == 0
+    written = {p.name for p in tmp_path.iterdir()}
+    upstream = {
+        "stafctl.1", "stacctl.1", "stasadm.1",
+        "stafd.conf.5", "stacd.conf.5", "sys.conf.5",
+        "org.nvmexpress.staf.5", "org.nvmexpress.staf.debug.5",
+        "org.nvmexpress.stac.5", "org.nvmexpress.stac.debug.5",
+        "nvme-stas.7",
+        "stafd.8", "stacd.8", "stafd.service.8", "stacd.service.8",
+        "stas-config.target.8", "stas-config@.service.8",
+    }  # fmt: skip
+    assert upstream <= written
