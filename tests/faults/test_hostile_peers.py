@@ -44,23 +44,26 @@ CONF = (
 FAST = SessionOptions(kato_ms=0, connect_timeout=1.0, command_timeout=1.0, register=False)
 
 
+NO_FAULTS = Faults()
+
+
 async def fetch(
-    mode: str, faults: Faults = Faults(), options: SessionOptions = FAST, dctype: str = "ddc"
+    mode: str, faults: Faults = NO_FAULTS, options: SessionOptions = FAST, dctype: str = "ddc"
 ) -> tuple[object, int]:
     """(log page or the exception raised, connections the proxy accepted)."""
-    async with open_simulator(
-        parse_nvmet_conf(CONF), ephemeral=True, faults=faults, dctype=dctype
-    ) as sim:
-        async with open_hostile_proxy(sim.endpoint(1), mode) as proxy:
-            try:
-                with trio.fail_after(10):  # the host's own timeouts must end it well before
-                    async with DiscoverySession.open(
-                        "::1", proxy.port, host=HOST, options=options
-                    ) as session:
-                        result: object = await session.get_log_page()
-            except (DiscoveryError, ProtocolError, NvmeStatusError, OSError) as exc:
-                result = exc
-            return result, proxy.accepted
+    async with (
+        open_simulator(parse_nvmet_conf(CONF), ephemeral=True, faults=faults, dctype=dctype) as sim,
+        open_hostile_proxy(sim.endpoint(1), mode) as proxy,
+    ):
+        try:
+            with trio.fail_after(10):  # the host's own timeouts must end it well before
+                async with DiscoverySession.open(
+                    "::1", proxy.port, host=HOST, options=options
+                ) as session:
+                    result: object = await session.get_log_page()
+        except (DiscoveryError, ProtocolError, NvmeStatusError, OSError) as exc:
+            result = exc
+        return result, proxy.accepted
 
 
 async def test_pass_through_proxy_is_transparent() -> None:
@@ -70,7 +73,7 @@ async def test_pass_through_proxy_is_transparent() -> None:
 
 
 async def test_digests_survive_the_proxy() -> None:
-    page, _ = await fetch("pass", options=FAST.__class__(**{**_fields(FAST), "hdgst": True}))
+    page, _ = await fetch("pass", options=SessionOptions(**{**_fields(FAST), "hdgst": True}))
     assert len(page.entries) == 2
 
 
