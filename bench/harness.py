@@ -174,6 +174,13 @@ class SimProc(Proc):
         argv += ["-f", str(tmp / f"{name}.conf"), "--ephemeral", "--control", self.control]
         super().__init__([*argv, *extra])
         self.ports: dict[int, int] = {}
+        try:
+            self._read_ports()
+        except BaseException:
+            self.stop()  # never leave a half-started simulator behind
+            raise
+
+    def _read_ports(self) -> None:
         pos = 0
         while True:
             pos, _, line = self.log.wait_for(
