@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import struct
 
+import nbft_gen as gen
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import nbft_gen as gen
 from stas.nbft import WELL_KNOWN_DISC_NQN, Nbft, NbftError, parse_nbft, parse_uri, read_tables
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:4c4c4544-0035-5910-804b-b5c04f444d33"
@@ -28,30 +28,66 @@ def full_table() -> gen.Table:
         host_flags=0x01 | 0x04 | 0x10,  # valid, host NQN configured, primary admin selected
         driver_sig="ipxe",
         hfis=[
-            gen.Hfi(mac="52:54:00:AB:cd:01", ip="192.168.10.5", prefix=24,
-                    gateway="192.168.10.1", vlan=42, route_metric=100,
-                    primary_dns="192.168.10.53", dhcp_server="192.168.10.2",
-                    host_name="bootbox", default_route=True, pci_sbdf=0x0300, ip_origin=3),
-            gen.Hfi(mac="52:54:00:ab:cd:02", ip="fd00:10::5", prefix=64,
-                    secondary_dns="fd00:10::53"),
-        ],  # fmt: skip
+            gen.Hfi(
+                mac="52:54:00:AB:cd:01",
+                ip="192.168.10.5",
+                prefix=24,
+                gateway="192.168.10.1",
+                vlan=42,
+                route_metric=100,
+                primary_dns="192.168.10.53",
+                dhcp_server="192.168.10.2",
+                host_name="bootbox",
+                default_route=True,
+                pci_sbdf=0x0300,
+                ip_origin=3,
+            ),
+            gen.Hfi(
+                mac="52:54:00:ab:cd:02", ip="fd00:10::5", prefix=64, secondary_dns="fd00:10::53"
+            ),
+        ],
         securities=[
-            gen.Security(flags=0x1 | 0x4 | 0x400, dh_groups=b"\x01\x02", hash_funcs=b"\x01",
-                         keypath="redfish://host/keys/1")  # fmt: skip
+            gen.Security(
+                flags=0x1 | 0x4 | 0x400,
+                dh_groups=b"\x01\x02",
+                hash_funcs=b"\x01",
+                keypath="redfish://host/keys/1",
+            )
         ],
         discoveries=[
-            gen.Discovery(uri="nvme+tcp://192.168.10.20:8009/", hfi=1,
-                          nqn="nqn.1988-11.com.dell:SFSS:2:20220208134025e8"),
+            gen.Discovery(
+                uri="nvme+tcp://192.168.10.20:8009/",
+                hfi=1,
+                nqn="nqn.1988-11.com.dell:SFSS:2:20220208134025e8",
+            ),
             gen.Discovery(uri="nvme+tcp://[fd00:10::20]/", hfi=2, sec=1),
-        ],  # fmt: skip
+        ],
         subsystems=[
-            gen.Subsys(traddr="192.168.10.30", trsvcid="4420", nqn="nqn.2014-08.org.x:boot",
-                       hfi=1, secondary_hfis=(2,), disc=1, nsid=7, hdr_digest=True,
-                       cntlid=5, asqsz=32, port_id=3),
-            gen.Subsys(traddr="fd00:10::30", trsvcid="4421", nqn="nqn.2014-08.org.x:data",
-                       hfi=2, disc=2, sec=1, data_digest=True, nidt=2,
-                       flags_extra=0x02 | 0x40 | 0x100),
-        ],  # fmt: skip
+            gen.Subsys(
+                traddr="192.168.10.30",
+                trsvcid="4420",
+                nqn="nqn.2014-08.org.x:boot",
+                hfi=1,
+                secondary_hfis=(2,),
+                disc=1,
+                nsid=7,
+                hdr_digest=True,
+                cntlid=5,
+                asqsz=32,
+                port_id=3,
+            ),
+            gen.Subsys(
+                traddr="fd00:10::30",
+                trsvcid="4421",
+                nqn="nqn.2014-08.org.x:data",
+                hfi=2,
+                disc=2,
+                sec=1,
+                data_digest=True,
+                nidt=2,
+                flags_extra=0x02 | 0x40 | 0x100,
+            ),
+        ],
     )
 
 
@@ -69,52 +105,106 @@ def fix_checksum(data: bytes | bytearray) -> bytes:
 def test_known_answer_every_field() -> None:
     t = parse_nbft(raw())
     assert (t.major, t.minor, t.oem_id, t.oem_table_id, t.driver_signature) == (
-        1, 0, "STAS", "NBFTGEN", "ipxe"
-    )  # fmt: skip
+        1,
+        0,
+        "STAS",
+        "NBFTGEN",
+        "ipxe",
+    )
     assert t.problems == ()
     h = t.host
     assert h is not None
     assert (h.nqn, h.hostid, h.hostid_configured, h.hostnqn_configured, h.primary_admin) == (
-        HOSTNQN, HOSTID, False, True, "selected"
-    )  # fmt: skip
+        HOSTNQN,
+        HOSTID,
+        False,
+        True,
+        "selected",
+    )
     a, b = t.hfis
     assert (a.index, a.transport, a.mac, a.vlan, a.ip, a.prefix, a.gateway) == (
-        1, "tcp", "52:54:00:ab:cd:01", 42, "192.168.10.5", 24, "192.168.10.1"
-    )  # fmt: skip
+        1,
+        "tcp",
+        "52:54:00:ab:cd:01",
+        42,
+        "192.168.10.5",
+        24,
+        "192.168.10.1",
+    )
     assert (a.route_metric, a.primary_dns, a.secondary_dns, a.dhcp_override, a.dhcp_server) == (
-        100, "192.168.10.53", "", True, "192.168.10.2"
-    )  # fmt: skip
+        100,
+        "192.168.10.53",
+        "",
+        True,
+        "192.168.10.2",
+    )
     assert (a.host_name, a.default_route, a.pci_sbdf, a.ip_origin) == ("bootbox", True, 0x300, 3)
     assert (b.ip, b.prefix, b.gateway, b.secondary_dns, b.dhcp_override, b.dhcp_server) == (
-        "fd00:10::5", 64, "", "fd00:10::53", False, ""
-    )  # fmt: skip
+        "fd00:10::5",
+        64,
+        "",
+        "fd00:10::53",
+        False,
+        "",
+    )
     d1, d2 = t.discoveries
     assert (d1.transport, d1.traddr, d1.trsvcid, d1.nqn, d1.hfi_index) == (
-        "tcp", "192.168.10.20", "8009", "nqn.1988-11.com.dell:SFSS:2:20220208134025e8", 1
-    )  # fmt: skip
+        "tcp",
+        "192.168.10.20",
+        "8009",
+        "nqn.1988-11.com.dell:SFSS:2:20220208134025e8",
+        1,
+    )
     assert (d2.traddr, d2.trsvcid, d2.nqn, d2.hfi_index, d2.security_index) == (
-        "fd00:10::20", "", WELL_KNOWN_DISC_NQN, 2, 1
-    )  # fmt: skip
+        "fd00:10::20",
+        "",
+        WELL_KNOWN_DISC_NQN,
+        2,
+        1,
+    )
     s1, s2 = t.subsystems
     assert (s1.traddr, s1.trsvcid, s1.nqn, s1.hfi_indexes, s1.discovery_index, s1.nsid) == (
-        "192.168.10.30", "4420", "nqn.2014-08.org.x:boot", (1, 2), 1, 7
-    )  # fmt: skip
+        "192.168.10.30",
+        "4420",
+        "nqn.2014-08.org.x:boot",
+        (1, 2),
+        1,
+        7,
+    )
     assert (s1.hdr_digest, s1.data_digest, s1.controller_id, s1.asqsz, s1.port_id) == (
-        True, False, 5, 32, 3
-    )  # fmt: skip
+        True,
+        False,
+        5,
+        32,
+        3,
+    )
     assert (s1.nid_type, s1.nid, s1.bootable, s1.discovered, s1.availability) == (
-        3, bytes(range(16)), True, False, "not indicated"
-    )  # fmt: skip
+        3,
+        bytes(range(16)),
+        True,
+        False,
+        "not indicated",
+    )
     assert (s2.traddr, s2.trsvcid, s2.hfi_indexes, s2.security_index, s2.data_digest) == (
-        "fd00:10::30", "4421", (2,), 1, True
-    )  # fmt: skip
+        "fd00:10::30",
+        "4421",
+        (2,),
+        1,
+        True,
+    )
     assert (s2.bootable, s2.discovered, s2.availability, s2.nid_type) == (
-        False, True, "unavailable", 2
-    )  # fmt: skip
+        False,
+        True,
+        "unavailable",
+        2,
+    )
     (sec,) = t.securities
     assert (sec.index, sec.dh_groups, sec.hash_functions, sec.keypath) == (
-        1, (1, 2), (1,), "redfish://host/keys/1"
-    )  # fmt: skip
+        1,
+        (1, 2),
+        (1,),
+        "redfish://host/keys/1",
+    )
 
 
 def test_empty_table_and_invalid_control() -> None:
@@ -154,7 +244,7 @@ def test_invalid_descriptors_are_skipped_silently() -> None:
         (lambda b: b[:84] + struct.pack("<H", 4) + b[86:], "hfi descriptor length 4"),
     ],
 )
-def test_table_errors_name_the_field(mutate, message) -> None:  # noqa: ANN001
+def test_table_errors_name_the_field(mutate, message) -> None:
     with pytest.raises(NbftError, match=message.replace("(", r"\(")):
         parse_nbft(fix_checksum(mutate(raw())))
 
@@ -188,7 +278,7 @@ def test_host_nqn_is_validated() -> None:
         (lambda t: setattr(t.hfis[0], "host_name", "bad\x01name"), "not printable ASCII"),
     ],
 )
-def test_bad_descriptor_is_skipped_and_named(change, problem) -> None:  # noqa: ANN001
+def test_bad_descriptor_is_skipped_and_named(change, problem) -> None:
     t = full_table()
     change(t)
     p = parse_nbft(raw(t))
@@ -235,14 +325,16 @@ def test_parse_uri_rejects(uri: str) -> None:
         parse_uri(uri)
 
 
-def test_read_tables(tmp_path) -> None:  # noqa: ANN001
+def test_read_tables(tmp_path) -> None:
     (tmp_path / "NBFT").write_bytes(raw())
     (tmp_path / "NBFT1").write_bytes(b"NBFT" + bytes(10))
     (tmp_path / "DSDT").write_bytes(b"ignored")
     tables, errors = read_tables(tmp_path)
     assert list(tables) == [str(tmp_path / "NBFT")]
-    assert errors == [f"{tmp_path / 'NBFT1'}: table is 14 bytes, shorter than its header "
-                      "and control descriptor (128)"]  # fmt: skip
+    assert errors == [
+        f"{tmp_path / 'NBFT1'}: table is 14 bytes, shorter than its header "
+        "and control descriptor (128)"
+    ]
     assert read_tables(tmp_path / "missing") == ({}, [])
 
 
