@@ -45,7 +45,8 @@ def dc_dict(
     """Upstream's controller dict: TID keys, per-controller config keys, device (+ details).
 
     ``kernel`` is the DC's sysfs reading (None without a kernel device), ``hostid`` the
-    daemon's host ID for when there is none.
+    daemon's host ID for when there is none. ``connection`` names the link behind a device
+    that is no kernel device (userspace backend: ``nvme?``), '' otherwise.
     """
     out = dc.tid.as_dict()
     out.update({k: str(v) for k, v in dc.params.items()})
@@ -56,6 +57,7 @@ def dc_dict(
                 "origin": dc.origin,
                 "connected": str(dc.connected),
                 "state": dc.state,
+                "connection": dc.link,
                 "connect attempts": str(dc.connect_attempts),
                 "retry connect timer": timer_text(RETRY_PERIOD, dc.state == "backoff"),
                 "last error": dc.last_error,

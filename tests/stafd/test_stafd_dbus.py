@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -172,6 +173,23 @@ async def test_ls_detailed_has_upstream_detail_keys(bus_address, nursery, capsys
     assert row["retry connect timer"] == "60.0s [on]" and row["genctr"] == "1"
     rc, out, _ = await ctl(capsys, "ls", "-d")
     assert "'connected': 'False'" in out and "'state': 'backoff'" in out
+
+
+async def test_userspace_dc_details_name_the_connection(bus_address, nursery, capsys) -> None:
+    """A userspace DC's device is upstream's 'nvme?'; ``connection`` says what it really is."""
+    link = "userspace tcp [::1]:48812 -> [::1]:8009"
+    kernel_dc = seed_dc(tid=attrs.evolve(DC, trsvcid="4420"))
+    await serve(nursery, bus_address, snapshot(seed_dc(device="nvme?", link=link), kernel_dc))
+    rc, out, _ = await ctl(capsys, "--json", "ls", "-d")
+    rows = {r["trsvcid"]: r for r in json.loads(out)}
+    assert rc == 0 and (rows["8009"]["device"], rows["8009"]["connection"]) == ("nvme?", link)
+    assert (rows["4420"]["device"], rows["4420"]["connection"]) == ("nvme0", "")
+    rc, out, _ = await ctl(capsys, "ls", "-d")
+    assert f"'connection': '{link}'" in out
+    rc, out, _ = await ctl(capsys, "--json", "status")  # controller_info carries it too
+    assert [c["connection"] for c in json.loads(out)["controllers"]] == [link, ""]
+    rc, out, _ = await ctl(capsys, "--json", "ls")  # not in the plain listing (upstream's keys)
+    assert all("connection" not in r for r in json.loads(out))
 
 
 async def test_adlp_and_dlp_show_the_three_subsystems(bus_address, nursery, capsys) -> None:
