@@ -15,8 +15,9 @@ from stas.nvme.logpage import LogPageEntry
 
 WELL_KNOWN_DISC_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 
-Origin = Literal["configured", "discovered", "referral"]
-ORIGIN_RANK: Mapping[str, int] = {"configured": 0, "referral": 1, "discovered": 2}
+Origin = Literal["configured", "nbft", "discovered", "referral"]
+# which origin a DC found several ways shows; 'nbft': the firmware's boot table (NBFT)
+ORIGIN_RANK: Mapping[str, int] = {"configured": 0, "nbft": 1, "referral": 2, "discovered": 3}
 
 
 @attrs.frozen(order=True)
