@@ -65,6 +65,8 @@ def _commands(args: argparse.Namespace) -> int:
             tid = (args.transport, args.traddr, args.trsvcid, args.nqn, args.host_traddr,
                    args.host_iface, nqn)  # fmt: skip
             (result,) = staf.call("get_log_pages", *tid)
+            if not result:
+                _note_if_unmatched(staf, tid)
         elif args.cmd == "adlp":
             (raw,) = staf.call("get_all_log_pages", args.detailed)
             result = json.loads(raw)
@@ -80,6 +82,18 @@ def _commands(args: argparse.Namespace) -> int:
             result["controllers"] = ctrls
         emit(_plain(result), as_json=args.json)
     return EXIT_OK
+
+
+def _note_if_unmatched(staf: Any, tid: tuple[str, ...]) -> None:
+    """An empty ``dlp`` either is an empty log page or names no DC: say which on stderr.
+
+    stdout keeps upstream's ``[]`` and the exit code stays 0 (scripts parsing it keep working).
+    """
+    (details,) = staf.call("controller_info", *tid)
+    if json.loads(details):
+        return
+    named = ", ".join(f"{k}={v!r}" for k, v in zip(TID_ORDER, tid, strict=True) if v)
+    print(f"stafctl: no discovery controller matches {named} (see stafctl ls)", file=sys.stderr)
 
 
 def _plain(obj: Any) -> Any:

@@ -206,8 +206,24 @@ async def test_adlp_and_dlp_show_the_three_subsystems(bus_address, nursery, caps
     # '' trsvcid takes tcp's default (8009) and '' host NQN matches the DC's, like upstream.
     rc, out, _ = await ctl(capsys, "--json", "dlp", "-a", "::1", "-s", "", "-q", "")
     assert rc == 0 and json.loads(out) == dlpes
-    assert await ctl(capsys, "dlp", "-a", "::2", "-s", "8009") == (0, "[]\n", "")
-    assert await ctl(capsys, "dlp", "-a", "::1", "-s", "8009", "-q", "nqn.other") == (0, "[]\n", "")
+
+
+async def test_dlp_naming_no_dc_says_so(bus_address, nursery, capsys, no_host_files) -> None:
+    """stdout and the exit code stay upstream's ([], 0); stderr says no DC matched."""
+    empty = seed_dc((), tid=attrs.evolve(DC, trsvcid="4420"))  # a DC whose log page is empty
+    await serve(nursery, bus_address, snapshot(seed_dc(), empty))
+    rc, out, err = await ctl(capsys, "dlp", "-a", "::2", "-s", "8009")
+    assert (rc, out) == (0, "[]\n")
+    assert err == (
+        "stafctl: no discovery controller matches transport='tcp', traddr='::2',"
+        f" trsvcid='8009', subsysnqn='{WK}' (see stafctl ls)\n"
+    )
+    rc, out, err = await ctl(capsys, "--json", "dlp", "-a", "::1", "-s", "8009", "-q", "nqn.other")
+    assert (rc, json.loads(out)) == (0, [])
+    assert err.startswith("stafctl: no discovery controller matches") and "nqn.other" in err
+    assert err.count("\n") == 1
+    # a DC that exists with an empty log page: [] and nothing on stderr
+    assert await ctl(capsys, "dlp", "-a", "::1", "-s", "4420", "-q", HOSTNQN) == (0, "[]\n", "")
 
 
 async def test_dlp_without_host_files(bus_address, nursery, capsys, no_host_files) -> None:
@@ -224,7 +240,8 @@ async def test_dlp_host_nqn_default_comes_from_sys_conf(
     conf = no_host_files / "sys.conf"
     conf.write_text("[Host]\nnqn = nqn.somebody-else\n")
     monkeypatch.setenv("STAS_SYS_CONF", str(conf))
-    assert await ctl(capsys, "dlp", "-a", "::1", "-s", "8009") == (0, "[]\n", "")
+    rc, out, err = await ctl(capsys, "dlp", "-a", "::1", "-s", "8009")
+    assert (rc, out) == (0, "[]\n") and "host-nqn='nqn.somebody-else'" in err
     (no_host_files / "hostnqn").write_text(HOSTNQN + "\n")
     conf.write_text(f"[Host]\nnqn = file://{no_host_files}/hostnqn\n")
     rc, out, _ = await ctl(capsys, "--json", "dlp", "-a", "::1", "-s", "8009")
