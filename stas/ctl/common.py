@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -27,9 +28,18 @@ def emit(obj: Any, *, as_json: bool) -> None:
         print(pprint.pformat(obj, width=120))
 
 
+def _open_regular(path: str) -> Any:
+    """A text file, regular files only: a FIFO at a config path must not hang the tool."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return open(fd, encoding="utf-8")  # the caller's with-block closes it
+
+
 def _first_word(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as f:
+        with _open_regular(path) as f:
             words = f.readline().split()
     except (OSError, UnicodeDecodeError):
         return ""
@@ -41,7 +51,7 @@ def host_nqn_default() -> str:
     conf = os.environ.get("STAS_SYS_CONF", DEFAULT_SYS_CONF)
     value = "file://" + DEFAULT_HOSTNQN_FILE
     try:
-        with open(conf, encoding="utf-8") as f:
+        with _open_regular(conf) as f:
             section = ""
             for raw in f:
                 line = raw.strip()

@@ -177,3 +177,19 @@ def test_device_is_refused(no_hang: None) -> None:
     with pytest.raises(ConfigError) as exc:
         read_regular_file("/dev/zero", 100)
     assert str(exc.value) == "/dev/zero: cannot read: a character device, not a regular file"
+
+
+def test_ctl_default_host_nqn_skips_fifos(
+    tmp_path: Path, no_hang: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stas.ctl import common
+
+    pipe = fifo(tmp_path / "hostnqn")
+    conf = tmp_path / "sys.conf"
+    conf.write_text(f"[Host]\nnqn=file://{pipe}\n")
+    monkeypatch.setenv("STAS_SYS_CONF", str(conf))
+    assert common.host_nqn_default() == ""  # stafctl dlp: no default, no hang
+    conf.unlink()
+    fifo(conf)
+    monkeypatch.setattr(common, "DEFAULT_HOSTNQN_FILE", str(tmp_path / "none"))
+    assert common.host_nqn_default() == ""
