@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -290,10 +291,24 @@ def test_symlink_at_the_state_path_is_not_followed(tmp_path: Path, caplog) -> No
     assert not link.is_symlink() and secret.read_bytes() == before  # the link is replaced
 
 
+class Hung(Exception):
+    """load() blocked (opening a FIFO)."""
+
+
+def _hung(_sig: int, _frame: object) -> None:
+    raise Hung("load() blocked for 5 s")
+
+
 def test_fifo_at_the_state_path_does_not_block(tmp_path: Path, caplog) -> None:
     path = tmp_path / "s.json"
     os.mkfifo(path)
-    assert StateStore(path).load() == {}  # O_NONBLOCK: a FIFO without writer cannot block
+    old = signal.signal(signal.SIGALRM, _hung)  # a regression fails here instead of hanging
+    signal.setitimer(signal.ITIMER_REAL, 5.0)
+    try:
+        assert StateStore(path).load() == {}  # O_NONBLOCK: a FIFO without writer cannot block
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
     assert "not a regular file" in caplog.text
 
 
