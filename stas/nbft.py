@@ -13,6 +13,7 @@ skipped silently, as the specification says they are reserved.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import struct
 import uuid
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from stas.kernel.options import InvalidOption, check_nqn
+from stas.messages import Tid
 
 WELL_KNOWN_DISC_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 HEADER_LEN, CONTROL_LEN, HOST_LEN = 64, 64, 32
@@ -35,6 +37,7 @@ SSNS_DISCOVERED, SSNS_UNAVAIL_MASK = 0x40, 0x0180
 UNAVAILABILITY = {0x0000: "not indicated", 0x0080: "available", 0x0100: "unavailable"}
 PRIMARY_ADMIN = {0x00: "not indicated", 0x08: "unselected", 0x10: "selected"}
 URI_TRANSPORTS = ("tcp", "rdma")
+log = logging.getLogger("stas.nbft")
 
 
 class NbftError(ValueError):
@@ -504,3 +507,90 @@ def read_tables(directory: str | Path = SYSFS_DIR) -> tuple[dict[str, Nbft], lis
         except (OSError, NbftError) as exc:
             errors.append(f"{path}: {exc}")
     return tables, errors
+
+
+def _interfaces(net_dir: Path) -> list[tuple[str, str]]:
+    out = []
+    try:
+        entries = sorted(net_dir.iterdir())
+    except OSError:
+        return out
+    for d in entries:
+        try:
+            out.append((d.name, (d / "address").read_text().strip().lower()))
+        except OSError:
+            continue
+    return out
+
+
+def iface_of_hfi(hfi: Hfi, net_dir: str | Path = "/sys/class/net") -> str:
+    """The interface with the HFI's MAC ('' if none): ``*.VLAN`` for a VLAN HFI, else the
+    one that is not a VLAN (VLAN interfaces share their parent's MAC)."""
+    names = [n for n, mac in _interfaces(Path(net_dir)) if mac == hfi.mac]
+    if hfi.vlan:
+        names.sort(key=lambda n: not n.endswith(f".{hfi.vlan}"))
+    else:
+        names.sort(key=lambda n: "." in n)
+    return names[0] if names else ""
+
+
+# --- what stas uses: discovery controllers (stafd) and boot subsystems (stacd) ----------------
+
+IfaceOf = Callable[[Hfi], str]
+
+
+def _host_side(t: Nbft, hfi_index: int, host_nqn: str, iface_of: IfaceOf) -> tuple[str, str]:
+    hfi = t.hfi(hfi_index) if hfi_index else None
+    nqn = t.host.nqn if t.host is not None and t.host.hostnqn_configured else host_nqn
+    return (iface_of(hfi) if hfi is not None else ""), nqn
+
+
+def discovery_tids(t: Nbft, *, host_nqn: str, iface_of: IfaceOf = iface_of_hfi) -> list[Tid]:
+    """The table's discovery controllers, reached over the interface of their HFI and with
+    the table's host NQN when the firmware marks it administratively configured."""
+    out = []
+    for d in t.discoveries:
+        iface, nqn = _host_side(t, d.hfi_index, host_nqn, iface_of)
+        port = d.trsvcid or ("8009" if d.transport == "tcp" else "4420")
+        tid = Tid(d.transport, d.traddr, port, d.nqn, "", iface, nqn)
+        if tid not in out:
+            out.append(tid)
+    return out
+
+
+def boot_subsystems(
+    t: Nbft, *, host_nqn: str, iface_of: IfaceOf = iface_of_hfi
+) -> list[tuple[Tid, dict[str, str]]]:
+    """Every subsystem the table names, as an I/O controller TID with the digests the firmware
+    used. Non-bootable entries are included: the OS may need them to finish booting."""
+    out: dict[Tid, dict[str, str]] = {}
+    for s in t.subsystems:
+        iface, nqn = _host_side(t, s.hfi_indexes[0], host_nqn, iface_of)
+        tid = Tid(s.transport, s.traddr, s.trsvcid, s.nqn, "", iface, nqn)
+        params = {"hdr-digest": "true"} if s.hdr_digest else {}
+        if s.data_digest:
+            params["data-digest"] = "true"
+        out.setdefault(tid, params)
+    return list(out.items())
+
+
+def boot_subsystems_reader(
+    directory: str | Path = SYSFS_DIR, *, iface_of: IfaceOf = iface_of_hfi
+) -> Callable[[str], list[tuple[Tid, dict[str, str]]]]:
+    """Read the tables once (they do not change while the system runs); the result gives the
+    boot subsystems for a host NQN (sys.conf's may change on reload)."""
+    tables, errors = read_tables(directory)
+    for text in errors:
+        log.warning("NBFT %s; ignored", text)
+    for path, t in tables.items():
+        for problem in t.problems:
+            log.warning("NBFT %s: %s", path, problem)
+
+    def boot(host_nqn: str) -> list[tuple[Tid, dict[str, str]]]:
+        return [
+            b
+            for t in tables.values()
+            for b in boot_subsystems(t, host_nqn=host_nqn, iface_of=iface_of)
+        ]
+
+    return boot

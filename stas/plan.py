@@ -120,6 +120,19 @@ def configured_iocs(config: ServiceConfig, host_nqn: str) -> dict[Tid, IocWanted
     return out
 
 
+def with_boot_subsystems(
+    configured: Mapping[Tid, IocWanted], boot: Iterable[tuple[Tid, Mapping[str, str]]]
+) -> dict[Tid, IocWanted]:
+    """stacd.conf's controllers plus the NBFT's boot subsystems (origin 'nbft', stacd.conf's
+    parameters winning): these are wanted whatever log pages and exclusions say, so they are
+    adopted and never disconnected (they may hold the root file system)."""
+    out = dict(configured)
+    for tid, params in boot:
+        cur = out.get(tid)
+        out[tid] = IocWanted(tid, "nbft", params={**params, **(cur.params if cur else {})})
+    return out
+
+
 def usable(tid: Tid, config: ServiceConfig) -> bool:
     """ip-family filter for IP transports; fc and loop always pass."""
     if tid.transport in ("tcp", "rdma"):
@@ -136,9 +149,11 @@ def merge(
 ) -> IocWanted | None:
     """The wanted state of one controller from config and every DC listing it, or None.
 
-    Exclusion wins over everything; a ``controller=`` line wins over log pages. NCC holds only
-    while every DC listing the controller says so.
+    A boot subsystem (NBFT) wins over everything; then exclusion; a ``controller=`` line wins
+    over log pages. NCC holds only while every DC listing the controller says so.
     """
+    if tid in configured and configured[tid].origin == "nbft":
+        return configured[tid]
     if config.is_excluded(tid.as_dict()) or not usable(tid, config):
         return None
     if tid in configured:
@@ -155,10 +170,12 @@ def wanted_iocs(
     log_pages: Mapping[Tid, Sequence[Mapping[str, str]]],
     host_nqn: str,
     ignore_iface: bool | None = None,
+    boot: Iterable[tuple[Tid, Mapping[str, str]]] = (),
 ) -> dict[Tid, IocWanted]:
-    """stacd.conf controllers + every usable NVM entry of the log pages - exclusions."""
+    """stacd.conf controllers + every usable NVM entry of the log pages - exclusions, and the
+    NBFT's boot subsystems (``boot``) whatever the rest says."""
     ignore = config.ignore_iface if ignore_iface is None else ignore_iface
-    configured = configured_iocs(config, host_nqn)
+    configured = with_boot_subsystems(configured_iocs(config, host_nqn), boot)
     listing: dict[Tid, dict[Tid, bool]] = {}
     warned: set[str] = set()
     for dc, dlpes in log_pages.items():
@@ -281,6 +298,8 @@ def why(w: IocWanted) -> str:
     """Where the wish comes from: the config line or the DC log pages listing it."""
     if w.origin == "configured":
         return "configured in stacd.conf"
+    if w.origin == "nbft":
+        return "boot subsystem in the firmware's NBFT"
     return "listed by DC " + ", ".join(str(dc) for dc in w.dcs)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -61,6 +61,7 @@ from stas.plan import (
     describe,
     iocs_of_dc,
     merge,
+    with_boot_subsystems,
 )
 
 log = logging.getLogger("stas.connector")
@@ -117,7 +118,9 @@ class Connector:
         audit_settle: float = 1.0,
         stafd_grace: float = 60.0,
         parallel_connects: int = PARALLEL_CONNECTS,
+        boot_subsystems: Callable[[str], Iterable[tuple[Tid, Mapping[str, str]]]] | None = None,
     ) -> None:
+        self.boot_subsystems = boot_subsystems  # NBFT: adopted, never disconnected
         self.kernel, self.published = kernel, published
         self.connect_limiter = trio.CapacityLimiter(parallel_connects)
         self.rng = rng or random.Random()
@@ -149,6 +152,9 @@ class Connector:
         self.host_nqn = host_nqn or getattr(self, "host_nqn", "")
         self.hostid = hostid or getattr(self, "hostid", "")
         self.configured = configured_iocs(config, self.host_nqn)
+        if self.boot_subsystems is not None:
+            boot = self.boot_subsystems(self.host_nqn)
+            self.configured = with_boot_subsystems(self.configured, boot)
         self.settings = attrs.evolve(
             self.base_settings, connect_attempts_on_ncc=config.connect_attempts_on_ncc
         )
