@@ -28,6 +28,7 @@ from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_conf
 from stas.dbus.common import DBusError
 from stas.logsetup import TronControl
 from stas.messages import StacdSnapshot, Tid
+from stas.nbft import boot_subsystems_reader
 from stas.plan import decide, format_plan, wanted_iocs
 from stas.sdnotify import Notifier
 from stas.state import default_path, note_upstream_state
@@ -129,6 +130,7 @@ class Stacd:
             hostid=self.hostid,
             kernel=self.kernel,
             published=self.published,
+            boot_subsystems=None if self.opts.kernel == "fake" else boot_subsystems_reader(),
         )
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
@@ -203,7 +205,8 @@ async def dry_run(opts: StacdOptions) -> int:
     config, _ = load_service_config(opts.conf_file, "stacd")
     hostnqn, _hostid = host_ids(load_sys_config(opts.sys_conf))
     pages = await trio.to_thread.run_sync(fetch_log_pages, opts.bus_address)
-    wanted = wanted_iocs(config=config, log_pages=pages, host_nqn=hostnqn)
+    boot = [] if opts.kernel == "fake" else boot_subsystems_reader()(hostnqn)
+    wanted = wanted_iocs(config=config, log_pages=pages, host_nqn=hostnqn, boot=boot)
     if opts.kernel == "fake" or not os.path.isdir("/sys/class/nvme"):
         kernel_ctrls = []
     else:
