@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     layout = installed_layout() if args.layout == "installed" else venv_layout()
     rows = run(layout, runs, idle)
     load = os.getloadavg()[0]
-    print(f"{layout.name} layout, {layout.python}; load average {load:.1f} on {os.cpu_count()} CPUs")
+    print(f"{layout.name} layout, {layout.python}; load {load:.1f} on {os.cpu_count()} CPUs")
     print(table(rows))
     return 0
 
