@@ -1,7 +1,8 @@
 """stafd's finder: which discovery controllers to keep, reconciled with the running DC actors.
 
-Wanted = configured ``controller=`` entries + mDNS announcements + referrals found in DC log
-pages, minus ``exclude=`` and addresses ``ip-family`` rules out. Bursts are coalesced without
+Wanted = configured ``controller=`` entries + the firmware's NBFT discovery controllers +
+mDNS announcements + referrals found in DC log pages, minus ``exclude=`` and addresses
+``ip-family`` rules out. Bursts are coalesced without
 waiting: everything already queued is applied, then one reconcile runs. The finder owns the
 latest status of every DC and publishes immutable snapshots for the D-Bus actor.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -34,6 +36,7 @@ from stas.messages import (
     StafdSnapshot,
     Tid,
 )
+from stas.nbft import IfaceOf, discovery_tids, iface_of_hfi, read_tables
 from stas.nvme.logpage import LogPageEntry, SubType, TrType
 from stas.resolve import Probe, Resolver, first_answering, normalise_ip, resolve_traddr, tcp_probe
 from stas.state import StateStore, restore
@@ -101,7 +104,11 @@ class Finder:
         state_store: StateStore | None = None,
         resolver: Resolver | None = None,
         probe: Probe = tcp_probe,
+        nbft_dir: str | Path | None = None,
+        iface_of: IfaceOf = iface_of_hfi,
     ) -> None:
+        self.nbft_dir, self.iface_of = nbft_dir, iface_of  # None: no NBFT (tests, demos)
+        self.nbft: list[Tid] = []  # the NBFT's discovery controllers, re-read on each reload
         self.config = config
         self.host_nqn = host_nqn
         self.dc_factory = dc_factory
@@ -133,6 +140,7 @@ class Finder:
         old = {c.base: c for c in self.configured}
         self.config, self.host_nqn = config, host_nqn
         self._refill_mdns()
+        self._read_nbft()
         out: list[_Configured] = []
         for spec in config.controllers:
             d = spec.as_tid_dict(ignore_iface=config.ignore_iface)
@@ -172,6 +180,27 @@ class Finder:
         for c in self.configured:
             if len(c.addresses) > 1:
                 await self._choose_address(c)
+
+    def _read_nbft(self) -> None:
+        """The NBFT's DCs, as upstream 2.3+ takes them (host-iface from the HFI's MAC, the
+        table's host NQN when the firmware marks it configured); bad tables are named once."""
+        if self.nbft_dir is None:
+            return
+        tables, errors = read_tables(self.nbft_dir)
+        for text in errors:
+            self._warn_once(f"NBFT {text}; ignored")
+        out: list[Tid] = []
+        for path, table in tables.items():
+            for problem in table.problems:
+                self._warn_once(f"NBFT {path}: {problem}")
+            for tid in discovery_tids(table, host_nqn=self.host_nqn, iface_of=self.iface_of):
+                if self.config.ignore_iface:
+                    tid = attrs.evolve(tid, host_iface="")
+                if tid not in out:
+                    out.append(tid)
+        if out != self.nbft:
+            log.info("NBFT: %d discovery controllers: %s", len(out), ", ".join(map(str, out)))
+        self.nbft = out
 
     async def _choose_address(self, c: _Configured) -> None:
         """First address that accepts a TCP connection; the current choice if none does."""
@@ -243,6 +272,8 @@ class Finder:
 
         for c in self.configured:
             add(DcWanted(attrs.evolve(c.base, traddr=c.chosen), "configured", dict(c.params)))
+        for tid in self.nbft:
+            add(DcWanted(tid, "nbft"))
         if self.config.zeroconf:
             for tid in sorted(self.discovered):
                 add(DcWanted(tid, "discovered"))

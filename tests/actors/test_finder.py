@@ -451,3 +451,115 @@ async def test_state_saved_after_reconcile_and_on_stop(tmp_path, autojump_clock)
         n.cancel_scope.cancel()
     assert StateStore(path).load()[t].genctr == 4
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+# --- NBFT ---------------------------------------------------------------------------------------
+
+
+def nbft_table(*uris: str, hostnqn_configured: bool = False) -> bytes:
+    import nbft_gen as gen
+
+    return gen.build(
+        gen.Table(
+            hostnqn="nqn.2014-08.org.nvmexpress:uuid:99999999-9999-4999-8999-999999999999",
+            host_flags=0x05 if hostnqn_configured else 0x01,
+            hfis=[gen.Hfi(mac="52:54:00:00:00:01", ip="10.0.2.15", prefix=24)],
+            discoveries=[gen.Discovery(uri=u, hfi=1) for u in uris],
+        )
+    )
+
+
+def nbft_harness(tmp_path, text: str = "", **kw) -> Harness:
+    h = Harness(conf(text), **kw)
+    h.finder.nbft_dir = tmp_path
+    h.finder.iface_of = lambda hfi: {"52:54:00:00:00:01": "ens3"}.get(hfi.mac, "")
+    return h
+
+
+async def test_nbft_dcs_start_with_origin_nbft_and_the_hfi_interface(
+    autojump_clock, tmp_path
+) -> None:
+    (tmp_path / "NBFT").write_bytes(nbft_table("nvme+tcp://10.0.2.2:8009/", "nvme+tcp://10.0.2.9/"))
+    h = nbft_harness(tmp_path)
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        want = {tid("10.0.2.2", iface="ens3"), tid("10.0.2.9", iface="ens3")}
+        assert h.running == want
+        assert {dc.origin for dc in h.published.value.dcs} == {"nbft"}
+        assert h.published_tids() == want
+        n.cancel_scope.cancel()
+
+
+async def test_nbft_host_nqn_used_when_the_firmware_configured_it(autojump_clock, tmp_path) -> None:
+    (tmp_path / "NBFT").write_bytes(nbft_table("nvme+tcp://10.0.2.2/", hostnqn_configured=True))
+    h = nbft_harness(tmp_path, "[Global]\nignore-iface=true\n")
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        (t,) = h.running
+        assert t.host_nqn.endswith("99999999-9999-4999-8999-999999999999")
+        assert t.host_iface == ""  # ignore-iface applies to NBFT DCs too
+        n.cancel_scope.cancel()
+
+
+async def test_nbft_dc_also_configured_shows_configured_and_exclusion_applies(
+    autojump_clock, tmp_path
+) -> None:
+    (tmp_path / "NBFT").write_bytes(nbft_table("nvme+tcp://10.0.2.2/", "nvme+tcp://10.0.2.9/"))
+    text = ctrls(extra="controller=transport=tcp;traddr=10.0.2.2;host-iface=ens3\n")
+    h = nbft_harness(tmp_path, text + "exclude=traddr=10.0.2.9\n")
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        assert h.running == {tid("10.0.2.2", iface="ens3")}
+        assert h.origin(tid("10.0.2.2", iface="ens3")) == "configured"
+        n.cancel_scope.cancel()
+
+
+async def test_nbft_reread_on_reload(autojump_clock, tmp_path) -> None:
+    path = tmp_path / "NBFT"
+    path.write_bytes(nbft_table("nvme+tcp://10.0.2.2/"))
+    h = nbft_harness(tmp_path)
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        assert h.running == {tid("10.0.2.2", iface="ens3")}
+        path.write_bytes(nbft_table("nvme+tcp://10.0.2.3/"))
+        await h.put(ConfigChanged(conf(""), HOSTNQN))
+        assert h.running == {tid("10.0.2.3", iface="ens3")}
+        assert h.stopped == [tid("10.0.2.2", iface="ens3")]
+        path.unlink()
+        await h.put(ConfigChanged(conf(""), HOSTNQN))
+        assert h.running == set()
+        n.cancel_scope.cancel()
+
+
+async def test_bad_nbft_is_named_once_and_changes_nothing(autojump_clock, tmp_path, caplog) -> None:
+    body = bytearray(nbft_table("nvme+tcp://10.0.2.2/"))
+    body[20] ^= 0xFF  # checksum now wrong
+    (tmp_path / "NBFT").write_bytes(bytes(body))
+    (tmp_path / "NBFT1").write_bytes(nbft_table("nvme+tcp://dc.example/"))  # not an IP
+    h = nbft_harness(tmp_path, ctrls("10.0.0.1"))
+    with caplog.at_level(logging.WARNING, logger="stas.finder"):
+        async with trio.open_nursery() as n:
+            await h.start(n)
+            await h.put(ConfigChanged(conf(ctrls("10.0.0.1")), HOSTNQN))
+            assert h.running == {tid("10.0.0.1")}
+            n.cancel_scope.cancel()
+    texts = [r.getMessage() for r in caplog.records]
+    assert sum("NBFT" in t and "checksum mismatch" in t for t in texts) == 1
+    assert sum("'dc.example' is not an IP address" in t for t in texts) == 1
+
+
+async def test_nbft_dc_warm_restart_keeps_its_origin(autojump_clock, tmp_path) -> None:
+    (tmp_path / "NBFT").write_bytes(nbft_table("nvme+tcp://10.0.2.2/"))
+    store = StateStore(tmp_path / "state.json")
+    t = tid("10.0.2.2", iface="ens3")
+    h = nbft_harness(tmp_path, store=store)
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(status(t, connected=True, origin="nbft"))
+        n.cancel_scope.cancel()
+    h2 = nbft_harness(tmp_path, store=store)
+    async with trio.open_nursery() as n:
+        await h2.start(n)
+        ((started, origin, initial),) = h2.started
+        assert (started, origin) == (t, "nbft") and initial is not None
+        n.cancel_scope.cancel()
