@@ -30,6 +30,7 @@ from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_conf
 from stas.dbus.common import DBusError
 from stas.logsetup import TronControl
 from stas.messages import StafdSnapshot
+from stas.nbft import SYSFS_DIR as NBFT_DIR
 from stas.nvme.host_ops import HostIdentity, default_host_identity
 from stas.sdnotify import Notifier
 from stas.state import FILE_NAME, StateStore, note_upstream_state
@@ -49,6 +50,7 @@ class StafdOptions:
     tron: bool = False
     mdns_interfaces: tuple[str, ...] = ()
     bus_address: str | None = None
+    nbft_dir: str | None = NBFT_DIR  # where the NBFT* tables are (None: no NBFT)
 
 
 def host_identity(sysconf: SysConfig) -> HostIdentity:
@@ -198,6 +200,7 @@ class Stafd:
             dc_factory=self.dc_actor,
             published=self.published,
             state_store=self.store,
+            nbft_dir=self.opts.nbft_dir,
         )
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
