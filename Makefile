@@ -73,7 +73,7 @@ test-kernel: $(STAMP)
 	@rc=0; for k in $(KERNEL); do \
 	  reason=$$($(PY) nvmet-harness/vm/runner.py --kernel $$k --check --prepare) || { echo "SKIP: make test-kernel KERNEL=$$k: $$reason"; continue; }; \
 	  echo "== tests/kernel on Debian's $$k kernel"; \
-	  $(PY) nvmet-harness/vm/runner.py --kernel $$k -- $(PY) -m pytest -q -p no:cacheprovider tests/kernel || rc=1; \
+	  $(PY) nvmet-harness/vm/runner.py --kernel $$k --timeout 1200 -- $(PY) -m pytest -q -p no:cacheprovider tests/kernel || rc=1; \
 	done; exit $$rc
 
 # The seed document's workflow on the real kernel: install, nvmet, stafd + stacd, unlink/link,

@@ -84,6 +84,7 @@ class Stacd:
         self.tron.set(opts.tron or self.config.tron)
         self.hostnqn, self.hostid = host_ids(self.sysconf)
         self.kernel = make_kernel(opts.kernel)
+        self.kernel.host_key = self.sysconf.hostkey  # type: ignore[attr-defined]
         note_upstream_state(default_path("stacd").parent, "stacd")  # upstream's pickle: ignored
         self.published = AsyncValue(StacdSnapshot())
         self.inbox_send, self.inbox = trio.open_memory_channel[Any](100_000)
@@ -119,6 +120,7 @@ class Stacd:
         else:
             self.tron.set(self.opts.tron or self.config.tron)
             self.hostnqn, self.hostid = host_ids(self.sysconf)
+            self.kernel.host_key = self.sysconf.hostkey  # type: ignore[attr-defined]
             await self.inbox_send.send(StacdConfigChanged(self.config, self.hostnqn, self.hostid))
             log.info("configuration reloaded from %s", self.opts.conf_file)
         self.notifier.ready()

@@ -30,8 +30,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
+from stas.kernel import options as opt
 from stas.kernel.api import ConnectRequest, KernelController, KernelError
 from stas.kernel.fabrics import FABRICS_DEV, add_ctrl, read_capabilities
 from stas.kernel.libnvme_loader import load_libnvme
@@ -146,6 +148,9 @@ class LibnvmeKernel:
         self._limiter = trio.CapacityLimiter(max_threads)
         self._sysfs_limiter = trio.CapacityLimiter(4)
         self._caps = read_capabilities(fabrics) if capabilities is None else capabilities
+        # sys.conf's [Host] key: the DH-HMAC-CHAP secret of connects that name none
+        # (libnvme's host-level key in upstream); stacd sets it at start and on reload.
+        self.host_key: str | None = None
 
     def capabilities(self) -> frozenset[str]:
         return self._caps
@@ -187,6 +192,8 @@ class LibnvmeKernel:
             del root
 
     async def connect(self, req: ConnectRequest) -> KernelController:
+        if req.dhchap_secret is None and self.host_key:
+            req = attrs.evolve(req, dhchap_secret=self.host_key)  # validated again
         where = f"{req.transport} {req.traddr}" + (f":{req.trsvcid}" if req.trsvcid else "")
         what = f"connect {req.subsysnqn} at {where}"
         log.debug("%s: %s", what, req.option_string())
@@ -194,7 +201,9 @@ class LibnvmeKernel:
             name = await trio.to_thread.run_sync(self._connect_blocking, req, limiter=self._limiter)
         except Exception as exc:  # the bindings raise plain RuntimeError with libnvme's text
             text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            raise KernelError(f"{what}: {text}", libnvme_errno(exc)) from exc
+            code = libnvme_errno(exc)
+            hint = opt.auth_failure_hint(code)
+            raise KernelError(f"{what}: {text}" + (f" ({hint})" if hint else ""), code) from exc
         ctrl = await self.controller(name)  # that device's attributes only
         return ctrl if ctrl is not None else from_request(name, req)
 

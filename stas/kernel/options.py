@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import ipaddress
 import re
 
@@ -149,3 +150,19 @@ def check_dhchap(field: str, value: str) -> str:
     if size not in DHCHAP_KEY_SIZES:
         raise InvalidOption(field, value, "key is not 32, 48 or 64 bytes", secret=True)
     return value
+
+
+# What the kernel's connect errors mean when DH-HMAC-CHAP is involved (seen on 6.12): the
+# bare strerror texts ("Key was rejected by service") do not say which key or what to do.
+_AUTH_HINTS = {
+    errno.EKEYREJECTED: "DH-HMAC-CHAP authentication failed: check dhchap-secret (the host key,"
+    " or sys.conf's key) and dhchap-ctrl-secret against the target's keys for this host NQN",
+    errno.ENOKEY: "the controller requires DH-HMAC-CHAP authentication: set dhchap-secret for"
+    " it (or a host key in sys.conf)",
+    errno.EKEYEXPIRED: "DH-HMAC-CHAP key expired on the target",
+}
+
+
+def auth_failure_hint(code: int | None) -> str:
+    """A sentence for an authentication errno from a connect, or '' (never holds a secret)."""
+    return _AUTH_HINTS.get(code, "") if code is not None else ""

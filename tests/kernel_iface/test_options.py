@@ -282,3 +282,14 @@ def test_integers_render_as_one_token(name: str, value: int) -> None:
     key = "keep_alive_tmo" if name == "kato" else name
     tokens = r.option_string().split(",")
     assert (f"{key}={value}" in tokens) or (value == 0 and name.startswith("nr_"))
+
+
+def test_auth_failures_get_a_hint_that_names_the_settings() -> None:
+    """The kernel's EKEYREJECTED/ENOKEY texts say nothing about which setting to check."""
+    import errno
+
+    rejected = opt.auth_failure_hint(errno.EKEYREJECTED)
+    assert "authentication failed" in rejected and "dhchap-ctrl-secret" in rejected
+    assert "requires DH-HMAC-CHAP" in opt.auth_failure_hint(errno.ENOKEY)
+    assert opt.auth_failure_hint(errno.ECONNREFUSED) == ""
+    assert opt.auth_failure_hint(None) == ""
