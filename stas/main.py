@@ -38,6 +38,8 @@ def stafd_parser() -> argparse.ArgumentParser:
         metavar="LIST",
         help="local addresses to browse mDNS on, comma-separated (default: all)",
     )
+    p.add_argument("--nbft-dir", default="/sys/firmware/acpi/tables", metavar="DIR",
+                   help="where the firmware's NBFT* tables are (default: %(default)s)")  # fmt: skip
     return p
 
 
@@ -66,6 +68,7 @@ def stafd_main(argv: Sequence[str] | None = None) -> int:
         state_dir=args.state_dir or _state_dir("stafd"),
         tron=args.tron,
         mdns_interfaces=tuple(i.strip() for i in args.mdns_interfaces.split(",") if i.strip()),
+        nbft_dir=args.nbft_dir,
     )
     if os.geteuid() != 0:
         import logging
