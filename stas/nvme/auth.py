@@ -39,6 +39,22 @@ SECP_DHCHAP = 0xE9
 SPSP0 = 0x01
 SPSP1 = 0x01
 AUTH_ID_DHCHAP = 0x01  # protocol descriptor AUTHID
+# Connect response DW0: authentication transaction required / secure channel required.
+CONNECT_AUTHREQ_ATR = 1 << 17
+CONNECT_AUTHREQ_ASCR = 1 << 18
+
+
+def auth_required(connect_dw0: int) -> bool:
+    """Whether a Connect answer asks the host to run DH-HMAC-CHAP before anything else."""
+    return bool(connect_dw0 & (CONNECT_AUTHREQ_ATR | CONNECT_AUTHREQ_ASCR))
+
+
+def auth_cdw10() -> int:
+    """CDW10 of AUTH_Send (fctype 0x05) and AUTH_Receive (0x06): SPSP0, SPSP1, SECP;
+    CDW11 is the transfer (Send) or allocation (Receive) length in bytes."""
+    return (SPSP0 << 8) | (SPSP1 << 16) | (SECP_DHCHAP << 24)
+
+
 TRANSFORM_SUFFIX = b"NVMe-over-Fabrics"
 
 

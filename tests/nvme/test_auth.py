@@ -365,3 +365,9 @@ def test_host_turns_any_bytes_into_a_reply_or_auth_error(data: bytes) -> None:
     host = DhchapHost(hostnqn=HOSTNQN, subnqn=SUBNQN, host_secret=HOST_KEY, tid=0)
     with contextlib.suppress(AuthError):
         host.reply_to(data)
+
+
+def test_command_fields_for_session_integration() -> None:
+    assert auth.auth_required(0x0001 | 1 << 17) and auth.auth_required(1 << 18)
+    assert not auth.auth_required(0xFFFF)  # a CNTLID alone
+    assert auth.auth_cdw10().to_bytes(4, "little") == bytes([0, 0x01, 0x01, 0xE9])
