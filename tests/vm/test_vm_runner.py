@@ -319,6 +319,7 @@ def test_kernel_command_line_hands_the_init_path_to_init() -> None:
     line = runner.kernel_cmdline("/work/main/nvmet-harness/vm/init.sh")
     assert line.split()[0] == "console=ttyS0"
     assert "STAS_VM_INIT=/work/main/nvmet-harness/vm/init.sh" in line.split()
+    assert "no_timer_check" in line.split()  # no IO-APIC timer panic on a slow, loaded host
     for bad in ("relative/init.sh", "/with space/init.sh", "/quo'te/init.sh"):
         with pytest.raises(VmError, match="must be absolute, without spaces"):
             runner.kernel_cmdline(bad)
