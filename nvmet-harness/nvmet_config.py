@@ -37,6 +37,18 @@ MAX_NSID = 0xFFFFFFFE
 MAX_PORT_ID = 0xFFFF
 MAX_TOKEN_CHARS = 255
 
+
+@attrs.frozen
+class Caps:
+    """Size caps; the simulator raises them (it builds no configfs, only memory)."""
+
+    conf_bytes: int = MAX_CONF_BYTES
+    subsystems: int = MAX_SUBSYSTEMS
+    namespaces_total: int = MAX_NAMESPACES_TOTAL
+
+
+SIMULATOR_CAPS = Caps(conf_bytes=64 << 20, subsystems=200_000, namespaces_total=2_000_000)
+
 _FC_ADDR = re.compile(r"nn-0x[0-9a-fA-F]{16}:pn-0x[0-9a-fA-F]{16}")
 _DHCHAP_KEY = re.compile(r"DHHC-1:(0[0-3]):([A-Za-z0-9+/]{4,200}={0,2}):")
 # The secret's own size (a CRC-32 follows it) per DHHC-1 hash indicator: 00 (untransformed)
@@ -175,34 +187,34 @@ def _host_dict(h: AllowedHost) -> dict[str, Any]:
     return d
 
 
-def load_nvmet_conf(path: str | Path) -> NvmetConf:
+def load_nvmet_conf(path: str | Path, caps: Caps = Caps()) -> NvmetConf:
     """Read and validate an nvmet.conf file; any problem raises NvmetConfError."""
     source = str(path)
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_CONF_BYTES + 1)
+            data = f.read(caps.conf_bytes + 1)
     except OSError as e:
         raise NvmetConfError(f"{source}: cannot read: {e.strerror or e}") from None
-    if len(data) > MAX_CONF_BYTES:
-        raise NvmetConfError(f"{source}: file is larger than {MAX_CONF_BYTES} bytes")
+    if len(data) > caps.conf_bytes:
+        raise NvmetConfError(f"{source}: file is larger than {caps.conf_bytes} bytes")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise NvmetConfError(f"{source}: not valid UTF-8 at byte {e.start}") from None
-    return parse_nvmet_conf(text, source)
+    return parse_nvmet_conf(text, source, caps)
 
 
-def parse_nvmet_conf(text: str, source: str = "nvmet.conf") -> NvmetConf:
+def parse_nvmet_conf(text: str, source: str = "nvmet.conf", caps: Caps = Caps()) -> NvmetConf:
     """Validate the text of an nvmet.conf; ``source`` prefixes every error message."""
-    if len(text) > MAX_CONF_BYTES:
-        raise NvmetConfError(f"{source}: file is larger than {MAX_CONF_BYTES} bytes")
+    if len(text) > caps.conf_bytes:
+        raise NvmetConfError(f"{source}: file is larger than {caps.conf_bytes} bytes")
     try:
         value = ast.literal_eval(text)
     except SyntaxError as e:
         raise NvmetConfError(f"{source}: not a Python literal: {e.msg} (line {e.lineno})") from None
     except (ValueError, TypeError, MemoryError, RecursionError) as e:
         raise NvmetConfError(f"{source}: not a Python literal: {_short(str(e))}") from None
-    return _Checker(source).conf(value)
+    return _Checker(source, caps).conf(value)
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -219,6 +231,7 @@ class _Checker:
     """Validation of one file; every failure names ``source`` and the item path."""
 
     source: str
+    caps: Caps = Caps()
 
     def fail(self, where: str, message: str) -> NoReturn:
         raise NvmetConfError(f"{self.source}: {where}: {message}")
@@ -300,7 +313,7 @@ class _Checker:
             if p.id in ids:
                 self.fail(f"ports[{i}].id", f"{p.id} is a duplicate")
             ids.add(p.id)
-        raw_subs = self.sequence(top.get("subsystems", []), "subsystems", MAX_SUBSYSTEMS)
+        raw_subs = self.sequence(top.get("subsystems", []), "subsystems", self.caps.subsystems)
         subsystems = tuple(
             self.subsystem(s, f"subsystems[{i}]", ids) for i, s in enumerate(raw_subs)
         )
@@ -355,7 +368,8 @@ class _Checker:
             if port not in port_ids:
                 known = ", ".join(str(i) for i in sorted(port_ids)) or "none"
                 self.fail(f"{where}.port", f"{port} is not the id of any port (known: {known})")
-        raw_ns = self.sequence(d.get("namespaces", []), f"{where}.namespaces", MAX_NAMESPACES_TOTAL)
+        cap = self.caps.namespaces_total
+        raw_ns = self.sequence(d.get("namespaces", []), f"{where}.namespaces", cap)
         namespaces: list[int] = []
         for i, n in enumerate(raw_ns):
             nsid = self.integer(n, f"{where}.namespaces[{i}]", 1, MAX_NSID)
@@ -419,5 +433,6 @@ class _Checker:
                             f"host {_show(h.nqn)} has a different {field} in subsystems[{first}]"
                             " (configfs has one hosts/<nqn> for all subsystems)",
                         )
-        if total > MAX_NAMESPACES_TOTAL:
-            self.fail("subsystems", f"{total} namespaces is more than {MAX_NAMESPACES_TOTAL}")
+        if total > self.caps.namespaces_total:
+            cap = self.caps.namespaces_total
+            self.fail("subsystems", f"{total} namespaces is more than {cap}")

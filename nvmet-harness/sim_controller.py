@@ -43,6 +43,7 @@ CNS_CONTROLLER = 0x01
 LID70_SUPPORT = DiscoveryLogSupport(extdlpes=True, pleos=True, allsubes=True).to_dword()
 CORRUPT_RECFMT = 7
 CORRUPT_NUMREC = 1 << 40
+CORRUPT_END = 18  # NUMREC (bytes 8..15) and RECFMT (16..17)
 
 SC_INVALID_OPCODE = cmd.make_status(SCT_GENERIC, 0x01, dnr=True)
 SC_INVALID_FIELD = cmd.make_status(SCT_GENERIC, 0x02, dnr=True)
@@ -394,10 +395,12 @@ class DiscoveryControllerSession:
                 self.port_id, pleo=bool(lsp & cmd.LSP_PLEO), extended=extended, hostnqn=self.hostnqn
             )
             self._page_cache = (key, log.encode(extended=extended))
-        page = bytearray(self._page_cache[1])
+        page = self._page_cache[1]  # not copied: a 10 MB page read in 16 KiB chunks stays linear
         if self.budget.faults.corrupt_log_page:
-            struct.pack_into("<QH", page, 8, CORRUPT_NUMREC, CORRUPT_RECFMT)
-        return bytes(page)
+            head = bytearray(page[:CORRUPT_END])
+            struct.pack_into("<QH", head, 8, CORRUPT_NUMREC, CORRUPT_RECFMT)
+            page = bytes(head) + page[CORRUPT_END:]
+        return page
 
     def _set_features(self, sqe: Sqe, data: bytes) -> _Reply:
         fid = sqe.cdw10 & 0xFF

@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a script: make stas/ and the harness imp
             sys.path.insert(0, str(_p))
 
 import trio
-from nvmet_config import NvmetConfError, load_nvmet_conf
+from nvmet_config import SIMULATOR_CAPS, NvmetConfError, load_nvmet_conf
 from sim_faults import FaultError, Faults, parse_faults
 from sim_model import SimModel
 from sim_server import SimulatorError, open_simulator
@@ -124,7 +124,7 @@ def _client(args: argparse.Namespace, path: str) -> int:
 
 # -- server side ------------------------------------------------------------------------------
 async def _serve(args: argparse.Namespace, path: str, faults: Faults) -> None:
-    conf = load_nvmet_conf(args.conf_file)
+    conf = load_nvmet_conf(args.conf_file, SIMULATOR_CAPS)
     model = SimModel(conf, epcsd=args.epcsd, current_entry=args.current_entry)
     async with open_simulator(
         conf,

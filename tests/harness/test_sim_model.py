@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
-from nvmet_config import load_nvmet_conf, parse_nvmet_conf
+from nvmet_config import SIMULATOR_CAPS, NvmetConfError, load_nvmet_conf, parse_nvmet_conf
+from sim_controller import DiscoveryControllerSession
 from sim_model import GENCTR_MASK, WELL_KNOWN_DISCOVERY_NQN, SimModel
 
+from stas.nvme import commands as cmd
+from stas.nvme.commands import LogPageId
 from stas.nvme.dim import host_registration
-from stas.nvme.logpage import AdrFam, DiscoveryLogPage, EFlags, SubType, TrType
+from stas.nvme.logpage import (
+    ENTRY_SIZE,
+    HEADER_SIZE,
+    AdrFam,
+    DiscoveryLogPage,
+    EFlags,
+    Limits,
+    SubType,
+    TrType,
+)
 
 HARNESS = Path(__file__).resolve().parents[2] / "nvmet-harness"
 DELL = "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28"
@@ -150,3 +163,59 @@ def test_set_endpoint_does_not_bump(model: SimModel) -> None:
     assert model.log_page(1, pleo=True).entries[0].trsvcid == "40000"
     assert model.genctr == 1
     assert model.describe()["ports"][0]["trsvcid"] == "40000"
+
+
+# --- scale: 100 DCs x 100 subsystems (bench/daemons.py row 4) -----------------------------
+
+
+def _scale_conf(ports: int, per_port: int) -> str:
+    port_list = ", ".join(
+        f"{{'id': {p}, 'traddr': '::1', 'trsvcid': {8009 + p}, 'trtype': 'tcp'}}"
+        for p in range(1, ports + 1)
+    )
+    subs = ", ".join(
+        f"{{'subsysnqn': 'nqn.2026-01.io.t:dc{p:03d}-sub{s:04d}', 'port': {p}, 'namespaces': [1]}}"
+        for p in range(1, ports + 1)
+        for s in range(per_port)
+    )
+    return f"{{'ports': [{port_list}], 'subsystems': [{subs}]}}"
+
+
+def test_simulator_accepts_and_models_10000_subsystems() -> None:
+    """nvmet.py's configfs caps (1,024 subsystems) used to stop the simulator at start-up."""
+    text = _scale_conf(100, 100)
+    with pytest.raises(NvmetConfError, match="10000 items is more than the limit of 1024"):
+        parse_nvmet_conf(text)  # the real-kernel tool keeps its caps
+    conf = parse_nvmet_conf(text, caps=SIMULATOR_CAPS)
+    started = time.perf_counter()
+    model = SimModel(conf)
+    page = model.log_page(42, pleo=True)
+    assert time.perf_counter() - started < 1.0  # generous: ~10 ms on an idle machine
+    assert len(model.subsystems) == 10_000
+    assert len(page.entries) == 100  # only port 42's subsystems were turned into entries
+    assert {e.portid for e in page.entries} == {42}
+
+
+def test_a_10000_entry_page_read_in_chunks_is_built_once_and_not_copied_per_chunk() -> None:
+    """The page used to be copied twice per 16 KiB chunk: 626 chunks x 10 MB took ~19 s."""
+    model = SimModel(parse_nvmet_conf(_scale_conf(1, 10_000), caps=SIMULATOR_CAPS))
+    builds: list[int] = []
+    real_log_page = model.log_page
+
+    def counting_log_page(*args: object, **kwargs: object) -> DiscoveryLogPage:
+        builds.append(1)
+        return real_log_page(*args, **kwargs)  # type: ignore[arg-type]
+
+    model.log_page = counting_log_page  # type: ignore[method-assign]
+    session = DiscoveryControllerSession(model, 1)
+    total, chunk, parts = HEADER_SIZE + 10_000 * ENTRY_SIZE, 16384, []
+    started = time.perf_counter()
+    for offset in range(0, total, chunk):
+        sqe = cmd.get_log_page(LogPageId.DISCOVERY, offset=offset, length=chunk, rae=True)
+        parts.append(session._get_log_page(sqe, b"").data)
+    elapsed = time.perf_counter() - started
+    limits = Limits(max_records=10_000, max_bytes=total)
+    page = DiscoveryLogPage.decode(b"".join(parts)[:total], limits=limits)
+    assert len(page.entries) == 10_000
+    assert len(builds) == 1
+    assert elapsed < 5.0  # ~0.3 s here; the copying version took ~19 s
