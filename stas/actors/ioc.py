@@ -11,8 +11,10 @@ Cancellation never disconnects: only the connector decides disconnects, so stopp
 restarting stacd drops nothing.
 
 Connects run in parallel across actors, at most ``limiter``'s total at a time (the connector
-shares one): 50 subsystems come up in about 50/8 connect times instead of 50, and a storm
-against unreachable targets cannot occupy every kernel worker thread.
+shares one), so a storm against unreachable targets cannot occupy every worker thread. The
+kernel serialises the fabrics writes themselves (one global ``nvmf_dev_mutex``, held for the
+whole connect); what overlaps is everything around them (sysfs reads, uevents, status
+updates), so the kernel's connects follow one another back to back instead of waiting on us.
 """
 
 from __future__ import annotations
