@@ -9,7 +9,6 @@ D-Bus) switches DEBUG on and off at run time.
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
 
@@ -59,9 +58,9 @@ def setup_logging(prog: str, *, syslog: bool, tron: bool, stream=None) -> TronCo
         handler = logging.StreamHandler(stream or sys.stderr)
         handler.setFormatter(JournalFormatter("%(message)s"))
     elif syslog and os.path.exists("/dev/log"):
-        handler = logging.handlers.SysLogHandler(
-            address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON
-        )
+        from logging.handlers import SysLogHandler  # pulls in pickle...: only for --syslog
+
+        handler = SysLogHandler(address="/dev/log", facility=SysLogHandler.LOG_DAEMON)
         handler.setFormatter(logging.Formatter(f"{prog}[{os.getpid()}]: %(message)s"))
     else:
         handler = logging.StreamHandler(stream or sys.stdout)

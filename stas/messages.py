@@ -7,11 +7,12 @@ immutable value: a command, an event, or a snapshot of published state.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from stas.nvme.logpage import LogPageEntry
+if TYPE_CHECKING:  # annotations only: stacd never needs the log page codec
+    from stas.nvme.logpage import LogPageEntry
 
 WELL_KNOWN_DISC_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 

@@ -22,13 +22,14 @@ import attrs
 import trio
 
 from stas.messages import WELL_KNOWN_DISC_NQN, Tid
-from stas.nvme.commands import LSP_PLEO
 from stas.nvme.errors import DiscoveryError, NvmeStatusError, ProtocolError
-from stas.nvme.host_ops import HostIdentity, SessionOptions, format_address
-from stas.nvme.identify import DcType
-from stas.nvme.logpage import DiscoveryLogPage
 
-if TYPE_CHECKING:  # the session (sockets, PDUs) is imported only when a DC is reached this way
+if TYPE_CHECKING:
+    # The userspace host's codecs and session (commands, PDUs, sockets) are imported when a DC
+    # is first reached that way: a kernel-backend stafd never loads them.
+    from stas.nvme.host_ops import SessionOptions
+    from stas.nvme.hostid import HostIdentity
+    from stas.nvme.logpage import DiscoveryLogPage
     from stas.nvme.session import DiscoverySession
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,8 @@ class UserspaceConnection:
     def __init__(self, session: DiscoverySession, *, pleo: bool) -> None:
         self._session = session
         self._pleo = pleo
+        from stas.nvme.host_ops import format_address
+
         self._send, self._recv = trio.open_memory_channel[DcEvent](EVENT_BUFFER)
         local = format_address(*session.local_address)
         peer = format_address(*session.peer_address)
@@ -192,6 +195,9 @@ class UserspaceConnection:
 
         A CDC's log is already zoned for this host, so it is never asked for port-local entries.
         """
+        from stas.nvme.commands import LSP_PLEO
+        from stas.nvme.identify import DcType
+
         supported = self._session.supported
         if self._pleo and self._session.identify.dctype == DcType.DDC and supported is not None:
             return LSP_PLEO if supported.pleos else 0
@@ -221,12 +227,18 @@ class UserspaceConnection:
                 await self._send.send(ConnectionLostEvent(reason))
 
 
+def _default_session_options() -> SessionOptions:
+    from stas.nvme.host_ops import SessionOptions
+
+    return SessionOptions()
+
+
 @attrs.frozen
 class UserspaceBackend:
     """Discovery controllers over the userspace NVMe/TCP host (no kernel modules needed)."""
 
     host: HostIdentity
-    options: SessionOptions = attrs.field(factory=SessionOptions)
+    options: SessionOptions = attrs.field(factory=_default_session_options)
 
     def options_for(
         self, params: Mapping[str, str], *, persistent: bool, where: str
