@@ -312,14 +312,21 @@ OVERVIEW = [
      "Upstream's pickled last-known-config files are never read; a daemon that finds one says "
      "so once and starts from the kernel's connections and its own JSON state instead."),
     ("STRICTER THAN UPSTREAM",
-     "Some input that upstream accepts is refused here, each time with a message naming the "
-     "file, section, key and value: DH-HMAC-CHAP secrets that are not valid DHHC-1 keys; numbers "
-     "out of their kernel range (for example a negative kato or a queue-size above 1024); "
-     "configuration paths that are not regular files (a FIFO would hang upstream); values from "
-     "the network (log page entries, mDNS TXT records) that could reach the kernel's option "
-     "string with a comma, equals sign or newline. Where upstream exits because sys.conf has no "
-     "host NQN, the NQN is derived from /etc/machine-id exactly as upstream's stasadm derives "
-     "it. A UTF-8 byte-order mark and CRLF line ends in configuration files are accepted."),
+     "Some input that upstream accepts is refused or handled more carefully here, each time with "
+     "a message naming the file, section, key and value. A DH-HMAC-CHAP value that is not a valid "
+     "DHHC-1 key (for example super-secret) is dropped with a warning. Numbers out of their kernel "
+     "range (for example a negative kato or a queue-size above 1024) are refused. Configuration "
+     "paths that are not regular files are refused (a FIFO would hang upstream), as are "
+     "configuration files over 1 MiB and host files (file://) over 64 KiB. An exclude= entry left "
+     "empty only because its host-traddr was removed is dropped, where upstream would exclude "
+     "everything (a truly empty exclude= excludes everything, as upstream, with a warning). Values "
+     "from the network (log page entries, mDNS TXT records) never reach the kernel's option "
+     "string with a comma, equals sign or newline. A bad host NQN or host ID in sys.conf is "
+     "ignored with the reason, and where upstream exits because sys.conf has no host NQN, the "
+     "NQN is derived from /etc/machine-id exactly as upstream's stasadm derives it; as non-root "
+     "with no usable machine-id, stasadm hostnqn uses a random UUID where upstream exits with "
+     "Permission denied. A UTF-8 byte-order mark and CRLF line ends in configuration files are "
+     "accepted. Paths given with -f are stored as absolute paths."),
     ("FILES",
      "/etc/stas/stafd.conf, /etc/stas/stacd.conf, /etc/stas/sys.conf (sys.conf.doc documents "
      "it); /run/stafd and /var/cache/stafd (JSON state, written atomically); the D-Bus policy "
