@@ -106,6 +106,7 @@ class BootSpec:
     mem_mib: int = 1536
     bios: Path | None = None
     shares: tuple[Path, ...] = ()
+    acpitables: tuple[Path, ...] = ()  # extra ACPI tables (e.g. an NBFT from nbft_gen.py)
 
 
 def _qemu_escape(value: str | Path) -> str:
@@ -134,6 +135,8 @@ def qemu_argv(spec: BootSpec) -> list[str]:
     argv += ["-virtfs", f"{share}{_qemu_escape(spec.job_dir)},mount_tag=stasjob"]
     for n, path in enumerate(spec.shares):
         argv += ["-virtfs", f"{share}{_qemu_escape(path)},mount_tag=share{n}"]
+    for table in spec.acpitables:
+        argv += ["-acpitable", f"file={_qemu_escape(table)}"]
     return argv
 
 
@@ -189,6 +192,7 @@ class RunOptions:
     shares: tuple[Path, ...] = ()
     pycache: bool = True
     kernel: str = DEFAULT_KERNEL
+    acpitables: tuple[Path, ...] = ()
 
 
 def _pycache_dir(cache: Path) -> Path | None:
@@ -233,6 +237,7 @@ def run_in_vm(argv: Sequence[str], options: RunOptions, sink: BinaryIO | None = 
             mem_mib=options.mem_mib,
             bios=QBOOT if QBOOT.exists() else None,
             shares=shares,
+            acpitables=options.acpitables,
         )
         booted = time.monotonic()
         timed_out = False
@@ -347,6 +352,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not keep Python bytecode between runs (in CACHE/pycache)",
     )
+    p.add_argument(
+        "--acpitable",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="extra ACPI table for the guest (qemu -acpitable), e.g. an NBFT",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print the guest console after")
     p.add_argument("command", nargs=argparse.REMAINDER, help="command and its arguments")
     return p
@@ -377,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shares=tuple(args.share),
         pycache=not args.no_pycache,
         kernel=args.kernel,
+        acpitables=tuple(a.resolve() for a in args.acpitable),
     )
     try:
         return run_in_vm(command, options)
