@@ -21,7 +21,7 @@ from trio_util import AsyncValue
 
 from stas import __version__
 from stas.actors.connector import Connector, StacdConfigChanged
-from stas.actors.daemon_dbus import IDLE_TIMER, upstream_status_keys
+from stas.actors.daemon_dbus import IDLE_TIMER, WatchedTron, upstream_status_keys
 from stas.actors.stacd_dbus import run_stacd_dbus
 from stas.actors.stafd_client import run_stafd_client
 from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_config, load_sys_config
@@ -79,7 +79,8 @@ def make_kernel(kind: str) -> Any:
 
 class Stacd:
     def __init__(self, opts: StacdOptions, tron: TronControl, notifier: Notifier) -> None:
-        self.opts, self.tron, self.notifier = opts, tron, notifier
+        self.opts, self.notifier = opts, notifier
+        self.tron = WatchedTron(tron)  # a reload's tron change reaches D-Bus subscribers
         self.config, self.sysconf = self.load()
         self.tron.set(opts.tron or self.config.tron)
         self.hostnqn, self.hostid = host_ids(self.sysconf)

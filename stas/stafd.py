@@ -20,7 +20,7 @@ import trio
 from trio_util import AsyncValue
 
 from stas import __version__
-from stas.actors.daemon_dbus import IDLE_TIMER, upstream_status_keys
+from stas.actors.daemon_dbus import IDLE_TIMER, WatchedTron, upstream_status_keys
 from stas.actors.dc import DcSettings, connection_params, run_dc_actor
 from stas.actors.dc_backend import UserspaceBackend
 from stas.actors.dc_budget import EntryBudget
@@ -110,7 +110,7 @@ class Stafd:
 
     def __init__(self, opts: StafdOptions, tron: TronControl, notifier: Notifier) -> None:
         self.opts = opts
-        self.tron = tron
+        self.tron = WatchedTron(tron)  # a reload's tron change reaches D-Bus subscribers
         self.notifier = notifier
         self.config, self.sysconf = load_config(opts)
         self.tron.set(opts.tron or self.config.tron)

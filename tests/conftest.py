@@ -1,15 +1,9 @@
-"""Shared pytest setup: make nvmet-harness/ importable (its name has a dash)."""
+"""Shared pytest setup: hypothesis profiles. The repository root, nvmet-harness/ and scripts/
+are importable through pyproject's ``pythonpath``; shared helpers live in tests/helpers."""
 
-import sys
-from pathlib import Path
+import os
 
-HARNESS = Path(__file__).resolve().parent.parent / "nvmet-harness"
-if str(HARNESS) not in sys.path:
-    sys.path.insert(0, str(HARNESS))
-
-import os  # noqa: E402
-
-from hypothesis import settings  # noqa: E402
+from hypothesis import settings
 
 # No per-example deadline (a loaded CI machine is not a bug); in CI the examples are derived
 # from each test's name, so a run is reproducible, while local runs keep exploring.

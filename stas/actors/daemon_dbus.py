@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 import trio
+from trio_util import AsyncValue
 
 from stas.dbus.binding import CallContext, PropertyImpl
 from stas.dbus.common import DBusError
@@ -79,6 +80,34 @@ class TronControl(Protocol):
     def set(self, value: bool) -> None: ...
 
     def level_name(self) -> str: ...
+
+
+class WatchedTron:
+    """A trace switch whose changes can be awaited, whatever makes them (config reload, D-Bus
+    Set), so the D-Bus actor announces each with PropertiesChanged as GDBus objects do."""
+
+    def __init__(self, inner: TronControl) -> None:
+        self._inner = inner
+        self.changes = AsyncValue(inner.get())
+
+    def get(self) -> bool:
+        return self._inner.get()
+
+    def set(self, value: bool) -> None:
+        self._inner.set(value)
+        self.changes.value = self._inner.get()
+
+    def level_name(self) -> str:
+        return self._inner.level_name()
+
+
+async def announce_tron_changes(server: DBusObjectServer, tron: TronControl, iface: str) -> None:
+    """Announce every change of a ``WatchedTron`` on ``iface`` (tron and log_level) until
+    cancelled; a plain TronControl is only announced when set over D-Bus."""
+    if not isinstance(tron, WatchedTron):
+        return
+    async for _ in tron.changes.eventual_values():
+        await server.announce_properties(iface)
 
 
 class HasTid(Protocol):

@@ -19,6 +19,7 @@ from stas.actors.daemon_dbus import (
     Backoff,
     DaemonDBus,
     TronControl,
+    announce_tron_changes,
     find_by_tid,
     serve_on_bus,
     sysfs_keys,
@@ -117,4 +118,8 @@ async def run_stacd_dbus(
     handlers = StacdDBus(snapshot, info, tron)
     handlers.read_sysfs = read_sysfs
     server = handlers.server(address, uid_lookup)
-    await serve_on_bus(server, backoff=backoff, task_status=task_status)
+
+    def on_connected(nursery: trio.Nursery) -> None:
+        nursery.start_soon(announce_tron_changes, server, tron, STACD.debug_interface)
+
+    await serve_on_bus(server, on_connected=on_connected, backoff=backoff, task_status=task_status)

@@ -21,6 +21,7 @@ from stas.actors.daemon_dbus import (
     Backoff,
     DaemonDBus,
     TronControl,
+    announce_tron_changes,
     find_by_tid,
     serve_on_bus,
     sysfs_keys,
@@ -195,5 +196,6 @@ async def run_stafd_dbus(
     def on_connected(nursery: trio.Nursery) -> None:
         # The baseline is taken now, so a change published right after ``started`` is signalled.
         nursery.start_soon(emit_changes, server, snapshot, snapshot.value)
+        nursery.start_soon(announce_tron_changes, server, tron, STAFD.debug_interface)
 
     await serve_on_bus(server, on_connected=on_connected, backoff=backoff, task_status=task_status)

@@ -105,6 +105,9 @@ class DBusObjectServer:
         self._logged_failures: set[tuple[str, str]] = set()
         self._bus: BusConnection | None = None
         self._nursery: trio.Nursery | None = None
+        # property values subscribers last heard of (per interface), taken at each connection
+        self._announced: dict[str, dict[str, Any]] = {}
+        self._announcing = trio.Lock()
 
     @property
     def connected(self) -> bool:
@@ -124,6 +127,10 @@ class DBusObjectServer:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(bus.serve, self._on_message)
+                self._announced = {
+                    name: await self._readable_values(name, self._own_context())
+                    for name in self._impls
+                }
                 self._bus = bus  # the object is published from here on
                 await self._request_name(bus)
                 log.info("D-Bus: %s owns %s at %s", bus.unique_name, self.bus_name, bus.address)
@@ -338,14 +345,31 @@ class DBusObjectServer:
         check_strings(prop.name, value, self._max_string)
         if not await ctx.caller_is_root():
             raise DBusMethodError(c.ERR_ACCESS_DENIED, f"only root may set {prop.name}")
-        before = await self._readable_values(body[0], ctx)
         await impl.setter(ctx, value)
-        after = await self._readable_values(body[0], ctx)
-        changed = {k: v for k, v in after.items() if before.get(k) != v}
-        if changed:  # setting tron also changes log_level: both are announced
-            await self.emit_signal(PROPERTIES.name, "PropertiesChanged", "sa{sv}as",
-                                   body[0], changed, [])  # fmt: skip
+        await self.announce_properties(body[0])  # setting tron also changes log_level: both
         return new_method_return(msg)
+
+    async def announce_properties(self, iface_name: str) -> None:
+        """Emit PropertiesChanged for what changed in ``iface_name`` since subscribers last
+        heard: after a Set, and after changes made elsewhere (a daemon's config reload).
+
+        The comparison is with the last announcement, so a change seen both by a Set and by
+        a daemon's watcher is announced once.
+        """
+        if self._bus is None:
+            return  # off the bus: the next connection takes a fresh baseline
+        async with self._announcing:
+            now = await self._readable_values(iface_name, self._own_context())
+            last = self._announced.get(iface_name, {})
+            changed = {k: v for k, v in now.items() if last.get(k) != v}
+            self._announced[iface_name] = now
+            if changed:
+                await self.emit_signal(PROPERTIES.name, "PropertiesChanged", "sa{sv}as",
+                                       iface_name, changed, [])  # fmt: skip
+
+    def _own_context(self) -> CallContext:
+        """The context of reads the server makes itself (announcements are public)."""
+        return CallContext("", self._uid_lookup)
 
     async def _readable_values(self, iface_name: str, ctx: CallContext) -> dict[str, Any]:
         found = self._impls.get(iface_name)

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
-from stas_dbus_fakes import FakeStafd, StartServer, need_dbus_daemon
+from stas_dbus_fakes import FakeStafd, StartServer
 
 from stas.dbus.service import DBusObjectServer
-from stas.dbus.testbus import private_bus
+from tests.helpers.fixtures import bus_address  # noqa: F401 - fixture
 
 
 @pytest.fixture
-def bus_address(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A private permissive bus, also exported as the system bus for the test."""
-    need_dbus_daemon()
-    with private_bus() as address:
-        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
-        yield address
-
-
-@pytest.fixture
-async def start_staf(bus_address: str, nursery: trio.Nursery) -> AsyncIterator[StartServer]:
+async def start_staf(bus_address: str, nursery: trio.Nursery) -> AsyncIterator[StartServer]:  # noqa: F811
     """Start a fake stafd on the private bus; ``uid`` fakes every caller's uid."""
 
     async def start(

@@ -2,14 +2,12 @@
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+import mkman  # scripts/ is on pyproject's pythonpath
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-import mkman  # noqa: E402
 
 
 def render_clean(page: str, tmp_path: Path) -> None:

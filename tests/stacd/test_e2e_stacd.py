@@ -1,164 +1,108 @@
-"""stacd end to end: simulator -> stafd (userspace) -> D-Bus -> stacd (fake kernel) -> stacctl."""
+"""stacd end to end: simulator -> stafd (userspace) -> D-Bus -> stacd (fake kernel) -> stacctl.
+
+Waits are on events (sd_notify READY, a log line) or polled conditions with a generous
+deadline; stacctl failing (stacd absent) fails the test instead of reading as "nothing"."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-from test_e2e_stafd import SEED, Simulator, Stafd, wait_for
+import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def stacctl(env: dict[str, str], *args: str) -> object:
-    out = subprocess.run(
-        [sys.executable, "-m", "stas.ctl.stacctl", "--json", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    return json.loads(out.stdout) if out.returncode == 0 else None
+from stas.dbus.idl import PROPERTIES, STACD
+from tests.helpers.e2e import DEADLINE, ROOT, SEED, World, connected, stacctl, stafctl, wait_for
+from tests.helpers.signals import SignalWatch
 
 
-def connected(env: dict[str, str]) -> set[str]:
-    return {c["subsysnqn"] for c in stacctl(env, "ls", "-d") or [] if c["connected"] == "True"}
-
-
-class Stacd:
-    def __init__(self, tmp: Path, env: dict[str, str], *extra: str) -> None:
-        self.log = open(tmp / "stacd.log", "ab")  # noqa: SIM115 - closed in stop()
-        argv = [
-            sys.executable,
-            "-m",
-            "stas.stacd",
-            "-f",
-            str(tmp / "stacd.conf"),
-            "--sys-conf",
-            str(tmp / "sys.conf"),
-            "--kernel",
-            "fake",
-            *extra,
-        ]
-        self.proc = subprocess.Popen(argv, env=env, stdout=self.log, stderr=self.log, cwd=ROOT)
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(10)
-        self.log.close()
-        return rc
-
-
-def test_stacd_follows_stafd_and_survives_its_absence(world) -> None:
-    tmp, env = world["tmp"], world["env"]
-    sim = Simulator(tmp, "sim")
-    world["started"].append(sim)
+def test_stacd_follows_stafd_and_survives_its_absence(world: World) -> None:
+    tmp, env = world.tmp, world.env
+    sim = world.simulator("sim")
     (tmp / "stafd.conf").write_text(
         "[Service Discovery]\nzeroconf=disabled\n"
         f"[Controllers]\ncontroller=transport=tcp;traddr=localhost;trsvcid={sim.port}\n"
     )
     (tmp / "stacd.conf").write_text("[Global]\ntron=true\n")
-    stacd = Stacd(tmp, env)  # started before stafd, like a slow stafd start
-    world["started"].append(stacd)
-    time.sleep(0.5)
+    stacd = world.stacd()  # started before stafd, like a slow stafd start
     assert connected(env) == set()
-    stafd = Stafd(tmp, env)
-    world["started"].append(stafd)
+    stafd = world.stafd()
     wait_for("stacctl ls shows the three I/O controllers", lambda: connected(env) == SEED)
     (ioc,) = [c for c in stacctl(env, "ls") if c["subsysnqn"] == "klingons"]
     assert (ioc["traddr"], ioc["trsvcid"], ioc["transport"]) == ("::1", sim.port, "tcp")
 
     sim.cli("unlink", "-p", "1", "-s", "klingons")
-    wait_for("klingons disconnected", lambda: connected(env) == SEED - {"klingons"}, timeout=2)
+    wait_for("klingons disconnected", lambda: connected(env) == SEED - {"klingons"})
 
-    # stafd goes away for a while: nothing is disconnected
-    world["started"].remove(stafd)
-    assert stafd.stop() == 0
-    time.sleep(1.0)
+    # stafd goes away: stacd notices and disconnects nothing
+    assert world.stop(stafd) == 0
+    stacd.wait_log("stafd is away; changing nothing")
     assert connected(env) == SEED - {"klingons"}
 
     # stafd back (warm, from its cache) and klingons linked again
     sim.cli("link", "-p", "1", "-s", "klingons")
-    stafd2 = Stafd(tmp, env)
-    world["started"].append(stafd2)
-    wait_for("klingons back", lambda: connected(env) == SEED, timeout=10)
+    world.stafd()
+    wait_for("klingons back", lambda: connected(env) == SEED)
 
 
-def test_dry_run_prints_the_plan(world) -> None:
-    tmp, env = world["tmp"], world["env"]
+def test_connected_fails_when_stacd_is_absent(world: World) -> None:
+    """The helper the tests above rely on cannot read a missing stacd as 'nothing connected'."""
+    with pytest.raises(AssertionError, match="Is stacd running"):
+        connected(world.env)
+
+
+def test_dry_run_prints_the_plan(world: World) -> None:
+    tmp, env = world.tmp, world.env
     (tmp / "stacd.conf").write_text(
         "[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.9;trsvcid=4420;nqn=vol\n"
     )
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stas.stacd",
-            "-f",
-            str(tmp / "stacd.conf"),
-            "--sys-conf",
-            str(tmp / "sys.conf"),
-            "--dry-run",
-            "--kernel",
-            "fake",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=30,
-    )
+        [sys.executable, "-m", "stas.stacd", "-f", str(tmp / "stacd.conf"),
+         "--sys-conf", str(tmp / "sys.conf"), "--dry-run", "--kernel", "fake"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=DEADLINE,
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "connect     (tcp, 10.0.0.9, 4420, vol)  <- configured in stacd.conf" in out.stdout
     assert "stafd not reachable" in out.stdout
-    assert os.path.exists(tmp / "stacd.conf")
+    assert (tmp / "stacd.conf").exists()
 
 
-def test_stacctl_plan_uses_stafd_pages(world) -> None:
-    tmp, env = world["tmp"], world["env"]
-    sim = Simulator(tmp, "simp")
-    world["started"].append(sim)
+def test_stacctl_plan_uses_stafd_pages(world: World) -> None:
+    tmp, env = world.tmp, world.env
+    sim = world.simulator("simp")
     (tmp / "stafd.conf").write_text(
         "[Service Discovery]\nzeroconf=disabled\n"
         f"[Controllers]\ncontroller=transport=tcp;traddr=::1;trsvcid={sim.port}\n"
     )
     (tmp / "stacd.conf").write_text("[Controllers]\nexclude=nqn=starfleet\n")
-    world["started"].append(Stafd(tmp, env))
-    wait_for("stafd has the pages", lambda: stafctl_pages(env) == 3)
+    world.stafd()
+
+    def pages() -> int:
+        return sum(len(dc["log-pages"]) for dc in stafctl(env, "adlp"))
+
+    wait_for("stafd has the pages", lambda: pages() == 3)
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stas.ctl.stacctl",
-            "plan",
-            "-f",
-            str(tmp / "stacd.conf"),
-            "--sys-conf",
-            str(tmp / "sys.conf"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=30,
-    )
+        [sys.executable, "-m", "stas.ctl.stacctl", "plan", "-f", str(tmp / "stacd.conf"),
+         "--sys-conf", str(tmp / "sys.conf")],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=DEADLINE,
+    )  # fmt: skip
     lines = out.stdout.splitlines()
     assert out.returncode == 0 and len(lines) == 2, out.stdout + out.stderr
     assert all(ln.startswith("connect ") and "listed by DC (tcp, ::1" in ln for ln in lines)
     assert not any("starfleet" in ln for ln in lines)
 
 
-def stafctl_pages(env: dict[str, str]) -> int:
-    out = subprocess.run(
-        [sys.executable, "-m", "stas.ctl.stafctl", "--json", "adlp"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    return sum(len(dc["log-pages"]) for dc in json.loads(out.stdout)) if out.returncode == 0 else 0
+def test_tron_from_a_reload_is_announced(world: World) -> None:
+    """stacd too: PropertiesChanged for a tron change made by SIGHUP, once per change."""
+    conf = world.tmp / "stacd.conf"
+    conf.write_text("[Global]\ntron=false\n")
+    stacd = world.stacd()
+    on = {"tron": ("b", True), "log_level": ("s", "DEBUG")}
+    off = {"tron": ("b", False), "log_level": ("s", "INFO")}
+    with SignalWatch(world.bus_address, PROPERTIES.name, "PropertiesChanged") as signals:
+        conf.write_text("[Global]\ntron=true\n")
+        stacd.reload()
+        assert signals.next_body() == (STACD.debug_interface, on, [])
+        stacd.reload()  # unchanged: nothing announced
+        conf.write_text("[Global]\ntron=false\n")
+        stacd.reload()
+        assert signals.next_body() == (STACD.debug_interface, off, [])

@@ -1,3 +1,3 @@
-"""Fixtures for stafd tests: a private dbus-daemon exported as the system bus."""
+"""stafd tests: a private dbus-daemon exported as the system bus, and the e2e world."""
 
-from stas_bus_fixture import bus_address  # noqa: F401 - fixture
+from tests.helpers.fixtures import bus_address, world  # noqa: F401 - fixtures

@@ -15,6 +15,7 @@ import trio
 import trio.testing
 from trio_util import AsyncValue
 
+from stas.actors.daemon_dbus import WatchedTron
 from stas.actors.stafd_dbus import run_stafd_dbus
 from stas.ctl import common, stafctl
 from stas.dbus.trio_client import DcRemoved, LogPagesChanged, StafdAppeared, open_stafd_client
@@ -111,9 +112,10 @@ async def serve(
     *,
     uid: int = 0,
     info: Callable[[], Mapping[str, Any]] | None = None,
-) -> Tron:
+    tron: Any = None,
+) -> Any:
     """Run the actor; every caller is taken to have ``uid`` (0 = root)."""
-    tron = Tron()
+    tron = tron or Tron()
 
     async def fixed_uid(sender: str) -> int:
         return uid
@@ -362,6 +364,46 @@ async def test_as_a_program(bus_address, nursery) -> None:
     assert (proc.returncode, proc.stdout.decode(), proc.stderr) == (0, pformat(LS_SEED), b"")
     proc = await trio.run_process([*cmd, "-v"], capture_stdout=True)
     assert proc.stdout.decode().startswith("nvme-stas ")
+
+
+async def properties_changed(nursery: trio.Nursery, bus_address: str) -> Any:
+    """A receive channel of the PropertiesChanged signals on the bus."""
+    from jeepney import MessageType
+    from jeepney.bus_messages import MatchRule
+
+    from stas.dbus.connection import open_bus
+
+    send, receive = trio.open_memory_channel[Any](10)
+    listener = await open_bus(bus_address)
+    await nursery.start(
+        listener.serve,
+        lambda m: send.send_nowait(m) if m.header.message_type is MessageType.signal else None,
+    )
+    rule = MatchRule(type="signal", interface="org.freedesktop.DBus.Properties",
+                     member="PropertiesChanged")  # fmt: skip
+    await listener.bus_call("AddMatch", "s", rule.serialise())
+    return receive
+
+
+async def test_tron_changed_by_the_daemon_is_announced_once(bus_address, nursery, capsys) -> None:
+    """A reload's tron change (not a D-Bus Set) is announced; a Set is announced once, though
+    both the Set and the watched switch see it. Signals arrive in order, so a duplicate would
+    be received before the next change's signal."""
+    tron = WatchedTron(Tron())
+    await serve(nursery, bus_address, snapshot(seed_dc()), tron=tron)
+    signals = await properties_changed(nursery, bus_address)
+    on = ("org.nvmexpress.staf.debug", {"tron": ("b", True), "log_level": ("s", "DEBUG")}, [])
+    off = ("org.nvmexpress.staf.debug", {"tron": ("b", False), "log_level": ("s", "INFO")}, [])
+    with trio.fail_after(5):
+        tron.set(True)  # what stafd's reload does
+        assert (await signals.receive()).body == on
+        tron.set(True)  # no change, no signal
+        assert await ctl(capsys, "troff") == (0, "tron = False\n", "")
+        assert (await signals.receive()).body == off
+        assert await ctl(capsys, "tron") == (0, "tron = True\n", "")
+        assert (await signals.receive()).body == on
+        tron.set(False)
+        assert (await signals.receive()).body == off
 
 
 async def test_stafctl_tron_emits_properties_changed(bus_address, nursery, capsys) -> None:
