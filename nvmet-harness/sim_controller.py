@@ -440,6 +440,8 @@ class DiscoveryControllerSession:
         hostnqn = dim.eid or self.hostnqn or ""
         if tas == cmd.DimTas.DEREGISTER:
             self.model.deregister(hostnqn)
+        elif self.budget.take_dim_reject():
+            return _Reply(SC_INVALID_FIELD)
         else:
             self.model.register(hostnqn, dim, self._clock())
         return _Reply()

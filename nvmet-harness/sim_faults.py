@@ -33,6 +33,8 @@ class Faults:
     - aen_storm: on the next change, send N AENs as fast as the AER budget allows.
     - oversize_c2h: answer every discovery log page read with more data than the host
       asked for (the connection comes up, then breaks on the first Get Log Page).
+    - dim_reject: refuse the next N DIM register/update commands with Invalid Field (DNR),
+      as a CDC that does not want this host's registration does.
     """
 
     refuse: bool = False
@@ -42,6 +44,7 @@ class Faults:
     corrupt_log_page: bool = False
     aen_storm: int = attrs.field(default=0)
     oversize_c2h: bool = False
+    dim_reject: int = attrs.field(default=0)
 
     @drop_after_commands.validator
     def _check_drop(self, _attr: attrs.Attribute, value: int | None) -> None:
@@ -62,6 +65,11 @@ class Faults:
     def _check_storm(self, _attr: attrs.Attribute, value: int) -> None:
         if value < 0:
             raise FaultError(f"aen-storm must be >= 0, not {value}")
+
+    @dim_reject.validator
+    def _check_dim_reject(self, _attr: attrs.Attribute, value: int) -> None:
+        if value < 0:
+            raise FaultError(f"dim-reject must be >= 0, not {value}")
 
 
 def _int(key: str, value: str) -> int:
@@ -97,6 +105,7 @@ _KEYS = {
     "corrupt": ("corrupt_log_page", _bool),
     "aen-storm": ("aen_storm", _int),
     "oversize-c2h": ("oversize_c2h", _bool),
+    "dim-reject": ("dim_reject", _int),
 }
 
 
@@ -133,11 +142,18 @@ class FaultBudget:
         self.faults = faults
         self.genctr_bumps_left = faults.genctr_bump_on_read
         self.aen_storm_left = faults.aen_storm
+        self.dim_rejects_left = faults.dim_reject
 
     def take_genctr_bump(self) -> bool:
         if self.genctr_bumps_left <= 0:
             return False
         self.genctr_bumps_left -= 1
+        return True
+
+    def take_dim_reject(self) -> bool:
+        if self.dim_rejects_left <= 0:
+            return False
+        self.dim_rejects_left -= 1
         return True
 
     def take_aen_storm(self) -> int:

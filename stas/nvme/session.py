@@ -21,6 +21,7 @@ from stas.nvme.commands import AenInfo, Cap, ConnectData, Cqe, DimTas, LogPageId
 from stas.nvme.connection import Completion, Established, HostConnection, Terminated
 from stas.nvme.dim import host_registration
 from stas.nvme.errors import (
+    ConnectionLost,
     ConnectionRefused,
     DiscoveryError,
     NvmeStatusError,
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 RECV_SIZE = 65536
 AEN_BUFFER = 16  # discovery log change notices coalesce; more than this would be a storm
 SHUTDOWN_BUDGET_S = 5.0
+# A DC that refuses DIM is still used; registration is tried again this slowly (doubling).
+DIM_RETRY_FIRST_S = 60.0
+DIM_RETRY_MAX_S = 3600.0
 
 
 @attrs.define
@@ -66,6 +70,14 @@ class _Waiter:
     cqe: bytes = b""
     data: bytes = b""
     error: Exception | None = None
+
+
+@attrs.frozen
+class _KeepAliveExpired(LinkFailure):
+    """A Keep Alive went unanswered: the message is the whole story, whatever step asks."""
+
+    def exception(self, peer: str, step: str) -> Exception:
+        return ConnectionLost(f"connection to {peer} lost: {self.reason}")
 
 
 class AenStream:
@@ -116,6 +128,7 @@ class DiscoverySession:
         self._cap: Cap | None = None
         self._cntlid = 0
         self._registered = False
+        self._registration_error = ""
         self._up = False
         self._supported: DiscoveryLogSupport | None = None
         self._supported_pages: dict[int, int] | None = None
@@ -201,7 +214,7 @@ class DiscoverySession:
         except ProtocolError as exc:
             raise ProtocolError(f"{self._peer}: Identify Controller: {exc}") from None
         if opts.register and self._identify.is_registration_supported:
-            await self.register(DimTas.REGISTER)
+            await self._register_or_carry_on()
         if opts.pleo or opts.extended:
             await self.supported_log_pages()
         if opts.persistent and self._identify.supports_discovery_log_change_notices:
@@ -245,6 +258,11 @@ class DiscoverySession:
         return self._registered
 
     @property
+    def registration_error(self) -> str:
+        """Why the DC refused DIM registration ("" when it did not): the DC is used anyway."""
+        return self._registration_error
+
+    @property
     def local_address(self) -> tuple[str, int]:
         host, port = self._stream.socket.getsockname()[:2]
         return host, port
@@ -270,10 +288,17 @@ class DiscoverySession:
     # --- commands ---------------------------------------------------------------------------
 
     async def command(
-        self, sqe: cmd.Sqe, *, data: bytes = b"", read_len: int = 0, name: str
+        self,
+        sqe: cmd.Sqe,
+        *,
+        data: bytes = b"",
+        read_len: int = 0,
+        name: str,
+        timeout: float | None = None,
     ) -> tuple[Cqe, bytes]:
         """Submit one admin command and wait for its completion (command_timeout)."""
-        timeout = self._options.command_timeout
+        if timeout is None:
+            timeout = self._options.command_timeout
         with trio.move_on_after(timeout) as scope:
             waiter = await self._submit(sqe, data=data, read_len=read_len, name=name)
             assert waiter is not None
@@ -318,8 +343,8 @@ class DiscoverySession:
         if self._failure is not None:
             raise self._failure.exception(self._peer, step)
 
-    async def keep_alive(self) -> None:
-        await self.command(cmd.keep_alive(), name="Keep Alive")
+    async def keep_alive(self, timeout: float | None = None) -> None:
+        await self.command(cmd.keep_alive(), name="Keep Alive", timeout=timeout)
 
     async def register(self, tas: DimTas) -> None:
         """DIM: register / deregister / update this host with the DC (DDC or CDC)."""
@@ -395,18 +420,68 @@ class DiscoverySession:
             log.info("%s: cannot submit an AER: %s", self._peer, exc)
 
     async def _keep_alive_loop(self) -> None:
-        interval = self._options.kato_ms / 2000
+        """A Keep Alive every KATO/2, as Linux does, whether or not the last one was answered.
+
+        Each one has its own deadline (KATO, or the command timeout if shorter), so a DC that
+        stops answering is declared lost within KATO of the first unanswered Keep Alive, and
+        the DC's own KATO timer keeps being fed meanwhile.
+        """
+        kato = self._options.kato_ms / 1000
+        timeout = min(kato, self._options.command_timeout)
+        while self._failure is None:
+            await trio.sleep(kato / 2)
+            if self._failure is None:
+                self._nursery.start_soon(self._one_keep_alive, kato, timeout)
+
+    async def _one_keep_alive(self, kato: float, timeout: float) -> None:
+        try:
+            await self.keep_alive(timeout)
+        except StepTimeout:
+            self._fail(
+                _KeepAliveExpired(f"no answer to Keep Alive within {timeout:g} s (KATO {kato:g} s)")
+            )
+        except NvmeStatusError as exc:
+            log.warning("%s: %s", self._peer, exc)
+        except (DiscoveryError, ProtocolError):
+            pass  # the link already failed; that failure is what callers see
+
+    async def _register_or_carry_on(self) -> None:
+        """DIM register; a refusal (a status) is logged once and the DC is used anyway.
+
+        Upstream does the same: a CDC that will not take our registration still serves its
+        log page and AENs. A long-lived session asks again on a slow, doubling backoff.
+        """
+        try:
+            await self.register(DimTas.REGISTER)
+            return
+        except NvmeStatusError as exc:
+            self._registration_error = str(exc)
+        long_lived = self._options.persistent or self._options.kato_ms > 0
+        log.warning(
+            "%s: DIM registration refused: %s; the DC is used unregistered%s",
+            self._peer,
+            self._registration_error,
+            f" (asking again in {DIM_RETRY_FIRST_S:g} s)" if long_lived else "",
+        )
+        if long_lived:
+            self._nursery.start_soon(self._retry_registration)
+
+    async def _retry_registration(self) -> None:
+        delay = DIM_RETRY_FIRST_S
         while True:
-            await trio.sleep(interval)
+            await trio.sleep(delay)
             try:
-                await self.keep_alive()
-            except StepTimeout:
-                self._fail(LinkFailure("stopped answering Keep Alive"))
-                return
+                await self.register(DimTas.REGISTER)
             except NvmeStatusError as exc:
-                log.warning("%s: %s", self._peer, exc)
+                self._registration_error = str(exc)
+                delay = min(delay * 2, DIM_RETRY_MAX_S)
+                log.debug("%s: DIM registration refused again: %s", self._peer, exc)
+                continue
             except (DiscoveryError, ProtocolError):
-                return
+                return  # the link is gone; the session's owner sees that
+            self._registration_error = ""
+            log.info("%s: DIM registration accepted", self._peer)
+            return
 
     async def _reader(self) -> None:
         """Own the receive side; on any end, record why and wake every waiter.

@@ -17,6 +17,7 @@ import trio
 import trio.testing
 from nvmet_config import NvmetConf, load_nvmet_conf
 from sim_faults import Faults
+from sim_hostile import open_hostile_proxy
 from sim_server import Simulator, open_simulator
 
 from stas.actors.dc import DcSettings, run_dc_actor
@@ -68,9 +69,10 @@ async def actor(
     sim: Simulator,
     params: dict[str, str] | None = None,
     settings: DcSettings = SETTINGS,
+    endpoint: tuple[str, int] | None = None,
     **tid: str,
 ) -> AsyncIterator[Watch]:
-    host, port = sim.endpoint(1)
+    host, port = endpoint or sim.endpoint(1)
     wanted = DcWanted(
         tid=Tid("tcp", host, str(port), WELL_KNOWN_DISC_NQN, **tid),
         origin="configured",
@@ -259,3 +261,51 @@ async def test_per_controller_settings_override_global_on_the_wire(conf, autojum
     seen = await _connect_once(conf, attrs.evolve(SETTINGS, connection=glob), mine)
     assert seen.connect_kato_ms == 9000
     assert seen.digests == (False, True)
+
+
+# --- a CDC that refuses DIM; a DC that stops answering Keep Alive (fault campaign) -----------
+
+
+async def test_cdc_refusing_dim_is_kept_and_served(conf, autojump_clock, caplog) -> None:
+    """Upstream logs the refusal and uses the DC; we used to retry the connect every few s."""
+    caplog.set_level(logging.INFO, logger="stas")
+    async with (
+        open_simulator(conf, ephemeral=True, dctype="cdc", faults=Faults(dim_reject=1)) as sim,
+        actor(sim) as watch,
+    ):
+        first = await watch.until(connected_with_pages)
+        assert subnqns(first.status) == ["klingons", DELL, "starfleet"]
+        assert first.status.dctype == "cdc" and not first.status.registered
+        await sim.unlink(1, "klingons")  # AENs are followed
+        update = await watch.until(lambda u: u.log_page_changed, timeout=1.0)
+        assert subnqns(update.status) == [DELL, "starfleet"]
+        await trio.sleep(59)
+        assert sim.accepted == 1  # one connection, kept
+        await trio.sleep(2)  # the slow retry at 60 s is accepted (the fault was one refusal)
+        assert HOST.hostnqn in sim.registrations
+        await sim.link(1, "klingons")
+        update = await watch.until(lambda u: u.log_page_changed, timeout=1.0)
+        assert update.status.registered
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "DIM registration refused" in warnings[0] and "(status 0x4002)" in warnings[0]
+
+
+async def test_unanswered_keep_alive_loses_the_dc_within_kato_in_one_line(
+    conf, autojump_clock, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="stas")
+    async with (
+        open_simulator(conf, ephemeral=True) as sim,
+        open_hostile_proxy(sim.endpoint(1), "ka-unanswered") as proxy,
+        actor(sim, {"kato": "2"}, endpoint=("::1", proxy.port)) as watch,
+    ):
+        await watch.until(connected_with_pages)
+        up = trio.current_time()
+        lost = await watch.until(lambda u: u.status.state == "disconnected", timeout=30)
+        assert trio.current_time() - up <= 1.0 + 2.0 + 0.1
+    reason = f"connection to [::1]:{proxy.port} lost: no answer to Keep Alive within 2 s (KATO 2 s)"
+    assert lost.status.last_error == reason
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].endswith(f": connection lost: {reason}; reconnecting in 3 s")

@@ -119,11 +119,14 @@ async def test_corrupt_page_is_refused_not_allocated() -> None:
     assert isinstance(result, ProtocolError), result
 
 
-async def test_cdc_that_rejects_dim_is_one_clear_status_error() -> None:
+async def test_cdc_that_rejects_dim_is_still_read(caplog: pytest.LogCaptureFixture) -> None:
+    """As upstream: the refusal is logged once with its status, the log page is read."""
     options = SessionOptions(**{**_fields(FAST), "register": True})
-    result, _ = await fetch("dim-reject", options=options, dctype="cdc")
-    assert isinstance(result, NvmeStatusError), result
-    assert "DIM" in str(result) and "Invalid Field" in str(result)
+    result, accepted = await fetch("dim-reject", options=options, dctype="cdc")
+    assert {e.subnqn for e in result.entries} == {"klingons", "starfleet"}, result
+    assert accepted == 1
+    refused = [r.getMessage() for r in caplog.records if "DIM registration refused" in r.message]
+    assert len(refused) == 1 and "Invalid Field" in refused[0]
 
 
 def test_mode_parsing_names_the_bad_value() -> None:

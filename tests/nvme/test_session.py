@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nvmet_config import NvmetConf, Port, Subsystem, load_nvmet_conf
 from sim_faults import Faults
+from sim_hostile import open_hostile_proxy
 from sim_server import Simulator, open_simulator
 
 from stas.nvme.commands import AEN_DISCOVERY_LOG_CHANGED
@@ -266,6 +267,102 @@ async def test_keep_alive_keeps_the_connection_up(
         assert sim.connections == 1
         assert len((await s.get_log_page()).entries) == 3
     assert 11 <= _sim_commands(caplog, "Keep Alive") <= 13
+
+
+async def test_unanswered_keep_alive_is_noticed_within_kato(
+    conf: NvmetConf, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keep Alives go out every KATO/2 regardless; the first unanswered one ends it in KATO.
+
+    The old loop waited for each answer for the 10 s command timeout and sent nothing
+    meanwhile (the DC's own KATO then expired first and it hung up).
+    """
+    caplog.set_level(logging.INFO, logger="nvmet-sim")
+    options = SessionOptions(kato_ms=2000, command_timeout=10.0, persistent=True)
+    async with (
+        open_simulator(conf, ephemeral=True) as sim,
+        open_hostile_proxy(sim.endpoint(1), "ka-unanswered") as proxy,
+        DiscoverySession.open("::1", proxy.port, host=HOST, options=options) as s,
+    ):
+        started = trio.current_time()
+        with pytest.raises(ConnectionLost) as info:
+            async for _ in s.aens():
+                pass
+        lost_after = trio.current_time() - started
+        assert not s.alive
+    assert lost_after <= 1.0 + 2.0 + 0.1  # first Keep Alive at KATO/2, unanswered for KATO
+    assert str(info.value) == (
+        f"connection to [::1]:{proxy.port} lost: no answer to Keep Alive within 2 s (KATO 2 s)"
+    )
+    assert _sim_commands(caplog, "Keep Alive") >= 2  # the next one went out meanwhile
+    assert not any("keep-alive timeout" in r.getMessage() for r in caplog.records)
+
+
+async def test_keep_alive_deadline_is_the_command_timeout_when_shorter(
+    conf: NvmetConf, autojump_clock: trio.testing.MockClock
+) -> None:
+    options = SessionOptions(kato_ms=30_000, command_timeout=4.0, persistent=True)
+    async with (
+        open_simulator(conf, ephemeral=True) as sim,
+        open_hostile_proxy(sim.endpoint(1), "ka-unanswered") as proxy,
+        DiscoverySession.open("::1", proxy.port, host=HOST, options=options) as s,
+    ):
+        started = trio.current_time()
+        with pytest.raises(ConnectionLost, match=r"within 4 s \(KATO 30 s\)"):
+            async for _ in s.aens():
+                pass
+        assert 15.0 <= trio.current_time() - started <= 15.0 + 4.0 + 0.1
+
+
+# --- DIM refused: the DC is still used (upstream behaviour) ---------------------------------
+
+
+async def test_cdc_refusing_dim_is_still_read(
+    conf: NvmetConf, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="stas")
+    faults = Faults(dim_reject=1)
+    async with (
+        open_simulator(conf, ephemeral=True, dctype="cdc", faults=faults) as sim,
+        _session(sim) as s,
+    ):
+        page = await s.get_log_page()
+        assert not s.registered
+        assert "Invalid Field" in s.registration_error
+    assert len(page.entries) == 3
+    assert sim.registrations == {}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "DIM registration refused" in warnings[0] and "status 0x4002" in warnings[0]
+    assert "asking again" not in warnings[0]  # a one-shot session does not retry
+
+
+async def test_refused_registration_is_asked_again_on_a_slow_backoff(
+    conf: NvmetConf, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="stas")
+    options = SessionOptions(kato_ms=10_000, persistent=True)
+    faults = Faults(dim_reject=2)  # bring-up and the first retry are refused
+    async with (
+        open_simulator(conf, ephemeral=True, dctype="cdc", faults=faults) as sim,
+        _session(sim, options) as s,
+    ):
+        assert len((await s.get_log_page()).entries) == 3
+        await trio.sleep(59)
+        assert not s.registered  # nothing before DIM_RETRY_FIRST_S
+        await trio.sleep(2)
+        assert not s.registered  # refused again at 60 s; next try 120 s later
+        await trio.sleep(118)
+        assert not s.registered
+        await trio.sleep(2)  # 180 s after bring-up
+        assert HOST.hostnqn in sim.registrations and s.registered
+        assert s.registration_error == ""
+        assert sim.connections == 1
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "asking again in 60 s" in warnings[0].getMessage()
+    assert any("DIM registration accepted" in r.getMessage() for r in caplog.records)
+    assert sim.registrations == {}  # deregistered on the way out
 
 
 # --- host identity ------------------------------------------------------------------------
