@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import pprint
 
-import trio
 from trio_util import AsyncValue
 
 from stas.actors.stacd_dbus import run_stacd_dbus
 from stas.ctl import stacctl
 from stas.messages import IocStatus, StacdSnapshot, Tid
+from tests.helpers.dbus_actors import Tron, run_main
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
 SECRET = "DHHC-1:00:ia6zGodOr5SEG8f+M2DLUeJFMJ4UUJpo1iwxX2mzBRGrRmlq:"
@@ -19,19 +19,6 @@ SECRET = "DHHC-1:00:ia6zGodOr5SEG8f+M2DLUeJFMJ4UUJpo1iwxX2mzBRGrRmlq:"
 def ioc(nqn: str, device: str, **kw) -> IocStatus:
     tid = Tid("tcp", "::1", "8009", nqn, "", "", HOSTNQN)
     return IocStatus(tid=tid, origin="discovered", device=device, connected=True, **kw)
-
-
-class Tron:
-    value = False
-
-    def get(self) -> bool:
-        return self.value
-
-    def set(self, value: bool) -> None:
-        self.value = value
-
-    def level_name(self) -> str:
-        return "DEBUG" if self.value else "INFO"
 
 
 async def serve(nursery, bus_address, snap, uid: int = 0) -> None:
@@ -51,9 +38,7 @@ async def serve(nursery, bus_address, snap, uid: int = 0) -> None:
 
 
 async def ctl(capsys, *argv: str) -> tuple[int, str, str]:
-    rc = await trio.to_thread.run_sync(stacctl.main, list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
+    return await run_main(stacctl.main, capsys, *argv)
 
 
 async def test_ls_like_the_seed_document(bus_address, nursery, capsys) -> None:

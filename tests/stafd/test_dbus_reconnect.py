@@ -16,7 +16,6 @@ import trio
 import trio.testing
 from jeepney import DBusAddress, MessageType, new_method_call
 from jeepney.bus_messages import MatchRule
-from test_stafd_dbus import DC, SEED, Tron, seed_dc, snapshot
 from trio_util import AsyncValue
 
 from stas.actors.daemon_dbus import Backoff, serve_on_bus
@@ -27,6 +26,7 @@ from stas.dbus.connection import BusConnection, open_bus
 from stas.dbus.idl import STACD, STAFD
 from stas.dbus.testbus import PrivateBus, dbus_daemon_path, restartable_bus
 from stas.messages import IocStatus, StacdSnapshot, StafdSnapshot, Tid
+from tests.helpers.dbus_actors import DC, SEED, Tron, seed_dc, snapshot
 
 FAST = Backoff(initial=0.02, maximum=0.2)  # real dbus-daemon below: keep the test short
 

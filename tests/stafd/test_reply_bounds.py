@@ -7,12 +7,12 @@ import json
 
 import pytest
 import trio
-from test_stafd_dbus import SEED, ctl, seed_dc, serve, snapshot
 
 from stas.actors.stafd_dbus import StafdDBus
 from stas.dbus.service import MAX_REPLY_BYTES
 from stas.dbus.trio_client import open_stafd_client
 from stas.messages import Tid
+from tests.helpers.dbus_actors import SEED, ctl, seed_dc, serve, snapshot
 
 WK = "nqn.2014-08.org.nvmexpress.discovery"
 

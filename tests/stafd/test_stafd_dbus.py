@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import pprint
 import sys
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +11,27 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from trio_util import AsyncValue
 
 from stas.actors.daemon_dbus import WatchedTron
-from stas.actors.stafd_dbus import run_stafd_dbus
 from stas.ctl import common, stafctl
 from stas.dbus.trio_client import DcRemoved, LogPagesChanged, StafdAppeared, open_stafd_client
-from stas.messages import DcStatus, StafdSnapshot, Tid
-from stas.nvme.logpage import LogPageEntry
-
-WK = "nqn.2014-08.org.nvmexpress.discovery"
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
-SEED = (
-    "klingons",
-    "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28",
-    "starfleet",
+from stas.messages import DcStatus, StafdSnapshot
+from tests.helpers.dbus_actors import (
+    DC,
+    HOSTKEY,
+    HOSTNQN,
+    SECRET,
+    SEED,
+    WK,
+    Tron,
+    ctl,
+    entry,
+    pformat,
+    seed_dc,
+    serve,
+    snapshot,
 )
-DC = Tid("tcp", "::1", "8009", WK, "", "", HOSTNQN)
-SECRET = "DHHC-1:00:ia6zGodOr5SEG8f+M2DLUeJFMJ4UUJpo1iwxX2mzBRGrRmlq:"
-HOSTKEY = "DHHC-1:00:0123456789abcdef0123456789abcdef0123456789abcdef:"
+
 LS_SEED = [  # the seed document's `stafctl ls`, plus upstream 2.x's host-nqn key
     {
         "device": "nvme0",
@@ -56,92 +56,6 @@ DETAIL_KEYS = {
     "genctr",
     "registered",
 }
-
-
-def entry(nqn: str) -> LogPageEntry:
-    return LogPageEntry(
-        trtype=3,
-        adrfam=2,
-        subtype=2,
-        treq=0,
-        portid=1,
-        cntlid=0xFFFF,
-        asqsz=32,
-        eflags=0,
-        trsvcid="8009",
-        subnqn=nqn,
-        traddr="::1",
-    )
-
-
-def seed_dc(nqns: tuple[str, ...] = SEED, **kw: Any) -> DcStatus:
-    base: dict[str, Any] = dict(
-        tid=DC,
-        origin="configured",
-        device="nvme0",
-        state="connected",
-        connected=True,
-        genctr=1,
-        log_pages=tuple(entry(n) for n in nqns),
-    )
-    return DcStatus(**(base | kw))
-
-
-def snapshot(*dcs: DcStatus, generation: int = 1) -> AsyncValue[StafdSnapshot]:
-    return AsyncValue(StafdSnapshot(dcs=dcs, generation=generation))
-
-
-class Tron:
-    def __init__(self) -> None:
-        self.value = False
-
-    def get(self) -> bool:
-        return self.value
-
-    def set(self, value: bool) -> None:
-        self.value = value
-
-    def level_name(self) -> str:
-        return "DEBUG" if self.value else "INFO"
-
-
-async def serve(
-    nursery: trio.Nursery,
-    bus_address: str,
-    snap: AsyncValue[StafdSnapshot],
-    *,
-    uid: int = 0,
-    info: Callable[[], Mapping[str, Any]] | None = None,
-    tron: Any = None,
-) -> Any:
-    """Run the actor; every caller is taken to have ``uid`` (0 = root)."""
-    tron = tron or Tron()
-
-    async def fixed_uid(sender: str) -> int:
-        return uid
-
-    await nursery.start(
-        lambda task_status: run_stafd_dbus(
-            snapshot=snap,
-            info=info or (lambda: {"hostnqn": HOSTNQN, "hostkey": HOSTKEY, "tron": tron.get()}),
-            tron=tron,
-            address=bus_address,
-            uid_lookup=fixed_uid,
-            task_status=task_status,
-        )
-    )
-    return tron
-
-
-async def ctl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """stafctl in-process (in a thread: it is a blocking client)."""
-    rc = await trio.to_thread.run_sync(stafctl.main, list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def pformat(obj: Any) -> str:
-    return pprint.pformat(obj, width=120) + "\n"
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
-from test_stafd_dbus import HOSTNQN, Tron, ctl, seed_dc, serve, snapshot
 from trio_util import AsyncValue
 
 from stas.actors import daemon_dbus
@@ -27,6 +26,7 @@ from stas.messages import IocStatus, StacdSnapshot, Tid
 from stas.sdnotify import Notifier
 from stas.stacd import Stacd, StacdOptions
 from stas.stafd import Stafd, StafdOptions
+from tests.helpers.dbus_actors import HOSTNQN, Tron, ctl, seed_dc, serve, snapshot
 
 HOSTID = "0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
 SYSFS_NQN = "nqn.2014-08.org.nvmexpress:uuid:from-sysfs"
