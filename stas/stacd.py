@@ -50,7 +50,7 @@ class StacdOptions:
 def host_ids(sysconf: SysConfig) -> tuple[str, str]:
     if sysconf.hostnqn and sysconf.hostid:
         return sysconf.hostnqn, sysconf.hostid
-    from stas.nvme.host_ops import default_host_identity  # only when sys.conf is incomplete
+    from stas.nvme.hostid import default_host_identity  # only when sys.conf is incomplete
 
     derived = default_host_identity()
     hostnqn = sysconf.hostnqn or derived.hostnqn

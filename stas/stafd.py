@@ -31,7 +31,7 @@ from stas.dbus.common import DBusError
 from stas.logsetup import TronControl
 from stas.messages import StafdSnapshot
 from stas.nbft import SYSFS_DIR as NBFT_DIR
-from stas.nvme.host_ops import HostIdentity, default_host_identity
+from stas.nvme.hostid import HostIdentity, default_host_identity
 from stas.sdnotify import Notifier
 from stas.state import FILE_NAME, StateStore, note_upstream_state
 
