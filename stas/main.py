@@ -10,11 +10,20 @@ from collections.abc import Sequence
 from stas import __version__
 
 DEFAULT_STAFD_CONF = "/etc/stas/stafd.conf"
+DEFAULT_STACD_CONF = "/etc/stas/stacd.conf"
 DEFAULT_SYS_CONF = "/etc/stas/sys.conf"
 
 
 def _state_dir(prog: str) -> str:
     return os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or f"/run/{prog}"
+
+
+def _starting(prog: str) -> None:
+    """The first log line, before the daemon's own modules load: the journal shows at once
+    that the process runs (and with which pid), whatever the imports and configuration take."""
+    import logging
+
+    logging.getLogger(prog).info("%s %s starting (pid %d)", prog, __version__, os.getpid())
 
 
 def stafd_parser() -> argparse.ArgumentParser:
@@ -59,9 +68,11 @@ def stafd_main(argv: Sequence[str] | None = None) -> int:
         print(f"libnvme {_libnvme_version()}")
         return 0
     from stas.logsetup import setup_logging
-    from stas.stafd import StafdOptions, run_stafd
 
     tron = setup_logging("stafd", syslog=args.syslog, tron=args.tron)
+    _starting("stafd")
+    from stas.stafd import StafdOptions, run_stafd
+
     opts = StafdOptions(
         conf_file=args.conf_file,
         sys_conf=args.sys_conf,
@@ -78,15 +89,39 @@ def stafd_main(argv: Sequence[str] | None = None) -> int:
 
 
 def stacd_parser() -> argparse.ArgumentParser:
-    from stas.stacd import stacd_parser as parser
-
-    return parser()
+    p = argparse.ArgumentParser(
+        prog="stacd", description="STorage Appliance Connector: connects NVMe I/O controllers"
+    )
+    p.add_argument("-f", "--conf-file", default=DEFAULT_STACD_CONF, metavar="FILE",
+                   help=f"configuration file (default: {DEFAULT_STACD_CONF})")  # fmt: skip
+    p.add_argument("-s", "--syslog", action="store_true",
+                   help="log to the journal/syslog instead of stdout")  # fmt: skip
+    p.add_argument("--tron", action="store_true", help="trace on (debug logging)")
+    p.add_argument("-v", "--version", action="store_true", help="print version and exit")
+    p.add_argument("--sys-conf", default=DEFAULT_SYS_CONF, metavar="FILE",
+                   help=f"host identity file (default: {DEFAULT_SYS_CONF})")  # fmt: skip
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be connected, kept and disconnected, and why",
+                   )  # fmt: skip
+    p.add_argument("--kernel", choices=["auto", "fake"], default="auto",
+                   help="fake: an in-memory kernel, for demos and tests without NVMe modules",
+                   )  # fmt: skip
+    return p
 
 
 def stacd_main(argv: Sequence[str] | None = None) -> int:
-    from stas.stacd import stacd_entry
+    args = stacd_parser().parse_args(argv)
+    if args.version:
+        print(f"nvme-stas {__version__}")
+        return 0
+    from stas.logsetup import setup_logging
 
-    return stacd_entry(argv)
+    tron = setup_logging("stacd", syslog=args.syslog, tron=args.tron)
+    if not args.dry_run:  # a dry run's stdout is the plan alone
+        _starting("stacd")
+    from stas.stacd import run_stacd_args
+
+    return run_stacd_args(args, tron)
 
 
 if __name__ == "__main__":

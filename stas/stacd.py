@@ -221,49 +221,20 @@ async def dry_run(opts: StacdOptions) -> int:
 
 
 def stacd_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="stacd", description="STorage Appliance Connector: connects NVMe I/O controllers"
-    )
-    p.add_argument(
-        "-f",
-        "--conf-file",
-        default=DEFAULT_STACD_CONF,
-        metavar="FILE",
-        help=f"configuration file (default: {DEFAULT_STACD_CONF})",
-    )
-    p.add_argument(
-        "-s", "--syslog", action="store_true", help="log to the journal/syslog instead of stdout"
-    )
-    p.add_argument("--tron", action="store_true", help="trace on (debug logging)")
-    p.add_argument("-v", "--version", action="store_true", help="print version and exit")
-    p.add_argument(
-        "--sys-conf",
-        default=DEFAULT_SYS_CONF,
-        metavar="FILE",
-        help=f"host identity file (default: {DEFAULT_SYS_CONF})",
-    )
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="print what would be connected, kept and disconnected, and why",
-    )
-    p.add_argument(
-        "--kernel",
-        choices=["auto", "fake"],
-        default="auto",
-        help="fake: an in-memory kernel, for demos and tests without NVMe modules",
-    )
-    return p
+    """stacd's arguments; defined in stas.main, which parses them before this module loads."""
+    from stas.main import stacd_parser as parser
+
+    return parser()
 
 
 def stacd_entry(argv: Sequence[str] | None = None) -> int:
-    args = stacd_parser().parse_args(argv)
-    if args.version:
-        print(f"nvme-stas {__version__}")
-        return 0
-    from stas.logsetup import setup_logging
+    from stas.main import stacd_main
 
-    tron = setup_logging("stacd", syslog=args.syslog, tron=args.tron)
+    return stacd_main(argv)
+
+
+def run_stacd_args(args: argparse.Namespace, tron: TronControl) -> int:
+    """Run stacd (or its dry run) from parsed arguments, logging set up; the exit code."""
     opts = StacdOptions(args.conf_file, args.sys_conf, args.tron, args.kernel)
     try:
         if args.dry_run:
