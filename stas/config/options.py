@@ -9,10 +9,11 @@ true). ``dc-backend`` is ours.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
+from stas.coexist.exclusions import Exclusions
 from stas.config import checks
 from stas.config.controllers import ControllerSpec, Exclusion
 from stas.config.timespan import format_seconds
@@ -136,6 +137,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         SERVICE_DISCOVERY, "zeroconf", "zeroconf", checks.to_enabled, {"stafd": True}, _show_enabled
     ),
+    # Upstream 2.x (deprecated there in 2.1.3, meaningful here again): whether nvme-cli's
+    # autoconnect udev rule stays active while stacd runs (stas.coexist.udev_rule).
+    Option(GLOBAL, "udev-rule", "udev_rule", checks.to_enabled, {"stacd": True}, _show_enabled),
     Option(
         DC_MGMT,
         "persistent-connections",
@@ -208,6 +212,7 @@ class ServiceConfig:
     ip_family: tuple[int, ...] = (4, 6)
     pleo: bool = True
     dc_backend: str = "auto"
+    udev_rule: bool = True
     # [Service Discovery]
     zeroconf: bool = True
     # [Discovery controller connection management]
@@ -220,6 +225,8 @@ class ServiceConfig:
     # [Controllers]
     controllers: tuple[ControllerSpec, ...] = ()
     excluded: tuple[Exclusion, ...] = ()
+    # Not from the file: libnvme's system-wide exclusion list (/etc/nvme), set by the daemon.
+    nvme_exclusions: Exclusions | None = attrs.field(default=None, eq=False, repr=False)
 
     @classmethod
     def defaults(cls, daemon: Daemon) -> ServiceConfig:
@@ -235,3 +242,9 @@ class ServiceConfig:
     def is_excluded(self, tid: Mapping[str, str]) -> bool:
         """True if any ``exclude=`` entry matches this TID dict (exclude wins over controller)."""
         return any(e.matches(tid) for e in self.excluded)
+
+    def nvme_excluded(self, tid: Any, what: str = "controller") -> bool:
+        """True if /etc/nvme's exclusion list names this Tid: neither connect nor disconnect."""
+        return self.nvme_exclusions is not None and self.nvme_exclusions.excluded(
+            tid.as_dict(), what
+        )

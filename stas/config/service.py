@@ -96,7 +96,6 @@ def _check_sections(doc: IniDocument, daemon: str, source: str, out: list[str]) 
 
 # Options of older releases that are gone: say so instead of "unknown".
 OBSOLETE_OPTIONS = {
-    "udev-rule": "obsolete since 2.1.3 (stacd no longer needs it), ignored",
     "sticky-connections": "obsolete since 2.0, replaced by [I/O controller connection "
     "management] disconnect-scope, ignored",
 }

@@ -52,6 +52,7 @@ STACD_DEFAULTS = {
     "nr_poll_queues": None,
     "ignore_iface": False,
     "ip_family": (4, 6),
+    "udev_rule": True,
     "disconnect_scope": "only-stas-connections",
     "disconnect_trtypes": ("tcp",),
     "connect_attempts_on_ncc": 0,
@@ -330,13 +331,26 @@ def test_options_invalid_for_the_daemon(daemon: str, text: str, warning: str) ->
 
 def test_obsolete_options_are_named_as_such() -> None:
     _, warnings = parse_service_config(
-        "[Global]\nudev-rule=enabled\nsticky-connections=disabled\n", "stacd", source="stacd.conf"
+        "[Global]\nsticky-connections=disabled\n", "stacd", source="stacd.conf"
     )
     assert warnings == [
-        "stacd.conf: [Global] udev-rule: obsolete since 2.1.3 (stacd no longer needs it), ignored",
         "stacd.conf: [Global] sticky-connections: obsolete since 2.0, replaced by "
         f"[{IOM}] disconnect-scope, ignored",
     ]
+
+
+@pytest.mark.parametrize(("text", "value"), [("enabled", True), ("Disabled", False)])
+def test_udev_rule_is_a_stacd_option_again(text: str, value: bool) -> None:
+    """Upstream 2.x's udev-rule= (stas.coexist.udev_rule): enabled by default."""
+    assert ServiceConfig.defaults("stacd").udev_rule is True
+    config, warnings = parse_service_config(f"[Global]\nudev-rule={text}\n", "stacd")
+    assert (config.udev_rule, warnings) == (value, [])
+    _, warnings = parse_service_config("[Global]\nudev-rule=off\n", "stacd", source="s.conf")
+    assert warnings == [
+        "s.conf: [Global] udev-rule=off: expected enabled or disabled, using default (enabled)"
+    ]
+    _, warnings = parse_service_config("[Global]\nudev-rule=disabled\n", "stafd", source="f")
+    assert warnings == ["f: [Global] udev-rule: not a stafd option (only stacd reads it), ignored"]
 
 
 UPSTREAM_STYLE_TEMPLATE = """\
