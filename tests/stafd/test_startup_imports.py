@@ -47,6 +47,21 @@ def test_daemon_imports_leave_first_use_modules_out(daemon: str, tmp_path: Path)
     loaded = set(json.loads(out.stdout))
     assert f"stas.{daemon}" in loaded  # the check itself works
     assert sorted(loaded & set(NOT_AT_START)) == []
+    other = "stacd" if daemon == "stafd" else "stafd"
+    assert f"stas.messages_{daemon}" in loaded
+    assert f"stas.messages_{other}" not in loaded  # the other daemon's message classes
+
+
+def test_per_daemon_messages_are_importable_from_stas_messages() -> None:
+    import stas.messages as m
+    from stas.messages import DcWanted, IocStatus, Tid
+
+    tid = Tid("tcp", "::1", "8009", "nqn.x")
+    assert IocStatus(tid, "configured").tid == tid
+    assert DcWanted(tid, "configured") == m.DcWanted(tid, "configured")
+    assert {"DcUpdate", "KernelResync"} <= set(dir(m))
+    with pytest.raises(AttributeError, match="NoSuchMessage"):
+        _ = m.NoSuchMessage
 
 
 def test_stacd_does_not_load_the_stafd_only_codec_through_messages(tmp_path: Path) -> None:

@@ -1,0 +1,86 @@
+"""stacd's own messages (stafd client, connector, I/O controller actors): part of
+``stas.messages``, which loads this module on first use so that stafd never creates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from stas.messages import Tid
+
+# --- stacd: stafd client -> connector ---------------------------------------------------------
+
+
+@attrs.frozen
+class DcLogPages:
+    """stafd's current log page of one DC (its DLPE dicts, as sent over D-Bus)."""
+
+    dc: Tid
+    dlpes: tuple[Mapping[str, str], ...]
+
+
+@attrs.frozen
+class DcGone:
+    """stafd no longer has this DC (it was removed, not merely disconnected)."""
+
+    dc: Tid
+
+
+@attrs.frozen
+class StafdPresence:
+    """stafd appeared on (True) or vanished from (False) the bus. Vanishing is *not* "no DCs"."""
+
+    present: bool
+
+
+# --- stacd: connector <-> I/O controller actors -----------------------------------------------
+
+
+@attrs.frozen
+class IocWanted:
+    """An I/O controller stacd wants connected, and why (config line or which DC's log page)."""
+
+    tid: Tid
+    origin: str  # 'configured' or 'discovered'
+    dcs: tuple[Tid, ...] = ()  # the DCs whose log pages list it
+    params: Mapping[str, str] = attrs.field(factory=dict)
+    ncc: bool = False  # EFLAGS NCC: the CDC says no DDC describing this is connected
+
+
+@attrs.frozen
+class IocStatus:
+    """Everything visible about one I/O controller, published by its actor."""
+
+    tid: Tid
+    origin: str
+    device: str = "nvme?"
+    state: str = "idle"  # idle, connecting, connected, backoff, gave-up (NCC)
+    connected: bool = False
+    adopted: bool = False
+    connect_attempts: int = 0
+    last_error: str = ""
+    ncc: bool = False
+    params: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class IocUpdate:
+    status: IocStatus
+
+
+@attrs.frozen
+class StacdSnapshot:
+    """stacd's published state: read by the D-Bus actor, never mutated."""
+
+    iocs: tuple[IocStatus, ...] = ()
+    generation: int = 0
+
+
+@attrs.frozen
+class KernelResync:
+    """The kernel's full controller list (after lost uevents, or at start): the truth to match."""
+
+    controllers: tuple[Any, ...]  # stas.kernel.api.KernelController

@@ -1,0 +1,54 @@
+"""stafd's own messages (finder, DC and mDNS actors): part of ``stas.messages``, which loads
+this module on first use so that stacd never creates these classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import attrs
+
+from stas.messages import Tid
+
+if TYPE_CHECKING:
+    from stas.messages import DcStatus
+
+
+@attrs.frozen
+class DcWanted:
+    """A discovery controller the finder wants connected, and where the wish came from."""
+
+    tid: Tid
+    origin: str
+    params: Mapping[str, str] = attrs.field(factory=dict)  # per-controller config keys
+    referral_depth: int = 0
+
+
+# --- mDNS actor -> finder -------------------------------------------------------------------
+
+
+@attrs.frozen
+class MdnsServiceUp:
+    """A reachable ``_nvme-disc._tcp`` service; ``key`` identifies the announcement."""
+
+    key: str
+    tid: Tid
+
+
+@attrs.frozen
+class MdnsServiceDown:
+    """The announcement ``key`` went away (goodbye or expiry)."""
+
+    key: str
+
+
+# --- DC actor -> finder ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class DcUpdate:
+    """A DC actor's status changed; ``log_page_changed`` when the cached content changed."""
+
+    status: DcStatus
+    log_page_changed: bool = False
