@@ -106,6 +106,9 @@ def stacd_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel", choices=["auto", "fake"], default="auto",
                    help="fake: an in-memory kernel, for demos and tests without NVMe modules",
                    )  # fmt: skip
+    p.add_argument("--coexist-root", metavar="DIR",
+                   help="find /run/udev/rules.d, /run/nvme/registry and /etc/nvme under DIR "
+                   "(default /; with --kernel fake: not at all)")  # fmt: skip
     return p
 
 

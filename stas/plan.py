@@ -154,6 +154,8 @@ def merge(
     """
     if tid in configured and configured[tid].origin == "nbft":
         return configured[tid]
+    if config.nvme_excluded(tid):  # /etc/nvme/exclusions.conf: never connected
+        return None
     if config.is_excluded(tid.as_dict()) or not usable(tid, config):
         return None
     if tid in configured:
@@ -388,12 +390,16 @@ def decide(
             continue
         if keeps_connection(tid.transport, scope, trtypes):
             continue
+        if config is not None and config.nvme_excluded(tid):  # nor disconnected
+            continue
         excluded = config is not None and config.is_excluded(tid.as_dict())
         disconnect.append((status.device, tid, removal_reason(tid, status, excluded, scope)))
     if scope == AUDIT:
         wanted_match = {c.device for t in wanted for c in index.candidates(t)}
         for c in sorted(index.by_device.values(), key=lambda c: c.device):
             if c.device in claimed or c.device in wanted_match or not auditable(c, trtypes):
+                continue
+            if config is not None and config.nvme_excluded(describe(c)):
                 continue
             reason = f"not configured and in no log page; disconnect-trtypes={'+'.join(trtypes)}"
             disconnect.append((c.device, describe(c), reason))

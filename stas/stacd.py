@@ -13,6 +13,7 @@ import os
 import signal
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -24,6 +25,7 @@ from stas.actors.connector import Connector, StacdConfigChanged
 from stas.actors.daemon_dbus import IDLE_TIMER, WatchedTron, upstream_status_keys
 from stas.actors.stacd_dbus import run_stacd_dbus
 from stas.actors.stafd_client import run_stafd_client
+from stas.coexist import Coexist
 from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_config, load_sys_config
 from stas.dbus.common import DBusError
 from stas.logsetup import TronControl
@@ -45,6 +47,7 @@ class StacdOptions:
     tron: bool = False
     kernel: str = "auto"  # auto | libnvme | fake (tests and demos without NVMe modules)
     bus_address: str | None = None
+    coexist_root: str | None = None  # udev shadow, registry, /etc/nvme under it (default /)
 
 
 def host_ids(sysconf: SysConfig) -> tuple[str, str]:
@@ -80,6 +83,8 @@ def make_kernel(kind: str) -> Any:
 class Stacd:
     def __init__(self, opts: StacdOptions, tron: TronControl, notifier: Notifier) -> None:
         self.opts, self.notifier = opts, notifier
+        fake = opts.kernel == "fake" and opts.coexist_root is None  # a demo touches no host files
+        self.coexist = None if fake else Coexist.at(Path(opts.coexist_root or "/"))
         self.tron = WatchedTron(tron)  # a reload's tron change reaches D-Bus subscribers
         self.config, self.sysconf = self.load()
         self.tron.set(opts.tron or self.config.tron)
@@ -95,6 +100,9 @@ class Stacd:
         sysconf = load_sys_config(self.opts.sys_conf)
         for problem in sysconf.problems:
             log.warning("%s", problem)
+        if self.coexist is not None:  # /etc/nvme's exclusion list, re-read on every reload
+            excl = self.coexist.exclusions(sysconf.hostid or "")
+            config = attrs.evolve(config, nvme_exclusions=excl)
         return config, sysconf
 
     def info(self) -> dict[str, Any]:
@@ -122,11 +130,22 @@ class Stacd:
             self.tron.set(self.opts.tron or self.config.tron)
             self.hostnqn, self.hostid = host_ids(self.sysconf)
             self.kernel.host_key = self.sysconf.hostkey  # type: ignore[attr-defined]
+            if self.coexist is not None:
+                self.coexist.shadow.apply(self.config.udev_rule)
             await self.inbox_send.send(StacdConfigChanged(self.config, self.hostnqn, self.hostid))
             log.info("configuration reloaded from %s", self.opts.conf_file)
         self.notifier.ready()
 
     async def run(self) -> None:
+        if self.coexist is None:
+            return await self._run()
+        self.coexist.shadow.apply(self.config.udev_rule)  # also cleans a crash's stale shadow
+        try:
+            await self._run()
+        finally:
+            self.coexist.shadow.remove()  # nvme-cli's rule is back once stacd is gone
+
+    async def _run(self) -> None:
         connector = Connector(
             config=self.config,
             host_nqn=self.hostnqn,
@@ -134,6 +153,7 @@ class Stacd:
             kernel=self.kernel,
             published=self.published,
             boot_subsystems=None if self.opts.kernel == "fake" else boot_subsystems_reader(),
+            registry=self.coexist.registry if self.coexist is not None else None,
         )
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
@@ -206,7 +226,10 @@ def fetch_log_pages(address: str | None) -> dict[Tid, list[dict[str, str]]]:
 
 async def dry_run(opts: StacdOptions) -> int:
     config, _ = load_service_config(opts.conf_file, "stacd")
-    hostnqn, _hostid = host_ids(load_sys_config(opts.sys_conf))
+    hostnqn, hostid = host_ids(load_sys_config(opts.sys_conf))
+    if opts.kernel != "fake" or opts.coexist_root is not None:  # as stacd would: /etc/nvme too
+        root = Coexist.at(Path(opts.coexist_root or "/"))
+        config = attrs.evolve(config, nvme_exclusions=root.exclusions(hostid))
     pages = await trio.to_thread.run_sync(fetch_log_pages, opts.bus_address)
     boot = [] if opts.kernel == "fake" else boot_subsystems_reader()(hostnqn)
     wanted = wanted_iocs(config=config, log_pages=pages, host_nqn=hostnqn, boot=boot)
@@ -235,7 +258,9 @@ def stacd_entry(argv: Sequence[str] | None = None) -> int:
 
 def run_stacd_args(args: argparse.Namespace, tron: TronControl) -> int:
     """Run stacd (or its dry run) from parsed arguments, logging set up; the exit code."""
-    opts = StacdOptions(args.conf_file, args.sys_conf, args.tron, args.kernel)
+    opts = StacdOptions(
+        args.conf_file, args.sys_conf, args.tron, args.kernel, coexist_root=args.coexist_root
+    )
     try:
         if args.dry_run:
             return trio.run(dry_run, opts)

@@ -37,6 +37,7 @@ from stas.actors.ioc import (
     run_ioc_actor,
 )
 from stas.actors.supervisor import Supervisor, open_supervisor
+from stas.coexist.registry import Registry, may_disconnect
 from stas.config import ServiceConfig
 from stas.kernel.api import ConnectRequest, Kernel, KernelController, KernelError, Uevent
 from stas.kernel.options import InvalidOption
@@ -119,7 +120,9 @@ class Connector:
         stafd_grace: float = 60.0,
         parallel_connects: int = PARALLEL_CONNECTS,
         boot_subsystems: Callable[[str], Iterable[tuple[Tid, Mapping[str, str]]]] | None = None,
+        registry: Registry | None = None,
     ) -> None:
+        self.registry = registry  # libnvme's ownership registry (stas.coexist.registry)
         self.boot_subsystems = boot_subsystems  # NBFT: adopted, never disconnected
         self.kernel, self.published = kernel, published
         self.connect_limiter = trio.CapacityLimiter(parallel_connects)
@@ -247,6 +250,8 @@ class Connector:
         status = IocStatus(tid=w.tid, origin=w.origin, params=w.params, ncc=w.ncc)
         if adopt is not None:  # what the actor is about to say; the device is ours already
             self.owner[adopt.device] = w.tid
+            if self.registry is not None:
+                self.registry.claim(adopt.device, fresh=False)
             status = attrs.evolve(
                 status, device=adopt.device, state="connected", connected=True, adopted=True
             )
@@ -318,11 +323,18 @@ class Connector:
             await self._sup.stop(actor_name(tid))
 
     async def _disconnect(self, device: str, tid: Tid, reason: str) -> None:
+        held = self.registry.owner(device) if self.registry is not None else None
+        if not may_disconnect(held):
+            log.info("%s %s: %s; kept: the registry says owner %r", device, tid, reason, held)
+            return
         log.info("%s %s: %s; disconnecting", device, tid, reason)
         try:
             await self.kernel.disconnect(device)
         except KernelError as exc:
             log.warning("%s: disconnect failed: %s", device, exc)
+        else:
+            if self.registry is not None:
+                self.registry.release(device)
 
     async def audit(self, device: str | None = None) -> None:
         """Audit scope: connections others made that nobody wants go (all, or one device)."""
@@ -436,6 +448,8 @@ class Connector:
             del self.owner[old.device]
         if s.connected:
             self.owner[s.device] = s.tid
+            if self.registry is not None and (moved or not old.connected):
+                self.registry.claim(s.device, fresh=not s.adopted)  # ours if we made it
         self._dirty = True
 
     def publish(self) -> None:

@@ -10,3 +10,35 @@
 Each module is small, takes its root directory as a parameter (tests use temporary ones) and
 keeps its decisions in pure functions that stas.plan and the connector call.
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from stas.coexist.exclusions import Exclusions, load_exclusions
+from stas.coexist.registry import Registry
+from stas.coexist.udev_rule import UdevRuleShadow
+
+
+@attrs.frozen
+class Coexist:
+    """The three mechanisms at their paths under ``root`` (``/`` on a real host, a temporary
+    directory in tests: ``stacd --coexist-root DIR``)."""
+
+    shadow: UdevRuleShadow
+    registry: Registry
+    nvme_dir: Path
+
+    @classmethod
+    def at(cls, root: Path = Path("/")) -> Coexist:
+        return cls(
+            shadow=UdevRuleShadow(root / "run/udev/rules.d", root / "etc/udev/rules.d"),
+            registry=Registry(root / "run/nvme/registry"),
+            nvme_dir=root / "etc/nvme",
+        )
+
+    def exclusions(self, hostid: str = "") -> Exclusions:
+        """Read /etc/nvme's exclusion lists now (at start and on every reload)."""
+        return load_exclusions(self.nvme_dir, hostid=hostid)

@@ -9,14 +9,16 @@ true). ``dc-backend`` is ours.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from stas.coexist.exclusions import Exclusions
 from stas.config import checks
 from stas.config.controllers import ControllerSpec, Exclusion
 from stas.config.timespan import format_seconds
+
+if TYPE_CHECKING:  # the daemons load it; parsing a config file does not need it
+    from stas.coexist.exclusions import Exclusions
 
 Daemon = Literal["stafd", "stacd"]
 DAEMONS: tuple[Daemon, ...] = ("stafd", "stacd")
