@@ -15,13 +15,15 @@ import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from stas.messages import ORIGIN_RANK, DcStatus, StafdSnapshot, Tid
 from stas.nvme.errors import ProtocolError
-from stas.nvme.logpage import ExtAttr, LogPageEntry
+
+if TYPE_CHECKING:  # the codec loads when a state file is read: stacd never needs it
+    from stas.nvme.logpage import LogPageEntry
 
 log = logging.getLogger("stas.state")
 
@@ -64,6 +66,8 @@ def _str(value: Any) -> str:
 
 def entry_from_json(d: Mapping[str, Any]) -> LogPageEntry:
     """Rebuild an entry; the constructor re-validates every field (the file is untrusted)."""
+    from stas.nvme.logpage import ExtAttr, LogPageEntry
+
     ints = {k: _int(d[k]) for k in ENTRY_INTS}
     strs = {k: _str(d[k]) for k in ENTRY_STRS}
     tsas = bytes.fromhex(_str(d["tsas"])) if "tsas" in d else bytes(256)
