@@ -433,7 +433,10 @@ class Success2:
 
 @attrs.frozen
 class Failure:
-    """DH-HMAC-CHAP_Failure1 (controller -> host) or Failure2 (host -> controller)."""
+    """AUTH_Failure1 (controller -> host) or AUTH_Failure2 (host -> controller).
+
+    Common authentication messages: AUTH_Type 0x00, as nvmet and the Linux host send them
+    (seen on 6.12); a type of 0x01 is accepted when decoding too."""
 
     tid: int
     explanation: int = FailureReason.FAILED
@@ -445,14 +448,15 @@ class Failure:
         return MessageId.FAILURE2 if self.from_host else MessageId.FAILURE1
 
     def encode(self) -> bytes:
-        head = _HDR.pack(AuthType.DHCHAP, self.message_id, 0, self.tid)
+        head = _HDR.pack(AuthType.COMMON, self.message_id, 0, self.tid)
         return head + bytes([self.reason, self.explanation])
 
     @classmethod
     def decode(cls, data: bytes) -> Failure:
-        ident = MessageId.FAILURE2 if len(data) > 1 and data[1] == MessageId.FAILURE2 else None
-        tid = _header(data, AuthType.DHCHAP, ident or MessageId.FAILURE1, 8)
-        return cls(tid, data[7], ident is not None, data[6])
+        kind = AuthType.DHCHAP if data[:1] == b"\x01" else AuthType.COMMON
+        ident = MessageId.FAILURE2 if data[1:2] == b"\xf0" else MessageId.FAILURE1
+        tid = _header(data, kind, ident, 8)
+        return cls(tid, data[7], ident is MessageId.FAILURE2, data[6])
 
     def describe(self) -> str:
         try:
@@ -471,6 +475,8 @@ _DECODERS: dict[tuple[int, int], Callable[[bytes], Message]] = {
     (AuthType.DHCHAP, MessageId.SUCCESS2): Success2.decode,
     (AuthType.DHCHAP, MessageId.FAILURE1): Failure.decode,
     (AuthType.DHCHAP, MessageId.FAILURE2): Failure.decode,
+    (AuthType.COMMON, MessageId.FAILURE1): Failure.decode,
+    (AuthType.COMMON, MessageId.FAILURE2): Failure.decode,
 }
 
 

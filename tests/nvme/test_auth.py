@@ -371,3 +371,12 @@ def test_command_fields_for_session_integration() -> None:
     assert auth.auth_required(0x0001 | 1 << 17) and auth.auth_required(1 << 18)
     assert not auth.auth_required(0xFFFF)  # a CNTLID alone
     assert auth.auth_cdw10().to_bytes(4, "little") == bytes([0, 0x01, 0x01, 0xE9])
+
+
+def test_failure_messages_are_common_auth_messages_as_nvmet_sends_them() -> None:
+    """nvmet (6.12) answered a wrong R1 with type 0x00 id 0xf1: the decoder once refused it."""
+    from_nvmet = bytes([0x00, 0xF1, 0, 0, 7, 0, 0x01, 0x01])
+    assert decode_message(from_nvmet) == Failure(7, FailureReason.FAILED, from_host=False)
+    assert Failure(7).encode()[:2] == bytes([0x00, 0xF0])
+    legacy = bytes([0x01, 0xF1, 0, 0, 7, 0, 0x01, 0x02])
+    assert decode_message(legacy) == Failure(7, FailureReason.NOT_USABLE, from_host=False)
