@@ -34,6 +34,7 @@ class LogTap:
         self.lines: list[tuple[float, str]] = []
         self._cond = threading.Condition()
         self._keep = keep
+        self.closed = False  # the child closed its output (it exited): nothing more will come
         self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
         self._thread.start()
 
@@ -44,6 +45,7 @@ class LogTap:
                 self.lines.append((stamp, raw.decode(errors="replace").rstrip("\n")))
                 self._cond.notify_all()
         with self._cond:
+            self.closed = True
             self._cond.notify_all()
 
     def mark(self) -> int:
@@ -64,6 +66,9 @@ class LogTap:
                     if match(line):
                         return pos, stamp, line
                     pos += 1
+                if self.closed:
+                    tail = " | ".join(line for _, line in self.lines[-3:])
+                    raise RuntimeError(f"the process ended without the expected line: {tail}")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"no matching line within {timeout:.1f} s")
@@ -184,7 +189,8 @@ class SimProc(Proc):
         pos = 0
         while True:
             pos, _, line = self.log.wait_for(
-                lambda ln: "listening on" in ln or "control socket" in ln or "Error" in ln,
+                lambda ln: "listening on" in ln or "control socket" in ln or "Error" in ln
+                or ln.startswith("simulator.py:"),
                 since=pos,
                 timeout=300,  # 10,000 subsystems take a while to validate on a busy machine
             )
