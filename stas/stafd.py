@@ -51,6 +51,7 @@ class StafdOptions:
     mdns_interfaces: tuple[str, ...] = ()
     bus_address: str | None = None
     nbft_dir: str | None = NBFT_DIR  # where the NBFT* tables are (None: no NBFT)
+    nvme_dir: str | None = "/etc/nvme"  # libnvme's exclusion list is read here (None: not read)
 
 
 def host_identity(sysconf: SysConfig) -> HostIdentity:
@@ -75,6 +76,11 @@ def load_config(opts: StafdOptions) -> tuple[ServiceConfig, SysConfig]:
     sysconf = load_sys_config(opts.sys_conf)
     for problem in sysconf.problems:
         log.warning("%s", problem)
+    if opts.nvme_dir:  # /etc/nvme's exclusion list, shared with nvme-cli; re-read on reload
+        from stas.coexist.exclusions import load_exclusions
+
+        excl = load_exclusions(Path(opts.nvme_dir), hostid=sysconf.hostid or "")
+        config = attrs.evolve(config, nvme_exclusions=excl)
     return config, sysconf
 
 

@@ -258,6 +258,8 @@ class Finder:
                 return False
         elif tid.transport not in ("fc", "loop") or not tid.traddr:
             return False
+        if self.config.nvme_excluded(tid, "discovery controller"):  # /etc/nvme's list
+            return False
         return not self.config.is_excluded(tid.as_dict())
 
     def wanted(self) -> dict[Tid, DcWanted]:
