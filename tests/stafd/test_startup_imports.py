@@ -113,3 +113,18 @@ def test_stacd_dry_run_prints_the_plan_only(tmp_path: Path) -> None:
     out = run_python(f"from stas.main import stacd_main; raise SystemExit(stacd_main({argv!r}))",
                      tmp_path)  # fmt: skip
     assert "starting" not in out.stdout
+
+
+@pytest.mark.parametrize("daemon", ["stafd", "stacd"])
+def test_startup_objects_are_frozen_before_the_daemon_runs(daemon: str, tmp_path: Path) -> None:
+    run = "stas.stafd.run_stafd" if daemon == "stafd" else "stas.stacd.run_stacd_args"
+    code = (
+        f"import gc, stas.{daemon}, stas.main\n"
+        f"stas.{daemon}.{run.rsplit('.', 1)[1]} = lambda *a: print('FROZEN', gc.get_freeze_count())"
+        f" or 0\n"
+        f"stas.main.{daemon}_main(['--sys-conf', 'x'])\n"
+    )
+    out = run_python(code, tmp_path)
+    assert out.returncode == 0, out.stderr
+    frozen = int(out.stdout.split("FROZEN", 1)[1].split()[0])
+    assert frozen > 10_000  # the modules' objects, not a handful
