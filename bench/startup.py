@@ -161,6 +161,41 @@ def bench_imports(layout: Layout, prog: str, runs: int) -> list[Row]:
     ]
 
 
+FLOOR_CODE = "import trio, trio_util, jeepney, attrs, argparse, logging"
+
+
+def instructions(python: str, code: str) -> int:
+    """Instructions executed by ``python -c code`` (valgrind): a figure load cannot move."""
+    res = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                          python, "-c", code], capture_output=True, text=True,
+                         cwd=tempfile.gettempdir())  # fmt: skip
+    m = re.search(r"Collected : (\d+)", res.stderr)
+    if m is None:
+        raise RuntimeError(f"valgrind: {res.stderr.strip()[-300:]}")
+    return int(m.group(1))
+
+
+def bench_instructions(layout: Layout) -> list[Row]:
+    """The daemons' imports in instructions, beside the floor every trio daemon pays."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = f"import sys; sys.path.insert(0, {layout.libdir!r}); " if layout.libdir else ""
+    codes = {"floor": path + FLOOR_CODE, "python": "pass"}
+    codes |= {p: layout.import_code(p) for p in ("stafd", "stacd")}
+    with ThreadPoolExecutor(len(codes)) as pool:
+        counts = dict(zip(codes, pool.map(lambda c: instructions(layout.python, c),
+                                          codes.values()), strict=True))  # fmt: skip
+    floor = counts["floor"] - counts["python"]
+    return [
+        Row(f"{p}: imports, instructions (valgrind)",
+            text=f"{(counts[p] - counts['python']) / 1e6:.0f} M",
+            note=f"interpreter start-up apart ({counts['python'] / 1e6:.0f} M); of which "
+                 f"{floor / 1e6:.0f} M is the floor `{FLOOR_CODE}`, "
+                 f"{(counts[p] - counts['floor']) / 1e6:.0f} M is nvme-stas's own")
+        for p in ("stafd", "stacd")
+    ]  # fmt: skip
+
+
 # --- start-up: first log line, D-Bus name --------------------------------------------------
 
 
@@ -314,6 +349,11 @@ def run(layout: Layout, runs: int, idle_s: float) -> list[Row]:
             rows += bench_imports(layout, prog, runs)
         except Exception as exc:
             rows.append(failed(f"{prog}: imports", exc))
+    if shutil.which("valgrind"):
+        try:
+            rows += bench_instructions(layout)
+        except Exception as exc:
+            rows.append(failed("imports, instructions", exc))
     policies: Sequence[Path] = ()
     if layout.libdir:
         policies = sorted((Path(layout.libdir).parents[1] / "share/dbus-1/system.d").glob("*.conf"))
