@@ -18,6 +18,7 @@ import struct
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -158,7 +159,7 @@ class _Reader:
         self.data = data
         self.heap = (heap_start, heap_end)
 
-    def unpack(self, fmt: str, off: int) -> tuple[int, ...]:
+    def unpack(self, fmt: str, off: int) -> tuple[Any, ...]:  # ints, and bytes for 's'
         return struct.unpack_from("<" + fmt, self.data, off)
 
     def obj(self, off: int, what: str) -> bytes:
@@ -386,7 +387,9 @@ def _security(r: _Reader, off: int) -> Security | None:
     if sid != DESC_SEC:
         raise _Skip(f"{what}: structure ID {sid}, expected {DESC_SEC}")
     lists = [tuple(r.obj(off + 6 + 6 * i, f"{what}: list {i}")) for i in range(5)]
-    return Security(index, flags, secret_type, *lists, r.text(off + 36, f"{what}: key path"))
+    algs, protocols, ciphers, groups, hashes = lists
+    keypath = r.text(off + 36, f"{what}: key path")
+    return Security(index, flags, secret_type, algs, protocols, ciphers, groups, hashes, keypath)
 
 
 def _discovery(r: _Reader, off: int, hfis: dict[int, Hfi]) -> tuple[Discovery | None, list[str]]:
@@ -443,14 +446,14 @@ def parse_nbft(data: bytes) -> Nbft:
                 oem_revision=oem_rev, creator_id=creator, creator_revision=creator_rev,
                 driver_signature=sig_text)  # fmt: skip
     if not cflags & 1:
-        return Nbft(host=None, **head)  # type: ignore[arg-type]
+        return Nbft(host=None, **head)
     if sid != DESC_CONTROL:
         raise NbftError(f"control descriptor: structure ID {sid}, expected {DESC_CONTROL}")
     if cmajor != 1:
         raise NbftError(f"control descriptor: major revision {cmajor} is not supported")
     host = _host(r, length)
     problems: list[str] = []
-    found: dict[str, list] = {"hfi": [], "ssns": [], "sec": [], "disc": []}
+    found: dict[str, list[Any]] = {"hfi": [], "ssns": [], "sec": [], "disc": []}
 
     def each(ctl: int, size: int, what: str, read: Callable[[int], object]) -> None:
         for off in _list(r, HEADER_LEN + ctl, size, length, what):
@@ -482,7 +485,7 @@ def parse_nbft(data: bytes) -> Nbft:
         discoveries=tuple(found["disc"]),
         securities=tuple(found["sec"]),
         problems=tuple(problems),
-        **head,  # type: ignore[arg-type]
+        **head,
     )
 
 
@@ -510,7 +513,7 @@ def read_tables(directory: str | Path = SYSFS_DIR) -> tuple[dict[str, Nbft], lis
 
 
 def _interfaces(net_dir: Path) -> list[tuple[str, str]]:
-    out = []
+    out: list[tuple[str, str]] = []
     try:
         entries = sorted(net_dir.iterdir())
     except OSError:

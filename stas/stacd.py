@@ -90,7 +90,7 @@ class Stacd:
         self.tron.set(opts.tron or self.config.tron)
         self.hostnqn, self.hostid = host_ids(self.sysconf)
         self.kernel = make_kernel(opts.kernel)
-        self.kernel.host_key = self.sysconf.hostkey  # type: ignore[attr-defined]
+        self.kernel.host_key = self.sysconf.hostkey
         note_upstream_state(default_path("stacd").parent, "stacd")  # upstream's pickle: ignored
         self.published = AsyncValue(StacdSnapshot())
         self.inbox_send, self.inbox = trio.open_memory_channel[Any](100_000)
@@ -129,7 +129,7 @@ class Stacd:
         else:
             self.tron.set(self.opts.tron or self.config.tron)
             self.hostnqn, self.hostid = host_ids(self.sysconf)
-            self.kernel.host_key = self.sysconf.hostkey  # type: ignore[attr-defined]
+            self.kernel.host_key = self.sysconf.hostkey
             if self.coexist is not None:
                 self.coexist.shadow.apply(self.config.udev_rule)
             await self.inbox_send.send(StacdConfigChanged(self.config, self.hostnqn, self.hostid))

@@ -68,8 +68,9 @@ def entry_from_json(d: Mapping[str, Any]) -> LogPageEntry:
     """Rebuild an entry; the constructor re-validates every field (the file is untrusted)."""
     from stas.nvme.logpage import ExtAttr, LogPageEntry
 
-    ints = {k: _int(d[k]) for k in ENTRY_INTS}
-    strs = {k: _str(d[k]) for k in ENTRY_STRS}
+    # keyword arguments by name: mypy cannot match a dict's keys to the fields
+    ints: dict[str, Any] = {k: _int(d[k]) for k in ENTRY_INTS}
+    strs: dict[str, Any] = {k: _str(d[k]) for k in ENTRY_STRS}
     tsas = bytes.fromhex(_str(d["tsas"])) if "tsas" in d else bytes(256)
     ext_attrs = d.get("ext_attrs", [])
     if not isinstance(ext_attrs, list) or len(ext_attrs) > 0xFFFF:

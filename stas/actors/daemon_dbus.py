@@ -111,7 +111,8 @@ async def announce_tron_changes(server: DBusObjectServer, tron: TronControl, ifa
 
 
 class HasTid(Protocol):
-    tid: Tid
+    @property
+    def tid(self) -> Tid: ...  # read-only: the statuses are frozen
 
 
 T = TypeVar("T", bound=HasTid)

@@ -23,7 +23,7 @@ Warnings never show secret values.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -240,6 +240,7 @@ def parse_controller(
             fields["host_traddr"] = _checked(
                 lambda v: _check_addr(transport, v, source_addr=True), "host-traddr", host_traddr
             )
+        check: Callable[[str], object] | None
         for name, check in (("host-iface", checks.to_iface), ("host-nqn", checks.to_nqn)):
             text = tokens.pop(name, "")
             if text:

@@ -60,7 +60,8 @@ def _to_ip_family(text: str) -> tuple[int, ...]:
 
 
 def _show_ip_family(value: object) -> str:
-    return {(4,): "ipv4", (6,): "ipv6"}.get(value, "ipv4+ipv6")  # type: ignore[call-overload]
+    names: dict[object, str] = {(4,): "ipv4", (6,): "ipv6"}
+    return names.get(value, "ipv4+ipv6")
 
 
 def _show_bool(value: object) -> str:

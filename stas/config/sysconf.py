@@ -116,7 +116,7 @@ def _resolve(key: str, raw: str, explicit: bool, problems: list[str]) -> str | N
             return None
         origin = f" from {path}"
     try:
-        return _CHECKS[key](value)  # type: ignore[no-any-return]
+        return _CHECKS[key](value)
     except checks.BadValue as e:
         shown = "" if key == "key" else f" {value[:100]!r}"
         problems.append(f"{label}{origin}{shown}: {e}")

@@ -98,7 +98,7 @@ JSON_HELP = "machine-readable JSON output instead of upstream's pprint format"
 
 def add_command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
     """A command that also takes ``--json`` after its name (``stafctl ls --json``)."""
-    cmd = sub.add_parser(name, help=help)
+    cmd: argparse.ArgumentParser = sub.add_parser(name, help=help)
     cmd.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     return cmd
 

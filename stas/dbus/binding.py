@@ -16,7 +16,7 @@ from stas.dbus.idl import Interface, Method, Service
 MAX_STRING = 4096  # longest string argument accepted from a caller
 
 UidLookup = Callable[[str], Awaitable[int | None]]
-Handler = Callable[..., Awaitable[tuple[Any, ...]]]
+Handler = Callable[..., Awaitable[tuple[Any, ...] | None]]  # None: no out-arguments
 
 
 class DBusMethodError(Exception):

@@ -86,7 +86,7 @@ class BusConnection:
         assert pending.reply is not None
         return pending.reply
 
-    async def call_checked(self, msg: Message, *, timeout: float | None = None) -> tuple:
+    async def call_checked(self, msg: Message, *, timeout: float | None = None) -> tuple[Any, ...]:
         """``call``, returning the reply body or raising the mapped D-Bus error."""
         reply = await self.call(msg, timeout=timeout)
         if reply.header.message_type is MessageType.error:
@@ -94,7 +94,9 @@ class BusConnection:
             raise call_error(name, tuple(reply.body))
         return tuple(reply.body)
 
-    async def bus_call(self, method: str, signature: str | None = None, *args: object) -> tuple:
+    async def bus_call(
+        self, method: str, signature: str | None = None, *args: object
+    ) -> tuple[Any, ...]:
         """Call a method of the message bus itself (org.freedesktop.DBus)."""
         msg = new_method_call(message_bus, method, signature, args)
         return await self.call_checked(msg)

@@ -7,7 +7,7 @@ weakness 1). We keep the data readable but replace secret values for non-root ca
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 REDACTED = "<redacted>"
 SECRET_KEYS = frozenset({"dhchap-secret", "dhchap-ctrl-secret", "hostkey"})
@@ -44,4 +44,4 @@ def redact_secrets(d: Mapping[str, Any], *, caller_is_root: bool) -> dict[str, A
     """
     if caller_is_root:
         return dict(d)
-    return _redact(d)
+    return cast("dict[str, Any]", _redact(d))  # a Mapping comes back as a dict

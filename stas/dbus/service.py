@@ -242,8 +242,10 @@ class DBusObjectServer:
 
     def _log_failure(self, msg: Message, exc: Exception) -> None:
         fields = msg.header.fields
-        key = (f"{fields.get(HeaderFields.interface)}.{fields.get(HeaderFields.member)}",)
-        key += (type(exc).__name__,)
+        key = (
+            f"{fields.get(HeaderFields.interface)}.{fields.get(HeaderFields.member)}",
+            type(exc).__name__,
+        )
         if key in self._logged_failures:
             log.debug("D-Bus %s failed again: %s", key[0], exc)
             return
@@ -374,7 +376,9 @@ class DBusObjectServer:
     async def _readable_values(self, iface_name: str, ctx: CallContext) -> dict[str, Any]:
         found = self._impls.get(iface_name)
         values: dict[str, tuple[str, Any]] = {}
-        for prop in found.definition.properties if found else ():
+        if found is None:
+            return values
+        for prop in found.definition.properties:
             if prop.readable:
                 values[prop.name] = (prop.signature, await found.properties[prop.name].getter(ctx))
         return values
