@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Any, Self
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 
@@ -182,6 +183,13 @@ class DimHostEntry:
         )
 
 
+if TYPE_CHECKING:  # the converter is `tuple` itself; this says what it takes and makes
+
+    def _entry_tuple(items: Iterable[DimHostEntry]) -> tuple[DimHostEntry, ...]: ...
+else:
+    _entry_tuple = tuple
+
+
 @attrs.frozen
 class DimData:
     """The DIM command's data: a 1024-byte header (who is registering) and its entries."""
@@ -190,7 +198,7 @@ class DimData:
     eid: str = attrs.field(validator=_ascii(EID_SIZE))
     ename: str = attrs.field(validator=_ascii(ENAME_SIZE))
     ever: str = attrs.field(validator=_ascii(EVER_SIZE))
-    entries: tuple[DimHostEntry, ...] = attrs.field(converter=tuple)
+    entries: tuple[DimHostEntry, ...] = attrs.field(converter=_entry_tuple)
     entry_format: int = attrs.field(default=DimEntryFormat.EXTENDED)
     portlcl: int = attrs.field(default=0, validator=_byte)
     ektype: int = attrs.field(default=EKTYPE_DEFAULT, validator=_u16)

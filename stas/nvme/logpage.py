@@ -17,7 +17,7 @@ import itertools
 import struct
 from collections.abc import Iterable
 from types import MappingProxyType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 
@@ -137,6 +137,14 @@ def _pad4(n: int) -> int:
     return (n + 3) & ~3
 
 
+if TYPE_CHECKING:  # the converters are `tuple` itself; these say what they take and make
+
+    def _ext_attr_tuple(items: Iterable[ExtAttr]) -> tuple[ExtAttr, ...]: ...
+    def _entry_tuple(items: Iterable[LogPageEntry]) -> tuple[LogPageEntry, ...]: ...
+else:
+    _ext_attr_tuple = _entry_tuple = tuple
+
+
 # --- extended attributes --------------------------------------------------------------------
 
 
@@ -205,7 +213,7 @@ class LogPageEntry:
     tsas: bytes = attrs.field(
         default=bytes(TSAS_SIZE), converter=bytes, validator=_tsas_check, repr=short_bytes
     )
-    ext_attrs: tuple[ExtAttr, ...] = attrs.field(default=(), converter=tuple)
+    ext_attrs: tuple[ExtAttr, ...] = attrs.field(default=(), converter=_ext_attr_tuple)
 
     def encode(self, *, extended: bool = False) -> bytes:
         """1024 bytes, or the extended form (TEL, NUMEXAT, attributes); basic drops ext_attrs."""
@@ -249,7 +257,7 @@ class LogPageEntry:
     @classmethod
     def decode(cls, data: bytes, pos: int, where: str, ext_attrs: tuple[ExtAttr, ...] = ()) -> Self:
         """The fixed 1024-byte part at ``pos`` (the caller has checked it is there)."""
-        ints = _ENTRY_INTS.unpack_from(data, pos)
+        ints: tuple[int, int, int, int, int, int, int, int] = _ENTRY_INTS.unpack_from(data, pos)
         return cls(
             *ints,
             trsvcid=read_ascii(data[pos + 32 : pos + 64], "trsvcid", where, TRSVCID_MAX),
@@ -381,7 +389,7 @@ class Limits:
 @attrs.frozen
 class DiscoveryLogPage:
     genctr: int = attrs.field(validator=_uint(64))
-    entries: tuple[LogPageEntry, ...] = attrs.field(converter=tuple)
+    entries: tuple[LogPageEntry, ...] = attrs.field(converter=_entry_tuple)
     recfmt: int = attrs.field(default=0, validator=_uint(16))
     dlpf: int = attrs.field(default=0, validator=_uint(8))
 

@@ -36,7 +36,8 @@ class _Labelled(enum.IntEnum):
     def label_of(cls, value: int) -> str:
         """Label of a raw value, 'unknown(0x2a)' for values this code does not know."""
         try:
-            return cls(value).label
+            # a lookup by value (EnumMeta.__call__); mypy checks it against __new__(value, label)
+            return cls(value).label  # type: ignore[call-arg]
         except ValueError:
             return f"unknown(0x{value:02x})"
 
