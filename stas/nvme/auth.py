@@ -29,6 +29,7 @@ import secrets
 import struct
 import zlib
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import attrs
 
@@ -491,6 +492,9 @@ def decode_message(data: bytes) -> Message:
 # --- the host side of one exchange -----------------------------------------------------------
 
 
+_Expected = TypeVar("_Expected", Challenge, Success1)  # what DhchapHost waits for
+
+
 class DhchapHost:
     """One DH-HMAC-CHAP transaction on one queue, host side.
 
@@ -566,7 +570,7 @@ class DhchapHost:
     def failure2(self, err: AuthError) -> bytes:
         return Failure(self.tid, err.reason).encode()
 
-    def _expect(self, data: bytes, kind: type[Challenge] | type[Success1]) -> Challenge | Success1:  # type: ignore[return]
+    def _expect(self, data: bytes, kind: type[_Expected]) -> _Expected:
         try:
             msg = decode_message(data)
         except ProtocolError as exc:

@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -89,7 +89,7 @@ def _port_number(trsvcid: int | str) -> int:
     return port
 
 
-async def _resolve(host: str, port: int) -> list[tuple]:
+async def _resolve(host: str, port: int) -> list[tuple[Any, ...]]:
     try:
         return await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -105,7 +105,7 @@ def _family_of(address: str) -> int | None:
 
 
 async def _connect_one(
-    addrinfo: tuple, host_traddr: str | None, host_iface: str | None
+    addrinfo: tuple[Any, ...], host_traddr: str | None, host_iface: str | None
 ) -> trio.SocketStream:
     family, type_, proto, _canon, sockaddr = addrinfo
     sock = trio.socket.socket(family, type_, proto)

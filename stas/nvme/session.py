@@ -206,11 +206,11 @@ class DiscoverySession:
             disable_sqflow=opts.disable_sqflow,
         )
         self._cap = await enable_controller(self.command, where=self._peer)
-        _, data = await self.command(
+        _, identify = await self.command(
             cmd.identify_controller(), read_len=cmd.IDENTIFY_DATA_SIZE, name="Identify"
         )
         try:
-            self._identify = IdentifyController.decode(data)
+            self._identify = IdentifyController.decode(identify)
         except ProtocolError as exc:
             raise ProtocolError(f"{self._peer}: Identify Controller: {exc}") from None
         if opts.register and self._identify.is_registration_supported:
@@ -305,6 +305,7 @@ class DiscoverySession:
             await waiter.done.wait()
         if scope.cancelled_caught:
             raise StepTimeout(name, timeout)
+        assert waiter is not None  # mypy forgets the narrowing across the cancel scope
         if waiter.error is not None:
             raise waiter.error
         cqe = Cqe.decode(waiter.cqe)
