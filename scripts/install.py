@@ -80,9 +80,19 @@ class Installer:
                 ROOT / "stas", lib / "stas", dirs_exist_ok=True,
                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
             )  # fmt: skip
+        self.byte_compile(lib)
         for f in sorted(lib.rglob("*")):
             if f.is_file():
                 self.installed.append("/" + str(f.relative_to(self.dest)))
+
+    def byte_compile(self, lib: Path) -> None:
+        """Compile with the interpreter the programs run under, so a daemon's first start does
+        not compile ~300 modules (seconds under emulation); paths recorded as installed."""
+        cmd = [self.python, "-m", "compileall", "-q", "-j", "0", "-s", str(self.dest), "-p", "/"]
+        done = subprocess.run([*cmd, str(lib)], capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+            print(f"install: byte-compiling with {self.python} failed: {tail}", file=sys.stderr)
 
     def install(self, with_deps: bool) -> None:
         self.install_package(with_deps)

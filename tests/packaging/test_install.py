@@ -1,5 +1,6 @@
 """make install into a temp DESTDIR: the file list, launchers that run, conffiles kept."""
 
+import marshal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,14 @@ def test_install_file_list_and_uninstall(tmp_path: Path) -> None:
     assert all(f.startswith(("/usr/", "/etc/stas/")) for f in files)
     manifest = (dest / "usr/lib/nvme-stas/INSTALLED_FILES").read_text().split()
     assert set(manifest) == files
+
+    # Byte-compiled at install by the launchers' interpreter (a first start compiles nothing),
+    # with the installed path, not the staging one, recorded in the code objects.
+    tag = sys.implementation.cache_tag
+    pyc = f"/usr/lib/nvme-stas/stas/__pycache__/messages.{tag}.pyc"
+    assert pyc in files
+    code = marshal.loads((dest / pyc.lstrip("/")).read_bytes()[16:])
+    assert code.co_filename == "/usr/lib/nvme-stas/stas/messages.py"
 
     # The launcher really runs the installed copy (deps come from this interpreter).
     out = subprocess.run([str(dest / "usr/bin/stasadm"), "-v"], capture_output=True, text=True)
