@@ -54,6 +54,7 @@ coverage: $(STAMP)
 
 bench: $(STAMP)
 	@$(PY) bench/run.py
+	@$(PY) bench/startup.py $(if $(BENCH_QUICK),--quick)
 
 # Hostile discovery controllers against stafd: assertions first, then the report table.
 faults: $(STAMP)
