@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TextIO
 
 SD_PRIORITY = {
     logging.CRITICAL: 2,
@@ -48,7 +49,9 @@ class TronControl:
         return logging.getLevelName(self._logger.getEffectiveLevel())
 
 
-def setup_logging(prog: str, *, syslog: bool, tron: bool, stream=None) -> TronControl:
+def setup_logging(
+    prog: str, *, syslog: bool, tron: bool, stream: TextIO | None = None
+) -> TronControl:
     """Configure the root logger once for a daemon; returns its trace switch."""
     root = logging.getLogger()
     for h in list(root.handlers):

@@ -500,7 +500,8 @@ async def _controller(kernel: Kernel, device: str) -> KernelController | None:
     """One controller from the kernel (the protocol's ``controller`` if it has one)."""
     get = getattr(kernel, "controller", None)
     if get is not None:
-        return await get(device)
+        found: KernelController | None = await get(device)
+        return found
     return next((c for c in await kernel.list_controllers() if c.device == device), None)
 
 

@@ -17,7 +17,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, suppress
-from typing import Any
+from typing import Any, TypedDict
 
 import attrs
 import trio
@@ -123,6 +123,16 @@ def _plain(exc: BaseException) -> BaseException:
     return exc
 
 
+class _LinkFields(TypedDict):
+    """The DcStatus fields the connection decides (``publish(**link_fields(conn))``)."""
+
+    device: str
+    link: str
+    dctype: str
+    cntrltype: str
+    registered: bool
+
+
 class _DcActor:
     """The state of one actor run; lives only inside ``run_dc_actor``."""
 
@@ -192,7 +202,7 @@ class _DcActor:
             self.published = new
 
     @staticmethod
-    def link_fields(conn: DcConnection) -> dict[str, object]:
+    def link_fields(conn: DcConnection) -> _LinkFields:
         return {
             "device": conn.device,
             "link": getattr(conn, "link", ""),

@@ -34,7 +34,7 @@ class RestartPolicy:
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Backoff before restart number ``attempt`` (1-based)."""
-        base = min(self.initial_backoff * (2 ** (attempt - 1)), self.max_backoff)
+        base: float = min(self.initial_backoff * (2 ** (attempt - 1)), self.max_backoff)
         return max(0.0, base * (1.0 + self.jitter * rng.uniform(-1.0, 1.0)))
 
 

@@ -141,7 +141,7 @@ class LibnvmeKernel:
         opener: Opener = open_attr,
     ) -> None:
         self._use_libnvme = use_libnvme
-        self._nvme = (nvme or load_libnvme()) if use_libnvme else None
+        self._nvme: Any = (nvme or load_libnvme()) if use_libnvme else None  # SWIG: untyped
         self._sysfs = sysfs
         self._fabrics = fabrics
         self._opener = opener
