@@ -234,6 +234,7 @@ class Bench:
         else:
             how = "audit hook"
             argv = [PY, "-c", AUDIT_WRAPPER, str(out), *self.stacd[3:]]
+        shown = " ".join(argv) if argv[0] == "strace" else f"{self.shown['stacd']} (audit hook)"
         stafd, stacd = start(self.stafd, self.env, "stafd"), start(argv, self.env, "stacd")
         wait(io_live(n))
         time.sleep(1)
@@ -244,7 +245,7 @@ class Bench:
         else:
             total = sum('"/sys/' in line for line in text.splitlines())
         self.row(f"{n} subsystems: stacd sysfs opens (cold start, {how})",
-                 f"{total:,} = {total / n:.1f} per connect", " ".join(argv))  # fmt: skip
+                 f"{total:,} = {total / n:.1f} per connect", shown)  # fmt: skip
 
     def reactions(self) -> None:
         run(*NVMET, "create", "-f", str(write_target(3, spare=True)))
