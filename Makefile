@@ -11,10 +11,10 @@ all: test
 
 help:
 	@echo "make demo      run the demo on the simulated storage (no NVMe kernel modules needed)"
-	@echo "make test      lint + the whole test suite"
+	@echo "make test      ruff + mypy + the whole test suite"
 	@echo "make test-kernel  tests/kernel in a throwaway VM on Debian's kernels (real nvmet, nvme-tcp; KERNEL=6.1|6.12)"
 	@echo "make integration  the seed's workflow (stafd + stacd on nvmet) in that VM, PASS/FAIL per step"
-	@echo "make lint      ruff check"
+	@echo "make lint      ruff check, mypy (strict on stas/)"
 	@echo "make coverage  tests under coverage; HTML in .build/coverage/"
 	@echo "make bench     benchmarks under bench/ (BENCH_QUICK=1: small, for CI smoke)"
 	@echo "make faults    fault campaign: tests/faults, then the table in .build/faults.md"
@@ -29,9 +29,11 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy
 
 test: $(STAMP)
 	@$(VENV)/bin/ruff check . || { echo "make test: ruff found problems (see above)"; exit 1; }
+	@$(VENV)/bin/mypy || { echo "make test: mypy found problems (see above; strict on stas/, [tool.mypy])"; exit 1; }
 	@$(VENV)/bin/pytest -q -p no:cacheprovider
 	@$(MAKE) --no-print-directory test-kernel
 	@$(MAKE) --no-print-directory integration
