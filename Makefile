@@ -66,7 +66,7 @@ faults: $(STAMP)
 # The same daemons beside nvme-cli on the real kernel (in the VM).
 bench-kernel: $(STAMP)
 	@reason=$$($(PY) nvmet-harness/vm/runner.py --check) || { echo "SKIP: make bench-kernel: $$reason"; exit 0; }; \
-	$(PY) nvmet-harness/vm/runner.py --timeout 900 -- $(PY) bench/kernel_bench.py
+	$(PY) nvmet-harness/vm/runner.py --timeout 3600 -e BENCH_RUNS -e BENCH_SCALES -- $(PY) bench/kernel_bench.py
 
 # KERNEL: which Debian kernels to boot (6.1 = Debian 12's, 6.12 = Debian 13's, with NVMe
 # in-band auth and TLS); each one the machine cannot run is skipped with its reason.
