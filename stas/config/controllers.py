@@ -240,11 +240,10 @@ def parse_controller(
             fields["host_traddr"] = _checked(
                 lambda v: _check_addr(transport, v, source_addr=True), "host-traddr", host_traddr
             )
-        check: Callable[[str], object] | None
-        for name, check in (("host-iface", checks.to_iface), ("host-nqn", checks.to_nqn)):
+        for name, convert in (("host-iface", checks.to_iface), ("host-nqn", checks.to_nqn)):
             text = tokens.pop(name, "")
             if text:
-                fields[name.replace("-", "_")] = _checked(check, name, text)
+                fields[name.replace("-", "_")] = _checked(convert, name, text)
     except _Drop as drop:
         return None, [*notes, f"{where}: {drop}, entry ignored"]
     for name, text in tokens.items():
@@ -268,9 +267,9 @@ class _Drop(Exception):
     """Internal: the entry cannot be used; the message is the reason."""
 
 
-def _checked(check: object, name: str, text: str) -> str:
+def _checked(check: Callable[[str], str], name: str, text: str) -> str:
     try:
-        return check(text)  # type: ignore[operator, no-any-return]
+        return check(text)
     except checks.BadValue as e:
         raise _Drop(f"{_show(name, text)}: {e}") from None
 

@@ -284,7 +284,10 @@ def _header(data: bytes, auth_type: AuthType, auth_id: MessageId, size: int) -> 
     return int(tid)
 
 
-def _ids(raw: Sequence[int], kind: type[enum.IntEnum], what: str) -> tuple:  # type: ignore[type-arg]
+_Id = TypeVar("_Id", bound=enum.IntEnum)
+
+
+def _ids(raw: Sequence[int], kind: type[_Id], what: str) -> tuple[_Id, ...]:
     try:
         return tuple(kind(i) for i in raw)
     except ValueError:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Self
 
 import attrs
 
@@ -63,7 +63,7 @@ class DimEntryFormat(enum.IntEnum):
     EXTENDED = 2
 
 
-def _ascii(max_len: int) -> Any:
+def _ascii(max_len: int) -> Callable[[object, attrs.Attribute[str], str], None]:
     def check(inst: object, attr: attrs.Attribute[str], value: str) -> None:
         check_ascii(value, attr.name, max_len)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import itertools
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -103,7 +103,7 @@ def check_ascii(value: str, field: str, max_len: int) -> None:
         raise ValueError(f"{field} {value!r} is {len(value)} bytes, more than {max_len}")
 
 
-def _uint(bits: int) -> Any:
+def _uint(bits: int) -> Callable[[object, attrs.Attribute[int], int], None]:
     """attrs validator: an int that fits an unsigned field of ``bits`` bits."""
     top = (1 << bits) - 1
 
@@ -114,7 +114,7 @@ def _uint(bits: int) -> Any:
     return check
 
 
-def _ascii(max_len: int) -> Any:
+def _ascii(max_len: int) -> Callable[[object, attrs.Attribute[str], str], None]:
     """attrs validator: printable ASCII of at most ``max_len`` bytes."""
 
     def check(inst: object, attr: attrs.Attribute[str], value: str) -> None:

@@ -9,8 +9,9 @@ huge PDU. Layouts follow peers-and-specs.md section 2.7.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from enum import IntEnum
-from typing import Any, get_args
+from typing import get_args
 
 import attrs
 
@@ -77,18 +78,20 @@ _FES_TEXT = {
 }
 
 
-def _uint(bits: int) -> Any:
+def _uint(bits: int) -> Callable[[object, attrs.Attribute[int], object], None]:
     top = (1 << bits) - 1
 
-    def check(_inst: object, attr: attrs.Attribute, value: object) -> None:  # type: ignore[type-arg]
+    def check(_inst: object, attr: attrs.Attribute[int], value: object) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
             raise ValueError(f"{attr.name} {value!r} out of range 0..{top}")
 
     return check
 
 
-def _length(*, exact: int | None = None, at_most: int | None = None, nonempty: bool = False):  # type: ignore[no-untyped-def]
-    def check(_inst: object, attr: attrs.Attribute, value: bytes) -> None:  # type: ignore[type-arg]
+def _length(
+    *, exact: int | None = None, at_most: int | None = None, nonempty: bool = False
+) -> Callable[[object, attrs.Attribute[bytes], bytes], None]:
+    def check(_inst: object, attr: attrs.Attribute[bytes], value: bytes) -> None:
         if exact is not None and len(value) != exact:
             raise ValueError(f"{attr.name} must be {exact} bytes, got {len(value)}")
         if at_most is not None and len(value) > at_most:
