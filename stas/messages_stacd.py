@@ -64,6 +64,9 @@ class IocStatus:
     last_error: str = ""
     ncc: bool = False
     params: Mapping[str, str] = attrs.field(factory=dict)
+    # The log page entry that lists it (upstream's ``dlpe`` in ls -d); {} for configured ones.
+    # Not part of equality: it is shown, never decided on.
+    dlpe: Mapping[str, str] = attrs.field(factory=dict, eq=False)
 
 
 @attrs.frozen

@@ -79,8 +79,10 @@ def iocs_of_dc(
     ignore_iface: bool,
     warned: set[str],
     host_nqn: str = "",
+    entries: dict[Tid, Mapping[str, str]] | None = None,
 ) -> dict[Tid, bool]:
-    """One DC's NVM subsystem entries as {ioc: ncc}; bad entries logged once and skipped."""
+    """One DC's NVM subsystem entries as {ioc: ncc}; bad entries logged once and skipped.
+    ``entries`` (if given) receives the entry each controller came from."""
     out: dict[Tid, bool] = {}
     for d in dlpes:
         if d.get("subtype") != "nvme":
@@ -98,6 +100,8 @@ def iocs_of_dc(
         except ValueError:
             ncc = False
         out[tid] = out.get(tid, False) or ncc
+        if entries is not None:
+            entries[tid] = d
     return out
 
 

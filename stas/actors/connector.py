@@ -72,6 +72,9 @@ MERGED_BUFFER = 1024  # inbox, IOC updates and timers, merged: senders wait when
 ACTOR_EVENTS = 16  # one IOC actor's mailbox; overflow restarts the actor from our view
 
 
+_NO_ENTRY: Mapping[str, str] = {}
+
+
 @attrs.frozen
 class StacdConfigChanged:
     """stacd.conf (or the host identity) was reloaded."""
@@ -130,6 +133,7 @@ class Connector:
         self.base_settings = settings or IocSettings()
         self.audit_settle, self.stafd_grace = audit_settle, stafd_grace
         self.raw: dict[Tid, tuple[Any, ...]] = {}  # DC -> its DLPEs as stafd sent them
+        self.dlpe_of: dict[Tid, Mapping[str, str]] = {}  # IOC -> the entry listing it (ls -d)
         self.per_dc: dict[Tid, dict[Tid, bool]] = {}  # DC -> {ioc: ncc}
         self.listing: dict[Tid, dict[Tid, bool]] = {}  # ioc -> {DC: ncc}
         self.actors: dict[Tid, _Actor] = {}
@@ -174,6 +178,7 @@ class Connector:
                 ignore_iface=self.config.ignore_iface,
                 warned=self._warned,
                 host_nqn=self.host_nqn,
+                entries=self.dlpe_of,
             )
             self.per_dc[dc] = new
         else:
@@ -184,6 +189,7 @@ class Connector:
                 dcs.pop(dc, None)
                 if not dcs:
                     self.listing.pop(tid, None)
+                    self.dlpe_of.pop(tid, None)
         for tid, ncc in new.items():
             self.listing.setdefault(tid, {})[dc] = ncc
         return set(old) | set(new)
@@ -247,7 +253,9 @@ class Connector:
         if request is None or self._sup is None or self._send is None:
             return
         send, receive = trio.open_memory_channel[IocEvent](ACTOR_EVENTS)
-        status = IocStatus(tid=w.tid, origin=w.origin, params=w.params, ncc=w.ncc)
+        status = IocStatus(
+            tid=w.tid, origin=w.origin, params=w.params, ncc=w.ncc, dlpe=self._dlpe(w.tid)
+        )
         if adopt is not None:  # what the actor is about to say; the device is ours already
             self.owner[adopt.device] = w.tid
             if self.registry is not None:
@@ -442,6 +450,8 @@ class Connector:
         a = self.actors.get(s.tid)
         if a is None:
             return  # a stopped actor's last words
+        if s.dlpe is not (dlpe := self._dlpe(s.tid)):
+            s = attrs.evolve(s, dlpe=dlpe)  # the actor does not know it; ls -d shows it
         old, a.status = a.status, s
         moved = not s.connected or old.device != s.device
         if old.connected and moved and self.owner.get(old.device) == s.tid:
@@ -451,6 +461,10 @@ class Connector:
             if self.registry is not None and (moved or not old.connected):
                 self.registry.claim(s.device, fresh=not s.adopted)  # ours if we made it
         self._dirty = True
+
+    def _dlpe(self, tid: Tid) -> Mapping[str, str]:
+        """The log page entry listing ``tid`` ({} when only stacd.conf or the NBFT names it)."""
+        return self.dlpe_of.get(tid, _NO_ENTRY)
 
     def publish(self) -> None:
         if not self._dirty:

@@ -519,3 +519,16 @@ async def test_an_actor_whose_mailbox_overflows_is_restarted_from_the_connectors
         assert status.connected and status.ncc  # the last page's NCC, nothing missed
         assert len(kernel.controllers) == 1 and kernel.peak == 1
         n.cancel_scope.cancel()
+
+
+async def test_snapshot_carries_the_log_page_entry_of_each_ioc(autojump_clock) -> None:
+    """upstream's ``ls -d`` shows ``dlpe`` for I/O controllers: the entry that listed it."""
+    h = Harness(conf("[Controllers]\ncontroller=transport=tcp;traddr=::1;nqn=configured-only\n"))
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(page(DC1, "klingons"))
+        by_nqn = {s.tid.subsysnqn: s for s in h.published.value.iocs}
+        assert by_nqn["klingons"].connected
+        assert dict(by_nqn["klingons"].dlpe) == dlpe("klingons")
+        assert dict(by_nqn["configured-only"].dlpe) == {}
+        n.cancel_scope.cancel()
