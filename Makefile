@@ -77,7 +77,13 @@ test-kernel: $(STAMP)
 	  reason=$$($(PY) nvmet-harness/vm/runner.py --kernel $$k --check --prepare) || { echo "SKIP: make test-kernel KERNEL=$$k: $$reason"; continue; }; \
 	  echo "== tests/kernel on Debian's $$k kernel"; \
 	  $(PY) nvmet-harness/vm/runner.py --kernel $$k --timeout 1200 -- $(PY) -m pytest -q -p no:cacheprovider tests/kernel || rc=1; \
-	done; exit $$rc
+	done; \
+	if $(PY) nvmet-harness/vm/runner.py --check >/dev/null; then \
+	  echo "== tests/kernel/test_nbft_kernel.py with a generated NBFT handed to qemu"; \
+	  mkdir -p .build && $(PY) nvmet-harness/nbft_gen.py -o .build/NBFT --hfi mac=52:54:00:12:34:56,ip=10.0.2.15 \
+	    --discovery "uri=nvme+tcp://[::1]:8009/,hfi=1,nqn=nqn.2014-08.org.nvmexpress.discovery" && \
+	  $(PY) nvmet-harness/vm/runner.py --acpitable .build/NBFT --timeout 1200 -- $(PY) -m pytest -q -p no:cacheprovider tests/kernel/test_nbft_kernel.py || rc=1; \
+	fi; exit $$rc
 
 # The seed document's workflow on the real kernel: install, nvmet, stafd + stacd, unlink/link,
 # restarts, clean; PASS/FAIL per step.

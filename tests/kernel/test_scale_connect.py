@@ -17,6 +17,7 @@ from stas.kernel.api import ConnectRequest
 from stas.kernel.libnvme_kernel import LibnvmeKernel
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
+HOSTID = HOSTNQN.rsplit(":", 1)[1]  # 6.12 refuses a host NQN whose host ID differs elsewhere
 COUNT = 24
 
 
@@ -45,7 +46,12 @@ def test_connect_cost_does_not_grow_with_controllers(clean_kernel: None, tmp_pat
         for nqn in nqns:
             before = opens[0]
             req = ConnectRequest(
-                transport="tcp", traddr="::1", trsvcid="8009", subsysnqn=nqn, hostnqn=HOSTNQN
+                transport="tcp",
+                traddr="::1",
+                trsvcid="8009",
+                subsysnqn=nqn,
+                hostnqn=HOSTNQN,
+                hostid=HOSTID,
             )
             ctrl: Any = await kernel.connect(req)
             assert (ctrl.subsysnqn, ctrl.is_io_controller) == (nqn, True)
