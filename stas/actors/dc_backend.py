@@ -252,6 +252,9 @@ class UserspaceBackend:
             ddgst=flag_from(params, "data-digest"),
             disable_sqflow=flag_from(params, "disable-sqflow"),
             pleo=pleo_from(params, True),
+            # The DC's own secrets, else sys.conf's host key (connection_params put it there).
+            dhchap_secret=params.get("dhchap-secret") or None,
+            dhchap_ctrl_secret=params.get("dhchap-ctrl-secret") or None,
         )
 
     def host_for(self, tid: Tid) -> HostIdentity:

@@ -19,6 +19,8 @@ import attrs
 import trio
 
 from stas.nvme import commands as cmd
+from stas.nvme.auth import auth_required
+from stas.nvme.auth_exchange import authenticate
 from stas.nvme.commands import LogPageId
 from stas.nvme.errors import (
     ConnectionLost,
@@ -64,6 +66,9 @@ class SessionOptions:
     extended: bool = False  # ask for extended entries, when supported
     persistent: bool = False  # AEN notices + an outstanding AER
     disable_sqflow: bool = False  # ask the DC not to use SQ flow control (Connect CATTR)
+    # DH-HMAC-CHAP secrets (DHHC-1:..), used when the DC's Connect answer asks for them.
+    dhchap_secret: str | None = attrs.field(default=None, repr=False)
+    dhchap_ctrl_secret: str | None = attrs.field(default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.kato_ms <= 0xFFFFFFFF:
@@ -208,14 +213,24 @@ async def connect_admin(
     kato_ms: int,
     where: str,
     disable_sqflow: bool = False,
+    dhchap_secret: str | None = None,
+    dhchap_ctrl_secret: str | None = None,
 ) -> int:
-    """Fabrics Connect on the admin queue (QID 0, SQSIZE 31); returns the CNTLID."""
+    """Fabrics Connect on the admin queue (QID 0, SQSIZE 31), then DH-HMAC-CHAP when the DC
+    asks for it (AuthenticationFailed otherwise); returns the CNTLID."""
     cattr = CATTR_DISABLE_SQFLOW if disable_sqflow else 0
     sqe = cmd.connect(kato_ms=kato_ms, sqsize=31, cattr=cattr)
     cqe, _ = await command(sqe, data=data.encode(), name="Connect")
     result = cmd.connect_result(cqe.dw0)
-    if result.authreq_atr or result.ascr:
-        raise DiscoveryError(f"{where} requires authentication, which this host does not support")
+    if auth_required(cqe.dw0):
+        await authenticate(
+            command,
+            hostnqn=data.hostnqn,
+            subnqn=data.subnqn,
+            secret=dhchap_secret,
+            ctrl_secret=dhchap_ctrl_secret,
+            where=where,
+        )
     return result.cntlid
 
 

@@ -204,6 +204,8 @@ class DiscoverySession:
             kato_ms=opts.kato_ms,
             where=self._peer,
             disable_sqflow=opts.disable_sqflow,
+            dhchap_secret=opts.dhchap_secret,
+            dhchap_ctrl_secret=opts.dhchap_ctrl_secret,
         )
         self._cap = await enable_controller(self.command, where=self._peer)
         _, identify = await self.command(
