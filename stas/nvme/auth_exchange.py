@@ -101,5 +101,6 @@ async def authenticate(
             with contextlib.suppress(DiscoveryError, NvmeStatusError, ProtocolError):
                 await send(host.failure2(err), "Failure2")
         raise AuthenticationFailed(f"{where}: DH-HMAC-CHAP authentication failed: {err}") from None
-    except NvmeStatusError as exc:
+    except (NvmeStatusError, DiscoveryError) as exc:
+        # nvmet drops the connection right after a Failure1, sometimes before we read it.
         raise AuthenticationFailed(f"{where}: DH-HMAC-CHAP authentication failed: {exc}") from None

@@ -30,6 +30,7 @@ from test_nvmet_kernel import nvmet, ok
 from trio_util import AsyncValue
 
 from stas.actors.connector import Connector
+from stas.actors.dc_backend import UserspaceBackend
 from stas.actors.dc_kernel import KernelBackend, UeventHub
 from stas.actors.ioc import IocSettings
 from stas.config import load_sys_config, parse_service_config
@@ -38,9 +39,12 @@ from stas.kernel.libnvme_kernel import LibnvmeKernel
 from stas.messages import StacdSnapshot, Tid
 from stas.nvme import auth
 from stas.nvme import commands as cmd
+from stas.nvme.auth_exchange import AuthenticationFailed
 from stas.nvme.commands import ConnectData, Cqe, Sqe
 from stas.nvme.connection import Completion, HostConnection
-from stas.nvme.host_ops import HostIdentity
+from stas.nvme.errors import NvmeStatusError
+from stas.nvme.host_ops import HostIdentity, SessionOptions
+from stas.nvme.session import DiscoverySession
 
 
 def _series() -> tuple[int, ...]:
@@ -406,3 +410,64 @@ def test_userspace_host_with_a_wrong_key_fails_cleanly(
         assert_no_secret(str(info.value), "the error")
     finally:
         q.close()
+
+
+# --- stafd's userspace host (DiscoverySession) authenticating to nvmet ---------------------------
+# nvmet's discovery controller never asks for DH-HMAC-CHAP (nvmet_setup_auth skips the discovery
+# subsystem), so the userspace host is pointed at the I/O subsystems that do: the session comes
+# up only if the exchange succeeded (Identify is refused with Authentication Required before).
+
+IDENTITY = HostIdentity(hostnqn=HOST, hostid=uuid.UUID(HOST_UUID).bytes)
+
+
+@pytest.mark.usefixtures("auth_target")
+async def test_userspace_session_authenticates_both_ways(
+    captured: pytest.LogCaptureFixture,
+) -> None:
+    options = SessionOptions(kato_ms=0, dhchap_secret=HOST_KEY, dhchap_ctrl_secret=CTRL_KEY)
+    assert_no_secret(repr(options), "the session options' repr")
+    async with DiscoverySession.open(
+        "::1", 8009, subsysnqn="vault", host=IDENTITY, options=options
+    ) as session:
+        assert session.identify.subnqn == "vault" and session.identify.mn
+        assert session.cntlid == session.identify.cntlid
+        # nvmet's I/O controller has no discovery log: refused with a status, not with
+        # Authentication Required (0x191), so the queue is authenticated.
+        with pytest.raises(NvmeStatusError) as info:
+            await session.get_log_page()
+        assert info.value.status & 0x7FF != 0x191
+
+
+@pytest.mark.usefixtures("auth_target")
+async def test_stafd_userspace_backend_uses_the_dc_secret(
+    captured: pytest.LogCaptureFixture,
+) -> None:
+    """The per-DC dhchap-secret (or sys.conf's key, as connection_params passes it)."""
+    plain = HostIdentity(hostnqn=PLAIN, hostid=uuid.UUID(PLAIN_UUID).bytes)
+    backend = UserspaceBackend(plain, SessionOptions(kato_ms=0))
+    tid = Tid("tcp", "::1", "8009", "locker", "", "", PLAIN)
+    async with backend.connect(tid, {"dhchap-secret": PLAIN_KEY}, persistent=False) as conn:
+        assert conn.alive and conn.cntrltype == "io"
+
+
+@pytest.mark.usefixtures("auth_target")
+@pytest.mark.parametrize(
+    ("secrets", "why"),
+    [
+        ((WRONG_KEY, None), "DH-HMAC-CHAP authentication failed: "),
+        ((HOST_KEY, WRONG_KEY), "authentication failed: the controller's DH-HMAC-CHAP response"),
+        ((None, None), "the DC requires DH-HMAC-CHAP; set dhchap-secret= for it or key= in"),
+    ],
+)
+async def test_userspace_session_with_a_wrong_or_missing_key_fails_cleanly(
+    captured: pytest.LogCaptureFixture, secrets: tuple[str | None, str | None], why: str
+) -> None:
+    options = SessionOptions(kato_ms=0, dhchap_secret=secrets[0], dhchap_ctrl_secret=secrets[1])
+    with pytest.raises(AuthenticationFailed) as info, trio.fail_after(30):
+        async with DiscoverySession.open(
+            "::1", 8009, subsysnqn="vault", host=IDENTITY, options=options
+        ):
+            pytest.fail("the session came up")
+    message = str(info.value)
+    assert message.startswith("[::1]:8009: ") and why in message, message
+    assert_no_secret(message, "the error message")

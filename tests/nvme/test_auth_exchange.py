@@ -18,7 +18,7 @@ from stas.nvme import auth
 from stas.nvme import commands as cmd
 from stas.nvme.auth import DhGroup, HashId, MessageId
 from stas.nvme.auth_exchange import AUTH_RECV_LEN, AuthenticationFailed
-from stas.nvme.errors import DiscoveryError, NvmeStatusError
+from stas.nvme.errors import ConnectionLost, DiscoveryError, NvmeStatusError
 from stas.nvme.host_ops import HostIdentity, SessionOptions, connect_admin
 from tests.nvme.test_auth import CTRL_KEY, HOST_KEY, HOSTNQN, OTHER, SUBNQN, Controller
 
@@ -36,6 +36,7 @@ class FakeDc:
     sent: list[str] = attrs.Factory(list)  # names of the commands, in order
     messages: list[int] = attrs.Factory(list)  # AUTH_Send message ids, in order
     pending: bytes = b""
+    hang_up_after_reply: bool = False  # nvmet may close before its Failure1 is read
 
     async def __call__(
         self, sqe: cmd.Sqe, *, data: bytes = b"", read_len: int = 0, name: str
@@ -57,6 +58,8 @@ class FakeDc:
             return cmd.Cqe(), b""
         assert fctype == cmd.FabricsType.AUTH_RECV
         assert sqe.cdw11 == read_len == AUTH_RECV_LEN
+        if self.hang_up_after_reply and self.messages[-1] == MessageId.REPLY:
+            raise ConnectionLost(f"connection to {WHERE} lost: closed by the peer")
         if not self.pending:
             raise NvmeStatusError(name, 0x2, "Invalid Field in Command")
         out, self.pending = self.pending, b""
@@ -155,3 +158,13 @@ def test_userspace_backend_passes_the_dc_secrets() -> None:
     assert (opts.dhchap_secret, opts.dhchap_ctrl_secret) == (HOST_TEXT, CTRL_TEXT)
     none = backend.options_for({}, persistent=True, where="dc")
     assert (none.dhchap_secret, none.dhchap_ctrl_secret) == (None, None)
+
+
+async def test_a_dc_hanging_up_mid_exchange_is_an_authentication_failure() -> None:
+    dc = FakeDc(Controller(HOST_KEY, None, HashId.SHA256, DhGroup.NULL), hang_up_after_reply=True)
+    with pytest.raises(AuthenticationFailed) as info:
+        await connect(dc, OTHER_TEXT)
+    assert str(info.value) == (
+        f"{WHERE}: DH-HMAC-CHAP authentication failed: "
+        f"connection to {WHERE} lost: closed by the peer"
+    )
