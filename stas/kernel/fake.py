@@ -4,14 +4,22 @@ Used by the deterministic stacd tests. It behaves like the kernel where stacd ca
 device names ``nvmeN`` allocated lowest-free first, ``EALREADY`` for a duplicate connect
 (unless the request sets ``duplicate_connect``), an ``add`` uevent for a new controller, a
 ``remove`` uevent when one goes away, ``change`` uevents for AENs and NVME_EVENTs.
+
+Crash tests need the "kernel" to outlive a SIGKILLed stacd, as the real one does: with
+``$STAS_FAKE_KERNEL_FILE`` (or ``persist``) naming a JSON file, the controllers and a
+journal of adds/removes are loaded at start and rewritten atomically on every change.
 """
 
 from __future__ import annotations
 
 import errno
 import heapq
+import json
 import os
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
@@ -25,12 +33,16 @@ from stas.kernel.api import (
     match_args,
 )
 
+PERSIST_ENV = "STAS_FAKE_KERNEL_FILE"
+
 
 class FakeKernel:
     """Implements ``stas.kernel.api.Kernel`` in memory."""
 
     def __init__(
-        self, capabilities: frozenset[str] = frozenset({"host_iface", "discovery"})
+        self,
+        capabilities: frozenset[str] = frozenset({"host_iface", "discovery"}),
+        persist: Path | None = None,
     ) -> None:
         self.controllers: dict[str, KernelController] = {}
         self.connect_log: list[ConnectRequest] = []
@@ -42,6 +54,17 @@ class FakeKernel:
         self._free: list[int] = []
         self._next = 0
         self._send, self.events = trio.open_memory_channel[Uevent](100_000)
+        env_file = os.environ.get(PERSIST_ENV)
+        self._persist = persist or (Path(env_file) if env_file else None)
+        self.journal: list[dict[str, Any]] = []  # persisted adds/removes, with wall-clock times
+        if self._persist is not None and self._persist.exists():
+            doc = json.loads(self._persist.read_text())
+            self.journal = doc["journal"]
+            for fields in doc["controllers"]:
+                ctrl = KernelController(**fields)
+                self.controllers[ctrl.device] = ctrl  # already there: no uevent
+                key = (ctrl.transport, ctrl.traddr, ctrl.trsvcid, ctrl.subsysnqn)
+                self._by_key.setdefault(key, set()).add(ctrl.device)
 
     # --- the Kernel protocol -------------------------------------------------------------------
 
@@ -133,6 +156,7 @@ class FakeKernel:
             (ctrl.transport, ctrl.traddr, ctrl.trsvcid, ctrl.subsysnqn), set()
         ).discard(device)
         heapq.heappush(self._free, int(device[4:]))
+        self._record("remove", ctrl)
         self._emit("remove", ctrl)
 
     def emit_aen(self, device: str, aen: int = 0x70F002) -> None:
@@ -158,8 +182,22 @@ class FakeKernel:
         self.controllers[ctrl.device] = ctrl
         key = (ctrl.transport, ctrl.traddr, ctrl.trsvcid, ctrl.subsysnqn)
         self._by_key.setdefault(key, set()).add(ctrl.device)
+        self._record("add", ctrl)
         self._emit("add", ctrl)
         return ctrl
+
+    def _record(self, action: str, ctrl: KernelController) -> None:
+        """Journal the change and rewrite the file (temp + rename: a kill leaves old or new)."""
+        if self._persist is None:
+            return
+        self.journal.append({"t": time.time(), "action": action, **attrs.asdict(ctrl)})
+        doc = {
+            "controllers": [attrs.asdict(c) for c in self.controllers.values()],
+            "journal": self.journal,
+        }
+        tmp = self._persist.with_name(self._persist.name + ".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self._persist)
 
     def _emit(self, action: str, ctrl: KernelController, **env: str) -> None:
         base = {
