@@ -61,7 +61,7 @@ bench: $(STAMP)
 # Hostile discovery controllers against stafd: assertions first, then the report table.
 faults: $(STAMP)
 	@$(VENV)/bin/pytest -q -p no:cacheprovider tests/faults
-	@$(PY) tests/faults/campaign.py
+	@$(PY) tests/faults/campaign.py --readme
 
 # The same daemons beside nvme-cli on the real kernel (in the VM).
 bench-kernel: $(STAMP)

@@ -272,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=float, default=10.0, help="seconds per fault (10)")
     ap.add_argument("-k", default="", help="only faults whose name contains this")
     ap.add_argument("-o", "--output", default=str(ROOT / ".build" / "faults.md"))
+    ap.add_argument(
+        "--readme", action="store_true", help="also put the table into README.md (its markers)"
+    )
     args = ap.parse_args(argv)
     print(HEADER, flush=True)
     results = trio.run(
@@ -289,7 +292,23 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.window:.0f} s per fault.\n\n{HEADER}\n{body}\n"
     )
     print(f"\nwritten to {out}")
+    if args.readme and not args.k:
+        update_readme(ROOT / "README.md", f"{HEADER}\n{body}\n")
+        print("README.md: the fault table updated")
     return 0
+
+
+BEGIN, END = "<!-- faults table: begin (make faults) -->", "<!-- faults table: end -->"
+
+
+def update_readme(readme: Path, table: str) -> None:
+    """Replace what stands between the markers; the README's own words stay as they are."""
+    text = readme.read_text()
+    head, sep, rest = text.partition(BEGIN)
+    _, sep2, tail = rest.partition(END)
+    if not sep or not sep2:
+        raise SystemExit(f"{readme}: no faults markers ({BEGIN} ... {END})")
+    readme.write_text(f"{head}{BEGIN}\n{table}{END}{tail}")
 
 
 if __name__ == "__main__":
