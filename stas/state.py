@@ -277,6 +277,7 @@ class StateStore:
         try:
             data = self._read()
             if data is None:
+                log.info("no state file at %s: starting with no cached DCs", self.path)
                 return {}
             doc = json.loads(data)
         except (OSError, ValueError, RecursionError) as exc:

@@ -346,3 +346,11 @@ def test_daemons_report_upstream_pickle_at_start(
     found = [r.getMessage() for r in caplog.records if "from upstream nvme-stas" in r.getMessage()]
     assert [m.split(":", 1)[0] for m in found] == ["stafd", "stacd"]
     assert "starting from the kernel's existing connections" in found[1]
+
+
+def test_a_missing_state_file_says_it_starts_empty(tmp_path: Path, caplog) -> None:
+    store = StateStore(tmp_path / "s.json")
+    with caplog.at_level(logging.INFO, logger="stas.state"):
+        assert store.load() == {}
+    said = [r.getMessage() for r in caplog.records]
+    assert any("no state file at" in m and "starting with no cached DCs" in m for m in said), said
