@@ -36,18 +36,24 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def stafd_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="stafd", description="STorage Appliance Finder: finds NVMe-oF discovery controllers"
-    )
-    p.add_argument("-f", "--conf-file", default=DEFAULT_STAFD_CONF, metavar="FILE",
-                   help=f"configuration file (default: {DEFAULT_STAFD_CONF})")  # fmt: skip
+def daemon_parser(prog: str, description: str, conf: str) -> argparse.ArgumentParser:
+    """The options both daemons take, as upstream's (-f, -s, --tron, -v) plus --sys-conf."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("-f", "--conf-file", default=conf, metavar="FILE",
+                   help=f"configuration file (default: {conf})")  # fmt: skip
     p.add_argument("-s", "--syslog", action="store_true",
                    help="log to the journal/syslog instead of stdout")  # fmt: skip
     p.add_argument("--tron", action="store_true", help="trace on (debug logging)")
     p.add_argument("-v", "--version", action="store_true", help="print version and exit")
     p.add_argument("--sys-conf", default=DEFAULT_SYS_CONF, metavar="FILE",
                    help=f"host identity file (default: {DEFAULT_SYS_CONF})")  # fmt: skip
+    return p
+
+
+def stafd_parser() -> argparse.ArgumentParser:
+    p = daemon_parser(
+        "stafd", "STorage Appliance Finder: finds NVMe-oF discovery controllers", DEFAULT_STAFD_CONF
+    )
     p.add_argument("--state-dir", default=None, metavar="DIR",
                    help="where the last-known state is kept (default: $RUNTIME_DIRECTORY "
                         "or /run/stafd)")  # fmt: skip
@@ -100,17 +106,9 @@ def stafd_main(argv: Sequence[str] | None = None) -> int:
 
 
 def stacd_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="stacd", description="STorage Appliance Connector: connects NVMe I/O controllers"
+    p = daemon_parser(
+        "stacd", "STorage Appliance Connector: connects NVMe I/O controllers", DEFAULT_STACD_CONF
     )
-    p.add_argument("-f", "--conf-file", default=DEFAULT_STACD_CONF, metavar="FILE",
-                   help=f"configuration file (default: {DEFAULT_STACD_CONF})")  # fmt: skip
-    p.add_argument("-s", "--syslog", action="store_true",
-                   help="log to the journal/syslog instead of stdout")  # fmt: skip
-    p.add_argument("--tron", action="store_true", help="trace on (debug logging)")
-    p.add_argument("-v", "--version", action="store_true", help="print version and exit")
-    p.add_argument("--sys-conf", default=DEFAULT_SYS_CONF, metavar="FILE",
-                   help=f"host identity file (default: {DEFAULT_SYS_CONF})")  # fmt: skip
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be connected, kept and disconnected, and why",
                    )  # fmt: skip
