@@ -32,7 +32,7 @@ from sim_server import open_simulator  # noqa: E402
 
 from bench.report import Row, failed, table  # noqa: E402
 from stas.nvme.host_ops import HostIdentity  # noqa: E402
-from stas.nvme.logpage import DiscoveryLogPage, LogPageEntry  # noqa: E402
+from stas.nvme.logpage import DiscoveryLogPage  # noqa: E402
 from stas.nvme.session import DiscoverySession, SessionOptions  # noqa: E402
 
 HOST = HostIdentity(
@@ -58,28 +58,10 @@ def summary(samples: list[float], unit: str = "ms", scale: float = 1000.0) -> st
     return f"{med:.1f} {unit} (min {lo:.1f}, max {hi:.1f}, n={len(samples)})"
 
 
-ENTRY = dict(trtype=3, adrfam=2, subtype=2, treq=0, portid=1, cntlid=0xFFFF, asqsz=32, eflags=0)
-ENTRY.update(trsvcid="4420", traddr="::1")
-
-
 def bench_decode_1000(runs: int) -> list[float]:
-    entries = tuple(
-        LogPageEntry(
-            trtype=3,
-            adrfam=2,
-            subtype=2,
-            treq=0,
-            portid=1,
-            cntlid=0xFFFF,
-            asqsz=32,
-            eflags=0,
-            trsvcid="4420",
-            subnqn=f"nqn.2026-01.io.bench:sub{i:04d}",
-            traddr="::1",
-        )
-        for i in range(1000)
-    )
-    data = DiscoveryLogPage(genctr=1, entries=entries).encode()
+    from bench.micro import log_page
+
+    data = log_page(1000)
     samples = []
     for _ in range(runs):
         t0 = time.perf_counter()
