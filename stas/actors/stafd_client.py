@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from stas.dbus.common import DBusError
+from stas.dbus.common import ERR_LIMITS_EXCEEDED, DBusBusy, DBusCallError, DBusError
 from stas.dbus.trio_client import (
     DcRemoved,
     LogPagesChanged,
@@ -69,12 +69,19 @@ class _Sync:
 
     async def full(self, client: Any, *, removals_confirmed: bool) -> None:
         """Fetch every DC's log pages; report changes, and removals when they are certain."""
-        raw = await client.get_all_log_pages(True)
         try:
-            listing = json.loads(raw)
-        except ValueError:
-            log.warning("stafd sent get_all_log_pages that is not JSON; ignored")
-            return
+            raw = await client.get_all_log_pages(True)
+        except DBusCallError as exc:
+            if exc.name != ERR_LIMITS_EXCEEDED or isinstance(exc, DBusBusy):
+                raise
+            log.warning("stafd's log pages do not fit one reply (%s); reading them DC by DC", exc)
+            listing: Any = await _listing_per_dc(client)
+        else:
+            try:
+                listing = json.loads(raw)
+            except ValueError:
+                log.warning("stafd sent get_all_log_pages that is not JSON; ignored")
+                return
         seen: set[Tid] = set()
         for item in listing if isinstance(listing, list) else []:
             if not isinstance(item, Mapping):
@@ -99,6 +106,17 @@ class _Sync:
         pages = await client.get_log_pages(*_tid_args(tid))
         self.known.add(tid)
         await self.send.send(DcLogPages(tid, _clean_dlpes(list(pages))))
+
+
+async def _listing_per_dc(client: Any) -> list[dict[str, Any]]:
+    """get_all_log_pages' answer built from one call per DC, for a cache too large for one
+    reply (stafd caps replies; each DC's pages are bounded on their own)."""
+    out: list[dict[str, Any]] = []
+    for dc in await client.list_controllers(True):
+        if isinstance(dc, Mapping):
+            pages = await client.get_log_pages(*_tid_args(_dc_tid(dc)))
+            out.append({"discovery-controller": dc, "log-pages": list(pages)})
+    return out
 
 
 def _event_tid(ev: LogPagesChanged) -> Tid:

@@ -171,3 +171,30 @@ async def test_hostile_listing_is_filtered(autojump_clock) -> None:
         await fake.emit(StafdAppeared(":1.7"))
         assert await collect(receive) == [StafdPresence(True), DcLogPages(DC1, (DLPE,))]
         n.cancel_scope.cancel()
+
+
+class TooLargeStafd(FakeStafd):
+    """stafd whose cache no longer fits one reply: get_all_log_pages is refused by its cap."""
+
+    async def get_all_log_pages(self, detailed: bool) -> str:
+        from stas.dbus.common import ERR_LIMITS_EXCEEDED, DBusCallError
+
+        self.calls.append("all")
+        raise DBusCallError(ERR_LIMITS_EXCEEDED, "reply to get_all_log_pages would be 40 MiB")
+
+    async def list_controllers(self, detailed: bool) -> list[dict]:
+        self.calls.append("list")
+        return [{**tid.as_dict(), "genctr": genctr} for tid, (_, genctr) in self.listing.items()]
+
+
+async def test_a_cache_too_large_for_one_reply_is_read_dc_by_dc(autojump_clock) -> None:
+    """stacd's start-up sync must not depend on one reply fitting stafd's size cap."""
+    fake = TooLargeStafd()
+    fake.listing = {DC1: ([DLPE], "3"), DC2: ([], "None")}
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake)
+        await fake.emit(StafdAppeared(":1.7"))
+        msgs = await collect(receive)
+        assert msgs == [StafdPresence(True), DcLogPages(DC1, (DLPE,))]
+        assert fake.calls == ["all", "list", "one", "one"]
+        n.cancel_scope.cancel()
