@@ -113,19 +113,23 @@ class StafdSnapshot:
 
 _STAFD_ONLY = ("DcWanted", "MdnsServiceUp", "MdnsServiceDown", "DcUpdate")
 _STACD_ONLY = ("DcLogPages", "DcGone", "StafdPresence", "IocWanted", "IocStatus", "IocUpdate",
-               "StacdSnapshot", "KernelResync")  # fmt: skip
+               "StacdSnapshot", "KernelResync", "StacdConfigChanged", "AuditDue",
+               "ConnectorMsg")  # fmt: skip
 _LAZY = dict.fromkeys(_STAFD_ONLY, "stas.messages_stafd") | dict.fromkeys(
     _STACD_ONLY, "stas.messages_stacd"
 )
 
 if TYPE_CHECKING:
     from stas.messages_stacd import (  # noqa: F401
+        AuditDue,
+        ConnectorMsg,
         DcGone,
         DcLogPages,
         IocStatus,
         IocUpdate,
         IocWanted,
         KernelResync,
+        StacdConfigChanged,
         StacdSnapshot,
         StafdPresence,
     )

@@ -5,11 +5,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
 
 from stas.messages import Tid
+
+if TYPE_CHECKING:  # annotations only: the classes are not needed to build these messages
+    from stas.config import ServiceConfig
+    from stas.kernel.api import KernelController, Uevent
 
 # --- stacd: stafd client -> connector ---------------------------------------------------------
 
@@ -86,4 +90,31 @@ class StacdSnapshot:
 class KernelResync:
     """The kernel's full controller list (after lost uevents, or at start): the truth to match."""
 
-    controllers: tuple[Any, ...]  # stas.kernel.api.KernelController
+    controllers: tuple[KernelController, ...]
+
+
+# --- stacd: main (reload) and the connector's own timers -> connector --------------------------
+
+
+@attrs.frozen
+class StacdConfigChanged:
+    """stacd.conf (or the host identity) was reloaded."""
+
+    config: ServiceConfig
+    host_nqn: str = ""  # '' keeps the current one
+    hostid: str = ""
+
+
+@attrs.frozen
+class AuditDue:
+    """The connector's timer: audit one newly added device, or (None) every kernel controller."""
+
+    device: str | None = None
+
+
+# Everything the connector's inbox receives: stafd client, IOC actors, uevent monitor (or the
+# fake kernel's events), stacd's reload, and its own timers. A string: Uevent is not loaded here.
+ConnectorMsg: TypeAlias = (
+    "IocUpdate | DcLogPages | DcGone | StafdPresence | StacdConfigChanged | AuditDue"
+    " | Uevent | KernelResync"
+)

@@ -21,7 +21,7 @@ import trio
 from trio_util import AsyncValue
 
 from stas import __version__
-from stas.actors.connector import Connector, StacdConfigChanged
+from stas.actors.connector import Connector
 from stas.actors.daemon_dbus import IDLE_TIMER, WatchedTron, upstream_status_keys
 from stas.actors.stacd_dbus import run_stacd_dbus
 from stas.actors.stafd_client import run_stafd_client
@@ -29,7 +29,7 @@ from stas.coexist import Coexist
 from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_config, load_sys_config
 from stas.dbus.common import DBusError
 from stas.logsetup import TronControl
-from stas.messages import StacdSnapshot, Tid
+from stas.messages import ConnectorMsg, StacdConfigChanged, StacdSnapshot, Tid
 from stas.nbft import boot_subsystems_reader
 from stas.plan import decide, format_plan, wanted_iocs
 from stas.sdnotify import Notifier
@@ -93,7 +93,7 @@ class Stacd:
         self.kernel.host_key = self.sysconf.hostkey
         note_upstream_state(default_path("stacd").parent, "stacd")  # upstream's pickle: ignored
         self.published = AsyncValue(StacdSnapshot())
-        self.inbox_send, self.inbox = trio.open_memory_channel[Any](100_000)
+        self.inbox_send, self.inbox = trio.open_memory_channel[ConnectorMsg](100_000)
 
     def load(self) -> tuple[ServiceConfig, SysConfig]:
         config, _ = load_service_config(self.opts.conf_file, "stacd")

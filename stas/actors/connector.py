@@ -42,12 +42,15 @@ from stas.config import ServiceConfig
 from stas.kernel.api import ConnectRequest, Kernel, KernelController, KernelError, Uevent
 from stas.kernel.options import InvalidOption
 from stas.messages import (
+    AuditDue,
+    ConnectorMsg,
     DcGone,
     DcLogPages,
     IocStatus,
     IocUpdate,
     IocWanted,
     KernelResync,
+    StacdConfigChanged,
     StacdSnapshot,
     StafdPresence,
     Tid,
@@ -73,22 +76,6 @@ ACTOR_EVENTS = 16  # one IOC actor's mailbox; overflow restarts the actor from o
 
 
 _NO_ENTRY: Mapping[str, str] = {}
-
-
-@attrs.frozen
-class StacdConfigChanged:
-    """stacd.conf (or the host identity) was reloaded."""
-
-    config: ServiceConfig
-    host_nqn: str = ""  # '' keeps the current one
-    hostid: str = ""
-
-
-@attrs.frozen
-class _Audit:
-    """Timer: audit one newly added device, or (None) every kernel controller."""
-
-    device: str | None = None
 
 
 @attrs.define
@@ -149,7 +136,7 @@ class Connector:
         self.restarts = 0
         self._timers: trio.Nursery | None = None
         self._sup: Supervisor | None = None
-        self._send: trio.MemorySendChannel[Any] | None = None
+        self._send: trio.MemorySendChannel[ConnectorMsg] | None = None
         self._apply_config(config, host_nqn, hostid)
 
     # --- inputs -------------------------------------------------------------------------------
@@ -368,7 +355,7 @@ class Connector:
         reason = f"not configured and in no log page; disconnect-trtypes={trtypes}"
         await self._disconnect(device, describe(ctrl), reason)
 
-    def _later(self, delay: float, msg: Any) -> None:
+    def _later(self, delay: float, msg: AuditDue) -> None:
         async def timer() -> None:
             await trio.sleep(delay)
             if self._send is not None:
@@ -392,7 +379,7 @@ class Connector:
             if ctrl is not None:
                 self.index.add(ctrl)
             if self.config.disconnect_scope == AUDIT and ev.device not in self.owner:
-                self._later(self.audit_settle, _Audit(ev.device))  # sysfs races the event
+                self._later(self.audit_settle, AuditDue(ev.device))  # sysfs races the event
 
     async def on_resync(self, controllers: Iterable[KernelController]) -> None:
         """The kernel's full list (uevents were lost): tell every actor what it missed."""
@@ -414,37 +401,38 @@ class Connector:
     def _stafd_data(self) -> None:
         if not self.stafd_known:
             self.stafd_known = True
-            self._later(self.audit_settle, _Audit())
+            self._later(self.audit_settle, AuditDue())
 
-    async def handle(self, msg: Any) -> None:
-        if isinstance(msg, IocUpdate):
-            self._on_status(msg.status)
-        elif isinstance(msg, DcLogPages):
-            self._stafd_data()
-            await self.evaluate(self._set_dc(msg.dc, tuple(msg.dlpes)))
-        elif isinstance(msg, DcGone):
-            self._stafd_data()
-            log.info("DC %s is gone from stafd", msg.dc)
-            await self.evaluate(self._set_dc(msg.dc, None))
-        elif isinstance(msg, StafdPresence):
-            log.info("stafd %s", "is here" if msg.present else "is away; changing nothing")
-        elif isinstance(msg, StacdConfigChanged):
-            self._apply_config(msg.config, msg.host_nqn, msg.hostid)
-            for dc, dlpes in list(self.raw.items()):
-                self._set_dc(dc, dlpes)
-            tids = {*self.actors, *self.configured, *self.listing}
-            await self.evaluate(tids, new_requests=True)
-            await self.audit()
-        elif isinstance(msg, _Audit):
-            if msg.device is None:
-                self.audit_ready = True
-            await self.audit(msg.device)
-        elif isinstance(ev := getattr(msg, "uevent", msg), Uevent):
-            await self.on_uevent(ev)
-        elif isinstance(msg, KernelResync) or type(msg).__name__ == "Resynced":
-            await self.on_resync(msg.controllers)
-        else:
-            log.debug("connector: ignoring %r", msg)
+    async def handle(self, msg: ConnectorMsg) -> None:
+        match msg:
+            case IocUpdate(status=status):
+                self._on_status(status)
+            case DcLogPages(dc=dc, dlpes=dlpes):
+                self._stafd_data()
+                await self.evaluate(self._set_dc(dc, tuple(dlpes)))
+            case DcGone(dc=dc):
+                self._stafd_data()
+                log.info("DC %s is gone from stafd", dc)
+                await self.evaluate(self._set_dc(dc, None))
+            case StafdPresence(present=present):
+                log.info("stafd %s", "is here" if present else "is away; changing nothing")
+            case StacdConfigChanged(config=config, host_nqn=host_nqn, hostid=hostid):
+                self._apply_config(config, host_nqn, hostid)
+                for dc, dlpes in list(self.raw.items()):
+                    self._set_dc(dc, dlpes)
+                tids = {*self.actors, *self.configured, *self.listing}
+                await self.evaluate(tids, new_requests=True)
+                await self.audit()
+            case AuditDue(device=device):
+                if device is None:
+                    self.audit_ready = True
+                await self.audit(device)
+            case Uevent():
+                await self.on_uevent(msg)
+            case KernelResync(controllers=controllers):
+                await self.on_resync(controllers)
+            case _:
+                log.debug("connector: ignoring %r", msg)
 
     def _on_status(self, s: IocStatus) -> None:
         a = self.actors.get(s.tid)
@@ -477,13 +465,13 @@ class Connector:
 
     async def run(
         self,
-        inbox: trio.MemoryReceiveChannel[Any],
-        inbox_send: trio.MemorySendChannel[Any] | None = None,
+        inbox: trio.MemoryReceiveChannel[ConnectorMsg],
+        inbox_send: trio.MemorySendChannel[ConnectorMsg] | None = None,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Reconcile until cancelled. ``inbox_send`` is accepted for compatibility, unused."""
-        send, merged = trio.open_memory_channel[Any](MERGED_BUFFER)
+        send, merged = trio.open_memory_channel[ConnectorMsg](MERGED_BUFFER)
         self._send = send
         self.index = KernelIndex(await self.kernel.list_controllers())
         async with trio.open_nursery() as timers, open_supervisor(rng=self.rng) as sup:
@@ -495,7 +483,7 @@ class Connector:
 
             timers.start_soon(forward)
             await self.evaluate(self.configured)  # warm restart: adopts what is already there
-            self._later(self.stafd_grace, _Audit())
+            self._later(self.stafd_grace, AuditDue())
             self.publish()
             task_status.started()
             async for msg in merged:
@@ -525,7 +513,7 @@ async def run_connector(
     host_nqn: str,
     hostid: str,
     kernel: Kernel,
-    inbox: trio.MemoryReceiveChannel[Any],
+    inbox: trio.MemoryReceiveChannel[ConnectorMsg],
     published: AsyncValue[StacdSnapshot],
     settings: IocSettings | None = None,
     rng: random.Random | None = None,

@@ -33,6 +33,8 @@ from stas.dbus.trio_client import (
 )
 from stas.messages import DcGone, DcLogPages, StafdPresence, Tid
 
+ToConnector = DcLogPages | DcGone | StafdPresence  # what this actor sends (part of ConnectorMsg)
+
 log = logging.getLogger("stas.stafd_client")
 
 OpenClient = Callable[..., AbstractAsyncContextManager[Any]]
@@ -60,7 +62,7 @@ def _clean_dlpes(pages: list[Any]) -> tuple[dict[str, str], ...]:
 class _Sync:
     """What stafd last told us, and the grace period before a missing DC counts as gone."""
 
-    def __init__(self, send: trio.MemorySendChannel[Any], grace: float) -> None:
+    def __init__(self, send: trio.MemorySendChannel[ToConnector], grace: float) -> None:
         self.send = send
         self.grace = grace
         self.known: set[Tid] = set()
@@ -134,7 +136,7 @@ def _tid_args(tid: Tid) -> tuple[str, ...]:
 
 
 async def run_stafd_client(
-    send: trio.MemorySendChannel[Any],
+    send: trio.MemorySendChannel[ToConnector],
     *,
     address: str | None = None,
     open_client: OpenClient = open_stafd_client,

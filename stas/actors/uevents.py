@@ -27,7 +27,7 @@ from typing import Any
 
 import trio
 
-from stas.kernel.api import KernelController, KernelError
+from stas.kernel.api import KernelController, KernelError, Uevent
 from stas.kernel.uevent_codec import MAX_DATAGRAM, decode_for_subsystem
 from stas.messages import KernelResync
 from stas.nvme.errors import ProtocolError
@@ -116,7 +116,7 @@ class UeventMonitor:
 
     def __init__(
         self,
-        send: trio.MemorySendChannel[Any],
+        send: trio.MemorySendChannel[Uevent | KernelResync],
         resync: Resync,
         *,
         subsystem: str = "nvme",
@@ -231,7 +231,7 @@ class UeventMonitor:
 
 
 async def run_uevent_monitor(
-    send: trio.MemorySendChannel[Any],
+    send: trio.MemorySendChannel[Uevent | KernelResync],
     *,
     resync: Resync,
     sock_factory: Callable[[], socket.socket] = open_uevent_socket,

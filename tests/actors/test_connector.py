@@ -12,11 +12,19 @@ import trio.testing
 from trio_util import AsyncValue
 
 from stas.actors import connector as connector_mod
-from stas.actors.connector import Connector, StacdConfigChanged, run_connector
+from stas.actors.connector import Connector, run_connector
 from stas.actors.ioc import IocSettings
 from stas.config import parse_service_config
 from stas.kernel.fake import FakeKernel
-from stas.messages import DcGone, DcLogPages, KernelResync, StacdSnapshot, StafdPresence, Tid
+from stas.messages import (
+    DcGone,
+    DcLogPages,
+    KernelResync,
+    StacdConfigChanged,
+    StacdSnapshot,
+    StafdPresence,
+    Tid,
+)
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
 HOSTID = "0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"

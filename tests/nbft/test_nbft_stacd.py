@@ -15,11 +15,11 @@ import trio
 import trio.testing
 from trio_util import AsyncValue
 
-from stas.actors.connector import Connector, StacdConfigChanged
+from stas.actors.connector import Connector
 from stas.actors.ioc import IocSettings
 from stas.config import parse_service_config
 from stas.kernel.fake import FakeKernel
-from stas.messages import DcLogPages, StacdSnapshot, Tid
+from stas.messages import DcLogPages, StacdConfigChanged, StacdSnapshot, Tid
 from stas.nbft import boot_subsystems, boot_subsystems_reader, parse_nbft
 from stas.plan import decide, wanted_iocs
 
