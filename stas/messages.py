@@ -111,7 +111,8 @@ class StafdSnapshot:
 # --- the rest, per daemon, loaded on first use -------------------------------------------------
 # Creating an attrs class costs about half a millisecond at start; a daemon creates only its own.
 
-_STAFD_ONLY = ("DcWanted", "MdnsServiceUp", "MdnsServiceDown", "DcUpdate")
+_STAFD_ONLY = ("DcWanted", "MdnsServiceUp", "MdnsServiceDown", "DcUpdate", "StafdConfigChanged",
+               "FinderMsg")  # fmt: skip
 _STACD_ONLY = ("DcLogPages", "DcGone", "StafdPresence", "IocWanted", "IocStatus", "IocUpdate",
                "StacdSnapshot", "KernelResync", "StacdConfigChanged", "AuditDue",
                "ConnectorMsg")  # fmt: skip
@@ -133,7 +134,14 @@ if TYPE_CHECKING:
         StacdSnapshot,
         StafdPresence,
     )
-    from stas.messages_stafd import DcUpdate, DcWanted, MdnsServiceDown, MdnsServiceUp  # noqa: F401
+    from stas.messages_stafd import (  # noqa: F401
+        DcUpdate,
+        DcWanted,
+        FinderMsg,
+        MdnsServiceDown,
+        MdnsServiceUp,
+        StafdConfigChanged,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -5,13 +5,14 @@ this module on first use so that stacd never creates these classes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
 
 from stas.messages import Tid
 
 if TYPE_CHECKING:
+    from stas.config import ServiceConfig
     from stas.messages import DcStatus
 
 
@@ -52,3 +53,18 @@ class DcUpdate:
 
     status: DcStatus
     log_page_changed: bool = False
+
+
+# --- stafd main (start, reload) -> finder ----------------------------------------------------
+
+
+@attrs.frozen
+class StafdConfigChanged:
+    """stafd.conf or sys.conf was (re)loaded."""
+
+    config: ServiceConfig
+    host_nqn: str
+
+
+# Everything the finder's inbox receives: its DC actors, the mDNS actor, and stafd's reload.
+FinderMsg: TypeAlias = DcUpdate | MdnsServiceUp | MdnsServiceDown | StafdConfigChanged

@@ -24,12 +24,12 @@ from stas.actors.daemon_dbus import IDLE_TIMER, WatchedTron, upstream_status_key
 from stas.actors.dc import DcSettings, connection_params, run_dc_actor
 from stas.actors.dc_backend import UserspaceBackend
 from stas.actors.dc_budget import EntryBudget
-from stas.actors.finder import ConfigChanged, Finder
+from stas.actors.finder import Finder
 from stas.actors.stafd_dbus import run_stafd_dbus
 from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_config, load_sys_config
 from stas.dbus.common import DBusError
 from stas.logsetup import TronControl
-from stas.messages import StafdSnapshot
+from stas.messages import FinderMsg, StafdConfigChanged, StafdSnapshot
 from stas.nbft import SYSFS_DIR as NBFT_DIR
 from stas.nvme.hostid import HostIdentity, default_host_identity
 from stas.sdnotify import Notifier
@@ -130,7 +130,7 @@ class Stafd:
         self.store = StateStore(Path(opts.state_dir) / FILE_NAME)
         note_upstream_state(opts.state_dir, "stafd")  # upstream's pickle: say once it is ignored
         self.mdns_snapshot: Callable[[], dict[str, Any]] = dict
-        self.inbox_send, self.inbox = trio.open_memory_channel[Any](4096)
+        self.inbox_send, self.inbox = trio.open_memory_channel[FinderMsg](4096)
 
     def info(self) -> dict[str, Any]:
         zeroconf = self.mdns_snapshot()
@@ -195,7 +195,7 @@ class Stafd:
             self.backend = attrs.evolve(self.backend, host=self.identity)
         else:
             self.backend.identity = self.identity
-        await self.inbox_send.send(ConfigChanged(self.config, self.identity.hostnqn))
+        await self.inbox_send.send(StafdConfigChanged(self.config, self.identity.hostnqn))
         log.info("configuration reloaded from %s", self.opts.conf_file)
         self.notifier.ready()
 

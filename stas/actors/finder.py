@@ -31,8 +31,10 @@ from stas.messages import (
     DcStatus,
     DcUpdate,
     DcWanted,
+    FinderMsg,
     MdnsServiceDown,
     MdnsServiceUp,
+    StafdConfigChanged,
     StafdSnapshot,
     Tid,
 )
@@ -43,21 +45,13 @@ from stas.state import StateStore, restore
 
 log = logging.getLogger("stas.finder")
 
-DcFactory = Callable[[DcWanted, trio.MemorySendChannel[Any], DcStatus | None], Awaitable[None]]
+DcFactory = Callable[[DcWanted, trio.MemorySendChannel[DcUpdate], DcStatus | None], Awaitable[None]]
 MAX_REFERRAL_DEPTH = 8  # libnvme's limit
 MAX_REFERRALS_PER_DC = 64  # one rogue DC cannot make us connect everywhere...
 MAX_REFERRAL_DCS = 256  # ...nor can a tree of them (64 per level would grow exponentially)
 TID_KEYS = frozenset(Tid("", "", "", "").as_dict())
 DEFAULT_TRSVCID = {"tcp": "8009", "rdma": "4420"}
 REPROBE_INTERVAL = 30.0
-
-
-@attrs.frozen
-class ConfigChanged:
-    """stafd.conf or sys.conf was (re)loaded."""
-
-    config: ServiceConfig
-    host_nqn: str
 
 
 @attrs.define
@@ -211,24 +205,24 @@ class Finder:
             log.info("%s: using %s (answers on port %d)", c.base.traddr, addr, port)
             c.chosen = addr
 
-    def handle(self, msg: Any) -> None:
-        """Apply one inbox message to the finder's state (no I/O)."""
-        if isinstance(msg, DcUpdate):
-            tid = msg.status.tid
-            if tid in self.running:
-                self.statuses[tid] = msg.status
-                self._dirty = True
-        elif isinstance(msg, MdnsServiceUp):
-            if self.config.zeroconf:  # late news from an mDNS actor being stopped is dropped
-                tid = self.mdns_tid(msg.tid)
-                self.mdns_raw[msg.key] = msg.tid
-                self.mdns[msg.key] = tid
-                self.discovered.add(tid)
-        elif isinstance(msg, MdnsServiceDown):
-            self.mdns_raw.pop(msg.key, None)  # the DC stays: removal waits for the persistence
-            self.mdns.pop(msg.key, None)
-        else:
-            log.warning("finder: unexpected message %r ignored", type(msg).__name__)
+    def handle(self, msg: FinderMsg) -> None:
+        """Apply one inbox message to the finder's state (no I/O; a reload goes to ``_apply``)."""
+        match msg:
+            case DcUpdate(status=status):
+                if status.tid in self.running:
+                    self.statuses[status.tid] = status
+                    self._dirty = True
+            case MdnsServiceUp(key=key, tid=announced):
+                if self.config.zeroconf:  # late news from an mDNS actor being stopped is dropped
+                    tid = self.mdns_tid(announced)
+                    self.mdns_raw[key] = announced
+                    self.mdns[key] = tid
+                    self.discovered.add(tid)
+            case MdnsServiceDown(key=key):
+                self.mdns_raw.pop(key, None)  # the DC stays: removal waits for the persistence
+                self.mdns.pop(key, None)
+            case _:
+                log.warning("finder: unexpected message %r ignored", type(msg).__name__)
 
     def mdns_tid(self, announced: Tid) -> Tid:
         """An announced DC with the TID defaults upstream applies: sys.conf's host NQN, and
@@ -336,7 +330,7 @@ class Finder:
             return math.inf
         return min(self.silent_since.values()) + keep_for
 
-    async def reconcile(self, sup: Any, updates: trio.MemorySendChannel[Any]) -> None:
+    async def reconcile(self, sup: Any, updates: trio.MemorySendChannel[FinderMsg]) -> None:
         self.reconciles += 1
         now = trio.current_time()
         for c in self.configured:
@@ -421,8 +415,8 @@ class Finder:
 
     async def run(
         self,
-        inbox: trio.MemoryReceiveChannel[Any],
-        inbox_send: trio.MemorySendChannel[Any],
+        inbox: trio.MemoryReceiveChannel[FinderMsg],
+        inbox_send: trio.MemorySendChannel[FinderMsg],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -453,17 +447,18 @@ class Finder:
             with trio.CancelScope(shield=True):
                 self.save()
 
-    async def _apply(self, msg: Any) -> None:
-        if isinstance(msg, ConfigChanged):
-            await self.apply_config(msg.config, msg.host_nqn)
-        else:
-            self.handle(msg)
+    async def _apply(self, msg: FinderMsg) -> None:
+        match msg:
+            case StafdConfigChanged(config=config, host_nqn=host_nqn):
+                await self.apply_config(config, host_nqn)
+            case _:
+                self.handle(msg)
 
 
 async def run_finder(
     *,
-    inbox: trio.MemoryReceiveChannel[Any],
-    inbox_send: trio.MemorySendChannel[Any],
+    inbox: trio.MemoryReceiveChannel[FinderMsg],
+    inbox_send: trio.MemorySendChannel[FinderMsg],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     **finder_args: Any,
 ) -> None:
@@ -472,7 +467,10 @@ async def run_finder(
 
 
 def _bind(
-    factory: DcFactory, w: DcWanted, send: trio.MemorySendChannel[Any], initial: DcStatus | None
+    factory: DcFactory,
+    w: DcWanted,
+    send: trio.MemorySendChannel[DcUpdate],
+    initial: DcStatus | None,
 ) -> Callable[[], Awaitable[None]]:
     async def actor() -> None:
         await factory(w, send, initial)  # the same clone across supervisor restarts

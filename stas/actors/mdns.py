@@ -125,7 +125,7 @@ class MdnsBrowser:
 
     def __init__(
         self,
-        send: trio.MemorySendChannel[Any],
+        send: trio.MemorySendChannel[MdnsServiceUp | MdnsServiceDown],
         resolver: Resolver,
         *,
         service_types: Sequence[str] = DEFAULT_SERVICE_TYPES,
@@ -283,7 +283,7 @@ def _resolve_blocking(zc: Zeroconf, stype: str, name: str, timeout_ms: int) -> R
 
 
 async def run_mdns_browser(
-    send: trio.MemorySendChannel[Any],
+    send: trio.MemorySendChannel[MdnsServiceUp | MdnsServiceDown],
     *,
     interfaces: Interfaces = InterfaceChoice.All,
     service_types: Sequence[str] = DEFAULT_SERVICE_TYPES,

@@ -11,9 +11,17 @@ import trio.testing
 from trio_util import AsyncValue
 
 from stas.actors.daemon_dbus import find_by_tid
-from stas.actors.finder import MAX_REFERRAL_DCS, ConfigChanged, Finder, run_finder
+from stas.actors.finder import MAX_REFERRAL_DCS, Finder, run_finder
 from stas.config import parse_service_config
-from stas.messages import DcStatus, DcUpdate, MdnsServiceDown, MdnsServiceUp, StafdSnapshot, Tid
+from stas.messages import (
+    DcStatus,
+    DcUpdate,
+    MdnsServiceDown,
+    MdnsServiceUp,
+    StafdConfigChanged,
+    StafdSnapshot,
+    Tid,
+)
 from stas.nvme.logpage import LogPageEntry
 from stas.state import StateStore
 
@@ -194,7 +202,7 @@ async def test_mdns_dc_removed_at_once_when_excluded_or_reannounced_kept(autojum
         await h.start(n)
         await h.put(MdnsServiceUp("k", t), MdnsServiceDown("k"), MdnsServiceUp("k2", t))
         assert h.running == {t} and len(h.started) == 1
-        await h.put(ConfigChanged(conf("[Controllers]\nexclude=host-iface=eth0\n"), HOSTNQN))
+        await h.put(StafdConfigChanged(conf("[Controllers]\nexclude=host-iface=eth0\n"), HOSTNQN))
         assert h.running == set() and h.stopped == [t]
         n.cancel_scope.cancel()
 
@@ -206,9 +214,9 @@ async def test_zeroconf_disabled_drops_discovered_and_ignores_late_news(autojump
         await h.start(n)
         await h.put(MdnsServiceUp("k", t))
         off = conf("[Service Discovery]\nzeroconf=disabled\n")
-        await h.put(ConfigChanged(off, HOSTNQN), MdnsServiceUp("late", u))
+        await h.put(StafdConfigChanged(off, HOSTNQN), MdnsServiceUp("late", u))
         assert h.running == set()
-        await h.put(ConfigChanged(conf(""), HOSTNQN))
+        await h.put(StafdConfigChanged(conf(""), HOSTNQN))
         assert h.running == set(), "nothing stale comes back when mDNS is switched on again"
         await h.put(MdnsServiceUp("k", t))
         assert h.running == {t}
@@ -304,7 +312,7 @@ async def test_ignore_iface_clears_host_iface_of_mdns_dcs(autojump_clock) -> Non
         await h.put(MdnsServiceUp("k", announced()))
         assert h.running == {tid("192.168.1.5")}
         # a reload that turns it off again brings the interface back
-        await h.put(ConfigChanged(conf(""), HOSTNQN))
+        await h.put(StafdConfigChanged(conf(""), HOSTNQN))
         assert h.running == {tid("192.168.1.5", iface="eth0")}
         n.cancel_scope.cancel()
 
@@ -341,7 +349,7 @@ async def test_configured_beats_discovered_for_the_same_tid(autojump_clock) -> N
         assert h.running == {tid("10.0.0.1")} and h.origin(tid("10.0.0.1")) == "configured"
         assert len(h.started) == 1
         # removing the line leaves the DC running, now as an mDNS one
-        await h.put(ConfigChanged(conf(""), HOSTNQN))
+        await h.put(StafdConfigChanged(conf(""), HOSTNQN))
         assert h.origin(tid("10.0.0.1")) == "discovered" and h.stopped == []
         assert h.published.value.dcs[0].origin == "discovered"
         n.cancel_scope.cancel()
@@ -366,7 +374,7 @@ async def test_reload_removing_a_controller_stops_it(autojump_clock) -> None:
     h = Harness(conf(ctrls("10.0.0.1", "10.0.0.2")))
     async with trio.open_nursery() as n:
         await h.start(n)
-        await h.put(ConfigChanged(conf(ctrls("10.0.0.2")), HOSTNQN))
+        await h.put(StafdConfigChanged(conf(ctrls("10.0.0.2")), HOSTNQN))
         assert h.running == {tid("10.0.0.2")} and h.stopped == [tid("10.0.0.1")]
         assert h.published_tids() == {tid("10.0.0.2")}
         n.cancel_scope.cancel()
@@ -378,10 +386,10 @@ async def test_reload_changing_params_restarts_with_the_cached_status(autojump_c
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(status(t, "10.0.0.2"))
-        await h.put(ConfigChanged(conf(ctrls("10.0.0.1")), HOSTNQN))
+        await h.put(StafdConfigChanged(conf(ctrls("10.0.0.1")), HOSTNQN))
         assert h.stopped == [], "an unchanged reload restarts nothing"
         new = conf("[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1;kato=10\n")
-        await h.put(ConfigChanged(new, HOSTNQN))
+        await h.put(StafdConfigChanged(new, HOSTNQN))
         assert h.stopped == [t]
         restarted = [(o, init) for s, o, init in h.started if s == t][-1]
         assert restarted[1] is not None and restarted[1].log_pages == (referral("10.0.0.2"),)
@@ -400,7 +408,7 @@ async def test_persistence_deadline_does_not_cut_a_slow_reload(autojump_clock) -
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(MdnsServiceUp("k", m), MdnsServiceDown("k"))  # expires in 5 s
-        await h.put(ConfigChanged(conf(ZC + "5\n" + ctrls("array.example")), HOSTNQN))
+        await h.put(StafdConfigChanged(conf(ZC + "5\n" + ctrls("array.example")), HOSTNQN))
         await trio.sleep(10)
         assert h.running == {tid("10.0.0.8")}
         n.cancel_scope.cancel()
@@ -522,11 +530,11 @@ async def test_nbft_reread_on_reload(autojump_clock, tmp_path) -> None:
         await h.start(n)
         assert h.running == {tid("10.0.2.2", iface="ens3")}
         path.write_bytes(nbft_table("nvme+tcp://10.0.2.3/"))
-        await h.put(ConfigChanged(conf(""), HOSTNQN))
+        await h.put(StafdConfigChanged(conf(""), HOSTNQN))
         assert h.running == {tid("10.0.2.3", iface="ens3")}
         assert h.stopped == [tid("10.0.2.2", iface="ens3")]
         path.unlink()
-        await h.put(ConfigChanged(conf(""), HOSTNQN))
+        await h.put(StafdConfigChanged(conf(""), HOSTNQN))
         assert h.running == set()
         n.cancel_scope.cancel()
 
@@ -540,7 +548,7 @@ async def test_bad_nbft_is_named_once_and_changes_nothing(autojump_clock, tmp_pa
     with caplog.at_level(logging.WARNING, logger="stas.finder"):
         async with trio.open_nursery() as n:
             await h.start(n)
-            await h.put(ConfigChanged(conf(ctrls("10.0.0.1")), HOSTNQN))
+            await h.put(StafdConfigChanged(conf(ctrls("10.0.0.1")), HOSTNQN))
             assert h.running == {tid("10.0.0.1")}
             n.cancel_scope.cancel()
     texts = [r.getMessage() for r in caplog.records]
