@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import time
 
 import pytest
@@ -272,6 +273,17 @@ async def test_a_lost_uevent_is_caught_by_the_resync(autojump_clock) -> None:
         await h.put(KernelResync(tuple(await h.kernel.list_controllers())))
         await trio.sleep(3.1)
         assert h.connected() == {"klingons"} and len(h.kernel.connect_log) == 2
+        n.cancel_scope.cancel()
+
+
+async def test_an_unknown_message_is_logged_and_ignored(autojump_clock, caplog) -> None:
+    h = Harness()
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        with caplog.at_level(logging.DEBUG, logger="stas.connector"):
+            await h.put("not a message", page(DC1, "klingons"))
+        assert "connector: ignoring 'not a message'" in caplog.text
+        assert h.connected() == {"klingons"}  # the next message is still handled
         n.cancel_scope.cancel()
 
 

@@ -119,6 +119,17 @@ async def test_configured_dcs_start_and_exclusion_wins(autojump_clock) -> None:
         n.cancel_scope.cancel()
 
 
+async def test_unknown_message_is_logged_then_a_reload_applies(autojump_clock, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="stas.finder")
+    h = Harness(conf(ctrls("10.0.0.1")))
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        await h.put(object(), StafdConfigChanged(conf(ctrls("10.0.0.2")), HOSTNQN))
+        assert "finder: unexpected message 'object' ignored" in caplog.text
+        assert h.running == {tid("10.0.0.2")}
+        n.cancel_scope.cancel()
+
+
 async def test_excluded_hostname_is_never_resolved(autojump_clock) -> None:
     asked: list[str] = []
 
