@@ -243,12 +243,9 @@ def _atomic_write(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-def set_sys_option(path: str | os.PathLike[str], key: str, value: str | None) -> None:
-    """Set (or with ``None`` remove) ``[Host] key`` in sys.conf, creating it if missing.
-
-    For stasadm: ``set-symname``, ``clear-symname``, ``hostnqn -f FILE`` (``nqn=file://FILE``).
-    Raises ``ConfigError`` for an unknown key, a multi-line value, or an I/O failure.
-    """
+def check_sys_value(key: str, value: str | None) -> None:
+    """ConfigError unless ``value`` can be stored for ``key`` and read back unchanged (stasadm
+    checks a value with this before writing it anywhere, sys.conf or a ``-f`` file)."""
     if key not in SYS_KEYS:
         raise ConfigError(f"sys.conf has no key {key!r} (expected one of {', '.join(SYS_KEYS)})")
     if value is not None and (not value or not value.isprintable() or value != value.strip()):
@@ -258,6 +255,15 @@ def set_sys_option(path: str | os.PathLike[str], key: str, value: str | None) ->
         )
     if value is not None and strip_inline_comment("=" + value) != "=" + value:
         raise ConfigError(f"{key}: value {value!r} would be read back cut at its ' #' or ' ;'")
+
+
+def set_sys_option(path: str | os.PathLike[str], key: str, value: str | None) -> None:
+    """Set (or with ``None`` remove) ``[Host] key`` in sys.conf, creating it if missing.
+
+    For stasadm: ``set-symname``, ``clear-symname``, ``hostnqn -f FILE`` (``nqn=file://FILE``).
+    Raises ``ConfigError`` for an unknown key, a multi-line value, or an I/O failure.
+    """
+    check_sys_value(key, value)
     target = Path(os.path.realpath(path))
     text = read_config_text(target)
     new_text = rewrite_sys_option(text, key, value)

@@ -38,7 +38,7 @@ def _write_value_file(path: str, value: str) -> None:
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="ascii") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(value + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -62,6 +62,13 @@ def _set(conf: str, key: str, value: str | None) -> None:
 def save(conf: str, key: str, value: str, file: str | None) -> None:
     """Store ``value`` in sys.conf directly, or in ``file`` with ``key=file://FILE`` there."""
     if file:
+        from stas.config import ConfigError
+        from stas.config.sysconf import check_sys_value
+
+        try:
+            check_sys_value(key, value)  # the file gets only what sys.conf itself would take
+        except ConfigError as exc:
+            raise StasadmError(str(exc)) from exc
         _write_value_file(file, value)
         _set(conf, key, f"file://{os.path.abspath(file)}")
     else:

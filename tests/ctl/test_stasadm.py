@@ -170,3 +170,17 @@ def test_runs_as_a_program(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "symname=x" in conf.read_text()
+
+
+def test_set_symname_to_a_file_checks_the_value_first(tmp_path) -> None:
+    """-f FILE gets only what sys.conf itself would take: a bad value writes nothing anywhere,
+    a non-ASCII one is written (UTF-8) and read back, never a traceback."""
+    from stas.config import load_sys_config
+    from stas.ctl.stasadm import main
+
+    conf, bad, good = tmp_path / "sys.conf", tmp_path / "bad", tmp_path / "good"
+    assert main(["-c", str(conf), "set-symname", "-f", str(bad), "a\nb"]) != 0
+    assert not bad.exists() and not conf.exists()
+    assert main(["-c", str(conf), "set-symname", "-f", str(good), "héllo"]) == 0
+    assert good.read_text(encoding="utf-8") == "héllo\n"
+    assert load_sys_config(str(conf)).symname == "héllo"
