@@ -14,6 +14,7 @@ import attrs
 import trio
 from trio_util import AsyncValue
 
+from stas.backoff import doubling
 from stas.dbus.binding import CallContext, PropertyImpl
 from stas.dbus.common import DBusError
 from stas.dbus.idl import Service
@@ -202,10 +203,7 @@ class Backoff:
     maximum: float = 30.0
 
     def delays(self) -> Iterator[float]:
-        delay = self.initial
-        while True:
-            yield delay
-            delay = min(delay * 2, self.maximum)
+        return doubling(self.initial, self.maximum)
 
 
 RECONNECT = Backoff()

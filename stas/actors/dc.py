@@ -30,6 +30,7 @@ from stas.actors.dc_backend import (
     ReconnectedEvent,
 )
 from stas.actors.dc_budget import EntryBudget
+from stas.backoff import ladder_delay
 from stas.messages import DcStatus, DcUpdate, DcWanted
 from stas.nvme.errors import ConnectionLost, DiscoveryError, NvmeStatusError, ProtocolError
 from stas.nvme.logpage import LogPageEntry
@@ -67,10 +68,14 @@ class DcSettings:
 
     def retry_delay(self, failures: int, rng: random.Random) -> float:
         """Delay before the next attempt after ``failures`` consecutive failures (>= 1)."""
-        if failures <= 1:
-            return self.fast_retry
-        base = min(self.backoff_initial * 2.0 ** min(failures - 2, 60), self.backoff_max)
-        return max(0.0, base * (1.0 + self.jitter * rng.uniform(-1.0, 1.0)))
+        return ladder_delay(
+            failures,
+            fast=self.fast_retry,
+            initial=self.backoff_initial,
+            maximum=self.backoff_max,
+            jitter=self.jitter,
+            rng=rng,
+        )
 
 
 # [Global] option -> its controller= key; the same words, so one parser serves both.

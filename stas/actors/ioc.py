@@ -27,6 +27,7 @@ import random
 import attrs
 import trio
 
+from stas.backoff import ladder_delay
 from stas.kernel.api import ConnectRequest, Kernel, KernelController, KernelError
 from stas.messages import IocStatus, IocUpdate, IocWanted
 from stas.plan import find_kernel
@@ -48,10 +49,14 @@ class IocSettings:
 
     def retry_delay(self, failures: int, rng: random.Random) -> float:
         """Delay after failure number ``failures`` (1-based): 3, 5, 10, 20, 40, 60, 60, ..."""
-        if failures <= 1:
-            return self.fast_retry
-        base = min(self.backoff_initial * 2.0 ** min(failures - 2, 60), self.backoff_max)
-        return max(0.0, base * (1 + self.jitter * rng.uniform(-1, 1)))
+        return ladder_delay(
+            failures,
+            fast=self.fast_retry,
+            initial=self.backoff_initial,
+            maximum=self.backoff_max,
+            jitter=self.jitter,
+            rng=rng,
+        )
 
 
 # --- events the connector routes to one actor -----------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any
 
 import trio
 
+from stas.backoff import doubling
 from stas.kernel.api import KernelController, KernelError, Uevent
 from stas.kernel.uevent_codec import MAX_DATAGRAM, decode_for_subsystem
 from stas.messages import KernelResync
@@ -147,15 +148,13 @@ class UeventMonitor:
         return {name: getattr(self, name) for name in names}
 
     async def _resync(self) -> None:
-        delay, cap = RESYNC_RETRY
-        while True:
+        for delay in doubling(*RESYNC_RETRY):
             try:
                 controllers = tuple(await self.resync())
                 break
             except (OSError, KernelError) as exc:
                 log.warning("reading controllers from sysfs failed (%s); retry in %g s", exc, delay)
                 await trio.sleep(delay)
-                delay = min(delay * 2, cap)
         self.resyncs += 1
         log.debug("resynchronised: %d controllers in sysfs", len(controllers))
         await self.send.send(KernelResync(controllers))

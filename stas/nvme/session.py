@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
+from stas.backoff import doubling
 from stas.nvme import commands as cmd
 from stas.nvme.commands import AenInfo, Cap, ConnectData, Cqe, DimTas, LogPageId
 from stas.nvme.connection import Completion, Established, HostConnection, Terminated
@@ -470,14 +471,12 @@ class DiscoverySession:
             self._nursery.start_soon(self._retry_registration)
 
     async def _retry_registration(self) -> None:
-        delay = DIM_RETRY_FIRST_S
-        while True:
+        for delay in doubling(DIM_RETRY_FIRST_S, DIM_RETRY_MAX_S):
             await trio.sleep(delay)
             try:
                 await self.register(DimTas.REGISTER)
             except NvmeStatusError as exc:
                 self._registration_error = str(exc)
-                delay = min(delay * 2, DIM_RETRY_MAX_S)
                 log.debug("%s: DIM registration refused again: %s", self._peer, exc)
                 continue
             except (DiscoveryError, ProtocolError):
