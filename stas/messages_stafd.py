@@ -66,5 +66,42 @@ class StafdConfigChanged:
     host_nqn: str
 
 
-# Everything the finder's inbox receives: its DC actors, the mDNS actor, and stafd's reload.
-FinderMsg: TypeAlias = DcUpdate | MdnsServiceUp | MdnsServiceDown | StafdConfigChanged
+# --- the finder's effect runners -> finder (answers to what its pure core asked for) ----------
+
+
+@attrs.frozen
+class DcStopped:
+    """The DC actor of ``tid`` finished its cleanup after a stop."""
+
+    tid: Tid
+
+
+@attrs.frozen
+class AddressesResolved:
+    """What a ``controller=`` traddr resolved to, for configuration ``generation``."""
+
+    generation: int
+    base: Tid
+    addresses: tuple[str, ...]
+
+
+@attrs.frozen
+class AddressProbed:
+    """The first address that accepted TCP (None: none did); ``at``: when the probe began."""
+
+    base: Tid
+    answering: str | None
+    at: float
+
+
+# Everything the finder's inbox receives: its DC actors, the mDNS actor, stafd's reload, and
+# the finder's own effect runners.
+FinderMsg: TypeAlias = (
+    DcUpdate
+    | MdnsServiceUp
+    | MdnsServiceDown
+    | StafdConfigChanged
+    | DcStopped
+    | AddressesResolved
+    | AddressProbed
+)
