@@ -86,6 +86,16 @@ class Write:
 
 
 @attrs.frozen
+class InsertPsk:
+    """Put the TLS PSK derived from ``psk`` for (host, subsystem) into the .nvme keyring,
+    as ``nvme check-tls-key --insert`` does; the key is never printed."""
+
+    hostnqn: str
+    subnqn: str
+    psk: str = attrs.field(repr=False)
+
+
+@attrs.frozen
 class Symlink:
     """``link`` pointing at ``target``, a path relative to the link's directory."""
 
@@ -107,7 +117,7 @@ class Rmdir:
     path: Path
 
 
-Op = Modprobe | ModprobeRemove | Mkdir | Write | Symlink | Unlink | Rmdir
+Op = Modprobe | ModprobeRemove | Mkdir | Write | InsertPsk | Symlink | Unlink | Rmdir
 
 
 def render(op: Op) -> str:
@@ -122,6 +132,11 @@ def render(op: Op) -> str:
             return f"mkdir -p {q(str(path))}"
         case Write(path, value, secret):
             return f"echo -n {q('<secret>' if secret else value)} > {q(str(path))}"
+        case InsertPsk(hostnqn, subnqn, _):
+            return shlex.join(
+                ["nvme", "check-tls-key", "--insert", f"--hostnqn={hostnqn}",
+                 f"--subsysnqn={subnqn}", "--identity=1", "--keydata=<secret>"]
+            )  # fmt: skip
         case Symlink():
             return f"ln -s {q(str(op.absolute_target))} {q(str(op.link))}"
         case Unlink(link):
@@ -232,8 +247,8 @@ def plan_create(conf: NvmetConf, configfs: Path) -> list[Op]:
     for port in conf.ports:
         d = root / "ports" / str(port.id)
         ops.append(Mkdir(d))
-        for attr in ("trtype", "traddr", "trsvcid", "adrfam"):
-            if value := getattr(port, attr):
+        for attr in ("trtype", "traddr", "trsvcid", "adrfam", "tsas", "treq"):
+            if value := getattr(port, attr):  # tsas before treq: nvmet derives one from the other
                 ops.append(Write(d / f"addr_{attr}", value))
     for host in conf.hosts:
         ops.append(Mkdir(root / "hosts" / host.nqn))
@@ -246,6 +261,8 @@ def plan_create(conf: NvmetConf, configfs: Path) -> list[Op]:
         ops += [Mkdir(d), Write(d / "attr_allow_any_host", "0" if subsys.allowed_hosts else "1")]
         for host in subsys.allowed_hosts:
             ops.append(Symlink(f"../../../hosts/{host.nqn}", d / "allowed_hosts" / host.nqn))
+            if host.psk is not None:
+                ops.append(InsertPsk(host.nqn, subsys.nqn, host.psk))
         for nsid in subsys.namespaces:
             ns = d / "namespaces" / str(nsid)
             ops += [Mkdir(ns), Write(ns / "device_path", f"/dev/nullb{device}")]
@@ -399,6 +416,9 @@ class Executor:
             case Write(path, value, _):
                 with open(path, "w") as f:
                     f.write(value)
+            case InsertPsk(hostnqn, subnqn, psk):
+                if not self.emulate:  # a plain directory has no keyring to go with it
+                    insert_tls_psk(hostnqn, subnqn, psk)
             case Symlink():
                 op.link.parent.mkdir(parents=True, exist_ok=True)
                 target = op.target if self.emulate else str(op.absolute_target)
@@ -421,6 +441,16 @@ class Executor:
                     child.rmdir()
             else:
                 child.unlink()
+
+
+def insert_tls_psk(hostnqn: str, subnqn: str, psk: str) -> int:
+    """Derive (stas.nvme.tls_psk) and insert (stas.kernel.keyring) one TLS PSK; its serial."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from stas.kernel import keyring
+    from stas.nvme import tls_psk
+
+    derived = tls_psk.derive_tls_psk(tls_psk.parse_interchange(psk), hostnqn, subnqn)
+    return keyring.insert_psk(keyring.resolve_keyring(keyring.DEFAULT_KEYRING), derived)
 
 
 def is_configfs(path: Path) -> bool:

@@ -57,9 +57,13 @@ DHCHAP_SECRET_SIZES = {"00": (32, 48, 64), "01": (32,), "02": (48,), "03": (64,)
 # nvmet's hosts/<nqn>/dhchap_hash and dhchap_dhgroup values (drivers/nvme/common/auth.c).
 DHCHAP_HASHES = ("hmac(sha256)", "hmac(sha384)", "hmac(sha512)")
 DHCHAP_DHGROUPS = ("null", "ffdhe2048", "ffdhe3072", "ffdhe4096", "ffdhe6144", "ffdhe8192")
-_PORT_KEYS = ("id", "trtype", "traddr", "trsvcid", "adrfam")
+_PORT_KEYS = ("id", "trtype", "traddr", "trsvcid", "adrfam", "tsas", "treq")
+# TLS (TP 8011) on a tcp port: configfs addr_tsas and addr_treq values (6.7+ nvmet).
+TCP_TSAS = ("none", "tls1.3")
+TREQS = ("not specified", "required", "not required")
+_TLS_PSK = re.compile(r"NVMeTLSkey-1:(0[0-2]):([A-Za-z0-9+/]{4,200}={0,2}):")
 _SUBSYS_KEYS = ("subsysnqn", "port", "namespaces", "allowed_hosts")
-_HOST_KEYS = ("nqn", "key", "ctrl_key", "hash", "dhgroup")
+_HOST_KEYS = ("nqn", "key", "ctrl_key", "hash", "dhgroup", "psk")
 
 
 class NvmetConfError(ValueError):
@@ -75,6 +79,8 @@ class Port:
     traddr: str = ""
     trsvcid: str = ""
     adrfam: str = ""
+    tsas: str = ""  # tcp only: 'tls1.3' makes the port TLS-only (nvmet sets TREQ required)
+    treq: str = ""
 
 
 @attrs.frozen
@@ -91,6 +97,9 @@ class AllowedHost:
     ctrl_key: str | None = attrs.field(default=None, repr=lambda v: "<secret>" if v else repr(v))
     hash: str | None = None
     dhgroup: str | None = None
+    # TLS PSK in interchange format: not a configfs attribute; nvmet.py derives the
+    # retained/TLS PSK for each subsystem the host may use and puts it into the .nvme keyring.
+    psk: str | None = attrs.field(default=None, repr=lambda v: "<secret>" if v else repr(v))
 
     def configfs_attributes(self) -> dict[str, str]:
         """hosts/<nqn>/ attributes to write, in an order the kernel accepts."""
@@ -121,6 +130,24 @@ def dhchap_secret_problem(value: object) -> str | None:
         return f"is not a DH-HMAC-CHAP key: a DHHC-1:{m[1]} secret is {allowed} bytes, not {size}"
     if zlib.crc32(raw[:size]).to_bytes(4, "little") != raw[size:]:
         return "is not a DH-HMAC-CHAP key: its CRC-32 does not match (mistyped?)"
+    return None
+
+
+def tls_psk_problem(value: object) -> str | None:
+    """Why ``value`` is not a TLS PSK in interchange format (never quoting it), or None:
+    ``NVMeTLSkey-1:0[0-2]:<base64 of a 32/48-byte key + CRC-32 LE>:`` as nvme gen-tls-key makes."""
+    m = _TLS_PSK.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        return "is not a TLS PSK of the form NVMeTLSkey-1:0N:<base64>:"
+    try:
+        raw = base64.b64decode(m[2], validate=True)
+    except (binascii.Error, ValueError):
+        return "is not a TLS PSK: its base64 part does not decode"
+    size = len(raw) - 4
+    if size not in (32, 48):
+        return f"is not a TLS PSK: the key is 32 or 48 bytes, not {size}"
+    if zlib.crc32(raw[:size]).to_bytes(4, "little") != raw[size:]:
+        return "is not a TLS PSK: its CRC-32 does not match (mistyped?)"
     return None
 
 
@@ -168,7 +195,8 @@ class NvmetConf:
         ports = []
         for p in self.ports:
             d: dict[str, Any] = {"id": p.id, "trtype": p.trtype}
-            d.update({k: getattr(p, k) for k in ("traddr", "trsvcid", "adrfam") if getattr(p, k)})
+            keys = ("traddr", "trsvcid", "adrfam", "tsas", "treq")
+            d.update({k: getattr(p, k) for k in keys if getattr(p, k)})
             ports.append(d)
         subsystems = []
         for s in self.subsystems:
@@ -182,7 +210,7 @@ class NvmetConf:
 
 def _host_dict(h: AllowedHost) -> dict[str, Any]:
     d: dict[str, Any] = {"nqn": h.nqn, "key": h.key}
-    extra = {"ctrl_key": h.ctrl_key, "hash": h.hash, "dhgroup": h.dhgroup}
+    extra = {"ctrl_key": h.ctrl_key, "hash": h.hash, "dhgroup": h.dhgroup, "psk": h.psk}
     d.update({k: v for k, v in extra.items() if v is not None})
     return d
 
@@ -337,7 +365,14 @@ class _Checker:
                 self.fail(f"{where}.traddr", f"{_show(traddr)} is not an IP address")
             if adrfam != derived:
                 self.fail(f"{where}.traddr", f"{_show(traddr)} is not a valid {adrfam} address")
-            return Port(pid, trtype, traddr, trsvcid, adrfam)
+            tsas = treq = ""
+            if "tsas" in d:
+                if trtype != "tcp":
+                    self.fail(f"{where}.tsas", "is only for tcp ports (TLS)")
+                tsas = self.choice(d["tsas"], f"{where}.tsas", TCP_TSAS)
+            if "treq" in d:
+                treq = self.choice(d["treq"], f"{where}.treq", TREQS)
+            return Port(pid, trtype, traddr, trsvcid, adrfam, tsas, treq)
         if trtype == "fc":
             traddr = self.token(self.required(d, "traddr", where), f"{where}.traddr")
             if not _FC_ADDR.fullmatch(traddr):
@@ -413,7 +448,10 @@ class _Checker:
             self.fail(
                 where, "'hash' and 'dhgroup' need a 'key' (they only matter with DH-HMAC-CHAP)"
             )
-        return AllowedHost(nqn, secrets["key"], secrets["ctrl_key"], hash_, dhgroup)
+        psk = d.get("psk")
+        if psk is not None and (problem := tls_psk_problem(psk)):
+            self.fail(f"{where}.psk", problem)  # never echoes the key
+        return AllowedHost(nqn, secrets["key"], secrets["ctrl_key"], hash_, dhgroup, psk)
 
     def cross_checks(self, subsystems: tuple[Subsystem, ...]) -> None:
         seen: dict[str, int] = {}
@@ -426,7 +464,7 @@ class _Checker:
             total += len(s.namespaces)
             for j, h in enumerate(s.allowed_hosts):
                 other, first = keys.setdefault(h.nqn, (h, i))
-                for field in ("key", "ctrl_key", "hash", "dhgroup"):
+                for field in ("key", "ctrl_key", "hash", "dhgroup", "psk"):
                     if getattr(other, field) != getattr(h, field):
                         self.fail(
                             f"subsystems[{i}].allowed_hosts[{j}].{field}",
