@@ -63,7 +63,9 @@ async def refuse_all(addr: str, port: int, iface: str) -> None:
 class Harness:
     """A finder with fake DC actors that record starts/stops and never connect by themselves."""
 
-    def __init__(self, config, *, store: StateStore | None = None, probe=None, resolver=None):
+    def __init__(
+        self, config, *, store: StateStore | None = None, probe=None, resolver=None, cleanup=0.0
+    ):
         self.started: list[tuple[Tid, str, DcStatus | None]] = []
         self.wanted: dict[Tid, object] = {}
         self.stopped: list[Tid] = []
@@ -76,6 +78,8 @@ class Harness:
             try:
                 await trio.sleep_forever()
             finally:
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(cleanup)  # e.g. a DIM deregistration (up to 10 s)
                 self.stopped.append(wanted.tid)
 
         self.finder = Finder(
@@ -581,4 +585,73 @@ async def test_nbft_dc_warm_restart_keeps_its_origin(autojump_clock, tmp_path) -
         await h2.start(n)
         ((started, origin, initial),) = h2.started
         assert (started, origin) == (t, "nbft") and initial is not None
+        n.cancel_scope.cancel()
+
+
+# --- slow effects run beside the loop: updates are never held up behind them (issue 10) -------
+
+
+async def connected_published_after(h: Harness, t: Tid, *before) -> float:
+    """Seconds from sending ``before`` then ``t``'s "connected" until the snapshot shows it."""
+    start = trio.current_time()
+    for m in before:
+        await h.send.send(m)
+    await h.send.send(status(t, connected=True))
+    await h.published.wait_value(lambda s: any(d.tid == t and d.connected for d in s.dcs))
+    return trio.current_time() - start
+
+
+async def test_a_slow_name_does_not_hold_up_dc_updates(autojump_clock) -> None:
+    async def slow(name: str):
+        await trio.sleep(8)  # a DNS server that takes its time
+        return ["10.0.0.8"]
+
+    h = Harness(conf(ctrls("10.0.0.1")), resolver=slow)
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        reload = StafdConfigChanged(conf(ctrls("10.0.0.1", "array.example")), HOSTNQN)
+        assert await connected_published_after(h, tid("10.0.0.1"), reload) == 0
+        assert h.running == {tid("10.0.0.1")}
+        await trio.sleep(9)
+        assert h.running == {tid("10.0.0.1"), tid("10.0.0.8")}
+        n.cancel_scope.cancel()
+
+
+async def test_a_slow_dc_stop_does_not_hold_up_other_updates(autojump_clock) -> None:
+    h = Harness(conf(ctrls("10.0.0.1", "10.0.0.2")), cleanup=10)
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        reload = StafdConfigChanged(conf(ctrls("10.0.0.2")), HOSTNQN)
+        assert await connected_published_after(h, tid("10.0.0.2"), reload) == 0
+        assert h.published_tids() == {tid("10.0.0.2")} and h.stopped == []
+        await trio.sleep(11)
+        assert h.stopped == [tid("10.0.0.1")]
+        n.cancel_scope.cancel()
+
+
+async def test_a_restart_waits_for_the_old_actors_cleanup(autojump_clock) -> None:
+    h = Harness(conf(ctrls("10.0.0.1")), cleanup=10)
+    t = tid("10.0.0.1")
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        new = conf("[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1;kato=10\n")
+        await h.put(StafdConfigChanged(new, HOSTNQN))
+        assert len(h.started) == 1, "never two actors for one DC"
+        await trio.sleep(11)
+        assert h.stopped == [t] and len(h.started) == 2 and h.wanted[t].params == {"kato": "10"}
+        n.cancel_scope.cancel()
+
+
+async def test_slow_probes_do_not_hold_up_dc_updates(autojump_clock) -> None:
+    async def slow_probe(addr: str, port: int, iface: str) -> None:
+        await trio.sleep(2)  # each address times out
+        raise OSError("timed out")
+
+    h = Harness(conf(ctrls("10.0.0.1")), probe=slow_probe)
+    async with trio.open_nursery() as n:
+        await h.start(n)
+        reload = StafdConfigChanged(conf(ctrls("10.0.0.1", "localhost")), HOSTNQN)
+        assert await connected_published_after(h, tid("10.0.0.1"), reload) == 0
+        await trio.sleep(5)
+        assert h.running == {tid("10.0.0.1"), tid("127.0.0.1")}
         n.cancel_scope.cancel()
