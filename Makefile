@@ -18,6 +18,7 @@ help:
 	@echo "make coverage  tests under coverage; HTML in .build/coverage/"
 	@echo "make bench     benchmarks under bench/ (BENCH_QUICK=1: small, for CI smoke)"
 	@echo "make faults    fault campaign: tests/faults, then the table in .build/faults.md"
+	@echo "make faults-kernel  its real-kernel rows (stafd kernel backend + stacd, nvmet in the VM)"
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	@bash scripts/bootstrap.sh
@@ -62,6 +63,16 @@ bench: $(STAMP)
 faults: $(STAMP)
 	@$(VENV)/bin/pytest -q -p no:cacheprovider tests/faults
 	@$(PY) tests/faults/campaign.py --readme
+
+# The same campaign's real-kernel rows (stafd kernel backend + stacd on nvmet, in the VM),
+# merged into the table with the loopback rows of the last `make faults`.
+.PHONY: faults-kernel
+faults-kernel: $(STAMP)
+	@reason=$$($(PY) nvmet-harness/vm/runner.py --check) || { echo "SKIP: make faults-kernel: $$reason"; exit 0; }; \
+	mkdir -p .build/faults-kernel; \
+	$(PY) nvmet-harness/vm/runner.py --share $(CURDIR)/.build/faults-kernel --timeout 1200 -- \
+	  $(PY) nvmet-harness/faults_kernel.py -o $(CURDIR)/.build/faults-kernel/rows.json; rc=$$?; \
+	$(PY) tests/faults/campaign.py --merge-only --readme; exit $$rc
 
 # The same daemons beside nvme-cli on the real kernel (in the VM).
 bench-kernel: $(STAMP)

@@ -222,12 +222,17 @@ class World:
         self.started.clear()
 
 
-def run_ctl(tool: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """``stafctl``/``stacctl`` as a process (``tool`` is the module name under stas.ctl)."""
+def run_module(module: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` to completion, output captured (a one-shot command)."""
     return subprocess.run(
-        [sys.executable, "-m", f"stas.ctl.{tool}", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=DEADLINE,
     )  # fmt: skip
+
+
+def run_ctl(tool: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``stafctl``/``stacctl`` as a process (``tool`` is the module name under stas.ctl)."""
+    return run_module(f"stas.ctl.{tool}", env, *args)
 
 
 def ctl_json(tool: str, env: dict[str, str], *args: str) -> Any:

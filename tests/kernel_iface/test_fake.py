@@ -100,6 +100,14 @@ async def test_injected_failures() -> None:
     assert (await k.connect(req(traddr="10.0.0.5"))).device == "nvme2"
     assert ok.device == "nvme1"
 
+    k.fail_next(errno.ECONNREFUSED, when=lambda r: r.subsysnqn == "starfleet")
+    other = await k.connect(req(subsysnqn="romulans"))  # not matching: not consumed
+    with pytest.raises(KernelError) as info:
+        await k.connect(req(subsysnqn="starfleet"))
+    assert info.value.errno == errno.ECONNREFUSED
+    assert (await k.connect(req(subsysnqn="starfleet"))).device == "nvme4"
+    assert other.device == "nvme3"
+
 
 async def test_disconnect_remove_and_external() -> None:
     k = FakeKernel()

@@ -55,6 +55,7 @@ def ctrl_dir(root: Path, name: str, *children: str, **attrs: str) -> Path:
                 "host_traddr": "nn-0x20000090fa942780:pn-0x10000090fa942780",
             },
         ),
+        ("traddr=1.2.3.4,trsvcid=none", {"traddr": "1.2.3.4", "trsvcid": ""}),
         ("0000:01:00.0", {}),  # pcie: no key=value at all
         ("", {}),
         ("traddr=a,traddr=b,bogus=1, trsvcid = 4420 ", {"traddr": "a", "trsvcid": "4420"}),

@@ -14,7 +14,7 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nvmet_config import NvmetConf, Port, Subsystem, load_nvmet_conf
+from nvmet_config import NvmetConf, Port, Subsystem
 from sim_faults import Faults
 from sim_hostile import open_hostile_proxy
 from sim_server import Simulator, open_simulator
@@ -38,22 +38,13 @@ from stas.nvme.host_ops import (
 from stas.nvme.identify import DcType
 from stas.nvme.logpage import Limits
 from stas.nvme.session import DiscoverySession
+from tests.helpers import sim as sim_helpers
+from tests.helpers.sim import DELL, host_identity
 
-SEED = Path(__file__).resolve().parents[2] / "nvmet-harness" / "nvmet.conf"
-DELL = "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28"
 HOSTID = uuid.UUID("2a7f7ec4-5a2b-4d3c-9e0f-112233445566")
-HOST = HostIdentity(
-    hostnqn=NQN_UUID_PREFIX + str(HOSTID),
-    hostid=HOSTID.bytes,
-    hostname="testhost",
-    os_version="Linux 6.1",
-)
+HOST = host_identity(str(HOSTID))
+conf = sim_helpers.conf  # the parsed seed nvmet.conf (a fixture)
 ONE_SHOT = SessionOptions(kato_ms=0)
-
-
-@pytest.fixture
-def conf() -> NvmetConf:
-    return load_nvmet_conf(SEED)
 
 
 def _dlpe(subnqn: str, port: int) -> dict[str, str]:

@@ -5,13 +5,19 @@ deadline; stacctl failing (stacd absent) fails the test instead of reading as "n
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from stas.dbus.idl import PROPERTIES, STACD
-from tests.helpers.e2e import DEADLINE, ROOT, SEED, World, connected, stacctl, stafctl, wait_for
+from tests.helpers.e2e import (
+    SEED,
+    World,
+    connected,
+    run_ctl,
+    run_module,
+    stacctl,
+    stafctl,
+    wait_for,
+)
 from tests.helpers.signals import SignalWatch
 
 
@@ -55,11 +61,9 @@ def test_dry_run_prints_the_plan(world: World) -> None:
     (tmp / "stacd.conf").write_text(
         "[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.9;trsvcid=4420;nqn=vol\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-m", "stas.stacd", "-f", str(tmp / "stacd.conf"),
-         "--sys-conf", str(tmp / "sys.conf"), "--dry-run", "--kernel", "fake"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=DEADLINE,
-    )  # fmt: skip
+    conf, sys_conf = str(tmp / "stacd.conf"), str(tmp / "sys.conf")
+    args = ("-f", conf, "--sys-conf", sys_conf, "--dry-run", "--kernel", "fake")
+    out = run_module("stas.stacd", env, *args)
     assert out.returncode == 0, out.stderr
     assert "connect     (tcp, 10.0.0.9, 4420, vol)  <- configured in stacd.conf" in out.stdout
     assert "stafd not reachable" in out.stdout
@@ -80,11 +84,8 @@ def test_stacctl_plan_uses_stafd_pages(world: World) -> None:
         return sum(len(dc["log-pages"]) for dc in stafctl(env, "adlp"))
 
     wait_for("stafd has the pages", lambda: pages() == 3)
-    out = subprocess.run(
-        [sys.executable, "-m", "stas.ctl.stacctl", "plan", "-f", str(tmp / "stacd.conf"),
-         "--sys-conf", str(tmp / "sys.conf")],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=DEADLINE,
-    )  # fmt: skip
+    out = run_ctl("stacctl", env, "plan", "-f", str(tmp / "stacd.conf"),
+                  "--sys-conf", str(tmp / "sys.conf"))  # fmt: skip
     lines = out.stdout.splitlines()
     assert out.returncode == 0 and len(lines) == 2, out.stdout + out.stderr
     assert all(ln.startswith("connect ") and "listed by DC (tcp, ::1" in ln for ln in lines)
