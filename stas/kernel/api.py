@@ -65,6 +65,11 @@ class ConnectRequest:
     dhchap_ctrl_secret: str | None = attrs.field(default=None, repr=False)
     discovery: bool = False
     duplicate_connect: bool = False  # the kernel's own opt-out of its EALREADY check
+    # NVMe/TCP TLS: tls_key is a configured PSK (NVMeTLSkey-1:..., a secret) or a key serial,
+    # keyring a serial or name; stas.kernel.tls.resolve_tls turns both into serials.
+    tls: bool = False
+    tls_key: str | None = attrs.field(default=None, repr=False)
+    keyring: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
@@ -96,6 +101,7 @@ class ConnectRequest:
             value = getattr(self, name)
             if value is not None:
                 opt.check_dhchap(name, value)
+        opt.check_tls(self.transport, self.tls, self.tls_key, self.keyring)
 
     def option_string(self, *, redact: bool = True) -> str:
         """The kernel's ``/dev/nvme-fabrics`` string (secrets hidden unless asked)."""
@@ -121,6 +127,7 @@ class ConnectRequest:
         }
         parts += [f"{k}={v}" for k, v in kv.items() if v is not None and v != ""]
         parts += [f for f in FLAGS if getattr(self, f)]
+        parts += opt.tls_options(self.tls, self.tls_key, self.keyring, redact=redact)
         for name in SECRET_FIELDS:
             value = getattr(self, name)
             if value is not None:

@@ -3,7 +3,9 @@
 
 The pure part parses ``/proc/keys`` (how keyutils' find_key_by_type_and_desc finds a keyring
 by name); the rest is three system calls through ctypes: add_key(2) (which updates a key of
-the same type and description in place), keyctl(KEYCTL_SETPERM) and keyctl(KEYCTL_SEARCH).
+the same type and description in place) and keyctl(KEYCTL_SEARCH). The psk key type's
+default permissions are kept: only a possessor may read the key, and tlshd possesses it by
+linking ``.nvme`` into its session keyring (``keyrings=.nvme`` in tlshd.conf).
 Key material is never logged; errors name the keyring and the identity only.
 """
 
@@ -25,11 +27,7 @@ PSK_KEY_TYPE = "psk"
 PROC_KEYS = Path("/proc/keys")
 SYS_ADD_KEY = 248  # x86_64
 SYS_KEYCTL = 250
-KEYCTL_SETPERM = 5
 KEYCTL_SEARCH = 10
-# possessor: everything; owner (root): view, read, search. tlshd runs as root and reads the
-# PSK by serial, which needs read permission whether or not it possesses the key.
-PSK_PERM = 0x3F0B0000
 _SERIAL = re.compile(r"[1-9][0-9]{0,9}|0x[0-9a-fA-F]{1,8}")
 _NAME = re.compile(r"[.A-Za-z0-9_-]{1,64}")
 
@@ -121,15 +119,6 @@ def insert_psk(keyring: int, psk: TlsPsk) -> int:
             ctypes.c_int32(keyring),
         ),
         f"add TLS PSK {psk.identity!r} to keyring {keyring:#x}",
-    )
-    _check(
-        libc.syscall(
-            ctypes.c_long(SYS_KEYCTL),
-            ctypes.c_int(KEYCTL_SETPERM),
-            ctypes.c_int32(serial),
-            ctypes.c_uint32(PSK_PERM),
-        ),
-        f"set permissions of TLS PSK {psk.identity!r}",
     )
     return serial
 

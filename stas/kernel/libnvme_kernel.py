@@ -36,6 +36,7 @@ import trio
 from stas.kernel import options as opt
 from stas.kernel.api import ConnectRequest, KernelController, KernelError
 from stas.kernel.fabrics import FABRICS_DEV, add_ctrl, read_capabilities
+from stas.kernel.keyring import KeyringError
 from stas.kernel.libnvme_loader import load_libnvme
 from stas.kernel.sysfs import (
     SYSFS_NVME,
@@ -45,6 +46,7 @@ from stas.kernel.sysfs import (
     read_controllers,
     read_device,
 )
+from stas.kernel.tls import resolve_tls
 
 log = logging.getLogger("stas.kernel")
 # The one deliberate piece of module state: libnvme may already have released parts of a
@@ -157,7 +159,7 @@ class LibnvmeKernel:
 
     def _connect_blocking(self, req: ConnectRequest) -> str:
         """Create the controller; its device name comes back from the kernel (no scan)."""
-        if not self._use_libnvme or needs_direct_write(req):
+        if not self._use_libnvme or needs_direct_write(req) or req.tls:
             instance, _cntlid = add_ctrl(req.option_string(redact=False), self._fabrics)
             return f"nvme{instance}"
         nvme = self._nvme
@@ -198,11 +200,15 @@ class LibnvmeKernel:
         what = f"connect {req.subsysnqn} at {where}"
         log.debug("%s: %s", what, req.option_string())
         try:
+            if req.tls:  # keyring name and configured PSK -> serials (stas.kernel.tls)
+                req = await trio.to_thread.run_sync(resolve_tls, req, limiter=self._limiter)
             name = await trio.to_thread.run_sync(self._connect_blocking, req, limiter=self._limiter)
+        except KeyringError as exc:
+            raise KernelError(f"{what}: {exc.strerror}", exc.errno or None) from exc
         except Exception as exc:  # the bindings raise plain RuntimeError with libnvme's text
             text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             code = libnvme_errno(exc)
-            hint = opt.auth_failure_hint(code)
+            hint = (opt.tls_failure_hint(code) if req.tls else "") or opt.auth_failure_hint(code)
             raise KernelError(f"{what}: {text}" + (f" ({hint})" if hint else ""), code) from exc
         ctrl = await self.controller(name)  # that device's attributes only
         return ctrl if ctrl is not None else from_request(name, req)

@@ -14,6 +14,8 @@ import errno
 import ipaddress
 import re
 
+from stas.nvme.tls_psk import TlsKeyError, parse_interchange
+
 NQN_MAX = 223  # NVMF_NQN_SIZE - 1
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 INT32_MAX = 2**31 - 1
@@ -166,3 +168,86 @@ _AUTH_HINTS = {
 def auth_failure_hint(code: int | None) -> str:
     """A sentence for an authentication errno from a connect, or '' (never holds a secret)."""
     return _AUTH_HINTS.get(code, "") if code is not None else ""
+
+
+# --- NVMe/TCP TLS (TP 8011): tls, keyring=<serial>, tls_key=<serial> ---------------------------
+
+_KEY_SERIAL = re.compile(r"[1-9][0-9]{0,9}|0x[0-9a-fA-F]{1,8}")
+_KEYRING_NAME = re.compile(r"[.A-Za-z0-9_-]{1,64}")
+
+
+def is_key_serial(value: str) -> bool:
+    """A key serial as the kernel's ``keyring=``/``tls_key=`` take it (decimal or 0x hex)."""
+    return bool(_KEY_SERIAL.fullmatch(value)) and 0 < int(value, 0) < 2**31
+
+
+def check_tls_key(field: str, value: str) -> str:
+    """``tls-key``: a configured PSK ``NVMeTLSkey-1:hh:<base64>:`` (put into the keyring for
+    the connection's host and subsystem before the connect) or the serial of a key already
+    there. The value is never echoed."""
+    if isinstance(value, str) and is_key_serial(value):
+        return value
+    try:
+        parse_interchange(value)
+    except TlsKeyError as e:
+        raise InvalidOption(field, value, f"{e} (or a key serial)", secret=True) from None
+    return value
+
+
+def check_keyring(field: str, value: str) -> str:
+    """``keyring``: a keyring serial or name (``.nvme``, the kernel's default)."""
+    if not isinstance(value, str) or not (is_key_serial(value) or _KEYRING_NAME.fullmatch(value)):
+        raise InvalidOption(field, value, "is neither a key serial nor a keyring name")
+    return value
+
+
+def check_tls(transport: str, tls: bool, tls_key: str | None, keyring: str | None) -> None:
+    """TLS is NVMe/TCP only; a key or keyring without ``tls`` would be silently unused."""
+    check_bool("tls", tls)
+    if tls and transport != "tcp":
+        raise InvalidOption("tls", tls, f"is only for tcp, not {transport}")
+    if tls_key is not None:
+        check_tls_key("tls_key", tls_key)
+    if keyring is not None:
+        check_keyring("keyring", keyring)
+    if not tls and (tls_key is not None or keyring is not None):
+        raise InvalidOption("tls", tls, "must be true when tls_key or keyring is given")
+
+
+def tls_options(
+    tls: bool, tls_key: str | None, keyring: str | None, *, redact: bool = True
+) -> list[str]:
+    """The option string's TLS part. Only serials can go to the kernel: a configured PSK must
+    have been put into the keyring first (stas.kernel.tls.resolve_tls)."""
+    if not tls:
+        return []
+    parts = ["tls"]
+    for name, value in (("keyring", keyring), ("tls_key", tls_key)):
+        if value is None:
+            continue
+        if is_key_serial(value):
+            parts.append(f"{name}={int(value, 0)}")
+        elif redact:
+            parts.append(f"{name}=<{'psk' if name == 'tls_key' else value}>")
+        else:
+            raise InvalidOption(name, value, "must be resolved to a key serial before connecting",
+                                secret=name == "tls_key")  # fmt: skip
+    return parts
+
+
+_TLS_HINTS = {
+    errno.ENOKEY: "TLS: no PSK for this host NQN and subsystem in the keyring: set tls-key "
+    "(NVMeTLSkey-1:...) or insert one (nvme check-tls-key --insert)",
+    errno.EKEYREJECTED: "TLS handshake failed: the target does not hold the same PSK",
+    errno.EKEYREVOKED: "TLS: the PSK was revoked",
+    errno.EKEYEXPIRED: "TLS: the PSK expired",
+    errno.ETIMEDOUT: "TLS handshake timed out: is tlshd (ktls-utils) running?",
+    errno.EIO: "TLS connect failed: is tlshd (ktls-utils) running, and does the target hold the "
+    "same PSK?",
+    errno.EACCES: "TLS handshake refused",
+}
+
+
+def tls_failure_hint(code: int | None) -> str:
+    """A sentence for the errno of a failed TLS connect, or '' (never holds a key)."""
+    return _TLS_HINTS.get(code, "") if code is not None else ""
