@@ -12,6 +12,9 @@ import attrs
 from stas.messages import Tid
 
 if TYPE_CHECKING:
+    import trio
+
+    from stas.actors.dc_backend import DcEvent
     from stas.config import ServiceConfig
     from stas.messages import DcStatus
 
@@ -105,3 +108,24 @@ FinderMsg: TypeAlias = (
     | AddressesResolved
     | AddressProbed
 )
+
+
+# --- a kernel-backend DC connection -> the uevent hub --------------------------------------------
+
+
+@attrs.frozen
+class HubSubscribe:
+    """Send ``device``'s kernel events to ``events`` (replacing an earlier subscriber)."""
+
+    device: str
+    events: trio.MemorySendChannel[DcEvent] = attrs.field(eq=False)
+
+
+@attrs.frozen
+class HubUnsubscribe:
+    """The subscriber of ``device`` closed its channel: forget it (unless a newer one came)."""
+
+    device: str
+
+
+HubControl: TypeAlias = HubSubscribe | HubUnsubscribe

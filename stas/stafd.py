@@ -158,6 +158,7 @@ class Stafd:
             persistent=persistent,
             connection=connection_params(self.config, self.sysconf.hostkey),
             entries=self.entry_budget,  # one cap on cached entries across all DCs
+            identity=self.identity,  # a reload never changes a running DC's identity
         )
         await run_dc_actor(
             wanted, updates, backend=self.backend, settings=settings, initial=initial

@@ -17,7 +17,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, suppress
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import attrs
 import trio
@@ -34,6 +34,9 @@ from stas.backoff import ladder_delay
 from stas.messages import DcStatus, DcUpdate, DcWanted
 from stas.nvme.errors import ConnectionLost, DiscoveryError, NvmeStatusError, ProtocolError
 from stas.nvme.logpage import LogPageEntry
+
+if TYPE_CHECKING:
+    from stas.nvme.hostid import HostIdentity
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,9 @@ class DcSettings:
     # override them); empty means the backend's own defaults.
     connection: Mapping[str, str] = attrs.field(factory=dict, eq=False)
     entries: EntryBudget | None = attrs.field(default=None, eq=False)
+    # The host identity the DC was started with: every connection registers (DIM) and
+    # deregisters under it, whatever a reload does meanwhile. None: the backend's own.
+    identity: HostIdentity | None = attrs.field(default=None, eq=False)
 
     def retry_delay(self, failures: int, rng: random.Random) -> float:
         """Delay before the next attempt after ``failures`` consecutive failures (>= 1)."""
@@ -174,6 +180,9 @@ class _DcActor:
         self.lock = trio.Lock()  # keeps snapshots in order when two tasks publish
         self.scope = trio.CancelScope()
         self.params = {**settings.connection, **wanted.params}  # controller= keys win
+        self.connect_args: dict[str, Any] = {"persistent": settings.persistent}
+        if settings.identity is not None:
+            self.connect_args["identity"] = settings.identity
         # the current failure streak: ended only by a healthy connection
         self.warned: set[str] = set()
         self.streak_failures = 0
@@ -317,9 +326,7 @@ class _DcActor:
         escaping: BaseException | None = None
         with trio.CancelScope() as guard:
             try:
-                cm = self.backend.connect(
-                    self.tid, self.params, persistent=self.settings.persistent
-                )
+                cm = self.backend.connect(self.tid, self.params, **self.connect_args)
                 conn = await cm.__aenter__()
             except PEER_ERRORS as exc:
                 return False, describe(exc)

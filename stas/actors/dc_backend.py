@@ -86,7 +86,7 @@ class DcConnection(Protocol):
         """Read the whole discovery log page, consistently (GENCTR checked)."""
         ...
 
-    def events(self) -> trio.MemoryReceiveChannel[DcEvent]:
+    def events(self) -> AsyncIterator[DcEvent]:
         """What happens to the connection; ends (or says ConnectionLostEvent) when it dies."""
         ...
 
@@ -95,9 +95,15 @@ class DcBackend(Protocol):
     """Opens connections; errors are DiscoveryError subclasses or NvmeStatusError."""
 
     def connect(
-        self, tid: Tid, params: Mapping[str, str], *, persistent: bool
+        self,
+        tid: Tid,
+        params: Mapping[str, str],
+        *,
+        persistent: bool,
+        identity: HostIdentity | None = None,
     ) -> AbstractAsyncContextManager[DcConnection]:
-        """Connect to ``tid``; leaving the block disconnects (DIM deregister, shutdown)."""
+        """Connect to ``tid`` as ``identity`` (None: the backend's); leaving the block
+        disconnects (DIM deregister under the same identity, shutdown)."""
         ...
 
 
@@ -257,18 +263,29 @@ class UserspaceBackend:
             dhchap_ctrl_secret=params.get("dhchap-ctrl-secret") or None,
         )
 
-    def host_for(self, tid: Tid) -> HostIdentity:
+    def host_for(self, tid: Tid, identity: HostIdentity | None = None) -> HostIdentity:
         """A per-controller host NQN overrides the identity's (the host ID is kept)."""
-        return attrs.evolve(self.host, hostnqn=tid.host_nqn) if tid.host_nqn else self.host
+        host = identity or self.host
+        return attrs.evolve(host, hostnqn=tid.host_nqn) if tid.host_nqn else host
 
     def connect(
-        self, tid: Tid, params: Mapping[str, str], *, persistent: bool
+        self,
+        tid: Tid,
+        params: Mapping[str, str],
+        *,
+        persistent: bool,
+        identity: HostIdentity | None = None,
     ) -> AbstractAsyncContextManager[DcConnection]:
-        return self._connect(tid, params, persistent=persistent)
+        return self._connect(tid, params, persistent=persistent, identity=identity)
 
     @asynccontextmanager
     async def _connect(
-        self, tid: Tid, params: Mapping[str, str], *, persistent: bool
+        self,
+        tid: Tid,
+        params: Mapping[str, str],
+        *,
+        persistent: bool,
+        identity: HostIdentity | None,
     ) -> AsyncIterator[DcConnection]:
         if tid.transport not in ("tcp", ""):
             raise DiscoveryError(
@@ -282,7 +299,7 @@ class UserspaceBackend:
             tid.traddr,
             tid.trsvcid or DEFAULT_DC_PORT,
             subsysnqn=tid.subsysnqn or WELL_KNOWN_DISC_NQN,
-            host=self.host_for(tid),
+            host=self.host_for(tid, identity),
             options=options,
             host_traddr=tid.host_traddr or None,
             host_iface=tid.host_iface or None,

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import trio
 
 from stas.actors.dc_backend import (
@@ -31,6 +32,7 @@ from stas.kernel.api import ConnectRequest, Kernel, KernelController, KernelErro
 from stas.kernel.options import InvalidOption
 from stas.kernel.passthru import admin_command
 from stas.messages import KernelResync, Tid
+from stas.messages_stafd import HubControl, HubSubscribe, HubUnsubscribe
 from stas.nvme import commands as cmd
 from stas.nvme.dim import host_registration
 from stas.nvme.errors import DiscoveryError, NvmeStatusError
@@ -44,26 +46,52 @@ CHUNK = 16 * 1024
 
 
 class UeventHub:
-    """Routes kernel events to the DC connection that owns the device."""
+    """Routes kernel events to the DC connection that owns the device.
 
-    def __init__(self) -> None:
+    The subscriber table belongs to the hub's own task (``run``): DC connections ask to be
+    added or removed by message (``HubSubscribe``/``HubUnsubscribe``), never touch it.
+    """
+
+    def __init__(self, control_buffer: int = 256) -> None:
         self._subs: dict[str, trio.MemorySendChannel[DcEvent]] = {}
-        self.reconnected: set[str] = set()
+        self._control_send, self._control = trio.open_memory_channel[HubControl](control_buffer)
 
-    def subscribe(self, device: str) -> trio.MemoryReceiveChannel[DcEvent]:
+    # --- asked by DC connections (their own tasks) -----------------------------------------
+
+    async def subscribe(self, device: str) -> trio.MemoryReceiveChannel[DcEvent]:
+        """A channel of ``device``'s events; it replaces any earlier subscriber of the device."""
         send, receive = trio.open_memory_channel[DcEvent](64)
-        self._subs[device] = send
+        await self._control_send.send(HubSubscribe(device, send))
         return receive
 
-    def unsubscribe(self, device: str) -> None:
-        self._subs.pop(device, None)
+    def unsubscribe(self, device: str, events: trio.MemoryReceiveChannel[DcEvent]) -> None:
+        """Stop ``events`` (from ``subscribe``); never blocks (a full control queue only delays
+        the clean-up: the hub drops a subscriber whose channel is closed when it posts)."""
+        events.close()
+        with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
+            self._control_send.send_nowait(HubUnsubscribe(device))
+
+    # --- the hub's own task ------------------------------------------------------------------
+
+    def control(self, msg: HubControl) -> None:
+        match msg:
+            case HubSubscribe(device=device, events=send):
+                self._subs[device] = send
+            case HubUnsubscribe(device=device):
+                send = self._subs.get(device)
+                if send is not None and _closed(send):  # not a newer subscriber's
+                    del self._subs[device]
 
     def _post(self, device: str, event: DcEvent) -> None:
         send = self._subs.get(device)
-        if send is not None:
-            # a full backlog already means "refetch", which is what any notice asks for
-            with contextlib.suppress(trio.WouldBlock):
-                send.send_nowait(event)
+        if send is None:
+            return
+        try:
+            send.send_nowait(event)
+        except trio.WouldBlock:
+            pass  # a full backlog already means "refetch", which is what any notice asks for
+        except trio.BrokenResourceError:
+            del self._subs[device]  # its connection is gone
 
     def dispatch(self, msg: Any) -> None:
         if isinstance(msg, Uevent):
@@ -71,8 +99,7 @@ class UeventHub:
                 self._post(msg.device, ConnectionLostEvent(f"kernel removed {msg.device}"))
             elif msg.aen == AEN_DLP_CHANGED:
                 self._post(msg.device, LogPageChangedEvent())
-            elif msg.nvme_event == "rediscover":
-                self.reconnected.add(msg.device)  # the DC forgot us: register again (TP8010)
+            elif msg.nvme_event == "rediscover":  # the DC forgot us: register again (TP8010)
                 self._post(msg.device, ReconnectedEvent())
         elif isinstance(msg, KernelResync):
             present = {c.device for c in msg.controllers}
@@ -83,26 +110,41 @@ class UeventHub:
                     self._post(device, ConnectionLostEvent(f"{device} is gone (resync)"))
 
     async def run(self, receive: trio.MemoryReceiveChannel[Any]) -> None:
-        async for msg in receive:
-            self.dispatch(msg)
+        """Route the uevent monitor's messages (``receive``) and take (un)subscriptions."""
+
+        async def controls() -> None:
+            async for msg in self._control:
+                self.control(msg)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(controls)
+            async for msg in receive:
+                self.dispatch(msg)
+            nursery.cancel_scope.cancel()
+
+
+def _closed(send: trio.MemorySendChannel[DcEvent]) -> bool:
+    """True once the subscriber closed its receiving end."""
+    return send.statistics().open_receive_channels == 0
 
 
 class KernelDcConnection:
+    """One kernel discovery controller, registered (DIM) under one identity for its lifetime."""
+
     def __init__(
         self,
         ctrl: KernelController,
         events: trio.MemoryReceiveChannel[DcEvent],
         *,
         pleo: bool,
-        hub: UeventHub | None = None,
         identity: HostIdentity | None = None,
     ) -> None:
         self._ctrl = ctrl
         self._events = events
         self._pleo = pleo  # ask a DDC for port-local entries when it says it can (TP8010)
         self._lsp: int | None = None
-        self._hub = hub
-        self._identity = identity  # for DIM re-registration after a kernel reconnect
+        self._identity = identity  # registers, re-registers and deregisters under it
+        self._reregister = False  # a kernel ``rediscover``: the DC forgot our registration
         self.registered = False
 
     @property
@@ -117,8 +159,18 @@ class KernelDcConnection:
     def dctype(self) -> str:
         return self._ctrl.dctype or "none"
 
-    def events(self) -> trio.MemoryReceiveChannel[DcEvent]:
-        return self._events
+    def events(self) -> AsyncIterator[DcEvent]:
+        return self
+
+    def __aiter__(self) -> AsyncIterator[DcEvent]:
+        return self
+
+    async def __anext__(self) -> DcEvent:
+        """The hub's next event for the device; a reconnect is noted for the next fetch."""
+        event = await self._events.__anext__()
+        if isinstance(event, ReconnectedEvent):
+            self._reregister = True
+        return event
 
     async def _admin(
         self, sqe: cmd.Sqe, *, name: str, read_len: int = 0, data: bytes = b""
@@ -147,13 +199,12 @@ class KernelDcConnection:
         return self._lsp
 
     async def get_log_page(self) -> DiscoveryLogPage:
-        if self._hub is not None and self.device in self._hub.reconnected:
-            self._hub.reconnected.discard(self.device)
-            if self._identity is not None:
-                try:
-                    await self.register(self._identity, cmd.DimTas.REGISTER)
-                except (NvmeStatusError, DiscoveryError) as exc:
-                    log.warning("%s: DIM registration after reconnect failed: %s", self.device, exc)
+        if self._reregister:
+            self._reregister = False
+            try:
+                await self.register(cmd.DimTas.REGISTER)
+            except (NvmeStatusError, DiscoveryError) as exc:
+                log.warning("%s: DIM registration after reconnect failed: %s", self.device, exc)
         lsp = await self._discovery_lsp()
 
         async def read(offset: int, length: int, rae: bool) -> bytes:
@@ -166,8 +217,9 @@ class KernelDcConnection:
             read, where=self.device, chunk=CHUNK, extended=False, limits=Limits(), max_retries=6
         )
 
-    async def register(self, identity: HostIdentity, tas: cmd.DimTas) -> None:
-        if self.dctype not in ("ddc", "cdc"):
+    async def register(self, tas: cmd.DimTas) -> None:
+        identity = self._identity
+        if identity is None or self.dctype not in ("ddc", "cdc"):
             return
         family = AdrFam.IPV6 if ":" in self._ctrl.traddr else AdrFam.IPV4
         data = host_registration(
@@ -183,7 +235,11 @@ class KernelDcConnection:
 
 
 class KernelBackend:
-    """``DcBackend`` over the kernel; persistent connections stay when stafd stops."""
+    """``DcBackend`` over the kernel; persistent connections stay when stafd stops.
+
+    ``identity`` is only the default for connections opened without one: a DC actor passes
+    the identity it was started with, so a reload cannot change it under a connection.
+    """
 
     def __init__(
         self, kernel: Kernel, identity: HostIdentity, hub: UeventHub, *, pleo: bool = True
@@ -193,19 +249,22 @@ class KernelBackend:
         self.identity = identity
         self.hub = hub
 
-    def request(self, tid: Tid, params: Mapping[str, str]) -> ConnectRequest:
+    def request(
+        self, tid: Tid, params: Mapping[str, str], identity: HostIdentity | None = None
+    ) -> ConnectRequest:
         """The kernel connect for ``tid``: [Global] + controller= options (``params``).
 
         Raises InvalidOption (named field) for a value the kernel would refuse.
         """
-        hostid = str(uuid.UUID(bytes=self.identity.hostid))
+        host = identity or self.identity
+        hostid = str(uuid.UUID(bytes=host.hostid))
         where = str(tid)
         return ConnectRequest(
             transport=tid.transport,
             traddr=tid.traddr,
             trsvcid=tid.trsvcid,
             subsysnqn=tid.subsysnqn,
-            hostnqn=tid.host_nqn or self.identity.hostnqn,
+            hostnqn=tid.host_nqn or host.hostnqn,
             hostid=hostid,
             host_traddr=tid.host_traddr,
             host_iface=tid.host_iface,
@@ -222,7 +281,9 @@ class KernelBackend:
             dhchap_ctrl_secret=params.get("dhchap-ctrl-secret") or None,
         )
 
-    async def _open(self, tid: Tid, params: Mapping[str, str]) -> KernelController:
+    async def _open(
+        self, tid: Tid, params: Mapping[str, str], identity: HostIdentity | None = None
+    ) -> KernelController:
         existing = [c for c in await self.kernel.list_controllers() if c.is_discovery_controller]
         same = (tid.transport, tid.traddr, tid.trsvcid, tid.subsysnqn)
         found = next(
@@ -232,31 +293,38 @@ class KernelBackend:
             log.info("%s: adopting existing discovery controller %s", tid, found.device)
             return found
         try:
-            return await self.kernel.connect(self.request(tid, params))
+            return await self.kernel.connect(self.request(tid, params, identity))
         except (KernelError, InvalidOption) as exc:
             raise DiscoveryError(str(exc)) from exc
 
     @asynccontextmanager
     async def connect(
-        self, tid: Tid, params: Mapping[str, str], *, persistent: bool
+        self,
+        tid: Tid,
+        params: Mapping[str, str],
+        *,
+        persistent: bool,
+        identity: HostIdentity | None = None,
     ) -> AsyncIterator[KernelDcConnection]:
-        ctrl = await self._open(tid, params)
+        host = identity or self.identity  # read once: the same for the connection's lifetime
+        if tid.host_nqn and tid.host_nqn != host.hostnqn:  # the NQN the kernel connects with
+            host = attrs.evolve(host, hostnqn=tid.host_nqn)
+        ctrl = await self._open(tid, params, host)
         pleo = pleo_from(params, self.pleo_default)
-        conn = KernelDcConnection(
-            ctrl, self.hub.subscribe(ctrl.device), pleo=pleo, hub=self.hub, identity=self.identity
-        )
+        events = await self.hub.subscribe(ctrl.device)
+        conn = KernelDcConnection(ctrl, events, pleo=pleo, identity=host)
         try:
             try:
-                await conn.register(self.identity, cmd.DimTas.REGISTER)
+                await conn.register(cmd.DimTas.REGISTER)
             except (NvmeStatusError, DiscoveryError) as exc:
                 log.warning("%s: DIM registration failed: %s", tid, exc)
             yield conn
         finally:
-            self.hub.unsubscribe(ctrl.device)
+            self.hub.unsubscribe(ctrl.device, events)
             if not persistent:
                 with trio.CancelScope(shield=True), trio.move_on_after(10):
                     try:
-                        await conn.register(self.identity, cmd.DimTas.DEREGISTER)
+                        await conn.register(cmd.DimTas.DEREGISTER)
                         await self.kernel.disconnect(ctrl.device)
                     except (KernelError, NvmeStatusError, DiscoveryError) as exc:
                         log.info("%s: disconnect: %s", tid, exc)

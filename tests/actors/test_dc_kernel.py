@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import math
 
+import attrs
+import pytest
 import trio
+import trio.testing
 
 from stas.actors.dc import DcSettings, connection_params, run_dc_actor
 from stas.actors.dc_backend import (
@@ -37,24 +40,41 @@ def drain(ch: trio.MemoryReceiveChannel) -> list:
             return out
 
 
-def test_hub_routes_events_to_the_owner_only() -> None:
+async def test_hub_routes_events_to_the_owner_only() -> None:
     hub = UeventHub()
-    mine, other = hub.subscribe("nvme0"), hub.subscribe("nvme5")
+    send, receive = trio.open_memory_channel(10)
     path = "/devices/virtual/nvme-fabrics/ctl/"
-    hub.dispatch(Uevent("change", path + "nvme0", "nvme", {"NVME_AEN": "0x70f002"}))
-    hub.dispatch(Uevent("change", path + "nvme0", "nvme", {"NVME_AEN": "0x10000"}))  # not ours
-    hub.dispatch(Uevent("change", path + "nvme0", "nvme", {"NVME_EVENT": "rediscover"}))
-    hub.dispatch(Uevent("remove", path + "nvme0", "nvme"))
-    assert drain(mine) == [
-        LogPageChangedEvent(),
-        ReconnectedEvent(),
-        ConnectionLostEvent("kernel removed nvme0"),
-    ]
-    assert hub.reconnected == {"nvme0"}
-    assert drain(other) == []
-    hub.dispatch(KernelResync((KernelController(device="nvme0"),)))
-    assert drain(mine) == [LogPageChangedEvent()]  # events may have been lost: refetch
-    assert drain(other) == [ConnectionLostEvent("nvme5 is gone (resync)")]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.run, receive)
+        mine, other = await hub.subscribe("nvme0"), await hub.subscribe("nvme5")
+        await trio.testing.wait_all_tasks_blocked()
+        for msg in (
+            Uevent("change", path + "nvme0", "nvme", {"NVME_AEN": "0x70f002"}),
+            Uevent("change", path + "nvme0", "nvme", {"NVME_AEN": "0x10000"}),  # not ours
+            Uevent("change", path + "nvme0", "nvme", {"NVME_EVENT": "rediscover"}),
+            Uevent("remove", path + "nvme0", "nvme"),
+        ):
+            await send.send(msg)
+        await trio.testing.wait_all_tasks_blocked()
+        assert drain(mine) == [
+            LogPageChangedEvent(),
+            ReconnectedEvent(),
+            ConnectionLostEvent("kernel removed nvme0"),
+        ]
+        assert drain(other) == []
+        await send.send(KernelResync((KernelController(device="nvme0"),)))
+        await trio.testing.wait_all_tasks_blocked()
+        assert drain(mine) == [LogPageChangedEvent()]  # events may have been lost: refetch
+        assert drain(other) == [ConnectionLostEvent("nvme5 is gone (resync)")]
+        # an ended subscription gets nothing more, and a newer one of the device is kept
+        hub.unsubscribe("nvme5", other)
+        again = await hub.subscribe("nvme0")
+        hub.unsubscribe("nvme0", mine)  # late: nvme0 has a newer subscriber already
+        await trio.testing.wait_all_tasks_blocked()
+        await send.send(Uevent("change", path + "nvme0", "nvme", {"NVME_AEN": "0x70f002"}))
+        await trio.testing.wait_all_tasks_blocked()
+        assert drain(again) == [LogPageChangedEvent()]
+        nursery.cancel_scope.cancel()
 
 
 def test_connect_request_is_a_persistent_discovery_connect() -> None:
@@ -151,3 +171,86 @@ def test_connection_params_from_the_defaults() -> None:
 def test_kernel_pleo_follows_global_pleo() -> None:
     backend = KernelBackend(FakeKernel(), HOST, UeventHub(), pleo=True)
     assert pleo_from(connection_params(glob_config()), backend.pleo_default) is False
+
+
+# --- one identity per DC: registered and deregistered under the same host NQN (issue 10) -------
+
+OTHER = HostIdentity(
+    hostnqn="nqn.2014-08.org.nvmexpress:uuid:99999999-5b0f-4c4e-9d0e-2e1c6a1b7f10",
+    hostid=bytes(16),
+)
+
+
+@pytest.fixture
+def dims(monkeypatch) -> list[tuple[str, str]]:
+    """Admin commands answered in memory; the host NQN of every DIM command is recorded."""
+    sent: list[tuple[str, str]] = []
+
+    def admin(device, sqe, *, name, read_len=0, data=b""):
+        if name == "DIM":
+            nqn = next(h.hostnqn for h in (HOST, OTHER) if h.hostnqn.encode() in data)
+            sent.append((device, nqn))
+        return 0, bytes(read_len)
+
+    monkeypatch.setattr("stas.actors.dc_kernel.admin_command", admin)
+    return sent
+
+
+def cdc_kernel() -> tuple[FakeKernel, KernelController]:
+    kernel = FakeKernel()
+    ctrl = kernel.add_external(
+        transport="tcp", traddr="::1", trsvcid="8009", subsysnqn=DC.subsysnqn,
+        cntrltype="discovery", dctype="cdc", hostnqn=HOST.hostnqn,
+    )  # fmt: skip
+    return kernel, ctrl
+
+
+async def test_a_reload_does_not_change_the_identity_a_connection_deregisters_with(dims) -> None:
+    kernel, ctrl = cdc_kernel()
+    backend = KernelBackend(kernel, HOST, UeventHub())
+    tid = attrs.evolve(DC, host_nqn="")
+    async with backend.connect(tid, {}, persistent=False):
+        backend.identity = OTHER  # what stafd's reload does to the shared backend
+    assert dims == [(ctrl.device, HOST.hostnqn), (ctrl.device, HOST.hostnqn)]
+
+
+async def test_a_dc_actor_registers_and_deregisters_under_its_start_identity(
+    dims, autojump_clock
+) -> None:
+    kernel, ctrl = cdc_kernel()
+    backend = KernelBackend(kernel, OTHER, UeventHub())  # the backend's default is not used
+    send, _recv = trio.open_memory_channel[DcUpdate](math.inf)
+    settings = DcSettings(persistent=False, identity=HOST)
+    wanted = DcWanted(attrs.evolve(DC, host_nqn=""), "configured")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: run_dc_actor(wanted, send, backend=backend, settings=settings))
+        await trio.testing.wait_all_tasks_blocked()
+        assert dims == [(ctrl.device, HOST.hostnqn)]
+        backend.identity = OTHER
+        nursery.cancel_scope.cancel()
+    assert dims == [(ctrl.device, HOST.hostnqn), (ctrl.device, HOST.hostnqn)]
+    assert kernel.disconnect_log == [ctrl.device]
+
+
+async def test_a_rediscover_before_a_connection_does_not_make_it_register_twice(dims) -> None:
+    kernel, ctrl = cdc_kernel()
+    hub = UeventHub()
+    backend = KernelBackend(kernel, HOST, hub)
+    send, receive = trio.open_memory_channel(10)
+    path = "/devices/virtual/nvme-fabrics/ctl/" + ctrl.device
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.run, receive)
+        # the kernel reconnected a controller nobody of ours holds (yet)
+        await send.send(Uevent("change", path, "nvme", {"NVME_EVENT": "rediscover"}))
+        await trio.testing.wait_all_tasks_blocked()
+        async with backend.connect(DC, {}, persistent=True) as conn:
+            await trio.testing.wait_all_tasks_blocked()
+            await conn.get_log_page()
+            assert dims == [(ctrl.device, HOST.hostnqn)], "registered once, at connect"
+            # a rediscover while connected: registered again before the next read
+            await send.send(Uevent("change", path, "nvme", {"NVME_EVENT": "rediscover"}))
+            events = conn.events()
+            assert await events.__anext__() == ReconnectedEvent()
+            await conn.get_log_page()
+            assert len(dims) == 2
+        nursery.cancel_scope.cancel()
