@@ -29,13 +29,11 @@ from stas.nvme.errors import (  # noqa: E402
     ProtocolError,
     StepTimeout,
 )
-from stas.nvme.host_ops import HostIdentity, SessionOptions  # noqa: E402
+from stas.nvme.host_ops import SessionOptions  # noqa: E402
 from stas.nvme.session import DiscoverySession  # noqa: E402
+from tests.helpers.sim import host_identity  # noqa: E402
 
-HOST = HostIdentity(
-    hostnqn="nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-0000000000f1",
-    hostid=bytes(16),
-)
+HOST = host_identity("00000000-0000-4000-8000-0000000000f1")
 CONF = (
     "{'ports': [{'id': 1, 'traddr': '::1', 'trsvcid': 8009, 'trtype': 'tcp'}],"
     " 'subsystems': [{'subsysnqn': 'klingons', 'port': 1, 'namespaces': [1]},"
