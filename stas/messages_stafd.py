@@ -5,7 +5,7 @@ this module on first use so that stacd never creates these classes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
@@ -129,3 +129,38 @@ class HubUnsubscribe:
 
 
 HubControl: TypeAlias = HubSubscribe | HubUnsubscribe
+
+
+# --- the mDNS actor's published state (read by the D-Bus actor's process_info) ------------------
+
+
+@attrs.frozen
+class MdnsCandidate:
+    """One announced address of an ``_nvme-disc`` service, and whether it answered yet."""
+
+    key: str
+    tid: Tid
+    reachable: bool
+
+
+@attrs.frozen
+class MdnsState:
+    """What the mDNS browser knows, as an immutable value (replaced on every change)."""
+
+    service_types: tuple[str, ...] = ()
+    candidates: tuple[MdnsCandidate, ...] = ()
+
+    def as_info(self) -> dict[str, Any]:
+        """The ``avahi``-like section of D-Bus ``process_info`` (a fresh dict per call)."""
+        services = {
+            c.key: {
+                "transport": c.tid.transport,
+                "traddr": c.tid.traddr,
+                "trsvcid": c.tid.trsvcid,
+                "host-iface": c.tid.host_iface,
+                "subsysnqn": c.tid.subsysnqn,
+                "reachable": c.reachable,
+            }
+            for c in self.candidates
+        }
+        return {"service types": list(self.service_types), "services": services}

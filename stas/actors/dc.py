@@ -17,10 +17,12 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, suppress
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import attrs
 import trio
+from trio_util import wait_any
 
 from stas.actors.dc_backend import (
     ConnectionLostEvent,
@@ -381,15 +383,15 @@ class _DcActor:
         lost: list[str] = []
         wake_send, wake_recv = trio.open_memory_channel[None](1)
         wake_send.send_nowait(None)  # the first fetch
-        async with trio.open_nursery() as nursery:
 
-            def lose(reason: str) -> None:
-                if not lost:
-                    lost.append(reason)
-                nursery.cancel_scope.cancel()
+        def lose(reason: str) -> None:  # the first to lose the link ends both (wait_any)
+            if not lost:
+                lost.append(reason)
 
-            nursery.start_soon(self.watch_events, conn, wake_send, lose)
-            nursery.start_soon(self.fetch_loop, conn, wake_recv, lose)
+        await wait_any(
+            partial(self.watch_events, conn, wake_send, lose),
+            partial(self.fetch_loop, conn, wake_recv, lose),
+        )
         return lost[0] if lost else "connection closed"
 
     async def watch_events(

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 import trio
+from trio_util import wait_any
 
 from stas.actors.dc_backend import (
     ConnectionLostEvent,
@@ -116,11 +117,11 @@ class UeventHub:
             async for msg in self._control:
                 self.control(msg)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(controls)
+        async def events() -> None:
             async for msg in receive:
                 self.dispatch(msg)
-            nursery.cancel_scope.cancel()
+
+        await wait_any(controls, events)  # ends with the monitor's channel
 
 
 def _closed(send: trio.MemorySendChannel[DcEvent]) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 import trio
+from trio_util import AsyncValue, RepeatedEvent
 from zeroconf import InterfaceChoice, IPVersion, ServiceBrowser, ServiceListener, Zeroconf
 
 from stas.mdns_txt import (
@@ -32,6 +33,7 @@ from stas.mdns_txt import (
     split_txt_rdata,
 )
 from stas.messages import MdnsServiceDown, MdnsServiceUp, Tid
+from stas.messages_stafd import MdnsCandidate, MdnsState
 from stas.nvme.errors import ProtocolError
 from stas.reachability import local_interfaces_for, wait_reachable
 
@@ -77,7 +79,7 @@ class _Inbox:
     def __init__(self) -> None:
         self.changes: dict[tuple[str, str], bool] = {}  # (stype, name) -> removed
         self.reachable: list[_Candidate] = []
-        self._wake = trio.Event()
+        self._wake = RepeatedEvent()
 
     def post_change(self, stype: str, name: str, removed: bool) -> None:
         self.changes.pop((stype, name), None)  # re-insert: keep arrival order
@@ -91,7 +93,6 @@ class _Inbox:
     async def wait(self) -> None:
         while not (self.changes or self.reachable):
             await self._wake.wait()
-            self._wake = trio.Event()
 
 
 class _Listener(ServiceListener):
@@ -132,8 +133,12 @@ class MdnsBrowser:
         probe: ProbeFn = wait_reachable,
         iface_lookup: Callable[[str], list[str]] = local_interfaces_for,
         kernel_supports_tp8013: bool = True,
+        published: AsyncValue[MdnsState] | None = None,
     ) -> None:
         self.inbox = _Inbox()
+        # what others may read (D-Bus process_info): an immutable value, replaced on change
+        self.published = published or AsyncValue(MdnsState())
+        self.published.value = MdnsState(tuple(service_types))
         self.service_types = tuple(service_types)
         self._send = send
         self._resolve = resolver
@@ -153,18 +158,25 @@ class MdnsBrowser:
         log.log(level, "mDNS service %s %s", name, reason)
 
     async def serve(self) -> None:
-        """Consume notes forever; probes run in a nursery that dies with the actor."""
-        async with trio.open_nursery() as nursery:
-            while True:
-                await self.inbox.wait()
-                while self.inbox.reachable:
-                    await self._report(self.inbox.reachable.pop(0))
-                if self.inbox.changes:
-                    (stype, name), removed = next(iter(self.inbox.changes.items()))
-                    del self.inbox.changes[(stype, name)]
-                    resolved = None if removed else await self._resolve(stype, name)
-                    if removed or resolved is not None:
-                        await self.apply(nursery, stype, name, resolved)
+        """Consume notes forever; probes run in a nursery that dies with the actor.
+
+        Once stopped, the published value shows no services: nothing browses any more.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    await self.inbox.wait()
+                    while self.inbox.reachable:
+                        await self._report(self.inbox.reachable.pop(0))
+                    if self.inbox.changes:
+                        (stype, name), removed = next(iter(self.inbox.changes.items()))
+                        del self.inbox.changes[(stype, name)]
+                        resolved = None if removed else await self._resolve(stype, name)
+                        if removed or resolved is not None:
+                            await self.apply(nursery, stype, name, resolved)
+        finally:
+            self._services.clear()
+            self.published.value = MdnsState(self.service_types)
 
     async def _report(self, cand: _Candidate) -> None:
         current = self._services.get(cand.service, {}).get(cand.key)
@@ -173,6 +185,7 @@ class MdnsBrowser:
             log.info(
                 "mDNS discovery controller %s is reachable (%s)", cand.tid, printable(cand.service)
             )
+            self._publish()
             await self._send.send(MdnsServiceUp(cand.key, cand.tid))
 
     def _candidates(self, res: Resolved) -> dict[str, Tid]:
@@ -234,6 +247,7 @@ class MdnsBrowser:
             self._services[name] = old
         else:
             self._services.pop(name, None)
+        self._publish()
 
     async def _probe_task(self, cand: _Candidate) -> None:
         with cand.scope:
@@ -241,21 +255,22 @@ class MdnsBrowser:
                 await self._probe(cand.tid.traddr, cand.tid.trsvcid, iface=cand.tid.host_iface)
             self.inbox.post_reachable(cand)
 
+    def _publish(self) -> None:
+        """Replace the published value when what it shows changed."""
+        state = MdnsState(
+            self.service_types,
+            tuple(
+                MdnsCandidate(key, c.tid, c.reported)
+                for cands in self._services.values()
+                for key, c in sorted(cands.items())
+            ),
+        )
+        if state != self.published.value:
+            self.published.value = state
+
     def snapshot(self) -> dict[str, Any]:
-        """The ``avahi``-like section of D-Bus ``process_info``."""
-        services = {
-            key: {
-                "transport": c.tid.transport,
-                "traddr": c.tid.traddr,
-                "trsvcid": c.tid.trsvcid,
-                "host-iface": c.tid.host_iface,
-                "subsysnqn": c.tid.subsysnqn,
-                "reachable": c.reported,
-            }
-            for cands in self._services.values()
-            for key, c in sorted(cands.items())
-        }
-        return {"service types": list(self.service_types), "services": services}
+        """The ``avahi``-like section of D-Bus ``process_info``, from the published value."""
+        return self.published.value.as_info()
 
 
 def default_zeroconf(interfaces: Interfaces) -> Zeroconf:
@@ -292,9 +307,14 @@ async def run_mdns_browser(
     iface_lookup: Callable[[str], list[str]] = local_interfaces_for,
     kernel_supports_tp8013: bool = True,
     resolve_timeout: float = 3.0,
+    published: AsyncValue[MdnsState] | None = None,
     task_status: trio.TaskStatus[MdnsBrowser] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Browse until cancelled; ``task_status.started`` hands back the browser (for snapshots)."""
+    """Browse until cancelled; ``task_status.started`` hands back the browser.
+
+    The browser's state is published in ``published`` (the browser's own ``published`` when
+    None): give one AsyncValue to every run of the browser and readers never hold a stale one.
+    """
     factory = zeroconf_factory or default_zeroconf
     zc = await trio.to_thread.run_sync(factory, interfaces)
     try:
@@ -312,6 +332,7 @@ async def run_mdns_browser(
             probe=probe,
             iface_lookup=iface_lookup,
             kernel_supports_tp8013=kernel_supports_tp8013,
+            published=published,
         )
         listener = _Listener(trio.lowlevel.current_trio_token(), browser.inbox)
         zb = ServiceBrowser(zc, list(service_types), listener=listener)

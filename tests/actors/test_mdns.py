@@ -10,14 +10,18 @@ import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import attrs
+import pytest
 import trio
 import trio.testing
 from sim_mdns import Announcement, announce
+from trio_util import AsyncValue
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
 from stas.actors.mdns import MAX_SERVICES, MdnsBrowser, Resolved, printable, run_mdns_browser
 from stas.mdns_txt import encode_txt_rdata
 from stas.messages import WELL_KNOWN_DISC_NQN, MdnsServiceDown, MdnsServiceUp, Tid
+from stas.messages_stafd import MdnsCandidate, MdnsState
 from stas.reachability import wait_reachable
 
 STYPE = "_nvme-disc._tcp.local."
@@ -459,3 +463,32 @@ async def test_real_zeroconf_udp_service_type_is_browsed_too() -> None:
                 f"lo|{name}|127.0.0.1", tid("127.0.0.1", trsvcid=str(port), host_iface="lo")
             )
             nursery.cancel_scope.cancel()
+
+
+# --- the browser's state is published as an immutable value (issue 10) -------------------------
+
+
+async def test_state_is_published_as_a_frozen_value_and_cleared_when_stopped(
+    autojump_clock,
+) -> None:
+    world, probe = World(), Probe()
+    published = AsyncValue(MdnsState())
+    async with running(world, probe, published=published) as h:
+        assert h.browser.published is published
+        publish(h, world, "cdc")
+        await h.messages()
+        first = published.value
+        assert first == MdnsState(
+            tuple(h.browser.service_types), (MdnsCandidate(key("cdc"), tid(), True),)
+        )
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            first.candidates = ()  # type: ignore[misc]
+        withdraw(h, world, "cdc")
+        assert await h.messages() == [MdnsServiceDown(key("cdc"))]
+        assert published.value.candidates == () and first.candidates != ()  # a value, not a view
+        publish(h, world, "dc2", addresses=("10.0.0.6",))
+        await published.wait_value(lambda s: any(c.reachable for c in s.candidates))
+        assert h.browser.snapshot()["services"][key("dc2", "10.0.0.6")]["reachable"] is True
+    # the actor stopped (zeroconf disabled): process_info shows nothing stale
+    assert published.value.candidates == ()
+    assert h.browser.snapshot() == {"service types": list(h.browser.service_types), "services": {}}
