@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Callable
 
 from stas.config.timespan import TimespanError, parse_timespan
+from stas.nvme.tls_psk import TlsKeyError, parse_interchange
 
 INT_MAX = 2**31 - 1  # the kernel parses fabrics options as C int
 NQN_MAX_BYTES = 223
@@ -27,6 +28,8 @@ _FC_ADDR = re.compile(r"nn-0x[0-9a-f]{16}:pn-0x[0-9a-f]{16}")
 _DHCHAP = re.compile(r"DHHC-1:0[0-3]:([A-Za-z0-9+/]+={0,2}):")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _DHCHAP_KEY_LENGTHS = (32, 48, 64)  # plus a 4-byte CRC-32 in the encoded form
+_KEY_SERIAL = re.compile(r"[1-9][0-9]{0,9}|0x[0-9a-fA-F]{1,8}")
+_KEYRING_NAME = re.compile(r"[.A-Za-z_][.A-Za-z0-9_-]{0,63}")
 
 
 class BadValue(ValueError):
@@ -199,6 +202,28 @@ def to_dhchap_secret(text: str) -> str:
     return text
 
 
+def to_tls_key(text: str) -> str:
+    """``tls-key``: a configured TLS PSK ``NVMeTLSkey-1:0[0-2]:<base64 of key + CRC-32>:`` (as
+    ``nvme gen-tls-key`` prints it; 32 or 48 bytes, CRC checked) or the serial of a key already
+    in the kernel keyring. The reason never repeats the key."""
+    if _KEY_SERIAL.fullmatch(text) and 0 < int(text, 0) < 2**31:
+        return text
+    try:
+        parse_interchange(text)
+    except TlsKeyError as e:
+        raise BadValue(f"{e} (or a key serial)") from None
+    return text
+
+
+def to_keyring(text: str) -> str:
+    """``keyring``: a kernel keyring's serial or name (``.nvme`` is the kernel's default)."""
+    if _KEY_SERIAL.fullmatch(text) and 0 < int(text, 0) < 2**31:
+        return text
+    if not _KEYRING_NAME.fullmatch(text):
+        raise BadValue("not a keyring serial or name (e.g. .nvme)")
+    return text
+
+
 def to_uuid(text: str) -> str:
     """A host ID: the kernel only accepts a UUID."""
     if not _UUID.fullmatch(text.lower()):
@@ -228,5 +253,8 @@ CONNECTION_CHECKS: dict[str, Callable[[str], object]] = {
     "nr-io-queues": int_range(1),
     "nr-write-queues": int_range(0),
     "nr-poll-queues": int_range(0),
+    # NVMe/TCP TLS (names as nvme-cli's fabrics config and libnvme); tls-key is a secret
+    "tls": to_bool,
+    "keyring": to_keyring,
 }
 IO_ONLY_KEYS = frozenset({"nr-io-queues", "nr-write-queues", "nr-poll-queues"})

@@ -32,7 +32,8 @@ from stas.config import checks
 MAX_ENTRY_CHARS = 4096
 MAX_TOKENS = 64
 DEFAULT_TRSVCID = {"tcp": "8009", "rdma": "4420", "fc": "", "loop": ""}
-SECRET_KEYS = frozenset({"dhchap-secret", "dhchap-ctrl-secret"})
+SECRET_KEYS = frozenset({"dhchap-secret", "dhchap-ctrl-secret", "tls-key"})
+_SECRET_MARKS = ("DHHC-", "NVMeTLSkey-")
 TID_KEYS = ("transport", "traddr", "trsvcid", "subsysnqn", "host-traddr", "host-iface", "host-nqn")
 _EXCLUDE_KEYS = {
     "transport": "transport",
@@ -50,7 +51,8 @@ def _hide_secret(value: str | None) -> str:
 
 def _show(key: str, value: str) -> str:
     """``key=value`` for a warning, with secrets replaced by ``***``."""
-    return f"{key}=***" if key in SECRET_KEYS or "DHHC-" in value else f"{key}={value}"
+    hidden = key in SECRET_KEYS or any(m in value for m in _SECRET_MARKS)
+    return f"{key}=***" if hidden else f"{key}={value}"
 
 
 def redact_entry(value: str) -> str:
@@ -60,7 +62,7 @@ def redact_entry(value: str) -> str:
         key, eq, _ = token.partition("=")
         if key.strip().lower() in SECRET_KEYS:
             shown.append(f"{key}{eq}***")
-        elif "DHHC-" in token:
+        elif any(m in token for m in _SECRET_MARKS):
             shown.append("***")
         else:
             shown.append(token)
@@ -92,11 +94,14 @@ class ControllerSpec:
     nr_poll_queues: int | None = None
     dhchap_secret: str | None = attrs.field(default=None, repr=_hide_secret)
     dhchap_ctrl_secret: str | None = attrs.field(default=None, repr=_hide_secret)
+    tls: bool | None = None
+    keyring: str | None = None
+    tls_key: str | None = attrs.field(default=None, repr=_hide_secret)
 
     def as_tid_dict(self, *, ignore_iface: bool = False) -> dict[str, str]:
         """Upstream's TID dict: the seven identity keys, then the overrides that were given.
 
-        Contains the DH-HMAC-CHAP secrets if given: redact before showing it to anyone.
+        Contains the DH-HMAC-CHAP secrets and TLS key if given: redact before showing it.
         ``host-nqn`` is '' when not configured; the caller fills in the system host NQN.
         """
         tid = {
@@ -172,7 +177,7 @@ def _tokenise(value: str, where: str, notes: list[str]) -> tuple[dict[str, str],
         key, eq, val = token.partition("=")
         key, val = key.strip().lower(), val.strip()
         if not eq or not key:
-            shown = "***" if "DHHC-" in token else token[:60]
+            shown = "***" if any(m in token for m in _SECRET_MARKS) else token[:60]
             notes.append(f"{where}: {shown!r} is not key=value")
             malformed = True
             continue
@@ -249,7 +254,7 @@ def parse_controller(
     for name, text in tokens.items():
         check = checks.CONNECTION_CHECKS.get(name)
         if name in SECRET_KEYS:
-            check = checks.to_dhchap_secret
+            check = checks.to_tls_key if name == "tls-key" else checks.to_dhchap_secret
         if check is None:
             notes.append(f"{where}: unknown key {name!r}, ignored")
         elif daemon == "stafd" and name in checks.IO_ONLY_KEYS:

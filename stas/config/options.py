@@ -128,6 +128,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(GLOBAL, "nr-write-queues", "nr_write_queues", _CONN["nr-write-queues"], {"stacd": None}),
     Option(GLOBAL, "nr-poll-queues", "nr_poll_queues", _CONN["nr-poll-queues"], {"stacd": None}),
     Option(GLOBAL, "ignore-iface", "ignore_iface", checks.to_bool, _both(False), _show_bool),
+    # NVMe/TCP TLS for every controller (per-controller values win); tls-key is a secret.
+    Option(GLOBAL, "tls", "tls", _CONN["tls"], _both(False), _show_bool),
+    Option(GLOBAL, "tls-key", "tls_key", checks.to_tls_key, _both(None), lambda v: "none"),
+    Option(GLOBAL, "keyring", "keyring", _CONN["keyring"], _both(None)),
     Option(GLOBAL, "ip-family", "ip_family", _to_ip_family, _both((4, 6)), _show_ip_family),
     Option(GLOBAL, "pleo", "pleo", checks.to_enabled, {"stafd": True}, _show_enabled),
     Option(
@@ -212,6 +216,9 @@ class ServiceConfig:
     nr_write_queues: int | None = None
     nr_poll_queues: int | None = None
     ignore_iface: bool = False
+    tls: bool = False
+    tls_key: str | None = attrs.field(default=None, repr=False)
+    keyring: str | None = None
     ip_family: tuple[int, ...] = (4, 6)
     pleo: bool = True
     dc_backend: str = "auto"

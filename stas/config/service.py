@@ -30,6 +30,7 @@ from stas.config.options import (
 from stas.config.parser import IniDocument, IniEntry, parse_ini, read_config_text
 
 LOGGER_NAME = "stas.config"
+SECRET_OPTIONS = frozenset({"tls-key"})  # never echoed in a warning
 
 
 def _shown(value: str) -> str:
@@ -44,7 +45,8 @@ def _convert(opt: Option, entry: IniEntry, daemon: str, source: str, out: list[s
     if entry.value is None:
         out.append(f"{where}: no value, using default ({opt.default_text(daemon)})")
         return default
-    where = f"{where}={_shown(entry.value)}"
+    shown = "***" if opt.name in SECRET_OPTIONS else _shown(entry.value)
+    where = f"{where}={shown}"
     try:
         if opt.list_sep is None:
             value = opt.check(entry.value)

@@ -29,7 +29,7 @@ SYS_ADD_KEY = 248  # x86_64
 SYS_KEYCTL = 250
 KEYCTL_SEARCH = 10
 _SERIAL = re.compile(r"[1-9][0-9]{0,9}|0x[0-9a-fA-F]{1,8}")
-_NAME = re.compile(r"[.A-Za-z0-9_-]{1,64}")
+_NAME = re.compile(r"[.A-Za-z_][.A-Za-z0-9_-]{0,63}")
 
 
 class KeyringError(OSError):

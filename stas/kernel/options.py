@@ -173,7 +173,7 @@ def auth_failure_hint(code: int | None) -> str:
 # --- NVMe/TCP TLS (TP 8011): tls, keyring=<serial>, tls_key=<serial> ---------------------------
 
 _KEY_SERIAL = re.compile(r"[1-9][0-9]{0,9}|0x[0-9a-fA-F]{1,8}")
-_KEYRING_NAME = re.compile(r"[.A-Za-z0-9_-]{1,64}")
+_KEYRING_NAME = re.compile(r"[.A-Za-z_][.A-Za-z0-9_-]{0,63}")
 
 
 def is_key_serial(value: str) -> bool:
