@@ -79,8 +79,8 @@ class UeventHub:
             case HubSubscribe(device=device, events=send):
                 self._subs[device] = send
             case HubUnsubscribe(device=device):
-                send = self._subs.get(device)
-                if send is not None and _closed(send):  # not a newer subscriber's
+                current = self._subs.get(device)
+                if current is not None and _closed(current):  # not a newer subscriber's
                     del self._subs[device]
 
     def _post(self, device: str, event: DcEvent) -> None:

@@ -270,7 +270,8 @@ class MdnsBrowser:
 
     def snapshot(self) -> dict[str, Any]:
         """The ``avahi``-like section of D-Bus ``process_info``, from the published value."""
-        return self.published.value.as_info()
+        state: MdnsState = self.published.value
+        return state.as_info()
 
 
 def default_zeroconf(interfaces: Interfaces) -> Zeroconf:
