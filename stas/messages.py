@@ -14,10 +14,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
+from stas.constants import TID_KEYS, WELL_KNOWN_DISC_NQN
+
 if TYPE_CHECKING:  # annotations only: stacd never needs the log page codec
+    from stas.config.controllers import ControllerSpec
+    from stas.kernel.api import KernelController
     from stas.nvme.logpage import LogPageEntry
 
-WELL_KNOWN_DISC_NQN = "nqn.2014-08.org.nvmexpress.discovery"
+__all__ = ["WELL_KNOWN_DISC_NQN", "Tid"]  # the constant is re-exported for older imports
 
 Origin = Literal["configured", "nbft", "discovered", "referral"]
 # which origin a DC found several ways shows; 'nbft': the firmware's boot table (NBFT)
@@ -38,26 +42,60 @@ class Tid:
 
     def as_dict(self) -> dict[str, str]:
         """Upstream's TID dict (the keys users see in ``stafctl ls``)."""
-        return {
-            "transport": self.transport,
-            "traddr": self.traddr,
-            "trsvcid": self.trsvcid,
-            "subsysnqn": self.subsysnqn,
-            "host-traddr": self.host_traddr,
-            "host-iface": self.host_iface,
-            "host-nqn": self.host_nqn,
-        }
+        return dict(zip(TID_KEYS, self.dbus_args(), strict=True))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, str]) -> Tid:
+        """From upstream's TID dict (missing keys are ''), e.g. a D-Bus controller list."""
+        return cls(*(d.get(k, "") for k in TID_KEYS))
+
+    def dbus_args(self) -> tuple[str, str, str, str, str, str, str]:
+        """The seven strings every stafd/stacd method and signal takes, in their order."""
+        return (
+            self.transport, self.traddr, self.trsvcid, self.subsysnqn,
+            self.host_traddr, self.host_iface, self.host_nqn,
+        )  # fmt: skip
+
+    @classmethod
+    def from_dbus_args(cls, args: tuple[object, ...]) -> Tid:
+        """From the seven D-Bus arguments (already checked to be strings by the signature)."""
+        return cls(*(str(a) for a in args[:7]))
+
+    @classmethod
+    def from_dlpe(cls, e: Dlpe, dc: Tid, *, ignore_iface: bool, host_nqn: str = "") -> Tid:
+        """The I/O controller entry ``e`` of ``dc``'s log page names, reached the way ``dc``
+        is (same host address and interface when the transport is the same). The entry's
+        fields must have been checked (``stas.plan`` does) before the kernel sees them."""
+        same = e.transport == dc.transport
         return cls(
-            transport=d.get("transport", ""),
-            traddr=d.get("traddr", ""),
-            trsvcid=d.get("trsvcid", ""),
-            subsysnqn=d.get("subsysnqn", ""),
-            host_traddr=d.get("host-traddr", ""),
-            host_iface=d.get("host-iface", ""),
-            host_nqn=d.get("host-nqn", ""),
+            transport=e.transport,
+            traddr=e.traddr,
+            trsvcid=e.trsvcid,
+            subsysnqn=e.subsysnqn,
+            host_traddr=dc.host_traddr if same else "",
+            host_iface="" if ignore_iface or e.transport != "tcp" or not same else dc.host_iface,
+            host_nqn=dc.host_nqn or host_nqn,
+        )
+
+    @classmethod
+    def from_spec(cls, spec: ControllerSpec, *, ignore_iface: bool, host_nqn: str) -> Tid:
+        """A ``controller=`` line (already defaulted and checked by stas.config); an unset
+        host NQN becomes the system's ``host_nqn``."""
+        return cls(
+            transport=spec.transport,
+            traddr=spec.traddr,
+            trsvcid=spec.trsvcid,
+            subsysnqn=spec.subsysnqn,
+            host_traddr=spec.host_traddr,
+            host_iface="" if ignore_iface else spec.host_iface,
+            host_nqn=spec.host_nqn or host_nqn,
+        )
+
+    @classmethod
+    def from_kernel(cls, c: KernelController) -> Tid:
+        """A kernel controller as sysfs describes it (e.g. one stacd never made)."""
+        return cls(
+            c.transport, c.traddr, c.trsvcid, c.subsysnqn, c.host_traddr, c.host_iface, c.hostnqn
         )
 
     def __str__(self) -> str:
@@ -112,10 +150,12 @@ class StafdSnapshot:
 # Creating an attrs class costs about half a millisecond at start; a daemon creates only its own.
 
 _STAFD_ONLY = ("DcWanted", "MdnsServiceUp", "MdnsServiceDown", "DcUpdate", "StafdConfigChanged",
-               "FinderMsg")  # fmt: skip
-_STACD_ONLY = ("DcLogPages", "DcGone", "StafdPresence", "IocWanted", "IocStatus", "IocUpdate",
-               "StacdSnapshot", "KernelResync", "StacdConfigChanged", "AuditDue",
-               "ConnectorMsg")  # fmt: skip
+               "FinderMsg", "DcStopped", "AddressesResolved", "AddressProbed", "HubSubscribe",
+               "HubUnsubscribe", "HubControl", "MdnsCandidate", "MdnsState")  # fmt: skip
+_STACD_ONLY = ("Dlpe", "parse_dlpes", "DcLogPages", "DcRemoved", "StafdAppeared", "StafdVanished",
+               "LogPagesChanged", "SignalsLost", "StafdEvent", "ToConnector", "IocWanted",
+               "IocStatus", "IocUpdate", "StacdSnapshot", "KernelResync", "StacdConfigChanged",
+               "AuditDue", "ConnectorMsg")  # fmt: skip
 _LAZY = dict.fromkeys(_STAFD_ONLY, "stas.messages_stafd") | dict.fromkeys(
     _STACD_ONLY, "stas.messages_stacd"
 )
@@ -124,22 +164,37 @@ if TYPE_CHECKING:
     from stas.messages_stacd import (  # noqa: F401
         AuditDue,
         ConnectorMsg,
-        DcGone,
         DcLogPages,
+        DcRemoved,
+        Dlpe,
         IocStatus,
         IocUpdate,
         IocWanted,
         KernelResync,
+        LogPagesChanged,
+        SignalsLost,
         StacdConfigChanged,
         StacdSnapshot,
-        StafdPresence,
+        StafdAppeared,
+        StafdEvent,
+        StafdVanished,
+        ToConnector,
+        parse_dlpes,
     )
     from stas.messages_stafd import (  # noqa: F401
+        AddressesResolved,
+        AddressProbed,
+        DcStopped,
         DcUpdate,
         DcWanted,
         FinderMsg,
+        HubControl,
+        HubSubscribe,
+        HubUnsubscribe,
+        MdnsCandidate,
         MdnsServiceDown,
         MdnsServiceUp,
+        MdnsState,
         StafdConfigChanged,
     )
 

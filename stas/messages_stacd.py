@@ -4,40 +4,133 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
 
 from stas.messages import Tid
+from stas.nvme.logpage_labels import EFlags, SubType
 
 if TYPE_CHECKING:  # annotations only: the classes are not needed to build these messages
     from stas.config import ServiceConfig
     from stas.kernel.api import KernelController, Uevent
 
-# --- stacd: stafd client -> connector ---------------------------------------------------------
+# --- stacd: a log page entry, typed once where it enters stacd ------------------------------
+
+DLPE_KEYS = ("trtype", "adrfam", "traddr", "trsvcid", "subnqn", "subtype", "eflags")
+_NVM_SUBSYSTEM = SubType.NVME.label
+
+
+@attrs.frozen
+class Dlpe:
+    """One discovery log page entry as stafd publishes it (upstream's DLPE dict, D-Bus
+    ``aa{ss}``), parsed once by the stafd client. Our names for its fields (``transport``,
+    ``subsysnqn``), EFLAGS as a number; ``fields`` keeps the dict as sent, which ``stacctl ls
+    -d`` shows unchanged. Nothing here is checked for the kernel yet: ``stas.plan`` does that."""
+
+    transport: str
+    adrfam: str
+    traddr: str
+    trsvcid: str
+    subsysnqn: str
+    subtype: str
+    eflags: int = 0
+    fields: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
+
+    @property
+    def is_nvm_subsystem(self) -> bool:
+        """An I/O subsystem entry (not a referral or the discovery subsystem itself)."""
+        return self.subtype == _NVM_SUBSYSTEM
+
+    @property
+    def ncc(self) -> bool:
+        """EFLAGS NCC (TP8010): no DDC describing this subsystem is connected to the CDC."""
+        return bool(self.eflags & EFlags.NCC)
+
+    @classmethod
+    def parse(cls, raw: object) -> Dlpe | None:
+        """A DLPE dict from D-Bus (untrusted): None unless a mapping whose keys and known
+        values are strings. A non-numeric EFLAGS reads as 0, as libnvme's would."""
+        if not isinstance(raw, Mapping) or not all(isinstance(k, str) for k in raw):
+            return None
+        text = [raw.get(k, "") for k in DLPE_KEYS]
+        if not all(isinstance(v, str) for v in text):
+            return None
+        trtype, adrfam, traddr, trsvcid, subnqn, subtype, eflags = text
+        try:
+            flags = int(eflags or 0)
+        except ValueError:
+            flags = 0
+        fields = {k: str(v) for k, v in raw.items()}
+        return cls(trtype, adrfam, traddr, trsvcid, subnqn, subtype, flags, fields)
+
+    def as_dict(self) -> Mapping[str, str]:
+        """The entry as stafd sent it (upstream's ``dlpe`` in ``ls -d``)."""
+        return self.fields
+
+
+def parse_dlpes(items: Iterable[object]) -> tuple[Dlpe, ...]:
+    """Every well-formed entry of a D-Bus log page, typed; others dropped (untrusted data).
+    Entries already typed pass through, so a message may be built from either."""
+    out = []
+    for item in items:
+        e = item if isinstance(item, Dlpe) else Dlpe.parse(item)
+        if e is not None:
+            out.append(e)
+    return tuple(out)
+
+
+# --- stacd: the D-Bus client of stafd -> stafd client actor -> connector ------------------------
+
+
+@attrs.frozen
+class StafdAppeared:
+    """stafd (re)acquired its bus name (``owner``): its state must be fetched afresh."""
+
+    owner: str = ""
+
+
+@attrs.frozen
+class StafdVanished:
+    """stafd left the bus (or the bus was lost). Vanishing is *not* "no DCs": nothing changes."""
+
+
+@attrs.frozen
+class LogPagesChanged:
+    """stafd's ``log_pages_changed`` signal: it fetched ``dc``'s log page (maybe unchanged)."""
+
+    dc: Tid
+    device: str = ""
+
+
+@attrs.frozen
+class SignalsLost:
+    """``count`` stafd signals were dropped (backlog full): everything must be fetched again."""
+
+    count: int
+
+
+@attrs.frozen
+class DcRemoved:
+    """stafd removed a discovery controller (not merely disconnected it). The ``dc_removed``
+    signal does not say which (``dc`` None); the stafd client works it out before telling the
+    connector, which only ever sees a ``dc``."""
+
+    dc: Tid | None = None
 
 
 @attrs.frozen
 class DcLogPages:
-    """stafd's current log page of one DC (its DLPE dicts, as sent over D-Bus)."""
+    """stafd's current log page of one DC. Raw DLPE dicts are parsed on construction."""
 
     dc: Tid
-    dlpes: tuple[Mapping[str, str], ...]
+    dlpes: tuple[Dlpe, ...] = attrs.field(converter=parse_dlpes)
 
 
-@attrs.frozen
-class DcGone:
-    """stafd no longer has this DC (it was removed, not merely disconnected)."""
-
-    dc: Tid
-
-
-@attrs.frozen
-class StafdPresence:
-    """stafd appeared on (True) or vanished from (False) the bus. Vanishing is *not* "no DCs"."""
-
-    present: bool
+# What the D-Bus client sends the stafd client actor, and what that actor sends the connector.
+StafdEvent: TypeAlias = StafdAppeared | StafdVanished | LogPagesChanged | DcRemoved | SignalsLost
+ToConnector: TypeAlias = DcLogPages | DcRemoved | StafdAppeared | StafdVanished
 
 
 # --- stacd: connector <-> I/O controller actors -----------------------------------------------
@@ -115,6 +208,6 @@ class AuditDue:
 # Everything the connector's inbox receives: stafd client, IOC actors, uevent monitor (or the
 # fake kernel's events), stacd's reload, and its own timers. A string: Uevent is not loaded here.
 ConnectorMsg: TypeAlias = (
-    "IocUpdate | DcLogPages | DcGone | StafdPresence | StacdConfigChanged | AuditDue"
-    " | Uevent | KernelResync"
+    "IocUpdate | DcLogPages | DcRemoved | StafdAppeared | StafdVanished | StacdConfigChanged"
+    " | AuditDue | Uevent | KernelResync"
 )

@@ -7,21 +7,20 @@ before it can become a wanted controller: a hostile log page cannot reach the ke
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
 from stas.config import ServiceConfig
+from stas.constants import IP_TRANSPORTS, TID_KEYS
 from stas.kernel import options as opt
 from stas.kernel.api import ConnectRequest, KernelController, controller_matches, match_args
-from stas.messages import IocStatus, IocWanted, Tid
+from stas.messages import Dlpe, IocStatus, IocWanted, Tid, parse_dlpes
+from stas.net import ip_version
 
 log = logging.getLogger("stas.plan")
 
-TID_KEYS = frozenset(Tid("", "", "", "").as_dict())
-NCC = 0x4  # EFLAGS bit 2 (TP8010): not connected to the CDC
 ADRFAM_VERSION = {"ipv4": 4, "ipv6": 6}
 INT_PARAMS = (
     "kato",
@@ -39,69 +38,59 @@ SCOPES = (
     "no-disconnect",
 )
 AUDIT = SCOPES[1]
+LogPages = Mapping[Tid, Sequence[Dlpe | Mapping[str, str]]]  # raw dicts are parsed on the way in
 
 
 # --- what is wanted ----------------------------------------------------------------------------
 
 
-def ioc_from_dlpe(dc: Tid, d: Mapping[str, str], *, ignore_iface: bool, host_nqn: str = "") -> Tid:
-    """The I/O controller a DLPE describes, reached the way its DC was (same host side).
+def ioc_from_dlpe(dc: Tid, e: Dlpe, *, ignore_iface: bool, host_nqn: str = "") -> Tid:
+    """The I/O controller an entry of ``dc``'s log page names, reached the way its DC was.
 
     Raises InvalidOption for anything the kernel must never see.
     """
-    transport = d.get("trtype", "")
-    traddr = opt.check_traddr(transport, d.get("traddr", ""))
-    trsvcid = d.get("trsvcid", "")
-    if transport in ("tcp", "rdma"):
+    transport = e.transport
+    traddr = opt.check_traddr(transport, e.traddr)
+    trsvcid = e.trsvcid
+    if transport in IP_TRANSPORTS:
         trsvcid = opt.check_port("trsvcid", trsvcid)
-        want = ADRFAM_VERSION.get(d.get("adrfam", ""))
-        ip = ipaddress.ip_address(traddr.split("%", 1)[0])
-        if want is not None and ip.version != want:
-            raise opt.InvalidOption("traddr", traddr, f"is not an {d['adrfam']} address (adrfam)")
+        want = ADRFAM_VERSION.get(e.adrfam)
+        if want is not None and ip_version(traddr) != want:
+            raise opt.InvalidOption("traddr", traddr, f"is not an {e.adrfam} address (adrfam)")
     elif trsvcid:
         raise opt.InvalidOption("trsvcid", trsvcid, f"must be empty for {transport}")
-    same = transport == dc.transport
-    return Tid(
-        transport=transport,
-        traddr=traddr,
-        trsvcid=trsvcid,
-        subsysnqn=opt.check_nqn("subnqn", d.get("subnqn", "")),
-        host_traddr=dc.host_traddr if same else "",
-        host_iface="" if ignore_iface or transport != "tcp" or not same else dc.host_iface,
-        host_nqn=dc.host_nqn or host_nqn,
+    checked = attrs.evolve(
+        e, traddr=traddr, trsvcid=trsvcid, subsysnqn=opt.check_nqn("subnqn", e.subsysnqn)
     )
+    return Tid.from_dlpe(checked, dc, ignore_iface=ignore_iface, host_nqn=host_nqn)
 
 
 def iocs_of_dc(
     dc: Tid,
-    dlpes: Iterable[Mapping[str, str]],
+    dlpes: Iterable[Dlpe],
     *,
     ignore_iface: bool,
     warned: set[str],
     host_nqn: str = "",
-    entries: dict[Tid, Mapping[str, str]] | None = None,
+    entries: dict[Tid, Dlpe] | None = None,
 ) -> dict[Tid, bool]:
     """One DC's NVM subsystem entries as {ioc: ncc}; bad entries logged once and skipped.
     ``entries`` (if given) receives the entry each controller came from."""
     out: dict[Tid, bool] = {}
-    for d in dlpes:
-        if d.get("subtype") != "nvme":
+    for e in dlpes:
+        if not e.is_nvm_subsystem:
             continue
         try:
-            tid = ioc_from_dlpe(dc, d, ignore_iface=ignore_iface, host_nqn=host_nqn)
+            tid = ioc_from_dlpe(dc, e, ignore_iface=ignore_iface, host_nqn=host_nqn)
         except opt.InvalidOption as exc:
             key = f"{dc}|{exc}"
             if key not in warned:
                 warned.add(key)
                 log.warning("DC %s: ignoring log page entry: %s", dc, exc)
             continue
-        try:
-            ncc = bool(int(d.get("eflags", "0") or 0) & NCC)
-        except ValueError:
-            ncc = False
-        out[tid] = out.get(tid, False) or ncc
+        out[tid] = out.get(tid, False) or e.ncc
         if entries is not None:
-            entries[tid] = d
+            entries[tid] = e
     return out
 
 
@@ -109,17 +98,8 @@ def configured_iocs(config: ServiceConfig, host_nqn: str) -> dict[Tid, IocWanted
     """stacd.conf's ``controller=`` lines (host NQN defaulted to the system's)."""
     out: dict[Tid, IocWanted] = {}
     for spec in config.controllers:
-        d = spec.as_tid_dict(ignore_iface=config.ignore_iface)
-        tid = Tid(
-            transport=d["transport"],
-            traddr=d["traddr"],
-            trsvcid=d["trsvcid"],
-            subsysnqn=d["subsysnqn"],
-            host_traddr=d["host-traddr"],
-            host_iface=d["host-iface"],
-            host_nqn=d["host-nqn"] or host_nqn,
-        )
-        params = {k: v for k, v in d.items() if k not in TID_KEYS}
+        tid = Tid.from_spec(spec, ignore_iface=config.ignore_iface, host_nqn=host_nqn)
+        params = {k: v for k, v in spec.as_tid_dict().items() if k not in TID_KEYS}
         out[tid] = IocWanted(tid, "configured", params=params)
     return out
 
@@ -138,10 +118,11 @@ def with_boot_subsystems(
 
 
 def usable(tid: Tid, config: ServiceConfig) -> bool:
-    """ip-family filter for IP transports; fc and loop always pass."""
-    if tid.transport in ("tcp", "rdma"):
-        fam = 6 if ":" in tid.traddr else 4
-        return fam in config.ip_family
+    """ip-family filter for IP transports; fc and loop always pass. A traddr that is no IP
+    literal (a host name in stacd.conf) is left to the option checks, which name it."""
+    if tid.transport in IP_TRANSPORTS:
+        version = ip_version(tid.traddr)
+        return version is None or version in config.ip_family
     return tid.transport in ("fc", "loop")
 
 
@@ -173,7 +154,7 @@ def merge(
 def wanted_iocs(
     *,
     config: ServiceConfig,
-    log_pages: Mapping[Tid, Sequence[Mapping[str, str]]],
+    log_pages: LogPages,
     host_nqn: str,
     ignore_iface: bool | None = None,
     boot: Iterable[tuple[Tid, Mapping[str, str]]] = (),
@@ -185,7 +166,8 @@ def wanted_iocs(
     listing: dict[Tid, dict[Tid, bool]] = {}
     warned: set[str] = set()
     for dc, dlpes in log_pages.items():
-        found = iocs_of_dc(dc, dlpes, ignore_iface=ignore, warned=warned, host_nqn=host_nqn)
+        entries = parse_dlpes(dlpes)
+        found = iocs_of_dc(dc, entries, ignore_iface=ignore, warned=warned, host_nqn=host_nqn)
         for tid, ncc in found.items():
             listing.setdefault(tid, {})[dc] = ncc
     out = {}
@@ -324,13 +306,6 @@ def auditable(c: KernelController, trtypes: Sequence[str]) -> bool:
     )
 
 
-def describe(c: KernelController) -> Tid:
-    """A kernel controller as a Tid (for plan entries about connections stacd never made)."""
-    return Tid(
-        c.transport, c.traddr, c.trsvcid, c.subsysnqn, c.host_traddr, c.host_iface, c.hostnqn
-    )
-
-
 @attrs.frozen
 class Plan:
     connect: tuple[tuple[Tid, str], ...] = ()  # tid, reason
@@ -403,10 +378,10 @@ def decide(
         for c in sorted(index.by_device.values(), key=lambda c: c.device):
             if c.device in claimed or c.device in wanted_match or not auditable(c, trtypes):
                 continue
-            if config is not None and config.nvme_excluded(describe(c)):
+            if config is not None and config.nvme_excluded(Tid.from_kernel(c)):
                 continue
             reason = f"not configured and in no log page; disconnect-trtypes={'+'.join(trtypes)}"
-            disconnect.append((c.device, describe(c), reason))
+            disconnect.append((c.device, Tid.from_kernel(c), reason))
     return Plan(tuple(connect), tuple(keep), tuple(disconnect), tuple(adopt), reasons)
 
 

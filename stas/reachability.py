@@ -9,13 +9,16 @@ interface a peer is directly reachable through, for ``host-iface``.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
+
+from stas.net import endpoint, tcp_connect
+
+__all__ = ["endpoint", "local_interfaces_for", "tcp_connect", "wait_reachable"]
 
 log = logging.getLogger("stas.reachability")
 
@@ -24,35 +27,6 @@ DEFAULT_BACKOFF: tuple[float, ...] = (2, 5, 10, 30, 60, 300, 600)
 # connect(traddr, port, iface) returns once a connection was made (and closed again) and
 # raises OSError when it could not be made.
 ConnectFn = Callable[[str, int, str], Awaitable[None]]
-
-
-def endpoint(traddr: str, trsvcid: int | str, iface: str = "") -> str:
-    """``1.2.3.4:8009``, ``[fe80::1]:8009 on eth0``: how logs name the target."""
-    host = f"[{traddr}]" if ":" in traddr else traddr
-    return f"{host}:{trsvcid}" + (f" on {iface}" if iface else "")
-
-
-def _sockaddr(traddr: str, port: int, iface: str) -> tuple[int, tuple[str | int, ...]]:
-    ip = ipaddress.ip_address(traddr)
-    if ip.version == 4:
-        return socket.AF_INET, (traddr, port)
-    scope = socket.if_nametoindex(iface) if iface and ip.is_link_local else 0
-    return socket.AF_INET6, (traddr, port, 0, scope)
-
-
-async def tcp_connect(traddr: str, port: int, iface: str) -> None:
-    """One TCP connect, bound to ``iface`` with SO_BINDTODEVICE when we are allowed to."""
-    family, addr = _sockaddr(traddr, port, iface)
-    with trio.socket.socket(family, socket.SOCK_STREAM) as sock:
-        if iface:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.EACCES):
-                    raise
-                # without CAP_NET_RAW the routing table picks the interface; still a useful probe
-                log.debug("SO_BINDTODEVICE(%s) not permitted; probing unbound", iface)
-        await sock.connect(addr)
 
 
 async def wait_reachable(

@@ -8,7 +8,6 @@ allowed families, even when /etc/hosts lacks ``::1 localhost``: the seed's nvmet
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,7 +15,9 @@ from typing import Any
 
 import trio
 
-from stas.reachability import tcp_connect
+from stas.net import normalise_ip, tcp_connect
+
+__all__ = ["first_answering", "normalise_ip", "resolve_traddr", "tcp_probe"]
 
 log = logging.getLogger("stas.resolve")
 
@@ -25,17 +26,6 @@ Probe = Callable[[str, int, str], Awaitable[Any]]  # (address, port, iface); OSE
 LOOPBACK = {4: "127.0.0.1", 6: "::1"}
 RESOLVE_TIMEOUT = 10.0
 PROBE_TIMEOUT = 2.0
-
-
-def normalise_ip(text: str) -> tuple[int, str] | None:
-    """(family, canonical text) of an IP literal; IPv4-mapped IPv6 becomes IPv4."""
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.version, str(ip)
 
 
 async def _getaddrinfo(name: str) -> Sequence[str]:

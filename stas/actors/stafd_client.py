@@ -1,8 +1,8 @@
 """stacd's view of stafd: D-Bus events in, per-DC log pages out, never a false "no controllers".
 
 Upstream stacd treated "stafd did not answer" as "stafd has no controllers" and disconnected
-everything (upstream PR #510). Here absence is explicit: ``StafdPresence(False)`` changes
-nothing downstream, and a DC is only reported gone (``DcGone``) when stafd says so (the
+everything (upstream PR #510). Here absence is explicit: ``StafdVanished`` changes nothing
+downstream, and a DC is only reported removed (``DcRemoved``) when stafd says so (the
 ``dc_removed`` signal) or when stafd, up and answering for a whole grace period, still does not
 list it. A DC that stafd lists but has never fetched (no GENCTR yet) is not reported at all, so
 a stafd restarting without its cache cannot empty stacd's view either.
@@ -10,6 +10,8 @@ a stafd restarting without its cache cannot empty stacd's view either.
 No signal is lost silently: when the D-Bus client had to drop stafd signals (``SignalsLost``)
 every log page is fetched again. A burst of ``log_pages_changed`` costs one fetch per DC:
 signals already queued are drained and deduplicated before fetching.
+
+Log page entries are typed here (``Dlpe``), once, where they cross from D-Bus into stacd.
 """
 
 from __future__ import annotations
@@ -20,43 +22,58 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import attrs
 import trio
 
 from stas.dbus.common import ERR_LIMITS_EXCEEDED, DBusBusy, DBusCallError, DBusError
-from stas.dbus.trio_client import (
+from stas.dbus.trio_client import open_stafd_client
+from stas.messages import (
+    DcLogPages,
     DcRemoved,
+    Dlpe,
     LogPagesChanged,
     SignalsLost,
     StafdAppeared,
+    StafdEvent,
     StafdVanished,
-    open_stafd_client,
+    Tid,
+    ToConnector,
+    parse_dlpes,
 )
-from stas.messages import DcGone, DcLogPages, StafdPresence, Tid
-
-ToConnector = DcLogPages | DcGone | StafdPresence  # what this actor sends (part of ConnectorMsg)
 
 log = logging.getLogger("stas.stafd_client")
 
 OpenClient = Callable[..., AbstractAsyncContextManager[Any]]
-DLPE_KEYS = ("trtype", "adrfam", "traddr", "trsvcid", "subnqn", "subtype", "eflags")
 
 
-def _dc_tid(d: Mapping[str, str]) -> Tid:
-    return Tid.from_dict(d)
+@attrs.frozen
+class DcPages:
+    """One DC of stafd's listing, typed: ``fetched`` is False while stafd has not read its log
+    page yet (no GENCTR), when its empty page means "unknown", not "no entries"."""
+
+    dc: Tid
+    fetched: bool
+    entries: tuple[Dlpe, ...]
 
 
-def _never_fetched(dc: Mapping[str, str], pages: list[Any]) -> bool:
-    """True for a DC stafd lists but has not read a log page from yet (empty means unknown)."""
-    return not pages and dc.get("genctr", "") in ("", "None")
-
-
-def _clean_dlpes(pages: list[Any]) -> tuple[dict[str, str], ...]:
-    """Keep well-formed DLPE dicts only (string keys and values): D-Bus data is untrusted."""
+def parse_listing(listing: object) -> list[DcPages]:
+    """get_all_log_pages' answer (decoded JSON, untrusted): malformed items are skipped."""
     out = []
-    for p in pages:
-        if isinstance(p, Mapping) and all(isinstance(p.get(k, ""), str) for k in DLPE_KEYS):
-            out.append({str(k): str(v) for k, v in p.items()})
-    return tuple(out)
+    for item in listing if isinstance(listing, list) else []:
+        if not isinstance(item, Mapping):
+            continue
+        dc, pages = item.get("discovery-controller"), item.get("log-pages")
+        if not isinstance(dc, Mapping) or not isinstance(pages, list):
+            continue
+        fetched = bool(pages) or dc.get("genctr", "") not in ("", "None")
+        out.append(DcPages(Tid.from_dict(dc), fetched, parse_dlpes(pages)))
+    return out
+
+
+def log_pages_from_json(text: str) -> dict[Tid, tuple[Dlpe, ...]]:
+    """get_all_log_pages' JSON text as {DC: entries} (``stacd --dry-run``); ValueError if it
+    is not JSON."""
+    return {p.dc: p.entries for p in parse_listing(json.loads(text))}
 
 
 class _Sync:
@@ -66,7 +83,6 @@ class _Sync:
         self.send = send
         self.grace = grace
         self.known: set[Tid] = set()
-        self.appeared_at: float | None = None
         self.settled = False  # stafd has been up for the whole grace: absence means removal
 
     async def full(self, client: Any, *, removals_confirmed: bool) -> None:
@@ -85,29 +101,22 @@ class _Sync:
                 log.warning("stafd sent get_all_log_pages that is not JSON; ignored")
                 return
         seen: set[Tid] = set()
-        for item in listing if isinstance(listing, list) else []:
-            if not isinstance(item, Mapping):
-                continue
-            dc = item.get("discovery-controller")
-            pages = item.get("log-pages")
-            if not isinstance(dc, Mapping) or not isinstance(pages, list):
-                continue
-            tid = _dc_tid(dc)
-            seen.add(tid)
-            if _never_fetched(dc, pages):
+        for item in parse_listing(listing):
+            seen.add(item.dc)
+            if not item.fetched:
                 continue  # empty because stafd does not know yet, not because it is empty
-            self.known.add(tid)
-            await self.send.send(DcLogPages(tid, _clean_dlpes(pages)))
+            self.known.add(item.dc)
+            await self.send.send(DcLogPages(item.dc, item.entries))
         if removals_confirmed:
             for tid in sorted(self.known - seen):
                 log.info("stafd no longer has DC %s", tid)
-                await self.send.send(DcGone(tid))
+                await self.send.send(DcRemoved(tid))
             self.known &= seen
 
     async def one(self, client: Any, tid: Tid) -> None:
-        pages = await client.get_log_pages(*_tid_args(tid))
+        pages = await client.get_log_pages(tid)
         self.known.add(tid)
-        await self.send.send(DcLogPages(tid, _clean_dlpes(list(pages))))
+        await self.send.send(DcLogPages(tid, parse_dlpes(pages)))
 
 
 async def _listing_per_dc(client: Any) -> list[dict[str, Any]]:
@@ -116,23 +125,9 @@ async def _listing_per_dc(client: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for dc in await client.list_controllers(True):
         if isinstance(dc, Mapping):
-            pages = await client.get_log_pages(*_tid_args(_dc_tid(dc)))
+            pages = await client.get_log_pages(Tid.from_dict(dc))
             out.append({"discovery-controller": dc, "log-pages": list(pages)})
     return out
-
-
-def _event_tid(ev: LogPagesChanged) -> Tid:
-    return Tid(
-        ev.transport, ev.traddr, ev.trsvcid, ev.subsysnqn,
-        ev.host_traddr, ev.host_iface, ev.host_nqn,
-    )  # fmt: skip
-
-
-def _tid_args(tid: Tid) -> tuple[str, ...]:
-    return (
-        tid.transport, tid.traddr, tid.trsvcid, tid.subsysnqn,
-        tid.host_traddr, tid.host_iface, tid.host_nqn,
-    )  # fmt: skip
 
 
 async def run_stafd_client(
@@ -153,12 +148,12 @@ async def run_stafd_client(
             if not warned:
                 log.warning("lost the D-Bus connection to follow stafd: %s; retrying", exc)
                 warned = True
-        await send.send(StafdPresence(False))
+        await send.send(StafdVanished())
         await trio.sleep(retry)
 
 
 async def _follow(sync: _Sync, address: str | None, open_client: OpenClient) -> None:
-    events_send, events_recv = trio.open_memory_channel[Any](1024)
+    events_send, events_recv = trio.open_memory_channel[StafdEvent](1024)
     async with open_client(events_send, address=address) as client, trio.open_nursery() as n:
         confirm_scope: trio.CancelScope | None = None
 
@@ -167,38 +162,41 @@ async def _follow(sync: _Sync, address: str | None, open_client: OpenClient) -> 
             await _safely(sync.full(client, removals_confirmed=True))
             sync.settled = True
 
-        async def handle(ev: Any) -> None:
+        async def handle(ev: StafdEvent) -> None:
             nonlocal confirm_scope
-            if isinstance(ev, StafdAppeared):
-                log.info("stafd is on the bus (%s)", ev.owner)
-                sync.settled = False
-                await sync.send.send(StafdPresence(True))
-                await _safely(sync.full(client, removals_confirmed=False))
-                if confirm_scope is not None:
-                    confirm_scope.cancel()
-                confirm_scope = trio.CancelScope()
+            match ev:
+                case StafdAppeared(owner=owner):
+                    log.info("stafd is on the bus (%s)", owner)
+                    sync.settled = False
+                    await sync.send.send(ev)
+                    await _safely(sync.full(client, removals_confirmed=False))
+                    if confirm_scope is not None:
+                        confirm_scope.cancel()
+                    confirm_scope = trio.CancelScope()
 
-                async def run_confirm(scope: trio.CancelScope = confirm_scope) -> None:
-                    with scope:
-                        await confirm_after_grace()
+                    async def run_confirm(scope: trio.CancelScope = confirm_scope) -> None:
+                        with scope:
+                            await confirm_after_grace()
 
-                n.start_soon(run_confirm)
-            elif isinstance(ev, StafdVanished):
-                log.info("stafd left the bus; keeping its last known log pages")
-                if confirm_scope is not None:
-                    confirm_scope.cancel()
-                await sync.send.send(StafdPresence(False))
-            elif isinstance(ev, DcRemoved):
-                await _safely(sync.full(client, removals_confirmed=True))
-            elif isinstance(ev, SignalsLost):
-                log.info("%d stafd signals were dropped; fetching every log page", ev.count)
-                await _safely(sync.full(client, removals_confirmed=sync.settled))
+                    n.start_soon(run_confirm)
+                case StafdVanished():
+                    log.info("stafd left the bus; keeping its last known log pages")
+                    if confirm_scope is not None:
+                        confirm_scope.cancel()
+                    await sync.send.send(ev)
+                case DcRemoved():
+                    await _safely(sync.full(client, removals_confirmed=True))
+                case SignalsLost(count=count):
+                    log.info("%d stafd signals were dropped; fetching every log page", count)
+                    await _safely(sync.full(client, removals_confirmed=sync.settled))
+                case _:
+                    pass
 
         async for ev in events_recv:
             pending: dict[Tid, None] = {}  # DCs to fetch, in signal order, each once
             while True:
                 if isinstance(ev, LogPagesChanged):
-                    pending[_event_tid(ev)] = None
+                    pending[ev.dc] = None
                 else:
                     await _fetch(sync, client, pending)
                     await handle(ev)

@@ -18,61 +18,40 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import attrs
 import trio
 from jeepney import DBusAddress, HeaderFields, Message, MessageType, new_method_call
 from jeepney.bus_messages import MatchRule
 
 from stas.dbus.common import DBusUnavailable
 from stas.dbus.connection import BusConnection, open_bus, unwrap_single
-from stas.dbus.idl import STAFD, TID_ARG_NAMES, Service
+from stas.dbus.idl import STAFD, Service
+from stas.messages import (
+    DcRemoved,
+    LogPagesChanged,
+    SignalsLost,
+    StafdAppeared,
+    StafdEvent,
+    StafdVanished,
+    Tid,
+)
+
+# The events are part of stacd's contract (stas.messages_stacd); named here for older imports.
+__all__ = [
+    "DcRemoved",
+    "LogPagesChanged",
+    "SignalsLost",
+    "StafdAppeared",
+    "StafdClient",
+    "StafdEvent",
+    "StafdVanished",
+    "open_stafd_client",
+]
 
 log = logging.getLogger(__name__)
 
 SIGNAL_BUFFER = 1024
 DEFAULT_TIMEOUT = 25.0
 BUS_NAME = "org.freedesktop.DBus"
-
-
-@attrs.frozen
-class StafdAppeared:
-    """stafd (re)acquired its name: state must be fetched afresh."""
-
-    owner: str
-
-
-@attrs.frozen
-class StafdVanished:
-    """stafd released its name or died: its data is no longer being refreshed."""
-
-
-@attrs.frozen
-class LogPagesChanged:
-    """stafd fetched a log page for one DC (sent even when the content did not change)."""
-
-    transport: str
-    traddr: str
-    trsvcid: str
-    subsysnqn: str
-    host_traddr: str
-    host_iface: str
-    host_nqn: str
-    device: str
-
-
-@attrs.frozen
-class DcRemoved:
-    """stafd dropped one or more discovery controllers."""
-
-
-@attrs.frozen
-class SignalsLost:
-    """``count`` stafd signals were dropped (backlog full): everything must be fetched again."""
-
-    count: int
-
-
-StafdEvent = StafdAppeared | StafdVanished | LogPagesChanged | DcRemoved | SignalsLost
 
 
 class StafdClient:
@@ -97,8 +76,8 @@ class StafdClient:
         (text,) = await self.call("get_all_log_pages", detailed)
         return str(text)
 
-    async def get_log_pages(self, *tid: str) -> list[dict[str, str]]:
-        (pages,) = await self.call("get_log_pages", *tid)
+    async def get_log_pages(self, dc: Tid) -> list[dict[str, str]]:
+        (pages,) = await self.call("get_log_pages", *dc.dbus_args())
         return list(pages)
 
     async def list_controllers(self, detailed: bool = False) -> list[dict[str, str]]:
@@ -146,8 +125,8 @@ def _to_events(client: StafdClient, msg: Message) -> list[StafdEvent]:
     if definition is None or fields.get(HeaderFields.signature, "") != definition.signature:
         log.debug("ignoring unexpected signal %s from stafd", member)
         return []
-    if member == "log_pages_changed":
-        return [LogPagesChanged(**dict(zip((*TID_ARG_NAMES, "device"), body, strict=True)))]
+    if member == "log_pages_changed":  # the signature is checked above: seven strings, device
+        return [LogPagesChanged(Tid.from_dbus_args(body), str(body[7]))]
     if member == "dc_removed":
         return [DcRemoved()]
     return []

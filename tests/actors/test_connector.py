@@ -18,38 +18,25 @@ from stas.actors.ioc import IocSettings
 from stas.config import parse_service_config
 from stas.kernel.fake import FakeKernel
 from stas.messages import (
-    DcGone,
     DcLogPages,
+    DcRemoved,
     KernelResync,
     StacdConfigChanged,
     StacdSnapshot,
-    StafdPresence,
+    StafdAppeared,
+    StafdVanished,
     Tid,
 )
+from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe
 
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
-HOSTID = "0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
-WK = "nqn.2014-08.org.nvmexpress.discovery"
-DC1 = Tid("tcp", "::1", "8009", WK, "", "", HOSTNQN)
-DC2 = Tid("tcp", "::2", "8009", WK, "", "", HOSTNQN)
+DC1 = dc_tid("::1")
+DC2 = dc_tid("::2")
 SEED = (
     "klingons",
     "starfleet",
     "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28",
 )
 AUDIT = "all-connections-matching-disconnect-trtypes"
-
-
-def dlpe(nqn: str, traddr: str = "::1", eflags: str = "0", trsvcid: str = "4420") -> dict[str, str]:
-    return {
-        "trtype": "tcp",
-        "adrfam": "ipv6" if ":" in traddr else "ipv4",
-        "traddr": traddr,
-        "trsvcid": trsvcid,
-        "subnqn": nqn,
-        "subtype": "nvme",
-        "eflags": eflags,
-    }
 
 
 def page(dc: Tid, *nqns: str) -> DcLogPages:
@@ -160,11 +147,11 @@ async def test_stafd_away_for_30_minutes_disconnects_nothing(autojump_clock) -> 
         h = Harness(conf(f"[I/O controller connection management]\ndisconnect-scope={scope}\n"))
         async with trio.open_nursery() as n:
             await h.start(n)
-            await h.put(StafdPresence(True), page(DC1, *SEED))
-            await h.put(StafdPresence(False))
+            await h.put(StafdAppeared(":1.7"), page(DC1, *SEED))
+            await h.put(StafdVanished())
             await trio.sleep(30 * 60)
             assert h.kernel.disconnect_log == [] and h.connected() == set(SEED), scope
-            await h.put(StafdPresence(True))
+            await h.put(StafdAppeared(":1.7"))
             assert h.kernel.disconnect_log == [] and h.connected() == set(SEED), scope
             n.cancel_scope.cancel()
 
@@ -175,7 +162,7 @@ async def test_dc_gone_disconnects_only_what_it_alone_listed(autojump_clock) -> 
         await h.start(n)
         await h.put(page(DC1, "klingons", "starfleet"), page(DC2, "starfleet"))
         dev = h.device("klingons")
-        await h.put(DcGone(DC1))
+        await h.put(DcRemoved(DC1))
         assert h.connected() == {"starfleet"} and h.kernel.disconnect_log == [dev]
         (s,) = h.published.value.iocs
         assert s.tid.subsysnqn == "starfleet"
@@ -387,7 +374,7 @@ async def test_hostile_log_page_entries_never_reach_the_kernel(autojump_clock) -
 
 async def test_scale_one_dc_change_is_proportional(autojump_clock) -> None:
     h = Harness()
-    dcs = [Tid("tcp", f"fd00::{i + 1:x}", "8009", WK, "", "", HOSTNQN) for i in range(100)]
+    dcs = [dc_tid(f"fd00::{i + 1:x}") for i in range(100)]
     pages = {
         dc: tuple(dlpe(f"nqn.2026-01.io.scale:dc{i}-sub{j}", traddr=dc.traddr) for j in range(100))
         for i, dc in enumerate(dcs)
@@ -508,7 +495,7 @@ async def test_a_stuck_connector_pushes_back_instead_of_buffering_without_limit(
         accepted = 0
         for _ in range(5_000):
             try:
-                h.send.send_nowait(StafdPresence(True))
+                h.send.send_nowait(StafdAppeared(":1.7"))
             except trio.WouldBlock:
                 break
             accepted += 1

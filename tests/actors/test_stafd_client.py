@@ -8,13 +8,19 @@ import trio.testing
 
 from stas.actors.stafd_client import run_stafd_client
 from stas.dbus.common import DBusUnavailable
-from stas.dbus.trio_client import DcRemoved, LogPagesChanged, StafdAppeared, StafdVanished
-from stas.messages import DcGone, DcLogPages, StafdPresence, Tid
+from stas.messages import (
+    DcLogPages,
+    DcRemoved,
+    LogPagesChanged,
+    StafdAppeared,
+    StafdVanished,
+    Tid,
+)
+from tests.helpers.entries import dc_tid, dlpe
 
-DC1 = Tid("tcp", "::1", "8009", "nqn.2014-08.org.nvmexpress.discovery", "", "", "nqn.host")
-DC2 = Tid("tcp", "::2", "8009", "nqn.2014-08.org.nvmexpress.discovery", "", "", "nqn.host")
-DLPE = {"trtype": "tcp", "adrfam": "ipv6", "traddr": "::1", "trsvcid": "4420",
-        "subnqn": "klingons", "subtype": "nvme", "eflags": "0"}  # fmt: skip
+DC1 = dc_tid("::1", host_nqn="nqn.host")
+DC2 = dc_tid("::2", host_nqn="nqn.host")
+DLPE = dlpe("klingons")
 
 
 class FakeStafd:
@@ -37,9 +43,9 @@ class FakeStafd:
             ]
         )
 
-    async def get_log_pages(self, *tid: str) -> list[dict]:
+    async def get_log_pages(self, dc: Tid) -> list[dict]:
         self.calls.append("one")
-        return self.listing[Tid(*tid)][0]
+        return self.listing[dc][0]
 
     @asynccontextmanager
     async def open(self, events, address=None):
@@ -75,7 +81,7 @@ async def test_appear_syncs_all_and_skips_never_fetched(autojump_clock) -> None:
         receive = await start(n, fake)
         await fake.emit(StafdAppeared(":1.7"))
         msgs = await collect(receive)
-        assert msgs == [StafdPresence(True), DcLogPages(DC1, (DLPE,))]
+        assert msgs == [StafdAppeared(":1.7"), DcLogPages(DC1, (DLPE,))]
         n.cancel_scope.cancel()
 
 
@@ -89,8 +95,8 @@ async def test_vanishing_for_half_an_hour_reports_nothing_gone(autojump_clock) -
         await fake.emit(StafdVanished())
         await trio.sleep(1800)
         msgs = await collect(receive)
-        assert msgs == [StafdPresence(False)]
-        assert not any(isinstance(m, DcGone) for m in msgs)
+        assert msgs == [StafdVanished()]
+        assert not any(isinstance(m, DcRemoved) and m.dc is not None for m in msgs)
         n.cancel_scope.cancel()
 
 
@@ -105,9 +111,9 @@ async def test_restart_without_cache_does_not_empty_the_view(autojump_clock) -> 
         fake.listing = {DC1: ([], "None")}  # new stafd: DC configured but not fetched yet
         await fake.emit(StafdAppeared(":1.9"))
         msgs = await collect(receive)
-        assert msgs == [StafdPresence(False), StafdPresence(True)]
+        assert msgs == [StafdVanished(), StafdAppeared(":1.9")]
         fake.listing = {DC1: ([DLPE], "1")}
-        await fake.emit(LogPagesChanged(*DC1.as_dict().values(), "nvme0"))
+        await fake.emit(LogPagesChanged(DC1, "nvme0"))
         assert await collect(receive) == [DcLogPages(DC1, (DLPE,))]
         await trio.sleep(61)  # grace over: DC1 is still listed, nothing is gone
         assert await collect(receive) == [DcLogPages(DC1, (DLPE,))]
@@ -124,7 +130,7 @@ async def test_dc_removed_signal_reports_gone(autojump_clock) -> None:
         del fake.listing[DC2]
         await fake.emit(DcRemoved())
         msgs = await collect(receive)
-        assert msgs == [DcLogPages(DC1, (DLPE,)), DcGone(DC2)]
+        assert msgs == [DcLogPages(DC1, (DLPE,)), DcRemoved(DC2)]
         n.cancel_scope.cancel()
 
 
@@ -138,11 +144,11 @@ async def test_missing_dc_is_gone_only_after_grace(autojump_clock) -> None:
         await fake.emit(StafdVanished())
         del fake.listing[DC2]  # e.g. removed from stafd.conf while stafd was restarting
         await fake.emit(StafdAppeared(":1.8"))
-        assert DcGone(DC2) not in await collect(receive)
+        assert DcRemoved(DC2) not in await collect(receive)
         await trio.sleep(59)
         assert await collect(receive) == []
         await trio.sleep(2)
-        assert DcGone(DC2) in await collect(receive)
+        assert DcRemoved(DC2) in await collect(receive)
         n.cancel_scope.cancel()
 
 
@@ -154,7 +160,7 @@ async def test_failed_call_changes_nothing(autojump_clock) -> None:
         fake.fail = True
         await fake.emit(StafdAppeared(":1.7"))
         await fake.emit(DcRemoved())
-        assert await collect(receive) == [StafdPresence(True)]
+        assert await collect(receive) == [StafdAppeared(":1.7")]
         n.cancel_scope.cancel()
 
 
@@ -169,7 +175,7 @@ async def test_hostile_listing_is_filtered(autojump_clock) -> None:
     async with trio.open_nursery() as n:
         receive = await start(n, fake)
         await fake.emit(StafdAppeared(":1.7"))
-        assert await collect(receive) == [StafdPresence(True), DcLogPages(DC1, (DLPE,))]
+        assert await collect(receive) == [StafdAppeared(":1.7"), DcLogPages(DC1, (DLPE,))]
         n.cancel_scope.cancel()
 
 
@@ -195,6 +201,6 @@ async def test_a_cache_too_large_for_one_reply_is_read_dc_by_dc(autojump_clock) 
         receive = await start(n, fake)
         await fake.emit(StafdAppeared(":1.7"))
         msgs = await collect(receive)
-        assert msgs == [StafdPresence(True), DcLogPages(DC1, (DLPE,))]
+        assert msgs == [StafdAppeared(":1.7"), DcLogPages(DC1, (DLPE,))]
         assert fake.calls == ["all", "list", "one", "one"]
         n.cancel_scope.cancel()

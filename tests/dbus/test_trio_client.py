@@ -72,7 +72,7 @@ async def test_running_stafd_reported_first_and_called(bus_address: str) -> None
             text = await client.get_all_log_pages()
             assert json.loads(text) == [{"discovery-controller": CONTROLLER, "log-pages": [DLPE]}]
             assert await client.list_controllers(True) == [CONTROLLER | {"connected": "True"}]
-            assert await client.get_log_pages(*TID) == []
+            assert await client.get_log_pages(Tid(*TID)) == []
         assert ("get_all_log_pages", (True,)) in fake.calls
         nursery.cancel_scope.cancel()
 
@@ -94,7 +94,7 @@ async def test_signals_become_events_and_spoofs_are_ignored(bus_address: str) ->
             iface = STAFD.main_interface
             await server.emit_signal(iface, "log_pages_changed", "ssssssss", *TID, "nvme3")
             await server.emit_signal(iface, "dc_removed", "")
-            assert await next_event(events) == LogPagesChanged(*TID, device="nvme3")
+            assert await next_event(events) == LogPagesChanged(Tid(*TID), device="nvme3")
             assert await next_event(events) == DcRemoved()
             await spoofer.aclose()
         nursery.cancel_scope.cancel()

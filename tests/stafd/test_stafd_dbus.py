@@ -188,8 +188,8 @@ async def test_signals_on_content_change_only(bus_address, nursery) -> None:
         await publish(seed_dc(SEED[1:], device="nvme1", genctr=3))
         ev = await next_event()
         assert isinstance(ev, LogPagesChanged)
-        assert (ev.transport, ev.traddr, ev.trsvcid, ev.subsysnqn) == ("tcp", "::1", "8009", WK)
-        assert (ev.host_nqn, ev.device) == (HOSTNQN, "nvme1")
+        assert ev.dc.dbus_args()[:4] == ("tcp", "::1", "8009", WK)
+        assert (ev.dc.host_nqn, ev.device) == (HOSTNQN, "nvme1")
         await publish(seed_dc(SEED[1:], device="nvme1", genctr=4, state="backoff"))  # no signal
         await publish()
         assert isinstance(await next_event(), DcRemoved)

@@ -1,0 +1,428 @@
+"""stacd's connector as a pure core: ``handle(state, msg) -> (state, effects)``.
+
+Wanted = stacd.conf controllers + every NVM subsystem entry of stafd's log pages - exclusions.
+Work per change is proportional to the change: a new log page for one DC re-plans only the
+controllers that DC lists or listed (index DC -> controllers and controller -> DCs). stafd
+being away changes nothing ("no answer" is not "no controllers"); only a changed log page, a
+DC stafd removed, or the config removes a controller.
+
+Nothing here waits or touches the kernel, the registry or a channel: the core says what to do
+(``Effect``) and the shell in ``stas.actors.connector`` does it, reporting results back as
+messages (``ControllerRead``, ``IocFellBehind``). So every decision is testable without Trio,
+as h11 keeps its state machine apart from the socket. The state is owned by the core and
+updated in place (copying 10,000 controllers per message would cost more than it says).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from stas.actors.connector_effects import (
+    Begin,
+    Boot,
+    Claim,
+    ControllerRead,
+    CoreMsg,
+    Disconnect,
+    Effect,
+    IocFellBehind,
+    Later,
+    ReadController,
+    Reconfigure,
+    StartIoc,
+    StopIoc,
+    TellIoc,
+)
+from stas.actors.ioc import DeviceRemoved, IocSettings, KernelFound, WantedChanged
+from stas.config import ServiceConfig
+from stas.kernel.api import ConnectRequest, KernelController, Uevent
+from stas.kernel.options import InvalidOption
+from stas.messages import (
+    AuditDue,
+    DcLogPages,
+    DcRemoved,
+    Dlpe,
+    IocStatus,
+    IocUpdate,
+    IocWanted,
+    KernelResync,
+    StafdAppeared,
+    StafdVanished,
+    Tid,
+)
+from stas.plan import (
+    AUDIT,
+    KernelIndex,
+    auditable,
+    configured_iocs,
+    connect_request,
+    decide,
+    iocs_of_dc,
+    merge,
+    with_boot_subsystems,
+)
+
+log = logging.getLogger("stas.connector")
+
+_NO_ENTRY: Mapping[str, str] = {}
+
+
+# --- the state -------------------------------------------------------------------------------
+
+
+@attrs.define
+class _Actor:
+    wanted: IocWanted
+    request: ConnectRequest
+    status: IocStatus
+
+
+@attrs.define(eq=False)
+class ConnectorState:
+    """Everything the connector knows; one owner (the core), never shared."""
+
+    config: ServiceConfig
+    host_nqn: str
+    hostid: str
+    base_settings: IocSettings = attrs.field(factory=IocSettings)
+    audit_settle: float = 1.0
+    stafd_grace: float = 60.0
+    boot: Boot = ()
+    settings: IocSettings = attrs.field(factory=IocSettings)
+    configured: dict[Tid, IocWanted] = attrs.field(factory=dict)
+    pages: dict[Tid, tuple[Dlpe, ...]] = attrs.field(factory=dict)  # DC -> its entries
+    dlpe_of: dict[Tid, Dlpe] = attrs.field(factory=dict)  # IOC -> the entry listing it
+    per_dc: dict[Tid, dict[Tid, bool]] = attrs.field(factory=dict)  # DC -> {ioc: ncc}
+    listing: dict[Tid, dict[Tid, bool]] = attrs.field(factory=dict)  # ioc -> {DC: ncc}
+    actors: dict[Tid, _Actor] = attrs.field(factory=dict)
+    owner: dict[str, Tid] = attrs.field(factory=dict)  # device -> the actor's tid holding it
+    index: KernelIndex = attrs.field(factory=KernelIndex)
+    evaluations: int = 0  # controllers re-planned (the scale test counts them)
+    restarts: int = 0
+    stafd_known: bool = False
+    audit_ready: bool = False
+    warned: set[str] = attrs.field(factory=set)
+    dirty: bool = False
+    order: list[Tid] | None = None  # snapshot order, valid while membership holds
+
+    def __attrs_post_init__(self) -> None:
+        _apply_config(self, self.config, self.host_nqn, self.hostid, self.boot)
+
+
+def _apply_config(
+    st: ConnectorState, config: ServiceConfig, nqn: str, hid: str, boot: Boot
+) -> None:
+    st.config = config
+    st.host_nqn = nqn or st.host_nqn
+    st.hostid = hid or st.hostid
+    st.boot = boot
+    st.configured = with_boot_subsystems(configured_iocs(config, st.host_nqn), boot)
+    st.settings = attrs.evolve(
+        st.base_settings, connect_attempts_on_ncc=config.connect_attempts_on_ncc
+    )
+
+
+# --- the core --------------------------------------------------------------------------------
+
+
+def handle(st: ConnectorState, msg: CoreMsg) -> tuple[ConnectorState, list[Effect]]:
+    """One message in; the (updated) state and what to do about it out."""
+    fx: list[Effect] = []
+    match msg:
+        case IocUpdate(status=status):
+            _on_status(st, status, fx)
+        case DcLogPages(dc=dc, dlpes=dlpes):
+            _stafd_data(st, fx)
+            _evaluate(st, _set_dc(st, dc, dlpes), fx)
+        case DcRemoved(dc=Tid() as dc):
+            _stafd_data(st, fx)
+            log.info("DC %s was removed from stafd", dc)
+            _evaluate(st, _set_dc(st, dc, None), fx)
+        case StafdAppeared(owner=owner):
+            log.info("stafd is on the bus (%s)", owner or "name owner unknown")
+        case StafdVanished():
+            log.info("stafd is away; changing nothing")
+        case Reconfigure(change=change, boot=boot):
+            _apply_config(st, change.config, change.host_nqn, change.hostid, boot)
+            for dc, entries in list(st.pages.items()):
+                _set_dc(st, dc, entries)
+            _evaluate(st, {*st.actors, *st.configured, *st.listing}, fx, new_requests=True)
+            _audit_all(st, fx)
+        case AuditDue(device=None):
+            st.audit_ready = True
+            _audit_all(st, fx)
+        case AuditDue(device=str(device)):
+            if st.config.disconnect_scope == AUDIT and st.audit_ready:
+                fx.append(ReadController(device, audit=True))
+        case ControllerRead(device=device, controller=ctrl, audit=audit):
+            _on_read(st, device, ctrl, audit, fx)
+        case Uevent():
+            _on_uevent(st, msg, fx)
+        case KernelResync(controllers=controllers):
+            _on_resync(st, controllers, fx)
+        case IocFellBehind(tid=tid):
+            _restart(st, tid, fx)
+        case Begin(controllers=controllers):
+            st.index = KernelIndex(controllers)
+            _evaluate(st, st.configured, fx)  # warm restart: adopts what is already there
+            fx.append(Later(st.stafd_grace, AuditDue()))
+        case _:
+            log.debug("connector: ignoring %r", msg)
+    return st, fx
+
+
+def snapshot(st: ConnectorState) -> tuple[IocStatus, ...] | None:
+    """The statuses to publish, sorted by Tid; None when nothing changed since last time."""
+    if not st.dirty:
+        return None
+    st.dirty = False
+    if st.order is None:  # membership changed: sort again (statuses change far more often)
+        st.order = sorted(st.actors, key=_tid_key)
+    return tuple(st.actors[t].status for t in st.order)
+
+
+def _tid_key(t: Tid) -> tuple[str, ...]:
+    """Tid's own order, without attrs' slow comparison methods."""
+    return t.dbus_args()
+
+
+def _stafd_data(st: ConnectorState, fx: list[Effect]) -> None:
+    if not st.stafd_known:
+        st.stafd_known = True
+        fx.append(Later(st.audit_settle, AuditDue()))
+
+
+def _set_dc(st: ConnectorState, dc: Tid, entries: tuple[Dlpe, ...] | None) -> set[Tid]:
+    """Replace one DC's entries; returns the controllers whose wanted state may change."""
+    old = st.per_dc.pop(dc, {})
+    new: dict[Tid, bool] = {}
+    if entries is not None:
+        st.pages[dc] = entries
+        new = iocs_of_dc(
+            dc,
+            entries,
+            ignore_iface=st.config.ignore_iface,
+            warned=st.warned,
+            host_nqn=st.host_nqn,
+            entries=st.dlpe_of,
+        )
+        st.per_dc[dc] = new
+    else:
+        st.pages.pop(dc, None)
+    for tid in old:
+        if tid not in new:
+            dcs = st.listing.get(tid, {})
+            dcs.pop(dc, None)
+            if not dcs:
+                st.listing.pop(tid, None)
+                st.dlpe_of.pop(tid, None)
+    for tid, ncc in new.items():
+        st.listing.setdefault(tid, {})[dc] = ncc
+    return set(old) | set(new)
+
+
+def _evaluate(
+    st: ConnectorState, tids: Iterable[Tid], fx: list[Effect], *, new_requests: bool = False
+) -> None:
+    """Re-plan ``tids`` only and say how to carry the plan out."""
+    tids = set(tids)
+    wanted: dict[Tid, IocWanted] = {}
+    current: dict[Tid, IocStatus] = {}
+    for tid in tids:
+        st.evaluations += 1
+        w = merge(tid, st.configured, st.listing, st.config)
+        if w is not None:
+            wanted[tid] = w
+        if tid in st.actors:
+            current[tid] = st.actors[tid].status
+    # The kernel side of these controllers only, minus devices other actors hold.
+    part = KernelIndex(
+        c
+        for tid in tids
+        for c in st.index.candidates(tid)
+        if st.owner.get(c.device, tid) in tids
+    )
+    plan = decide(wanted, current, part, st.config)
+    for tid, _reason in plan.connect:
+        _start(st, wanted[tid], None, fx)
+    for tid, device in plan.adopt:
+        _start(st, wanted[tid], part.by_device[device], fx)
+    for tid, _reason in plan.keep:
+        _update(st, st.actors[tid], wanted[tid], new_requests, fx)
+    for device, tid, reason in plan.disconnect:
+        if tid in st.actors:
+            _stop(st, tid, fx)
+        fx.append(Disconnect(device, tid, reason))
+    for tid in current:
+        if tid not in wanted and tid in st.actors:
+            status = st.actors[tid].status
+            _stop(st, tid, fx)
+            if status.connected:
+                log.info(
+                    "%s (%s): no longer wanted; kept connected (disconnect-scope=%s)",
+                    tid,
+                    status.device,
+                    st.config.disconnect_scope,
+                )
+
+
+def _request(st: ConnectorState, w: IocWanted) -> ConnectRequest | None:
+    try:
+        return connect_request(w, st.config, st.hostid)
+    except InvalidOption as exc:
+        key = f"{w.tid}|{exc}"
+        if key not in st.warned:
+            st.warned.add(key)
+            log.warning("%s: cannot connect: %s", w.tid, exc)
+        return None
+
+
+def _dlpe(st: ConnectorState, tid: Tid) -> Mapping[str, str]:
+    """The log page entry listing ``tid`` ({} when only stacd.conf or the NBFT names it)."""
+    e = st.dlpe_of.get(tid)
+    return _NO_ENTRY if e is None else e.as_dict()
+
+
+def _start(
+    st: ConnectorState, w: IocWanted, adopt: KernelController | None, fx: list[Effect]
+) -> None:
+    request = _request(st, w)
+    if request is None:
+        return
+    status = IocStatus(
+        tid=w.tid, origin=w.origin, params=w.params, ncc=w.ncc, dlpe=_dlpe(st, w.tid)
+    )
+    if adopt is not None:  # what the actor is about to say; the device is ours already
+        st.owner[adopt.device] = w.tid
+        fx.append(Claim(adopt.device, fresh=False))
+        status = attrs.evolve(
+            status, device=adopt.device, state="connected", connected=True, adopted=True
+        )
+    st.actors[w.tid] = _Actor(w, request, status)
+    st.order = None
+    st.dirty = True
+    fx.append(StartIoc(w, request, adopt))
+
+
+def _update(
+    st: ConnectorState, a: _Actor, w: IocWanted, new_requests: bool, fx: list[Effect]
+) -> None:
+    """Tell a running actor what changed; a live connection is left alone."""
+    if a.wanted == w and not new_requests:
+        return
+    changed = (a.wanted.ncc, a.wanted.params, a.wanted.origin) != (w.ncc, w.params, w.origin)
+    a.wanted = w
+    request = _request(st, w) if changed or new_requests else a.request
+    if request is None:
+        return
+    if changed or request != a.request:
+        a.request = request
+        fx.append(TellIoc(w.tid, WantedChanged(w, request)))
+
+
+def _stop(st: ConnectorState, tid: Tid, fx: list[Effect]) -> None:
+    a = st.actors.pop(tid)
+    st.order = None
+    if a.status.connected and st.owner.get(a.status.device) == tid:
+        del st.owner[a.status.device]
+    st.dirty = True
+    fx.append(StopIoc(tid))
+
+
+def _restart(st: ConnectorState, tid: Tid, fx: list[Effect]) -> None:
+    """Restart an actor that missed events, from what the connector and the kernel know."""
+    a = st.actors.get(tid)
+    if a is None:
+        return
+    log.warning("%s: its actor fell behind; restarting it", tid)
+    st.restarts += 1
+    device = a.status.device if a.status.connected else None
+    _stop(st, tid, fx)
+    held = st.index.by_device.get(device) if device else None
+    _start(st, a.wanted, held or st.index.find(tid, skip=st.owner), fx)
+
+
+def _on_status(st: ConnectorState, s: IocStatus, fx: list[Effect]) -> None:
+    a = st.actors.get(s.tid)
+    if a is None:
+        return  # a stopped actor's last words
+    if s.dlpe is not (dlpe := _dlpe(st, s.tid)):
+        s = attrs.evolve(s, dlpe=dlpe)  # the actor does not know it; ls -d shows it
+    old, a.status = a.status, s
+    moved = not s.connected or old.device != s.device
+    if old.connected and moved and st.owner.get(old.device) == s.tid:
+        del st.owner[old.device]
+    if s.connected:
+        st.owner[s.device] = s.tid
+        if moved or not old.connected:
+            fx.append(Claim(s.device, fresh=not s.adopted))  # ours if we made it
+    st.dirty = True
+
+
+# --- the kernel ------------------------------------------------------------------------------
+
+
+def _on_uevent(st: ConnectorState, ev: Uevent, fx: list[Effect]) -> None:
+    if ev.subsystem != "nvme" or not ev.device.startswith("nvme"):
+        return
+    if ev.action == "remove":
+        st.index.remove(ev.device)
+        tid = st.owner.pop(ev.device, None)
+        if tid is not None and tid in st.actors:
+            fx.append(TellIoc(tid, DeviceRemoved(ev.device)))
+    elif ev.action == "add":
+        fx.append(ReadController(ev.device))
+        if st.config.disconnect_scope == AUDIT and ev.device not in st.owner:
+            fx.append(Later(st.audit_settle, AuditDue(ev.device)))  # sysfs races the event
+
+
+def _on_read(
+    st: ConnectorState, device: str, ctrl: KernelController | None, audit: bool, fx: list[Effect]
+) -> None:
+    if not audit:
+        if ctrl is not None:
+            st.index.add(ctrl)
+        return
+    if ctrl is None or device in st.owner:
+        return
+    st.index.add(ctrl)
+    if not auditable(ctrl, st.config.disconnect_trtypes) or any(
+        ctrl.matches(t) for t in st.actors
+    ):
+        return
+    trtypes = "+".join(st.config.disconnect_trtypes)
+    reason = f"not configured and in no log page; disconnect-trtypes={trtypes}"
+    fx.append(Disconnect(device, Tid.from_kernel(ctrl), reason))
+
+
+def _on_resync(
+    st: ConnectorState, controllers: Iterable[KernelController], fx: list[Effect]
+) -> None:
+    """The kernel's full list (uevents were lost): tell every actor what it missed."""
+    st.index = KernelIndex(controllers)
+    for tid, a in st.actors.items():
+        if a.status.connected and a.status.device not in st.index.by_device:
+            if st.owner.get(a.status.device) == tid:
+                del st.owner[a.status.device]
+            fx.append(TellIoc(tid, DeviceRemoved(a.status.device)))
+        elif not a.status.connected:
+            found = st.index.find(tid, skip=st.owner)
+            if found is not None:
+                st.owner[found.device] = tid
+                fx.append(TellIoc(tid, KernelFound(found)))
+    _audit_all(st, fx)
+
+
+def _audit_all(st: ConnectorState, fx: list[Effect]) -> None:
+    """Audit scope: connections others made that nobody wants go."""
+    if st.config.disconnect_scope != AUDIT or not st.audit_ready:
+        return
+    wanted = {t: a.wanted for t, a in st.actors.items()}
+    current = {t: a.status for t, a in st.actors.items()}
+    plan = decide(wanted, current, st.index, st.config)
+    for dev, tid, reason in plan.disconnect:
+        if dev not in st.owner and tid not in st.actors:
+            fx.append(Disconnect(dev, tid, reason))
