@@ -1,21 +1,35 @@
 """Supervision for actors: restart a crashed actor with capped, jittered exponential backoff.
 
-Erlang-style restart intensity: more than ``intensity`` crashes within ``period`` seconds means
-the actor cannot recover on its own, so the supervisor gives up and fails its parent with
-``CrashLoop`` (systemd's ``Restart=on-failure`` then takes over). Every timer is a Trio sleep,
-so tests drive it with ``MockClock``.
+Two shapes (the daemons' whole trees are declared in ``stas.actors.tree``):
+
+- ``supervise``: one actor, restarted after each crash. Erlang-style restart intensity: more
+  than ``intensity`` crashes within ``period`` seconds is a crash loop, raised as ``CrashLoop``
+  into the caller, which decides (a tree restarts what depends on the actor, or gives up).
+- ``Supervisor`` / ``open_supervisor``: the dynamic children of one reconciler (one DC actor per
+  discovery controller, one IOC actor per I/O controller). A child's crash loop never reaches
+  the reconciler: the child is marked failed in the supervision report, left alone for a
+  cool-off (doubling up to ``max_cooldown``), then started again. One bad controller must not
+  end the daemon.
+
+Every timer is a Trio sleep, so tests drive them with ``MockClock``. Crashes are published in a
+``SupervisionReport`` (immutable values in an AsyncValue) which the D-Bus ``status`` shows.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 
 import attrs
 import trio
+from trio_util import AsyncValue
+
+from stas.backoff import doubling
 
 log = logging.getLogger("stas.supervisor")
 
@@ -31,6 +45,8 @@ class RestartPolicy:
     jitter: float = 0.1  # +/- fraction of the delay, so many actors do not restart in lockstep
     intensity: int = 5  # crashes tolerated within ``period``
     period: float = 60.0
+    cooldown: float = 300.0  # a dynamic child's crash loop: wait this long, then try again
+    max_cooldown: float = 3600.0  # ...doubling on each new loop up to this
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Backoff before restart number ``attempt`` (1-based)."""
@@ -41,9 +57,97 @@ class RestartPolicy:
 class CrashLoop(Exception):
     """An actor crashed too often too quickly; raised into the supervisor's parent."""
 
-    def __init__(self, name: str, crashes: int, period: float) -> None:
-        super().__init__(f"actor {name!r} crashed {crashes} times within {period:g} s; giving up")
+    def __init__(self, name: str, crashes: int, period: float, text: str = "") -> None:
+        super().__init__(text or f"actor {name!r} crashed {crashes} times within {period:g} s; "
+                         "giving up")  # fmt: skip
         self.name = name
+        self.crashes = crashes
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message``, the one-line form of a crash used in logs and the report."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def wall_clock(in_seconds: float = 0.0) -> str:
+    """A wall-clock time for the report (monotonic and virtual times mean nothing to users)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(time.time() + in_seconds))
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ChildReport:
+    """What the operator sees of one supervised actor or subtree."""
+
+    state: str = "running"  # running | restarting | failed | gave up | stopped | crashed
+    restarts: int = 0
+    recent_crashes: int = 0  # within the supervisor's period: how close to giving up
+    last_error: str = ""
+    last_crash: str = ""  # wall clock
+    next_start: str = ""  # wall clock, while restarting or failed
+
+    def as_dict(self) -> dict[str, str]:
+        out = {"state": self.state, "restarts": str(self.restarts),
+               "recent crashes": str(self.recent_crashes)}  # fmt: skip
+        if self.last_error:
+            out |= {"last error": self.last_error, "last crash": self.last_crash}
+        if self.next_start:
+            out["next start"] = self.next_start
+        return out
+
+
+class SupervisionReport:
+    """The supervision tree's health by path (``stafd/discovery/finder``), published as one
+    immutable mapping per change. Static children are always listed; a reconciler's dynamic
+    children only once they have crashed (10,000 healthy IOC actors are not news)."""
+
+    def __init__(self) -> None:
+        self.current: AsyncValue[Mapping[str, ChildReport]] = AsyncValue({})
+
+    def get(self, path: str) -> ChildReport | None:
+        found: ChildReport | None = self.current.value.get(path)
+        return found
+
+    def set(self, path: str, **changes: object) -> None:
+        old = self.current.value.get(path, ChildReport())
+        self.current.value = {**self.current.value, path: attrs.evolve(old, **changes)}
+
+    def remove(self, path: str) -> None:
+        if path in self.current.value:
+            self.current.value = {k: v for k, v in self.current.value.items() if k != path}
+
+    def as_dict(self) -> dict[str, dict[str, str]]:
+        """The D-Bus ``status`` section, sorted by path."""
+        return {k: v.as_dict() for k, v in sorted(self.current.value.items())}
+
+
+# Where the running task sits in the tree: (report, path). Set by the tree for each child's
+# task and inherited by what it spawns, so a reconciler's ``open_supervisor()`` reports under
+# its own path without being told.
+_WHERE: ContextVar[tuple[SupervisionReport, str] | None] = ContextVar("stas_supervision",
+                                                                      default=None)  # fmt: skip
+
+
+@contextmanager
+def reporting_as(report: SupervisionReport, path: str) -> Iterator[None]:
+    """Run the block (and tasks it spawns) as ``path`` of ``report``."""
+    token = _WHERE.set((report, path))
+    try:
+        yield
+    finally:
+        _WHERE.reset(token)
+
+
+def current_place() -> tuple[SupervisionReport, str] | None:
+    return _WHERE.get()
+
+
+# --- one actor -----------------------------------------------------------------------------------
+
+OnCrash = Callable[[BaseException, int, float], None]  # (error, recent crashes, delay)
 
 
 async def supervise(
@@ -52,6 +156,7 @@ async def supervise(
     *,
     policy: RestartPolicy = RestartPolicy(),
     rng: random.Random | None = None,
+    on_crash: OnCrash | None = None,
 ) -> None:
     """Run ``actor()`` until it returns normally, restarting it after each crash."""
     rng = rng or random.Random()
@@ -75,11 +180,21 @@ async def supervise(
             attempt += 1
             delay = policy.delay(attempt, rng)
             log.info("actor %s restarts in %.1f s (crash %d)", name, delay, len(crashes))
+            if on_crash is not None:
+                on_crash(exc, len(crashes), delay)
             await trio.sleep(delay)
 
 
+# --- a reconciler's dynamic children -------------------------------------------------------------
+
+
 class Supervisor:
-    """Named supervised children inside one nursery; children can be started and stopped."""
+    """Named supervised children inside one nursery; children can be started and stopped.
+
+    A child whose crashes exceed the policy's intensity is marked failed, waits a cool-off and
+    is started again; it stays in ``running`` meanwhile (it is still wanted), and ``stop``
+    ends the wait as it would end the actor.
+    """
 
     def __init__(
         self, nursery: trio.Nursery, policy: RestartPolicy, rng: random.Random | None
@@ -88,10 +203,48 @@ class Supervisor:
         self._policy = policy
         self._rng = rng or random.Random()
         self._children: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
+        self._place = current_place()
 
     @property
     def running(self) -> frozenset[str]:
         return frozenset(self._children)
+
+    def _report(self, name: str, **changes: object) -> None:
+        if self._place is not None:
+            self._place[0].set(f"{self._place[1]}/{name}", **changes)
+
+    async def _keep_alive(self, name: str, actor: ActorFn) -> None:
+        """``supervise`` for ever: a crash loop becomes a failed state and a cool-off."""
+        cooldowns = doubling(self._policy.cooldown, self._policy.max_cooldown)
+        restarts = 0
+
+        def on_crash(exc: BaseException, recent: int, delay: float) -> None:
+            nonlocal restarts
+            restarts += 1
+            self._report(name, state="restarting", restarts=restarts, recent_crashes=recent,
+                         last_error=describe(exc), last_crash=wall_clock(),
+                         next_start=wall_clock(delay))  # fmt: skip
+
+        async def reported() -> None:
+            if restarts:
+                self._report(name, state="running", next_start="")
+            await actor()
+
+        while True:
+            try:
+                await supervise(name, reported, policy=self._policy, rng=self._rng,
+                                on_crash=on_crash)  # fmt: skip
+                return
+            except CrashLoop as loop:
+                delay = next(cooldowns)
+                cause = loop.__cause__ or loop
+                log.error("%s: marked failed, trying again in %.0f s (last error: %s)",
+                          loop, delay, describe(cause))  # fmt: skip
+                restarts += 1
+                self._report(name, state="failed", restarts=restarts,
+                             recent_crashes=loop.crashes, last_error=describe(cause),
+                             last_crash=wall_clock(), next_start=wall_clock(delay))  # fmt: skip
+                await trio.sleep(delay)
 
     def start(self, name: str, actor: ActorFn) -> None:
         """Start ``actor`` under supervision as ``name`` (names are unique)."""
@@ -104,10 +257,12 @@ class Supervisor:
         async def child() -> None:
             try:
                 with scope:
-                    await supervise(name, actor, policy=self._policy, rng=self._rng)
+                    await self._keep_alive(name, actor)
             finally:
                 if self._children.get(name, (None,))[0] is scope:
                     del self._children[name]
+                if self._place is not None:  # a stopped child is no longer news
+                    self._place[0].remove(f"{self._place[1]}/{name}")
                 done.set()
 
         self._nursery.start_soon(child, name=f"actor:{name}")

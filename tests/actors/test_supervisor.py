@@ -8,7 +8,14 @@ import pytest
 import trio
 import trio.testing
 
-from stas.actors.supervisor import CrashLoop, RestartPolicy, open_supervisor, supervise
+from stas.actors.supervisor import (
+    CrashLoop,
+    RestartPolicy,
+    SupervisionReport,
+    open_supervisor,
+    reporting_as,
+    supervise,
+)
 
 NO_JITTER = RestartPolicy(
     initial_backoff=1.0, max_backoff=8.0, jitter=0.0, intensity=10, period=600
@@ -94,14 +101,67 @@ async def test_supervisor_start_stop_and_names(autojump_clock) -> None:
     assert sorted(cleaned) == ["a", "b"]
 
 
-async def test_crash_loop_in_child_propagates(autojump_clock) -> None:
-    policy = RestartPolicy(initial_backoff=0.1, jitter=0.0, intensity=1, period=10)
+async def test_a_childs_crash_loop_fails_it_then_retries_never_the_parent(autojump_clock) -> None:
+    """One DC's (or IOC's) crash loop is its own: marked failed, left alone for the cool-off,
+    started again; its siblings and the reconciler run on (it ended stafd before)."""
+    policy = RestartPolicy(initial_backoff=0.1, max_backoff=0.1, jitter=0.0, intensity=1,
+                           period=10, cooldown=100, max_cooldown=400)  # fmt: skip
+    report = SupervisionReport()
+    starts: list[float] = []
+    sibling_starts: list[float] = []
+    seen: list[str] = []
 
     async def broken() -> None:
-        raise OSError("no")
+        starts.append(trio.current_time())
+        if len(starts) <= 4:
+            raise OSError(f"no {len(starts)}")
+        await trio.sleep_forever()
 
-    with pytest.raises(BaseExceptionGroup) as info:
+    async def sibling() -> None:
+        sibling_starts.append(trio.current_time())
+        await trio.sleep_forever()
+
+    with reporting_as(report, "stafd/finder"):
         async with open_supervisor(policy) as sup:
             sup.start("x", broken)
-            await trio.sleep_forever()
-    assert info.group_contains(CrashLoop)
+            sup.start("y", sibling)
+            await trio.sleep(1)
+            seen.append(report.as_dict()["stafd/finder/x"]["state"])
+            await trio.sleep(150)
+            assert sup.running == {"x", "y"}
+            seen.append(report.as_dict()["stafd/finder/x"]["state"])
+    # crash 1, retry after 0.1 s, crash 2 = loop: failed; 100 s later crashes 3, 4: failed
+    # again, next try 200 s later (doubled); then it stays up
+    assert [round(t, 1) for t in starts] == [0.0, 0.1, 100.1, 100.2]
+    assert seen == ["failed", "failed"]
+    assert sibling_starts == [0.0]
+    assert "stafd/finder/x" not in report.as_dict()  # a stopped child is no longer listed
+
+
+async def test_failed_child_comes_back_and_reports_running(autojump_clock) -> None:
+    policy = RestartPolicy(initial_backoff=0.1, max_backoff=0.1, jitter=0.0, intensity=1,
+                           period=10, cooldown=50)  # fmt: skip
+    report = SupervisionReport()
+    calls = 0
+
+    async def twice_broken() -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise ValueError("bad state")
+        await trio.sleep_forever()
+
+    with reporting_as(report, "stacd/connector"):
+        async with open_supervisor(policy) as sup:
+            sup.start("ioc", twice_broken)
+            await trio.sleep(10)
+            entry = report.as_dict()["stacd/connector/ioc"]
+            assert entry["state"] == "failed"
+            assert entry["last error"] == "ValueError: bad state"
+            assert "next start" in entry
+            await trio.sleep(60)
+            entry = report.as_dict()["stacd/connector/ioc"]
+            assert (entry["state"], entry["restarts"]) == ("running", "2")
+            assert "next start" not in entry
+            await sup.stop("ioc")
+    assert calls == 3
