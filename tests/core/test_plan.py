@@ -12,25 +12,10 @@ from stas.kernel.api import KernelController
 from stas.kernel.options import InvalidOption
 from stas.messages import IocStatus, IocWanted, Tid
 from stas.plan import KernelIndex, connect_request, decide, format_plan, wanted_iocs
+from tests.helpers.entries import HOSTID, HOSTNQN, WK, dc_tid, dlpe, tid
 
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
-HOSTID = "0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
-WK = "nqn.2014-08.org.nvmexpress.discovery"
-DC1 = Tid("tcp", "::1", "8009", WK, "", "", HOSTNQN)
-DC2 = Tid("tcp", "192.168.1.2", "8009", WK, "192.168.1.1", "eth0", HOSTNQN)
-
-
-def dlpe(nqn: str, traddr: str = "::1", **kw: str) -> dict[str, str]:
-    d = {
-        "trtype": "tcp",
-        "adrfam": "ipv6" if ":" in traddr else "ipv4",
-        "traddr": traddr,
-        "trsvcid": "4420",
-        "subnqn": nqn,
-        "subtype": "nvme",
-        "eflags": "0",
-    }
-    return d | kw
+DC1 = dc_tid("::1")
+DC2 = dc_tid("192.168.1.2", host_traddr="192.168.1.1", host_iface="eth0")
 
 
 def conf(text: str = ""):
@@ -56,7 +41,7 @@ def io(tid: Tid, device: str, **kw) -> KernelController:
 
 
 def ioc(nqn: str, traddr: str = "::1") -> Tid:
-    return Tid("tcp", traddr, "4420", nqn, "", "", HOSTNQN)
+    return tid(nqn, traddr)
 
 
 def test_discovered_iocs_inherit_the_dc_host_side() -> None:
