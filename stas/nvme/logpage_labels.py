@@ -1,6 +1,10 @@
 """The labels users see for discovery log page fields (tcp, ipv6, nvme, not specified, ...).
 
-Split from logpage.py, which re-exports every name here.
+One table per field: each enum member carries its spelling, and the DLPE dicts stafd publishes
+over D-Bus (libnvme's ``discover()`` spellings, which upstream returns) are derived from the
+same members. libnvme's table lacks a few values (address family loop, TREQ 3); those come
+out as the decimal number there, as upstream's do. Split from logpage.py, which re-exports
+every name here.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from typing import Self
 class _Labelled(enum.IntEnum):
     """IntEnum whose members carry the user-visible spelling (config, D-Bus, CLIs)."""
 
-    def __new__(cls, value: int, label: str) -> Self:
+    def __new__(cls, value: int, label: str, in_libnvme: bool = True) -> Self:
         member = int.__new__(cls, value)
         member._value_ = value
         member._label = label  # type: ignore[attr-defined]
+        member._in_libnvme = in_libnvme  # type: ignore[attr-defined]
         return member
 
     @property
@@ -41,6 +46,13 @@ class _Labelled(enum.IntEnum):
         except ValueError:
             return f"unknown(0x{value:02x})"
 
+    @classmethod
+    def dlpe_table(cls) -> MappingProxyType[int, str]:
+        """value -> label for the values libnvme spells (the DLPE dicts of the D-Bus API)."""
+        return MappingProxyType(
+            {int(m): m.label for m in cls if m._in_libnvme}  # type: ignore[attr-defined]
+        )
+
 
 _KINDS = MappingProxyType(
     {"TrType": "transport type", "AdrFam": "address family", "SubType": "subsystem type"}
@@ -48,7 +60,7 @@ _KINDS = MappingProxyType(
 
 
 class TrType(_Labelled):
-    UNSPECIFIED = (0, "")
+    UNSPECIFIED = (0, "unspecified")
     RDMA = (1, "rdma")
     FC = (2, "fc")
     TCP = (3, "tcp")
@@ -61,7 +73,7 @@ class AdrFam(_Labelled):
     IPV6 = (2, "ipv6")
     IB = (3, "infiniband")
     FC = (4, "fc")
-    LOOP = (0xFE, "loop")
+    LOOP = (0xFE, "loop", False)  # not in libnvme's adrfam table: '254' in a DLPE
 
 
 class SubType(_Labelled):
@@ -107,11 +119,12 @@ def eflags_label(eflags: int) -> str:
     return ", ".join(names) if names else "none"
 
 
-# libnvme's Python binding spells these (its discover() output, which upstream publishes);
-# values it does not know come out as the decimal number.
-_DLPE_TRTYPE = MappingProxyType({0: "unspecified", 1: "rdma", 2: "fc", 3: "tcp", 0xFE: "loop"})
-_DLPE_ADRFAM = MappingProxyType({0: "pci", 1: "ipv4", 2: "ipv6", 3: "infiniband", 4: "fc"})
-_DLPE_SUBTYPE = MappingProxyType({1: "referral", 2: "nvme", 3: "discovery"})
+# The DLPE spellings (see ``LogPageEntry.to_dlpe``), derived from the tables above; values
+# they lack come out as the decimal number. TREQ there is libnvme's: the secure-channel words
+# for 0-2 and bit 2 alone as 'disable sqflow'.
+_DLPE_TRTYPE = TrType.dlpe_table()
+_DLPE_ADRFAM = AdrFam.dlpe_table()
+_DLPE_SUBTYPE = SubType.dlpe_table()
 _DLPE_TREQ = MappingProxyType(
-    {0: "not specified", 1: "required", 2: "not required", 4: "disable sqflow"}
+    dict(enumerate(_TREQ_SECURE[:3])) | {TREQ_DISABLE_SQFLOW: "disable sqflow"}
 )

@@ -82,3 +82,15 @@ def test_one_rule_for_ip_families_and_usable_addresses() -> None:
     assert not net.usable_address("0.0.0.0", (4, 6)) and not net.usable_address("::", (4, 6))
     assert not net.usable_address("name", (4, 6)) and not net.usable_address("::1", (4,))
     assert net.endpoint("fe80::1", 8009, "eth0") == "[fe80::1]:8009 on eth0"
+
+
+@given(st.integers(min_value=0, max_value=255))
+def test_one_label_table_the_dbus_spelling_agrees_with_the_enum(trtype: int) -> None:
+    from stas.nvme.logpage import LogPageEntry, TrType
+
+    d = LogPageEntry(trtype=trtype, adrfam=1, subtype=2, treq=0, portid=1, cntlid=1,
+                     asqsz=32, eflags=0, trsvcid="", subnqn="n", traddr="").to_dlpe()  # fmt: skip
+    known = trtype in {int(t) for t in TrType}
+    assert d["trtype"] == (TrType.label_of(trtype) if known else str(trtype))
+    if trtype == 0:
+        assert d["trtype"] == TrType.UNSPECIFIED.label == "unspecified"  # was '' in one table

@@ -142,7 +142,7 @@ def test_dlpe_spellings_follow_libnvme() -> None:
 
 
 def test_enum_labels() -> None:
-    assert [t.label for t in TrType] == ["", "rdma", "fc", "tcp", "loop"]
+    assert [t.label for t in TrType] == ["unspecified", "rdma", "fc", "tcp", "loop"]
     assert [a.label for a in AdrFam] == ["pci", "ipv4", "ipv6", "infiniband", "fc", "loop"]
     assert [s.label for s in SubType] == ["referral", "nvme", "discovery"]
     assert TrType.from_label("tcp") is TrType.TCP and TrType.TCP == 3
