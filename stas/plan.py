@@ -18,6 +18,7 @@ from stas.kernel import options as opt
 from stas.kernel.api import ConnectRequest, KernelController, controller_matches, match_args
 from stas.messages import Dlpe, IocStatus, IocWanted, Tid, parse_dlpes
 from stas.net import ip_version
+from stas.tls_policy import tls_fields
 
 log = logging.getLogger("stas.plan")
 
@@ -178,8 +179,11 @@ def wanted_iocs(
     return out
 
 
-def connect_request(w: IocWanted, config: ServiceConfig, hostid: str) -> ConnectRequest:
-    """[Global] parameters, overridden per controller for configured ones (InvalidOption)."""
+def connect_request(
+    w: IocWanted, config: ServiceConfig, hostid: str, entry: Mapping[str, str] | None = None
+) -> ConnectRequest:
+    """[Global] parameters, overridden per controller for configured ones (InvalidOption);
+    ``entry`` (the log page entry listing the controller) may demand TLS (stas.tls_policy)."""
     g = config
     values: dict[str, object] = {
         "kato": g.kato,
@@ -202,6 +206,7 @@ def connect_request(w: IocWanted, config: ServiceConfig, hostid: str) -> Connect
         elif k in BOOL_PARAMS:
             values[k] = v == "true"
     t = w.tid
+    tls = tls_fields(w.params, t.transport, entry, tls=g.tls, tls_key=g.tls_key, keyring=g.keyring)
     return ConnectRequest(
         transport=t.transport,
         traddr=t.traddr,
@@ -214,6 +219,7 @@ def connect_request(w: IocWanted, config: ServiceConfig, hostid: str) -> Connect
         dhchap_secret=w.params.get("dhchap-secret"),
         dhchap_ctrl_secret=w.params.get("dhchap-ctrl-secret"),
         **{k.replace("-", "_"): v for k, v in values.items()},  # type: ignore[arg-type]
+        **tls,  # type: ignore[arg-type]
     )
 
 

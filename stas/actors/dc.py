@@ -95,6 +95,8 @@ _GLOBAL_CONNECTION_KEYS = {
     "reconnect_delay": "reconnect-delay",
     "ctrl_loss_tmo": "ctrl-loss-tmo",
     "disable_sqflow": "disable-sqflow",
+    "tls_key": "tls-key",  # NVMe/TCP TLS (stas.tls_policy); None when unset
+    "keyring": "keyring",
 }
 
 
@@ -112,6 +114,8 @@ def connection_params(config: Any, host_key: str | None = None) -> dict[str, str
         if value is not None:
             out[key] = str(value).lower() if isinstance(value, bool) else str(value)
     out["pleo"] = "enabled" if getattr(config, "pleo", True) else "disabled"
+    if getattr(config, "tls", False) is True:
+        out["tls"] = "true"
     if host_key:
         out["dhchap-secret"] = host_key
     return out

@@ -23,6 +23,7 @@ import trio
 
 from stas.messages import WELL_KNOWN_DISC_NQN, Tid
 from stas.nvme.errors import DiscoveryError, NvmeStatusError, ProtocolError
+from stas.tls_policy import userspace_refusal
 
 if TYPE_CHECKING:
     # The userspace host's codecs and session (commands, PDUs, sockets) are imported when a DC
@@ -291,6 +292,8 @@ class UserspaceBackend:
             raise DiscoveryError(
                 f"transport {tid.transport!r} is not supported by the userspace host (tcp only)"
             )
+        if refusal := userspace_refusal(params):  # TLS-PSK: not in Python 3.11's ssl
+            raise DiscoveryError(f"{tid}: {refusal}")
         options = self.options_for(params, persistent=persistent, where=str(tid))
         raised: BaseException | None = None
         from stas.nvme.session import DiscoverySession

@@ -40,6 +40,7 @@ from stas.nvme.errors import DiscoveryError, NvmeStatusError
 from stas.nvme.host_ops import HostIdentity, read_consistent_log
 from stas.nvme.identify import DiscoveryLogSupport, decode_supported_log_pages
 from stas.nvme.logpage import AdrFam, DiscoveryLogPage, Limits
+from stas.tls_policy import tls_fields
 
 log = logging.getLogger("stas.dc.kernel")
 AEN_DLP_CHANGED = 0x70F002
@@ -280,6 +281,7 @@ class KernelBackend:
             # a controller's own secret, else sys.conf's host key (DcSettings.connection)
             dhchap_secret=params.get("dhchap-secret") or None,
             dhchap_ctrl_secret=params.get("dhchap-ctrl-secret") or None,
+            **tls_fields(params, tid.transport),  # type: ignore[arg-type]
         )
 
     async def _open(

@@ -54,6 +54,8 @@ TRSVCID_MAX = 31  # 32-byte field, NUL included
 NQN_MAX = 223  # NVMe NQN limit, although the field is 256 bytes
 TRADDR_MAX = 255
 TSAS_SIZE = 256
+TRTYPE_TCP = 3
+TCP_SECTYPES = {0: "none", 1: "tls", 2: "tls1.3"}  # libnvme's spelling of TSAS SECTYPE
 
 _HEADER = struct.Struct("<QQHBBI")
 _ENTRY_INTS = struct.Struct("<BBBBHHHH")
@@ -240,7 +242,7 @@ class LogPageEntry:
         def spell(table: MappingProxyType[int, str], value: int) -> str:
             return table.get(value, str(value))
 
-        return {
+        d = {
             "trtype": spell(_DLPE_TRTYPE, self.trtype),
             "adrfam": spell(_DLPE_ADRFAM, self.adrfam),
             "traddr": self.traddr.strip(),
@@ -253,6 +255,11 @@ class LogPageEntry:
             "asqsz": str(self.asqsz),
             "eflags": str(self.eflags),
         }
+        if self.trtype == TRTYPE_TCP and self.tsas[0]:
+            # newer libnvme's tsas {"sectype": ...}, flattened to keep the dict a{ss}; only
+            # when a security type is set, so plain entries look as libnvme 1.x shows them
+            d["tsas"] = TCP_SECTYPES.get(self.tsas[0], "reserved")
+        return d
 
     @classmethod
     def decode(cls, data: bytes, pos: int, where: str, ext_attrs: tuple[ExtAttr, ...] = ()) -> Self:

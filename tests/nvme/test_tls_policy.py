@@ -1,0 +1,114 @@
+"""When stacd and stafd use TLS (stas.tls_policy): configuration, and what a log page entry's
+TREQ/TSAS demand (connected with TLS or not at all); ``tsas`` in the DLPE dicts; the
+userspace discovery host's refusal."""
+
+from __future__ import annotations
+
+import pytest
+
+from stas.actors.dc import connection_params
+from stas.actors.dc_backend import UserspaceBackend
+from stas.config import ServiceConfig, parse_service_config
+from stas.kernel.options import InvalidOption
+from stas.messages import IocWanted, Tid
+from stas.nvme.errors import DiscoveryError
+from stas.nvme.host_ops import HostIdentity
+from stas.nvme.logpage import LogPageEntry
+from stas.nvme.tls_psk import ConfiguredPsk, format_interchange
+from stas.plan import connect_request
+from stas.tls_policy import USERSPACE_REFUSAL, entry_requires_tls, secure_channel, tls_fields
+
+PSK = format_interchange(ConfiguredPsk(bytes(range(32)), 1))
+HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:7a1c0000-0000-4000-8000-0000000071a1"
+TID = Tid("tcp", "::1", "4420", "sealed", "", "", HOSTNQN)
+
+
+def dlpe(treq: int, sectype: int, trtype: int = 3) -> dict[str, str]:
+    tsas = bytes([sectype]) + bytes(255)
+    e = LogPageEntry(trtype, 2, 2, treq, 1, 0xFFFF, 32, 0, "4420", "sealed", "::1", tsas)
+    return e.to_dlpe()
+
+
+def test_tsas_in_the_dlpe_dict_as_libnvme_spells_the_sectype() -> None:
+    assert dlpe(1, 2)["tsas"] == "tls1.3"
+    assert dlpe(1, 1)["tsas"] == "tls"
+    assert dlpe(1, 7)["tsas"] == "reserved"
+    assert "tsas" not in dlpe(0, 0)  # plain entries look as before (libnvme 1.x, nvme-stas 2.x)
+    assert "tsas" not in dlpe(1, 2, trtype=1)  # RDMA's TSAS is not a security type
+
+
+@pytest.mark.parametrize(
+    ("treq", "sectype", "required"),
+    [(1, 2, True), (1, 0, True), (5, 2, True), (2, 2, False), (0, 2, False), (0, 0, False)],
+)
+def test_which_entries_require_tls(treq: int, sectype: int, required: bool) -> None:
+    assert entry_requires_tls(dlpe(treq, sectype)) is required
+
+
+def test_an_entry_requiring_tls_1_2_is_refused_naming_it() -> None:
+    with pytest.raises(InvalidOption) as info:
+        entry_requires_tls(dlpe(1, 1))
+    assert "sealed at ::1:4420" in str(info.value) and "TLS 1.3" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "bits"), [("required", 1), ("not required", 2), ("5", 1), ("x", 0), ("", 0)]
+)
+def test_treq_text(text: str, bits: int) -> None:
+    assert secure_channel(text) == bits
+
+
+def test_tls_fields() -> None:
+    off = {"tls": False, "tls_key": None, "keyring": None}
+    assert tls_fields({}, "tcp") == off
+    assert tls_fields({}, "tcp", tls=True, tls_key=PSK) == {
+        "tls": True, "tls_key": PSK, "keyring": None,
+    }  # fmt: skip
+    assert tls_fields({"tls": "false"}, "tcp", tls=True) == off  # the controller wins
+    assert tls_fields({"tls": "true", "keyring": "5"}, "tcp", keyring=".nvme")["keyring"] == "5"
+    assert tls_fields({}, "rdma", tls=True) == off  # [Global] tls=true: tcp only
+    assert tls_fields({}, "tcp", dlpe(1, 2))["tls"] is True  # the entry forces it
+    assert tls_fields({}, "tcp", dlpe(2, 2)) == off  # TLS offered, not required
+    with pytest.raises(InvalidOption, match="requires TLS: not connected"):
+        tls_fields({"tls": "false"}, "tcp", dlpe(1, 2))
+
+
+def _config(text: str = "") -> ServiceConfig:
+    config, warnings = parse_service_config(text, "stacd")
+    assert warnings == []
+    return config
+
+
+def test_stacd_connects_a_tls_required_entry_with_tls() -> None:
+    w = IocWanted(TID, "discovered", dcs=(TID,))
+    req = connect_request(w, _config(), "", dlpe(1, 2))
+    assert req.tls and req.option_string().endswith(",tls")
+    plain = connect_request(w, _config(), "", dlpe(0, 0))
+    assert not plain.tls and "tls" not in plain.option_string().split(",")
+
+
+def test_stacd_tls_from_global_and_per_controller() -> None:
+    config = _config(f"[Global]\ntls=true\ntls-key={PSK}\nkeyring=.nvme\n")
+    req = connect_request(IocWanted(TID, "discovered"), config, "")
+    assert (req.tls, req.tls_key, req.keyring) == (True, PSK, ".nvme")
+    assert PSK not in req.option_string()
+    w = IocWanted(TID, "configured", params={"tls": "false"})
+    assert not connect_request(w, config, "").tls
+    with pytest.raises(InvalidOption, match="requires TLS"):
+        connect_request(w, config, "", dlpe(1, 2))
+
+
+def test_stafd_passes_global_tls_to_dcs() -> None:
+    config, _ = parse_service_config(f"[Global]\ntls=true\ntls-key={PSK}\n", "stafd")
+    params = connection_params(config)
+    assert (params["tls"], params["tls-key"]) == ("true", PSK)
+    plain, _ = parse_service_config("", "stafd")
+    assert not {"tls", "tls-key", "keyring"} & set(connection_params(plain))
+
+
+async def test_the_userspace_host_refuses_a_tls_dc_with_one_message() -> None:
+    backend = UserspaceBackend(HostIdentity(hostnqn=HOSTNQN, hostid=bytes(16)))
+    with pytest.raises(DiscoveryError) as info:
+        async with backend.connect(TID, {"tls": "true"}, persistent=False):
+            pytest.fail("connected")
+    assert str(info.value) == f"{TID}: {USERSPACE_REFUSAL}"
