@@ -27,10 +27,11 @@ import trio
 from trio_util import AsyncValue
 
 from stas.actors import connector_core as core
-from stas.actors.connector_effects import (
+from stas.actors.connector_model import (
     Begin,
     Boot,
     Claim,
+    ConnectorState,
     ControllerRead,
     CoreMsg,
     Disconnect,
@@ -87,7 +88,7 @@ class Connector:
         self.kernel, self.published = kernel, published
         self.connect_limiter = trio.CapacityLimiter(parallel_connects)
         self.rng = rng or random.Random()
-        self.state = core.ConnectorState(
+        self.state = ConnectorState(
             config=config,
             host_nqn=host_nqn,
             hostid=hostid,

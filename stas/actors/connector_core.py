@@ -20,24 +20,25 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from stas.actors.connector_effects import (
+from stas.actors.connector_model import (
     Begin,
-    Boot,
     Claim,
+    ConnectorState,
     ControllerRead,
     CoreMsg,
     Disconnect,
     Effect,
     IocFellBehind,
+    IocRecord,
     Later,
     ReadController,
     Reconfigure,
     StartIoc,
     StopIoc,
     TellIoc,
+    apply_config,
 )
-from stas.actors.ioc import DeviceRemoved, IocSettings, KernelFound, WantedChanged
-from stas.config import ServiceConfig
+from stas.actors.ioc import DeviceRemoved, KernelFound, WantedChanged
 from stas.kernel.api import ConnectRequest, KernelController, Uevent
 from stas.kernel.options import InvalidOption
 from stas.messages import (
@@ -57,72 +58,15 @@ from stas.plan import (
     AUDIT,
     KernelIndex,
     auditable,
-    configured_iocs,
     connect_request,
     decide,
     iocs_of_dc,
     merge,
-    with_boot_subsystems,
 )
 
 log = logging.getLogger("stas.connector")
 
 _NO_ENTRY: Mapping[str, str] = {}
-
-
-# --- the state -------------------------------------------------------------------------------
-
-
-@attrs.define
-class _Actor:
-    wanted: IocWanted
-    request: ConnectRequest
-    status: IocStatus
-
-
-@attrs.define(eq=False)
-class ConnectorState:
-    """Everything the connector knows; one owner (the core), never shared."""
-
-    config: ServiceConfig
-    host_nqn: str
-    hostid: str
-    base_settings: IocSettings = attrs.field(factory=IocSettings)
-    audit_settle: float = 1.0
-    stafd_grace: float = 60.0
-    boot: Boot = ()
-    settings: IocSettings = attrs.field(factory=IocSettings)
-    configured: dict[Tid, IocWanted] = attrs.field(factory=dict)
-    pages: dict[Tid, tuple[Dlpe, ...]] = attrs.field(factory=dict)  # DC -> its entries
-    dlpe_of: dict[Tid, Dlpe] = attrs.field(factory=dict)  # IOC -> the entry listing it
-    per_dc: dict[Tid, dict[Tid, bool]] = attrs.field(factory=dict)  # DC -> {ioc: ncc}
-    listing: dict[Tid, dict[Tid, bool]] = attrs.field(factory=dict)  # ioc -> {DC: ncc}
-    actors: dict[Tid, _Actor] = attrs.field(factory=dict)
-    owner: dict[str, Tid] = attrs.field(factory=dict)  # device -> the actor's tid holding it
-    index: KernelIndex = attrs.field(factory=KernelIndex)
-    evaluations: int = 0  # controllers re-planned (the scale test counts them)
-    restarts: int = 0
-    stafd_known: bool = False
-    audit_ready: bool = False
-    warned: set[str] = attrs.field(factory=set)
-    dirty: bool = False
-    order: list[Tid] | None = None  # snapshot order, valid while membership holds
-
-    def __attrs_post_init__(self) -> None:
-        _apply_config(self, self.config, self.host_nqn, self.hostid, self.boot)
-
-
-def _apply_config(
-    st: ConnectorState, config: ServiceConfig, nqn: str, hid: str, boot: Boot
-) -> None:
-    st.config = config
-    st.host_nqn = nqn or st.host_nqn
-    st.hostid = hid or st.hostid
-    st.boot = boot
-    st.configured = with_boot_subsystems(configured_iocs(config, st.host_nqn), boot)
-    st.settings = attrs.evolve(
-        st.base_settings, connect_attempts_on_ncc=config.connect_attempts_on_ncc
-    )
 
 
 # --- the core --------------------------------------------------------------------------------
@@ -146,7 +90,7 @@ def handle(st: ConnectorState, msg: CoreMsg) -> tuple[ConnectorState, list[Effec
         case StafdVanished():
             log.info("stafd is away; changing nothing")
         case Reconfigure(change=change, boot=boot):
-            _apply_config(st, change.config, change.host_nqn, change.hostid, boot)
+            apply_config(st, change.config, change.host_nqn, change.hostid, boot)
             for dc, entries in list(st.pages.items()):
                 _set_dc(st, dc, entries)
             _evaluate(st, {*st.actors, *st.configured, *st.listing}, fx, new_requests=True)
@@ -240,10 +184,7 @@ def _evaluate(
             current[tid] = st.actors[tid].status
     # The kernel side of these controllers only, minus devices other actors hold.
     part = KernelIndex(
-        c
-        for tid in tids
-        for c in st.index.candidates(tid)
-        if st.owner.get(c.device, tid) in tids
+        c for tid in tids for c in st.index.candidates(tid) if st.owner.get(c.device, tid) in tids
     )
     plan = decide(wanted, current, part, st.config)
     for tid, _reason in plan.connect:
@@ -271,7 +212,7 @@ def _evaluate(
 
 def _request(st: ConnectorState, w: IocWanted) -> ConnectRequest | None:
     try:
-        return connect_request(w, st.config, st.hostid)
+        return connect_request(w, st.config, st.hostid, _dlpe(st, w.tid) or None)
     except InvalidOption as exc:
         key = f"{w.tid}|{exc}"
         if key not in st.warned:
@@ -301,14 +242,14 @@ def _start(
         status = attrs.evolve(
             status, device=adopt.device, state="connected", connected=True, adopted=True
         )
-    st.actors[w.tid] = _Actor(w, request, status)
+    st.actors[w.tid] = IocRecord(w, request, status)
     st.order = None
     st.dirty = True
     fx.append(StartIoc(w, request, adopt))
 
 
 def _update(
-    st: ConnectorState, a: _Actor, w: IocWanted, new_requests: bool, fx: list[Effect]
+    st: ConnectorState, a: IocRecord, w: IocWanted, new_requests: bool, fx: list[Effect]
 ) -> None:
     """Tell a running actor what changed; a live connection is left alone."""
     if a.wanted == w and not new_requests:
@@ -389,9 +330,7 @@ def _on_read(
     if ctrl is None or device in st.owner:
         return
     st.index.add(ctrl)
-    if not auditable(ctrl, st.config.disconnect_trtypes) or any(
-        ctrl.matches(t) for t in st.actors
-    ):
+    if not auditable(ctrl, st.config.disconnect_trtypes) or any(ctrl.matches(t) for t in st.actors):
         return
     trtypes = "+".join(st.config.disconnect_trtypes)
     reason = f"not configured and in no log page; disconnect-trtypes={trtypes}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from stas.actors.connector_core import ConnectorState, handle, snapshot
-from stas.actors.connector_effects import (
+from stas.actors.connector_model import (
     Begin,
     Claim,
     ControllerRead,

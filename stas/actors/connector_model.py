@@ -1,0 +1,178 @@
+"""The connector's state record, and the words between its pure core and its shell: what
+the shell tells the core (besides the inbox's ``ConnectorMsg``) and the effects the core asks
+the shell to carry out. Internal to the connector: no other actor sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeAlias
+
+import attrs
+
+from stas.actors.ioc import IocEvent, IocSettings
+from stas.config import ServiceConfig
+from stas.kernel.api import ConnectRequest, KernelController
+from stas.messages import (
+    AuditDue,
+    ConnectorMsg,
+    Dlpe,
+    IocStatus,
+    IocWanted,
+    StacdConfigChanged,
+    Tid,
+)
+from stas.plan import KernelIndex, configured_iocs, with_boot_subsystems
+
+Boot: TypeAlias = tuple[tuple[Tid, Mapping[str, str]], ...]  # NBFT boot subsystems, parameters
+
+
+# --- what the shell tells the core ---------------------------------------------------------
+
+
+@attrs.frozen
+class Begin:
+    """The shell starts: the kernel's controllers as listed once (adopted, never redone)."""
+
+    controllers: tuple[KernelController, ...]
+
+
+@attrs.frozen
+class Reconfigure:
+    """StacdConfigChanged with the NBFT's boot subsystems read for the (new) host NQN."""
+
+    change: StacdConfigChanged
+    boot: Boot = ()
+
+
+@attrs.frozen
+class ControllerRead:
+    """The result of ``ReadController``: sysfs's view of ``device`` (None: it is gone)."""
+
+    device: str
+    controller: KernelController | None
+    audit: bool
+
+
+@attrs.frozen
+class IocFellBehind:
+    """An actor's mailbox was full: it missed an event, so it is restarted from our view."""
+
+    tid: Tid
+
+
+CoreMsg: TypeAlias = "ConnectorMsg | Begin | Reconfigure | ControllerRead | IocFellBehind"
+
+
+# --- what the core tells the shell ---------------------------------------------------------
+
+
+@attrs.frozen
+class StartIoc:
+    """Start (supervised) the actor of ``wanted.tid``, adopting ``adopt`` if given."""
+
+    wanted: IocWanted
+    request: ConnectRequest
+    adopt: KernelController | None = None
+
+
+@attrs.frozen
+class StopIoc:
+    tid: Tid
+
+
+@attrs.frozen
+class TellIoc:
+    """Post to an actor's mailbox; if it is full, answer ``IocFellBehind``."""
+
+    tid: Tid
+    event: IocEvent
+
+
+@attrs.frozen
+class Disconnect:
+    """Disconnect ``device`` unless the ownership registry names another owner."""
+
+    device: str
+    tid: Tid
+    reason: str
+
+
+@attrs.frozen
+class ReadController:
+    """Read ``device`` from sysfs; answer ``ControllerRead``."""
+
+    device: str
+    audit: bool = False
+
+
+@attrs.frozen
+class Claim:
+    """Record ``device`` as stacd's in the ownership registry (``fresh``: we made it)."""
+
+    device: str
+    fresh: bool
+
+
+@attrs.frozen
+class Later:
+    """Send ``msg`` to the connector after ``delay`` seconds."""
+
+    delay: float
+    msg: AuditDue
+
+
+Effect: TypeAlias = StartIoc | StopIoc | TellIoc | Disconnect | ReadController | Claim | Later
+
+
+# --- the state -------------------------------------------------------------------------------
+
+
+@attrs.define
+class IocRecord:
+    wanted: IocWanted
+    request: ConnectRequest
+    status: IocStatus
+
+
+@attrs.define(eq=False)
+class ConnectorState:
+    """Everything the connector knows; one owner (the core), never shared."""
+
+    config: ServiceConfig
+    host_nqn: str
+    hostid: str
+    base_settings: IocSettings = attrs.field(factory=IocSettings)
+    audit_settle: float = 1.0
+    stafd_grace: float = 60.0
+    boot: Boot = ()
+    settings: IocSettings = attrs.field(factory=IocSettings)
+    configured: dict[Tid, IocWanted] = attrs.field(factory=dict)
+    pages: dict[Tid, tuple[Dlpe, ...]] = attrs.field(factory=dict)  # DC -> its entries
+    dlpe_of: dict[Tid, Dlpe] = attrs.field(factory=dict)  # IOC -> the entry listing it
+    per_dc: dict[Tid, dict[Tid, bool]] = attrs.field(factory=dict)  # DC -> {ioc: ncc}
+    listing: dict[Tid, dict[Tid, bool]] = attrs.field(factory=dict)  # ioc -> {DC: ncc}
+    actors: dict[Tid, IocRecord] = attrs.field(factory=dict)
+    owner: dict[str, Tid] = attrs.field(factory=dict)  # device -> the actor's tid holding it
+    index: KernelIndex = attrs.field(factory=KernelIndex)
+    evaluations: int = 0  # controllers re-planned (the scale test counts them)
+    restarts: int = 0
+    stafd_known: bool = False
+    audit_ready: bool = False
+    warned: set[str] = attrs.field(factory=set)
+    dirty: bool = False
+    order: list[Tid] | None = None  # snapshot order, valid while membership holds
+
+    def __attrs_post_init__(self) -> None:
+        apply_config(self, self.config, self.host_nqn, self.hostid, self.boot)
+
+
+def apply_config(st: ConnectorState, config: ServiceConfig, nqn: str, hid: str, boot: Boot) -> None:
+    st.config = config
+    st.host_nqn = nqn or st.host_nqn
+    st.hostid = hid or st.hostid
+    st.boot = boot
+    st.configured = with_boot_subsystems(configured_iocs(config, st.host_nqn), boot)
+    st.settings = attrs.evolve(
+        st.base_settings, connect_attempts_on_ncc=config.connect_attempts_on_ncc
+    )
