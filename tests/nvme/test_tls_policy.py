@@ -112,3 +112,53 @@ async def test_the_userspace_host_refuses_a_tls_dc_with_one_message() -> None:
         async with backend.connect(TID, {"tls": "true"}, persistent=False):
             pytest.fail("connected")
     assert str(info.value) == f"{TID}: {USERSPACE_REFUSAL}"
+
+
+async def test_the_connector_honours_the_entrys_treq_and_tsas(autojump_clock: object) -> None:
+    """Through stacd's connector on the fake kernel: the TLS-required entry is connected with
+    ``tls``, the plain one without, the TLS 1.2 one not at all (one warning naming it)."""
+    import logging
+
+    import trio
+    from trio_util import AsyncValue
+
+    from stas.actors.connector import Connector
+    from stas.actors.ioc import IocSettings
+    from stas.kernel.fake import FakeKernel
+    from stas.messages import DcLogPages, StacdSnapshot
+    from tests.helpers.entries import HOSTID, dc_tid
+    from tests.helpers.entries import dlpe as plain_dlpe
+
+    kernel = FakeKernel()
+    published = AsyncValue(StacdSnapshot())
+    connector = Connector(
+        config=_config(), host_nqn=HOSTNQN, hostid=HOSTID, kernel=kernel,
+        published=published, settings=IocSettings(jitter=0.0),
+    )  # fmt: skip
+    entries = (
+        plain_dlpe("sealed", treq="required", tsas="tls1.3"),
+        plain_dlpe("open"),
+        plain_dlpe("old", treq="required", tsas="tls"),
+    )
+    send, receive = trio.open_memory_channel[object](100)
+    records: list[str] = []
+
+    class Grab(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    handler = Grab(logging.WARNING)
+    logging.getLogger("stas").addHandler(handler)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(connector.run, receive)
+            await send.send(DcLogPages(dc_tid("::1"), entries))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    finally:
+        logging.getLogger("stas").removeHandler(handler)
+    by_nqn = {r.subsysnqn: r for r in kernel.connect_log}
+    assert set(by_nqn) == {"sealed", "open"}
+    assert by_nqn["sealed"].tls and not by_nqn["open"].tls
+    refusals = [m for m in records if "old at ::1:4420" in m]
+    assert len(refusals) == 1 and "TLS 1.3" in refusals[0], records
