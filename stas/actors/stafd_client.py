@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 import trio
+from trio_util import AsyncValue, move_on_when
 
 from stas.dbus.common import ERR_LIMITS_EXCEEDED, DBusBusy, DBusCallError, DBusError
 from stas.dbus.trio_client import open_stafd_client
@@ -154,35 +155,32 @@ async def run_stafd_client(
 
 async def _follow(sync: _Sync, address: str | None, open_client: OpenClient) -> None:
     events_send, events_recv = trio.open_memory_channel[StafdEvent](1024)
+    # None while stafd is away; while it is here, a number that changes on each arrival
+    stay: AsyncValue[int | None] = AsyncValue(None)
     async with open_client(events_send, address=address) as client, trio.open_nursery() as n:
-        confirm_scope: trio.CancelScope | None = None
 
         async def confirm_after_grace() -> None:
-            await trio.sleep(sync.grace)
-            await _safely(sync.full(client, removals_confirmed=True))
-            sync.settled = True
+            """Once stafd has answered for a whole grace period, a DC it does not list was
+            removed. Each arrival or departure starts the wait over."""
+            while True:
+                await stay.wait_value(lambda v: v is not None)
+                async with move_on_when(stay.wait_transition):
+                    await trio.sleep(sync.grace)
+                    await _safely(sync.full(client, removals_confirmed=True))
+                    sync.settled = True
+                    await trio.sleep_forever()
 
         async def handle(ev: StafdEvent) -> None:
-            nonlocal confirm_scope
             match ev:
                 case StafdAppeared(owner=owner):
                     log.info("stafd is on the bus (%s)", owner)
                     sync.settled = False
                     await sync.send.send(ev)
                     await _safely(sync.full(client, removals_confirmed=False))
-                    if confirm_scope is not None:
-                        confirm_scope.cancel()
-                    confirm_scope = trio.CancelScope()
-
-                    async def run_confirm(scope: trio.CancelScope = confirm_scope) -> None:
-                        with scope:
-                            await confirm_after_grace()
-
-                    n.start_soon(run_confirm)
+                    stay.value = (stay.value or 0) + 1
                 case StafdVanished():
                     log.info("stafd left the bus; keeping its last known log pages")
-                    if confirm_scope is not None:
-                        confirm_scope.cancel()
+                    stay.value = None
                     await sync.send.send(ev)
                 case DcRemoved():
                     await _safely(sync.full(client, removals_confirmed=True))
@@ -192,6 +190,7 @@ async def _follow(sync: _Sync, address: str | None, open_client: OpenClient) -> 
                 case _:
                     pass
 
+        n.start_soon(confirm_after_grace)
         async for ev in events_recv:
             pending: dict[Tid, None] = {}  # DCs to fetch, in signal order, each once
             while True:
