@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import attrs
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stas.actors.connector_core import ConnectorState, handle, snapshot
 from stas.actors.connector_model import (
@@ -32,6 +34,7 @@ from stas.messages import (
     StafdAppeared,
     StafdVanished,
 )
+from stas.plan import wanted_iocs
 from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe, entry, tid
 
 DC1, DC2 = dc_tid("::1"), dc_tid("::2")
@@ -205,3 +208,34 @@ def test_the_status_shows_the_entry_as_stafd_sent_it() -> None:
     assert dict(status.dlpe) == sent
     handle(st, IocUpdate(IocStatus(tid("a"), "discovered", state="connecting")))
     assert dict(st.actors[tid("a")].status.dlpe) == sent  # the actor does not know it
+
+
+DCS = (DC1, DC2, dc_tid("::3"))
+PAGE = st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=4, unique=True)
+STEP = st.tuples(st.sampled_from(DCS), st.none() | PAGE)
+
+
+@given(st.lists(STEP, max_size=12))
+def test_the_running_actors_are_always_what_the_planner_wants(steps) -> None:
+    """Whatever order log pages and removals arrive in, the actors the effects leave running
+    are exactly ``wanted_iocs`` of the latest pages: incremental work never drifts."""
+    st_, running, pages = state(), set(), {}
+    for dc, nqns in steps:
+        if nqns is None:
+            pages.pop(dc, None)
+            msg = DcRemoved(dc)
+        else:
+            pages[dc] = [dlpe(n, eflags=str(4 * (len(n) % 2))) for n in nqns]
+            msg = DcLogPages(dc, tuple(pages[dc]))
+        _, fx = handle(st_, msg)
+        for e in fx:
+            if isinstance(e, StartIoc):
+                assert e.wanted.tid not in running
+                running.add(e.wanted.tid)
+            elif isinstance(e, StopIoc):
+                running.remove(e.tid)
+        wanted = wanted_iocs(config=st_.config, log_pages=pages, host_nqn=HOSTNQN)
+        assert running == set(wanted)
+        assert {t: a.wanted.dcs for t, a in st_.actors.items()} == {
+            t: w.dcs for t, w in wanted.items()
+        }
