@@ -50,7 +50,7 @@ LINKED = ("klingons", "starfleet", DELL)
 SPARE = "romulans"  # unlinked at first: the storm links and unlinks it
 WHERE = "stafd kernel backend + stacd, real kernel (Debian {kernel} VM, nvmet)"
 RECONNECT_DELAY = 2  # [Global] reconnect-delay of both daemons: the kernel's retry pace
-SETTLE = 180.0  # seconds to wait for convergence before calling a row failed
+SETTLE = 120.0  # seconds to wait for convergence before calling a row failed
 
 
 # --- what the kernel has ----------------------------------------------------------------------
@@ -86,12 +86,18 @@ def has_namespace(dev: str) -> bool:
 
 
 def wait(what: str, check: Callable[[], object], timeout: float = SETTLE) -> float:
+    """Seconds until ``check`` returns something true; fails naming the last value seen."""
     t0 = time.monotonic()
-    while not check():
+    while not (value := check()):
         if time.monotonic() - t0 > timeout:
-            raise RuntimeError(f"no {what} within {timeout:.0f} s")
+            raise RuntimeError(f"no {what} within {timeout:.0f} s (last seen: {value!r})")
         time.sleep(0.1)
     return time.monotonic() - t0
+
+
+def io_view() -> dict[str, str]:
+    """subsysnqn -> 'device state' of every I/O controller: what a failed wait shows."""
+    return {nqn: f"{dev} {state}" for nqn, dev, state in controllers("io")}
 
 
 # --- the target ---------------------------------------------------------------------------------
@@ -201,11 +207,30 @@ class Daemons:
             p.stop(30)
 
 
-def adlp_subnqns(env: dict[str, str]) -> set[str] | None:
-    _, out = harness.ctl(env, "stafctl", "--json", "adlp")
-    if out.returncode != 0:
-        return None
-    return {e["subnqn"] for dc in json.loads(out.stdout) for e in dc["log-pages"]}
+def stafd_call(env: dict[str, str], method: str, *args: object) -> tuple[float, Any]:
+    """(seconds, reply body) of one call into stafd from this process, connection included;
+    the body is the error's text when the call failed. A whole `stafctl` process costs
+    seconds of Python start-up under emulation, which would measure qemu, not stafd."""
+    from stas.dbus.client import connect
+    from stas.dbus.common import DBusError
+    from stas.dbus.idl import STAFD
+
+    t0 = time.perf_counter()
+    try:
+        with connect(STAFD, address=env["DBUS_SYSTEM_BUS_ADDRESS"], timeout=30) as staf:
+            body: Any = staf.call(method, *args)
+    except (DBusError, OSError) as exc:
+        body = f"{type(exc).__name__}: {exc}"
+    return time.perf_counter() - t0, body
+
+
+def adlp_subnqns(env: dict[str, str]) -> set[str] | str:
+    """The subsystems in stafd's cached pages, or why they could not be read."""
+    _, body = stafd_call(env, "get_all_log_pages", False)
+    if isinstance(body, str):
+        return body
+    pages = json.loads(body[0])  # nvmet lists its discovery subsystem too (subtype 'current')
+    return {e["subnqn"] for dc in pages for e in dc["log-pages"] if e.get("subtype") == "nvme"}
 
 
 # --- measuring during a row ----------------------------------------------------------------------
@@ -218,6 +243,8 @@ class Probe:
         self.env = env
         self.ls_ms: list[float] = []
         self.ls_failed = 0
+        self.ls_errors: list[str] = []
+        self.process_s: float | None = None  # one whole `stafctl ls` process
         self.seen: dict[str, set[str]] = {}  # subsysnqn -> every device seen for it
         self.absent: dict[str, int] = {}  # subsysnqn -> samples with no controller at all
         self.most = 0  # most controllers seen at once for one subsystem
@@ -236,16 +263,16 @@ class Probe:
 
     def _ls(self) -> None:
         while not self._stop.is_set():
-            try:
-                seconds, out = harness.ctl(self.env, "stafctl", "ls")
-            except subprocess.TimeoutExpired:
+            seconds, body = stafd_call(self.env, "list_controllers", False)
+            if isinstance(body, str):
                 self.ls_failed += 1
-                continue
-            if out.returncode == 0:
-                self.ls_ms.append(seconds * 1000)
+                self.ls_errors.append(body)
             else:
-                self.ls_failed += 1
-            self._stop.wait(2.0)
+                self.ls_ms.append(seconds * 1000)
+            if self.process_s is None and len(self.ls_ms) >= 3:  # once, mid-fault
+                seconds, out = harness.ctl(self.env, "stafctl", "ls")
+                self.process_s = seconds if out.returncode == 0 else -1.0
+            self._stop.wait(1.0)
 
     def _sysfs(self) -> None:
         while not self._stop.is_set():
@@ -280,9 +307,10 @@ def pick(lines: list[str]) -> str:
 
 
 class Campaign:
-    def __init__(self, env: dict[str, str], kernel: str) -> None:
+    def __init__(self, env: dict[str, str], kernel: str, out: Path) -> None:
         self.env = env
         self.where = WHERE.format(kernel=kernel)
+        self.out = out  # rewritten after every row: a run cut short keeps what it measured
         self.d = Daemons(env)
         self.rows: list[dict[str, Any]] = []
         seed = int(os.environ.get("STAS_CRASH_SEED") or random.randrange(1 << 32))
@@ -310,6 +338,11 @@ class Campaign:
                 res.update(action(probe))
             except Exception as exc:  # one broken fault must not hide the others
                 res["error"] = f"{type(exc).__name__}: {exc}"
+                res["kernel_at_error"] = {"io": io_view(), "dc": dc_live() or "not live"}
+                res["log_tails"] = {
+                    name: self.d.lines(name, marks, lambda ln: True)[-20:]
+                    for name in ("stafd", "stacd")
+                }
         keep = {n: d for n, d in stable.items() if n in res.pop("stable", set(stable))}
         name, match = about or ("stafd", lambda ln: "8009" in ln or bool(dc and f"{dc}:" in ln))
         lines = self.d.lines(name, marks, match)
@@ -319,6 +352,8 @@ class Campaign:
             log_lines=len(lines),
             ls_ms=probe.ls_ms,
             ls_failed=probe.ls_failed,
+            ls_errors=probe.ls_errors[:3],
+            ls_note=self.ls_note(probe),
             lost=probe.lost(keep),
             kept=len(keep),
             most_per_subsystem=probe.most,
@@ -326,10 +361,32 @@ class Campaign:
         )
         res["ok"] = not res.get("error") and not res["lost"] and probe.most <= 1
         self.rows.append(res)
+        self.save()
         ls = f"{statistics.median(probe.ls_ms):.0f} ms" if probe.ls_ms else "none"
         print(f"   {'ok' if res['ok'] else 'FAILED'}: {res.get('figures', '')} | "
-              f"logged: {res['logged']} | ls median {ls} | lost {res['lost']}"
+              f"logged: {res['logged']} | ls median {ls} ({res['ls_note']}) | lost {res['lost']}"
               + (f" | {res['error']}" if res.get("error") else ""), flush=True)  # fmt: skip
+        if res.get("error"):
+            print(f"   kernel: {res['kernel_at_error']}; ls errors: {res['ls_errors']}")
+            for name, tail in res["log_tails"].items():
+                print(f"   --- {name} (last lines of the row)\n   " + "\n   ".join(tail))
+
+    def save(self) -> None:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.out.with_name(self.out.name + ".tmp")
+        tmp.write_text(json.dumps({"where": self.where, "rows": self.rows}, indent=1))
+        os.replace(tmp, self.out)
+
+    @staticmethod
+    def ls_note(probe: Probe) -> str:
+        """What the latency cell adds: how it was measured, failures, one whole process."""
+        note = "D-Bus list_controllers from a client process, every 1 s"
+        if probe.ls_failed:
+            note += f"; {probe.ls_failed} failed"
+        if probe.process_s is not None:
+            whole = "failed" if probe.process_s < 0 else f"{probe.process_s:.1f} s"
+            note += f"; a whole `stafctl ls` under emulation: {whole}"
+        return note
 
     # each fault returns {"figures": str, ...}; the row adds the common measurements
 
@@ -356,9 +413,11 @@ class Campaign:
         link(SPARE)
         storm_s = time.monotonic() - t0
         truth = {*LINKED, SPARE}
-        t = wait("convergence after the storm", self.converged(truth))
-        wait("stafd's pages", lambda: adlp_subnqns(self.env) == truth)
-        unlink(SPARE)
+        try:
+            t = wait("convergence after the storm", self.converged(truth))
+            wait("stafd's pages", lambda: adlp_subnqns(self.env) == truth)
+        finally:
+            unlink(SPARE)  # the next rows start from the three linked subsystems
         wait("the spare gone again", self.converged(set(LINKED)))
         return {"figures": f"{2 * cycles + 1} link/unlink changes (AENs) in {storm_s:.1f} s; "
                            f"converged {t:.1f} s after the last one ({SPARE} connected once)",
@@ -426,19 +485,24 @@ class Campaign:
     def run(self) -> None:
         t = wait("first convergence", self.converged(set(LINKED)), 300)
         print(f"stafd + stacd converged on {sorted(io_live().items())} in {t:.1f} s", flush=True)
+        self.row(
+            "stafd SIGKILLed and restarted while stacd runs",
+            lambda p: self.stafd_killed(15),
+            ("stacd", lambda ln: "stafd" in ln),
+        )
+        self.row(
+            "namespace disabled under a live I/O controller (10 s)",
+            lambda p: self.namespace_removed(10),
+            ("stacd", lambda ln: "klingons" in ln),
+        )
         self.row("connection refused (port removed, 15 s)", self.port_removed(15))
-        self.row("DC gone 60 s and back (port removed)", self.port_removed(60))
         self.row("unlink/link storm (81 AENs)", lambda p: self.storm(40))
-        self.row("namespace disabled under a live I/O controller (10 s)",
-                 lambda p: self.namespace_removed(10),
-                 ("stacd", lambda ln: "klingons" in ln))  # fmt: skip
-        self.row("stafd SIGKILLed and restarted while stacd runs", lambda p: self.stafd_killed(15),
-                 ("stacd", lambda ln: "stafd" in ln))  # fmt: skip
         self.row(
             "SIGKILL of stacd at random moments while the log page changes (6)",
             lambda p: self.stacd_killed(6),
             ("stacd", lambda ln: "adopting" in ln),
         )
+        self.row("DC gone 60 s and back (port removed)", self.port_removed(60))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -461,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         with private_bus() as address:
             env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=address)
             env.pop("NOTIFY_SOCKET", None)
-            campaign = Campaign(env, kernel)
+            campaign = Campaign(env, kernel, Path(args.output))
             try:
                 campaign.run()
             finally:
@@ -470,10 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["nvme", "disconnect-all"], capture_output=True)
         subprocess.run([*NVMET, "clean"], capture_output=True)
         rows = campaign.rows if campaign else []
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"where": WHERE.format(kernel=kernel), "rows": rows}, indent=1))
-        print(f"written to {out}", flush=True)
+        print(f"{len(rows)} rows in {args.output}", flush=True)
         if campaign:
             for name, p in campaign.d.all:
                 if "Traceback" in "\n".join(p.log.matching(lambda ln: True)):

@@ -180,6 +180,8 @@ def render_row(row: dict[str, Any]) -> str:
     """One markdown row from a row dict (this campaign's or faults_kernel.py's)."""
     ls = row.get("ls_ms") or []
     latency = f"{statistics.median(ls):.0f} / {max(ls):.0f} ms" if ls else "no answer"
+    if row.get("ls_note"):
+        latency += f" ({row['ls_note']})"
     logged = (row.get("logged") or "(nothing naming the DC)").replace("|", "\\|")
     logged = f"{logged} ({row.get('log_lines', 0)} lines)"
     if row.get("error"):

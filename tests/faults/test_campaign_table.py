@@ -50,6 +50,8 @@ def test_a_kernel_row_has_every_column() -> None:
     assert row[1].startswith("stafd kernel backend + stacd, real kernel")
     assert row[2] == "stafd left the bus; keeping its last known log pages (2 lines)"
     assert row[3] == "1100 / 1500 ms"
+    noted = cells(render_row(KERNEL_ROW | {"ls_note": "D-Bus call; 1 failed"}))
+    assert noted[3] == "1100 / 1500 ms (D-Bus call; 1 failed)"
     assert row[5] == "0 of 3"
 
 
