@@ -97,9 +97,12 @@ class AllowedHost:
     ctrl_key: str | None = attrs.field(default=None, repr=lambda v: "<secret>" if v else repr(v))
     hash: str | None = None
     dhgroup: str | None = None
-    # TLS PSK in interchange format: not a configfs attribute; nvmet.py derives the
-    # retained/TLS PSK for each subsystem the host may use and puts it into the .nvme keyring.
-    psk: str | None = attrs.field(default=None, repr=lambda v: "<secret>" if v else repr(v))
+    # TLS PSK in interchange format: not a configfs attribute; nvmet.py derives the TLS PSK
+    # for (host, subsystem) and puts it into the .nvme keyring, so it may differ between the
+    # subsystems naming the host (eq=False: one hosts/<nqn> all the same).
+    psk: str | None = attrs.field(
+        default=None, eq=False, repr=lambda v: "<secret>" if v else repr(v)
+    )
 
     def configfs_attributes(self) -> dict[str, str]:
         """hosts/<nqn>/ attributes to write, in an order the kernel accepts."""
@@ -464,7 +467,7 @@ class _Checker:
             total += len(s.namespaces)
             for j, h in enumerate(s.allowed_hosts):
                 other, first = keys.setdefault(h.nqn, (h, i))
-                for field in ("key", "ctrl_key", "hash", "dhgroup", "psk"):
+                for field in ("key", "ctrl_key", "hash", "dhgroup"):
                     if getattr(other, field) != getattr(h, field):
                         self.fail(
                             f"subsystems[{i}].allowed_hosts[{j}].{field}",

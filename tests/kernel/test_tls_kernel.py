@@ -23,15 +23,24 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 from test_nvmet_kernel import nvmet, ok
+from trio_util import AsyncValue
 
+from stas.actors.connector import Connector
+from stas.actors.dc_kernel import KernelBackend, UeventHub
+from stas.actors.ioc import IocSettings
+from stas.config import parse_service_config
 from stas.kernel.api import ConnectRequest, KernelError
 from stas.kernel.keyring import parse_proc_keys
 from stas.kernel.libnvme_kernel import LibnvmeKernel
+from stas.messages import DcLogPages, StacdSnapshot, Tid
+from stas.nvme.host_ops import HostIdentity
 from stas.nvme.tls_psk import ConfiguredPsk, format_interchange
 
 VM_DIR = Path(__file__).resolve().parents[2] / "nvmet-harness" / "vm"
@@ -58,8 +67,10 @@ PSK = format_interchange(ConfiguredPsk(bytes(range(32)), 1))
 OWN_PSK = format_interchange(ConfiguredPsk(bytes(range(100, 148)), 2))
 SECRETS = (PSK, OWN_PSK)
 SUBSYS = "nqn.2024-01.io.stas:sealed"
+SUBSYS2 = "nqn.2024-01.io.stas:vault"  # no PSK from nvmet.py: stacd.conf's tls-key puts it in
 ADDR = ("127.0.0.1", "4420")
 SYSFS = Path("/sys/class/nvme")
+WK = "nqn.2014-08.org.nvmexpress.discovery"
 
 
 def conf_text() -> str:
@@ -72,6 +83,8 @@ def conf_text() -> str:
             "subsystems": [
                 {"subsysnqn": SUBSYS, "port": 2, "namespaces": [1],
                  "allowed_hosts": [{"nqn": HOST, "psk": PSK}, {"nqn": OWN}]},
+                {"subsysnqn": SUBSYS2, "port": 2, "namespaces": [2],
+                 "allowed_hosts": [{"nqn": HOST}]},
             ],
         }
     )  # fmt: skip
@@ -190,3 +203,62 @@ async def test_a_connect_without_tls_to_the_tls_only_port_is_refused(
         await kernel.connect(req())
     assert str(info.value).startswith(f"connect {SUBSYS} at tcp 127.0.0.1:4420: ")
     assert not [c for c in await kernel.list_controllers() if c.subsysnqn == SUBSYS]
+
+
+# --- stacd's connector and stafd's kernel backend ----------------------------------------------
+
+
+@pytest.mark.usefixtures("tls_target")
+async def test_stacd_connects_over_tls_from_its_conf_and_when_a_log_page_demands_it(
+    captured: pytest.LogCaptureFixture,
+) -> None:
+    """stacd.conf: ``tls=true;tls-key=...`` for one subsystem (its PSK put in by the
+    connect); a log page entry (TREQ required, TSAS tls1.3) for the other, with no TLS in the
+    conf for it (its PSK from nvmet.py)."""
+    text = (
+        "[Controllers]\ncontroller = transport=tcp;traddr=127.0.0.1;trsvcid=4420;"
+        f"nqn={SUBSYS2};tls=true;tls-key={OWN_PSK}\n"
+    )
+    config, warnings = parse_service_config(text, "stacd", source="stacd.conf")
+    assert not warnings
+    kernel = LibnvmeKernel()
+    published = AsyncValue(StacdSnapshot())
+    connector = Connector(
+        config=config, host_nqn=HOST, hostid=HOST_UUID, kernel=kernel, published=published,
+        settings=IocSettings(fast_retry=0.2, backoff_initial=0.2, jitter=0),
+    )  # fmt: skip
+    dc = Tid("tcp", "::1", "8009", WK, "", "", HOST)
+    entry = {
+        "trtype": "tcp", "adrfam": "ipv4", "traddr": ADDR[0], "trsvcid": ADDR[1],
+        "subnqn": SUBSYS, "subtype": "nvme", "treq": "required", "portid": "2",
+        "cntlid": "65535", "asqsz": "128", "eflags": "0", "tsas": "tls1.3",
+    }  # fmt: skip
+    send, receive = trio.open_memory_channel[object](10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(connector.run, receive)
+        await send.send(DcLogPages(dc, (entry,)))
+        with trio.fail_after(90):
+            while sum(s.connected for s in published.value.iocs) < 2:
+                await published.wait_transition()
+        assert_no_secret(all_cmdlines(), "a process's arguments")
+        nursery.cancel_scope.cancel()
+    live = [c for c in await kernel.list_controllers() if c.is_io_controller]
+    assert {c.subsysnqn for c in live} == {SUBSYS, SUBSYS2}
+    for c in live:
+        assert int((SYSFS / c.device / "tls_key").read_text().strip(), 16) > 0
+        await kernel.disconnect(c.device)
+
+
+@pytest.mark.usefixtures("tls_target")
+async def test_stafd_kernel_backend_reaches_a_dc_over_tls(
+    captured: pytest.LogCaptureFixture,
+) -> None:
+    """The discovery controller on the TLS-only port: stafd.conf's tls/tls-key for it."""
+    kernel = LibnvmeKernel()
+    identity = HostIdentity(hostnqn=HOST, hostid=uuid.UUID(HOST_UUID).bytes)
+    backend = KernelBackend(kernel, identity, UeventHub())
+    tid = Tid("tcp", ADDR[0], ADDR[1], WK, "", "", HOST)
+    dc = await kernel.connect(backend.request(tid, {"tls": "true", "tls-key": PSK}))
+    assert dc.is_discovery_controller and dc.state == "live"
+    assert int((SYSFS / dc.device / "tls_key").read_text().strip(), 16) > 0
+    await kernel.disconnect(dc.device)
