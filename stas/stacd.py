@@ -1,4 +1,10 @@
-"""stacd's root: connector, stafd client, uevent monitor and D-Bus in one supervised nursery.
+"""stacd's root: configuration, identity, and its supervision tree (``supervision_tree``).
+
+Every actor runs under the tree: a crash of the connector restarts it with the stafd client
+and the kernel feed after it (so it hears stafd's log pages and the kernel's controllers
+again); an IOC actor's crash loop marks it failed and is retried later by the connector's
+supervisor; only a crash loop of the tree itself ends stacd (one line, exit 1).
+``stacctl status`` shows the tree's health under ``supervision``.
 
 ``stacd --dry-run`` asks stafd once (if it is there), reads stacd.conf and the kernel's
 controllers, and prints what it would connect, keep and disconnect, and why.
@@ -13,6 +19,7 @@ import os
 import signal
 import uuid
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +32,8 @@ from stas.actors.connector import Connector
 from stas.actors.daemon_dbus import IDLE_TIMER, WatchedTron, upstream_status_keys
 from stas.actors.stacd_dbus import run_stacd_dbus
 from stas.actors.stafd_client import run_stafd_client
+from stas.actors.supervisor import SupervisionReport
+from stas.actors.tree import Child, Restart, Strategy, Tree, gave_up, run_tree
 from stas.coexist import Coexist
 from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_config, load_sys_config
 from stas.dbus.common import DBusError
@@ -94,6 +103,7 @@ class Stacd:
         note_upstream_state(default_path("stacd").parent, "stacd")  # upstream's pickle: ignored
         self.published = AsyncValue(StacdSnapshot())
         self.inbox_send, self.inbox = trio.open_memory_channel[ConnectorMsg](100_000)
+        self.report = SupervisionReport()
 
     def load(self) -> tuple[ServiceConfig, SysConfig]:
         config, _ = load_service_config(self.opts.conf_file, "stacd")
@@ -118,7 +128,72 @@ class Stacd:
             **upstream_status_keys(),
             "terminator.audit timer": IDLE_TIMER,  # disconnects are never deferred here
             "disconnect-scope": self.config.disconnect_scope,
+            "supervision": self.report.as_dict(),  # ours: the tree's health, crash loops
         }
+
+    def supervision_tree(self) -> Tree:
+        """stacd's actors, what each gets back when restarted, and what restarts with what."""
+        fake_feed = getattr(self.kernel, "events", None) is not None
+        connecting = Tree("connecting", (
+            Child("connector", self.run_connector, needs="its inbox (kept); the running "
+                  "config; the kernel's controllers (read at start: connected ones adopted)"),
+            Child("stafd client", self.run_stafd_client, needs="the connector's inbox; "
+                  "reads every log page from stafd on start"),
+            Child("kernel events", self.run_kernel_events,
+                  Restart.TRANSIENT if fake_feed else Restart.PERMANENT,
+                  needs="the connector's inbox; resyncs from sysfs on start"),
+        ), Strategy.REST_FOR_ONE)  # fmt: skip
+        # as stafd's root: a few subtree give-ups within 2 minutes end stacd (exit 1)
+        return Tree("stacd", (
+            connecting,
+            Child("dbus", self.run_dbus, needs="the published snapshot and info (kept)"),
+            Child("watchdog", self.run_watchdog, Restart.TRANSIENT, needs="nothing"),
+        ), intensity=3, period=120.0)  # fmt: skip
+
+    async def run_connector(self, task_status: trio.TaskStatus[Any]) -> None:
+        connector = Connector(
+            config=self.config,
+            host_nqn=self.hostnqn,
+            hostid=self.hostid,
+            kernel=self.kernel,
+            published=self.published,
+            boot_subsystems=None if self.opts.kernel == "fake" else boot_subsystems_reader(),
+            registry=self.coexist.registry if self.coexist is not None else None,
+        )
+        await connector.run(self.inbox, task_status=task_status)
+
+    async def run_stafd_client(self, task_status: trio.TaskStatus[Any]) -> None:
+        async with self.inbox_send.clone() as send:
+            task_status.started()
+            await run_stafd_client(send, address=self.opts.bus_address)
+
+    async def run_kernel_events(self, task_status: trio.TaskStatus[Any]) -> None:
+        """The kernel's uevents into the connector's inbox (the fake kernel feeds its own)."""
+        events = getattr(self.kernel, "events", None)
+        async with self.inbox_send.clone() as send:
+            if events is not None:
+                task_status.started()
+                async for ev in events:
+                    await send.send(ev)
+                return
+            from stas.actors.uevents import run_uevent_monitor
+
+            await run_uevent_monitor(send, resync=self.kernel.list_controllers,
+                                     task_status=task_status)  # fmt: skip
+
+    async def run_dbus(self, task_status: trio.TaskStatus[Any]) -> None:
+        await run_stacd_dbus(
+            snapshot=self.published,
+            info=self.info,
+            tron=self.tron,
+            address=self.opts.bus_address,
+            read_sysfs=self.opts.kernel != "fake",
+            task_status=task_status,
+        )
+
+    async def run_watchdog(self, task_status: trio.TaskStatus[Any]) -> None:
+        task_status.started()
+        await self.notifier.run_watchdog()  # returns at once without a systemd watchdog
 
     async def reload(self) -> None:
         self.notifier.reloading()
@@ -146,35 +221,11 @@ class Stacd:
             self.coexist.shadow.remove()  # nvme-cli's rule is back once stacd is gone
 
     async def _run(self) -> None:
-        connector = Connector(
-            config=self.config,
-            host_nqn=self.hostnqn,
-            hostid=self.hostid,
-            kernel=self.kernel,
-            published=self.published,
-            boot_subsystems=None if self.opts.kernel == "fake" else boot_subsystems_reader(),
-            registry=self.coexist.registry if self.coexist is not None else None,
-        )
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                await nursery.start(connector.run, self.inbox, self.inbox_send)
-                await self._start_events(nursery)
-                nursery.start_soon(
-                    lambda: run_stafd_client(self.inbox_send.clone(), address=self.opts.bus_address)
-                )
-                await nursery.start(
-                    lambda task_status: run_stacd_dbus(
-                        snapshot=self.published,
-                        info=self.info,
-                        tron=self.tron,
-                        address=self.opts.bus_address,
-                        read_sysfs=self.opts.kernel != "fake",
-                        task_status=task_status,
-                    )
-                )
+                await nursery.start(partial(run_tree, self.supervision_tree(), self.report))
                 self.notifier.ready(f"{len(self.published.value.iocs)} I/O controllers")
                 log.info("stacd %s ready (host NQN %s)", __version__, self.hostnqn)
-                nursery.start_soon(self.notifier.run_watchdog)
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         await self.reload()
@@ -185,26 +236,6 @@ class Stacd:
                     self.notifier.stopping()
                     nursery.cancel_scope.cancel()
                     break
-
-    async def _start_events(self, nursery: trio.Nursery) -> None:
-        events = getattr(self.kernel, "events", None)
-        if events is not None:  # the fake kernel feeds its own uevents
-
-            async def forward() -> None:
-                async for ev in events:
-                    await self.inbox_send.send(ev)
-
-            nursery.start_soon(forward)
-            return
-        from stas.actors.uevents import run_uevent_monitor
-
-        await nursery.start(
-            lambda task_status: run_uevent_monitor(
-                self.inbox_send.clone(),
-                resync=self.kernel.list_controllers,
-                task_status=task_status,
-            )
-        )
 
 
 def fetch_log_pages(address: str | None) -> dict[Tid, list[dict[str, str]]]:
@@ -256,7 +287,9 @@ def stacd_entry(argv: Sequence[str] | None = None) -> int:
     return stacd_main(argv)
 
 
-def run_stacd_args(args: argparse.Namespace, tron: TronControl) -> int:
+def run_stacd_args(
+    args: argparse.Namespace, tron: TronControl, *, clock: trio.abc.Clock | None = None
+) -> int:
     """Run stacd (or its dry run) from parsed arguments, logging set up; the exit code."""
     opts = StacdOptions(
         args.conf_file, args.sys_conf, args.tron, args.kernel, coexist_root=args.coexist_root
@@ -264,15 +297,22 @@ def run_stacd_args(args: argparse.Namespace, tron: TronControl) -> int:
     try:
         if args.dry_run:
             return trio.run(dry_run, opts)
-        trio.run(Stacd(opts, tron, Notifier()).run)
+        trio.run(Stacd(opts, tron, Notifier()).run, clock=clock)
     except ConfigError as exc:
         log.error("%s", exc)
         return 1
     except BaseExceptionGroup as group:
+        loop = gave_up(group)
+        if loop is not None:
+            log.error("%s", loop)  # each crash was logged with its traceback as it happened
+            return 1
         dbus = group.subgroup(DBusError)
         if dbus is None:
             raise
-        log.error("D-Bus: %s", dbus.exceptions[0])
+        first: BaseException = dbus.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        log.error("D-Bus: %s", first)
         return 1
     except DBusError as exc:
         log.error("D-Bus: %s", exc)

@@ -238,8 +238,9 @@ class Supervisor:
             except CrashLoop as loop:
                 delay = next(cooldowns)
                 cause = loop.__cause__ or loop
-                log.error("%s: marked failed, trying again in %.0f s (last error: %s)",
-                          loop, delay, describe(cause))  # fmt: skip
+                log.error("actor %s crashed %d times within %g s: marked failed, trying again "
+                          "in %.0f s (last error: %s)", name, loop.crashes, self._policy.period,
+                          delay, describe(cause))  # fmt: skip
                 restarts += 1
                 self._report(name, state="failed", restarts=restarts,
                              recent_crashes=loop.crashes, last_error=describe(cause),

@@ -231,11 +231,10 @@ class RunningTree:
             log.error("%s returned; restarting it (permanent)", path)
         cause = describe(crash) if crash is not None else "a normal return"
         old = self.report.get(path)
-        self.report.set(path, last_error=cause, last_crash=wall_clock(),
+        self.report.set(path, state="crashed", last_error=cause, last_crash=wall_clock(),
                         restarts=(old.restarts if old else 0) + 1)  # fmt: skip
         if policy is Restart.TEMPORARY:
             slot.wanted = False
-            self.report.set(path, state="crashed")
             return
         now = trio.current_time()
         self._restarts.append(now)
@@ -301,6 +300,15 @@ async def run_tree(
 ) -> None:
     """Run ``spec`` as a root (its path is its name); ``started`` hands back the running tree."""
     await RunningTree(spec, spec.name, report, rng).run(task_status=task_status)
+
+
+def gave_up(group: BaseExceptionGroup[Any]) -> CrashLoop | None:
+    """The crash loop inside ``group`` (nested groups unwrapped), if that is what ended it."""
+    loops = group.subgroup(CrashLoop)
+    leaf: BaseException | None = loops.exceptions[0] if loops is not None else None
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf if isinstance(leaf, CrashLoop) else None
 
 
 def picture(spec: Tree, indent: str = "") -> list[str]:
