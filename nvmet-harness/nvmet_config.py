@@ -376,6 +376,9 @@ class _Checker:
             if "treq" in d:
                 treq = self.choice(d["treq"], f"{where}.treq", TREQS)
             return Port(pid, trtype, traddr, trsvcid, adrfam, tsas, treq)
+        for key in ("tsas", "treq"):
+            if key in d:
+                self.fail(f"{where}.{key}", "is only for tcp ports (TLS)")
         if trtype == "fc":
             traddr = self.token(self.required(d, "traddr", where), f"{where}.traddr")
             if not _FC_ADDR.fullmatch(traddr):
