@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from stas.constants import WELL_KNOWN_DISC_NQN
 from stas.kernel.options import InvalidOption, check_nqn
 from stas.messages import Tid
 
-WELL_KNOWN_DISC_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 HEADER_LEN, CONTROL_LEN, HOST_LEN = 64, 64, 32
 HFI_LEN, TCP_INFO_LEN, SSNS_LEN, EXT_INFO_LEN, SEC_LEN, DISC_LEN = 32, 128, 128, 18, 64, 32
 TRTYPE_TCP = 3

@@ -15,11 +15,11 @@ import zlib
 from collections.abc import Callable
 
 from stas.config.timespan import TimespanError, parse_timespan
+from stas.constants import WELL_KNOWN_DISC_NQN as WELL_KNOWN_DISC_NQN  # re-exported
 from stas.nvme.tls_psk import TlsKeyError, parse_interchange
 
 INT_MAX = 2**31 - 1  # the kernel parses fabrics options as C int
 NQN_MAX_BYTES = 223
-WELL_KNOWN_DISC_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 TRANSPORTS = ("tcp", "rdma", "fc", "loop")
 
 _INT = re.compile(r"[+-]?[0-9]{1,20}")

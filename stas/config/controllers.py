@@ -34,7 +34,6 @@ MAX_TOKENS = 64
 DEFAULT_TRSVCID = {"tcp": "8009", "rdma": "4420", "fc": "", "loop": ""}
 SECRET_KEYS = frozenset({"dhchap-secret", "dhchap-ctrl-secret", "tls-key"})
 _SECRET_MARKS = ("DHHC-", "NVMeTLSkey-")
-TID_KEYS = ("transport", "traddr", "trsvcid", "subsysnqn", "host-traddr", "host-iface", "host-nqn")
 _EXCLUDE_KEYS = {
     "transport": "transport",
     "traddr": "traddr",

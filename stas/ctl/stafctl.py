@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from stas.constants import WELL_KNOWN_DISC_NQN
 from stas.ctl.common import (
     EXIT_OK,
     add_command,
@@ -21,7 +22,6 @@ from stas.ctl.common import (
     set_tron,
 )
 
-WELL_KNOWN_DISC_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 TID_ORDER = ("transport", "traddr", "trsvcid", "subsysnqn", "host-traddr", "host-iface", "host-nqn")
 
 

@@ -10,6 +10,8 @@ from typing import Literal
 
 import attrs
 
+from stas.constants import TID_ARG_NAMES
+
 PropertyAccess = Literal["read", "write", "readwrite"]
 
 
@@ -122,15 +124,6 @@ def _s(*names: str) -> tuple[Arg, ...]:
 
 
 # The seven strings that identify a controller, in the order every method and signal uses.
-TID_ARG_NAMES: tuple[str, ...] = (
-    "transport",
-    "traddr",
-    "trsvcid",
-    "subsysnqn",
-    "host_traddr",
-    "host_iface",
-    "host_nqn",
-)
 TID_ARGS = _s(*TID_ARG_NAMES)
 DETAILED = (Arg("detailed", "b"),)
 CONTROLLER_LIST = (Arg("controller_list", "aa{ss}"),)

@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 import attrs
 
+from stas.constants import WELL_KNOWN_DISC_NQN
 from stas.kernel import options as opt
 
 TRANSPORTS = ("tcp", "rdma", "fc", "loop")
-WELL_KNOWN_DISC_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 SECRET_FIELDS = ("dhchap_secret", "dhchap_ctrl_secret")
 FLAGS = ("hdr_digest", "data_digest", "duplicate_connect", "disable_sqflow", "discovery")
 # The kernel's accepted ranges (drivers/nvme/host/fabrics.c). nr_write_queues and
