@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -48,6 +49,24 @@ DC3 = attrs.evolve(ANNOUNCED, host_nqn=HOSTNQN)
 
 class Injected(Exception):
     pass
+
+
+REAL_LIMIT = 60.0  # seconds of real time for any wait below
+
+
+@asynccontextmanager
+async def real_time_limit(what: str) -> AsyncIterator[None]:
+    """Fail the block after ``REAL_LIMIT`` real seconds. Not a Trio timeout: the autojump
+    clock would jump to it whenever the daemon waits for the real bus."""
+
+    async def guard() -> None:
+        await trio.to_thread.run_sync(time.sleep, REAL_LIMIT, abandon_on_cancel=True)
+        raise TimeoutError(f"still waiting for {what} after {REAL_LIMIT:g} s")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(guard)
+        yield
+        nursery.cancel_scope.cancel()
 
 
 class Faults:
@@ -89,6 +108,12 @@ class Faults:
 
     def crash(self, path: str) -> None:
         self._triggers[path].set()
+
+    async def until_restarted(self, before: Counter[str], paths: set[str]) -> None:
+        """Until each of ``paths`` started again since ``before`` (a group starts in order)."""
+        async with real_time_limit(f"{paths} to restart"):
+            while any(self.starts[p] <= before[p] for p in paths):
+                await trio.sleep(0.01)
 
 
 def entry(subnqn: str) -> LogPageEntry:
@@ -209,7 +234,7 @@ async def until_dcs(daemon: Stafd, tids: set[Tid], state: str = "connected") -> 
         states = {dc.tid: dc.state for dc in snap.dcs}
         return all(states.get(t) == state for t in tids)
 
-    with trio.fail_after(600):
+    async with real_time_limit(f"{tids} {state}"):
         await daemon.published.wait_value(ok)
 
 
@@ -218,7 +243,7 @@ async def until_reported(daemon: Stafd, path: str, **want: str) -> dict[str, str
         entry = report.get(path)
         return entry is not None and all(entry.as_dict().get(k) == v for k, v in want.items())
 
-    with trio.fail_after(600):
+    async with real_time_limit(f"{path} {want}"):
         await daemon.report.current.wait_value(ok)
     return daemon.report.as_dict()[path]
 
@@ -268,6 +293,7 @@ async def test_a_crashed_actor_is_restarted_and_the_rest_keeps_serving(
         faults.crash(path)
         report = await until_reported(daemon, path, state="running", restarts="1")
         assert report["last error"] == f"RuntimeError: injected crash in {path}"
+        await faults.until_restarted(before, RESTARTED[path])
         assert await dbus(bus_address, "process_info")  # D-Bus answers (again)
         restarted = {p for p in faults.starts if faults.starts[p] != before[p]}
         assert restarted == RESTARTED[path]
