@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -137,13 +139,14 @@ class Conn:
         return self.recv
 
 
+@attrs.define
 class Backend:
     """DCs that connect at once and serve one page each; ``broken`` ones crash the actor."""
 
-    def __init__(self) -> None:
-        self.connects: Counter[Tid] = Counter()
-        self.broken: set[Tid] = set()
-        self.conns: dict[Tid, Conn] = {}
+    connects: Counter[Tid] = attrs.Factory(Counter)
+    broken: set[Tid] = attrs.Factory(set)
+    conns: dict[Tid, Conn] = attrs.Factory(dict)
+    host: Any = None  # a reload gives the userspace backend the new identity
 
     def connect(
         self, tid: Tid, params: Mapping[str, str], **_: Any
@@ -419,3 +422,25 @@ def test_a_crash_loop_of_the_tree_ends_stafd_with_one_line(
         "stafd/discovery: 6 restarts within 60 s (the last: finder failed with ValueError: "
         "finder bug); giving up); giving up"
     ]
+
+
+async def test_a_reload_switching_zeroconf_restarts_the_browser_on_purpose(
+    autojump_clock: trio.testing.MockClock, bus_address: str, tmp_path: Path,
+    fakes: SimpleNamespace,
+) -> None:  # fmt: skip
+    faults = Faults()
+    async with running(tmp_path, bus_address, faults) as daemon:
+        assert fakes.mdns == 1 and daemon.mdns_snapshot() == {"services": 1}
+        conf = Path(daemon.opts.conf_file)
+        conf.write_text(conf.read_text().replace("zeroconf=enabled", "zeroconf=disabled"))
+        before = Counter(faults.starts)
+        os.kill(os.getpid(), signal.SIGHUP)
+        await faults.until_restarted(before, {"stafd/discovery/mdns"})
+        assert fakes.mdns == 1 and daemon.mdns_snapshot() == {}  # idle: no browser
+        conf.write_text(conf.read_text().replace("zeroconf=disabled", "zeroconf=enabled"))
+        os.kill(os.getpid(), signal.SIGHUP)
+        await until_dcs(daemon, {DC1, DC2, DC3})
+        assert fakes.mdns == 2
+        report = daemon.report.as_dict()
+        assert report["stafd/discovery/mdns"]["restarts"] == "0"  # not crashes
+        assert report["stafd/discovery/finder"]["restarts"] == "0"
