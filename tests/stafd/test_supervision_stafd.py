@@ -444,3 +444,28 @@ async def test_a_reload_switching_zeroconf_restarts_the_browser_on_purpose(
         report = daemon.report.as_dict()
         assert report["stafd/discovery/mdns"]["restarts"] == "0"  # not crashes
         assert report["stafd/discovery/finder"]["restarts"] == "0"
+
+
+def test_readme_pictures_every_node_of_both_trees(tmp_path: Path) -> None:
+    """README's layout picture names each node of the real trees, with its strategy."""
+    from stas.stacd import Stacd, StacdOptions
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("| Path | What |", 1)[0]
+    tron = TronControl(logging.getLogger("test.sup"))
+    stafd = Stafd(options(tmp_path), tron, Notifier({}))
+    stafd.hub = UeventHub()  # the kernel backend's subtree too
+    (tmp_path / "stacd.conf").write_text("")
+    stacd = Stacd(StacdOptions(str(tmp_path / "stacd.conf"), str(tmp_path / "sys.conf"),
+                               kernel="fake"), tron, Notifier({}))  # fmt: skip
+
+    def nodes(tree: Tree) -> list[tuple[str, str]]:
+        out = [(tree.name, tree.strategy.value)]
+        for child in tree.children:
+            out += nodes(child) if isinstance(child, Tree) else [(child.name, "")]
+        return out
+
+    for name, strategy in nodes(stafd.supervision_tree()) + nodes(stacd.supervision_tree()):
+        line = next((ln for ln in layout.splitlines() if f" {name} " in f" {ln} "), None)
+        assert line is not None, f"README's layout does not show {name!r}"
+        assert strategy in line, f"README's layout does not say {name!r} is {strategy}"
