@@ -16,6 +16,7 @@ tests/kernel/test_tls_kernel.py`` (without ``--tlshd`` the tests start tlshd the
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -262,3 +263,19 @@ async def test_stafd_kernel_backend_reaches_a_dc_over_tls(
     assert dc.is_discovery_controller and dc.state == "live"
     assert int((SYSFS / dc.device / "tls_key").read_text().strip(), 16) > 0
     await kernel.disconnect(dc.device)
+
+
+@pytest.mark.usefixtures("tls_target")
+async def test_tls_without_a_psk_fails_naming_the_controller_and_the_fix(
+    captured: pytest.LogCaptureFixture,
+) -> None:
+    """No PSK in the keyring for this host and subsystem: the kernel refuses before
+    connecting (ENOKEY) and the message says what to set."""
+    nopsk = "nqn.2014-08.org.nvmexpress:uuid:7a1c0000-0000-4000-8000-0000000071a3"
+    kernel = LibnvmeKernel()
+    with pytest.raises(KernelError) as info:
+        await kernel.connect(req(nopsk, "7a1c0000-0000-4000-8000-0000000071a3", tls=True))
+    message = str(info.value)
+    assert message.startswith(f"connect {SUBSYS} at tcp 127.0.0.1:4420: "), message
+    assert info.value.errno == errno.ENOKEY, message
+    assert "set tls-key" in message
