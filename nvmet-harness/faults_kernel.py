@@ -19,6 +19,7 @@ status (1 when a row lost a controller, connected one twice or could not run).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -85,12 +86,19 @@ def has_namespace(dev: str) -> bool:
     return any((SYS / dev).glob(f"{dev}*n*")) or any((SYS / dev).glob("nvme*c*n*"))
 
 
-def wait(what: str, check: Callable[[], object], timeout: float = SETTLE) -> float:
-    """Seconds until ``check`` returns something true; fails naming the last value seen."""
+def wait(
+    what: str,
+    check: Callable[[], object],
+    timeout: float = SETTLE,
+    explain: Callable[[], str] | None = None,
+) -> float:
+    """Seconds until ``check`` returns something true; fails naming the last value seen (or
+    what ``explain`` says about the state then)."""
     t0 = time.monotonic()
     while not (value := check()):
         if time.monotonic() - t0 > timeout:
-            raise RuntimeError(f"no {what} within {timeout:.0f} s (last seen: {value!r})")
+            seen = explain() if explain else repr(value)
+            raise RuntimeError(f"no {what} within {timeout:.0f} s (then: {seen})")
         time.sleep(0.1)
     return time.monotonic() - t0
 
@@ -98,6 +106,17 @@ def wait(what: str, check: Callable[[], object], timeout: float = SETTLE) -> flo
 def io_view() -> dict[str, str]:
     """subsysnqn -> 'device state' of every I/O controller: what a failed wait shows."""
     return {nqn: f"{dev} {state}" for nqn, dev, state in controllers("io")}
+
+
+def kernel_view(truth: set[str]) -> str:
+    """The kernel against ``truth``, short: what a row that did not converge says."""
+    io = io_view()
+    extra = {n: v for n, v in io.items() if n not in truth}
+    missing = sorted(n for n in truth if not io.get(n, "").endswith(" live"))
+    parts = [f"not wanted but present: {extra}"] if extra else []
+    parts += [f"wanted but not live: {missing}"] if missing else []
+    parts += [] if dc_live() else ["the DC not live"]
+    return "; ".join(parts) or "converged"
 
 
 # --- the target ---------------------------------------------------------------------------------
@@ -245,6 +264,8 @@ class Probe:
         self.ls_failed = 0
         self.ls_errors: list[str] = []
         self.process_s: float | None = None  # one whole `stafctl ls` process
+        self.stable: set[str] | None = None  # set by a fault that churns other subsystems
+        self.progress = ""  # what a fault got through, shown if it fails half-way
         self.seen: dict[str, set[str]] = {}  # subsysnqn -> every device seen for it
         self.absent: dict[str, int] = {}  # subsysnqn -> samples with no controller at all
         self.most = 0  # most controllers seen at once for one subsystem
@@ -324,11 +345,19 @@ class Campaign:
 
         return check
 
+    def settle(self, what: str, truth: set[str], timeout: float = SETTLE) -> float:
+        """Seconds until the kernel has exactly ``truth`` live (and the DC); else say what
+        differs."""
+        truth = set(truth)
+        return wait(what, self.converged(truth), timeout, lambda: kernel_view(truth))
+
     def row(self, fault: str, action: Callable[[Probe], dict[str, Any]],
             about: tuple[str, Callable[[str], bool]] | None = None) -> None:  # fmt: skip
         """Run one fault; ``about``: whose log and which lines the row quotes (default: stafd's
         lines naming the DC)."""
         print(f"== {fault}", flush=True)
+        with contextlib.suppress(RuntimeError):  # a row that failed may leave things settling
+            self.settle("a clean start", set(LINKED), 60)
         marks = self.d.marks()
         dc = dc_live()
         stable = io_live()
@@ -343,7 +372,10 @@ class Campaign:
                     name: self.d.lines(name, marks, lambda ln: True)[-20:]
                     for name in ("stafd", "stacd")
                 }
-        keep = {n: d for n, d in stable.items() if n in res.pop("stable", set(stable))}
+        names = probe.stable if probe.stable is not None else set(stable)
+        keep = {n: d for n, d in stable.items() if n in names}
+        if res.get("error") and probe.progress:
+            res.setdefault("figures", probe.progress)
         name, match = about or ("stafd", lambda ln: "8009" in ln or bool(dc and f"{dc}:" in ln))
         lines = self.d.lines(name, marks, match)
         disconnects = self.d.lines("stacd", marks, lambda ln: "; disconnecting" in ln)
@@ -395,7 +427,7 @@ class Campaign:
             linked = port_down()
             time.sleep(seconds)
             port_up(linked)
-            t = wait("recovery", self.converged(set(linked)))
+            t = self.settle("recovery", set(linked))
             pages = wait("stafd's pages", lambda: adlp_subnqns(self.env) == set(linked))
             return {"figures": f"port gone {seconds:.0f} s; recovered {t:.1f} s after it came "
                                f"back (all I/O controllers and the DC live), pages "
@@ -403,7 +435,8 @@ class Campaign:
 
         return action
 
-    def storm(self, cycles: int) -> dict[str, Any]:
+    def storm(self, probe: Probe, cycles: int) -> dict[str, Any]:
+        probe.stable = set(LINKED)
         t0 = time.monotonic()
         for _ in range(cycles):
             link(SPARE)
@@ -414,14 +447,14 @@ class Campaign:
         storm_s = time.monotonic() - t0
         truth = {*LINKED, SPARE}
         try:
-            t = wait("convergence after the storm", self.converged(truth))
+            t = self.settle("convergence after the storm", truth)
             wait("stafd's pages", lambda: adlp_subnqns(self.env) == truth)
         finally:
             unlink(SPARE)  # the next rows start from the three linked subsystems
-        wait("the spare gone again", self.converged(set(LINKED)))
+        self.settle("the spare gone again", set(LINKED))
         return {"figures": f"{2 * cycles + 1} link/unlink changes (AENs) in {storm_s:.1f} s; "
                            f"converged {t:.1f} s after the last one ({SPARE} connected once)",
-                "recover_s": t, "stable": set(LINKED)}  # fmt: skip
+                "recover_s": t}  # fmt: skip
 
     def namespace_removed(self, seconds: float) -> dict[str, Any]:
         dev = io_live()["klingons"]
@@ -450,40 +483,49 @@ class Campaign:
         time.sleep(seconds)
         self.d.start_stafd()
         t = wait("stafd's pages again", lambda: adlp_subnqns(self.env) == set(LINKED))
-        wait("convergence", self.converged(set(LINKED)))
+        self.settle("convergence", set(LINKED))
         return {"figures": f"stafd down {seconds:.0f} s ({away[2].split(' INFO ', 1)[-1]}); "
                            f"restarted stafd served the pages in {t:.1f} s",
                 "recover_s": t}  # fmt: skip
 
-    def stacd_killed(self, kills: int) -> dict[str, Any]:
+    def stacd_killed(self, probe: Probe, kills: int) -> dict[str, Any]:
         truth = set(LINKED)
         churn = "starfleet"
+        probe.stable = truth - {churn}
         settle: list[float] = []
+        steps: list[str] = []  # what happened, for a row that fails half-way
 
         def toggle() -> None:
+            steps.append("unlink" if churn in truth else "link")
             (unlink if churn in truth else link)(churn)
             truth.symmetric_difference_update({churn})
 
-        for _ in range(kills):
-            toggle()
-            time.sleep(self.rng.uniform(0.0, 2.0))  # where the kill lands: mid-reconcile or idle
-            self.d.kill("stacd")
-            if self.rng.random() < 0.5:
-                toggle()  # the page changes while stacd is down
-            t0 = time.monotonic()
-            self.d.start_stacd()
-            wait("convergence after restarting stacd", self.converged(truth))
-            settle.append(time.monotonic() - t0)
-        if churn not in truth:
-            toggle()
-            wait("convergence", self.converged(truth))
+        try:
+            for _ in range(kills):
+                toggle()
+                pause = self.rng.uniform(0.0, 2.0)  # where the kill lands: mid-work or idle
+                time.sleep(pause)
+                self.d.kill("stacd")
+                steps.append(f"SIGKILL after {pause:.1f} s")
+                if self.rng.random() < 0.5:
+                    toggle()  # the page changes while stacd is down
+                t0 = time.monotonic()
+                self.d.start_stacd()
+                steps.append("restart")
+                probe.progress = f"kill {len(settle) + 1} of {kills}; {churn}: {', '.join(steps)}"
+                self.settle("convergence after restarting stacd", truth)
+                settle.append(time.monotonic() - t0)
+        finally:
+            if churn not in truth:  # the next rows start from the three linked subsystems
+                toggle()
+        self.settle("convergence", truth)
         return {"figures": f"{kills} SIGKILLs of stacd while {churn} was linked/unlinked; "
                            f"restart to converged: max {max(settle):.1f} s, mean "
                            f"{statistics.mean(settle):.1f} s; nothing connected twice",
-                "recover_s": max(settle), "stable": truth - {churn}}  # fmt: skip
+                "recover_s": max(settle)}  # fmt: skip
 
     def run(self) -> None:
-        t = wait("first convergence", self.converged(set(LINKED)), 300)
+        t = self.settle("first convergence", set(LINKED), 300)
         print(f"stafd + stacd converged on {sorted(io_live().items())} in {t:.1f} s", flush=True)
         self.row(
             "stafd SIGKILLed and restarted while stacd runs",
@@ -496,10 +538,10 @@ class Campaign:
             ("stacd", lambda ln: "klingons" in ln),
         )
         self.row("connection refused (port removed, 15 s)", self.port_removed(15))
-        self.row("unlink/link storm (81 AENs)", lambda p: self.storm(40))
+        self.row("unlink/link storm (81 AENs)", lambda p: self.storm(p, 40))
         self.row(
             "SIGKILL of stacd at random moments while the log page changes (6)",
-            lambda p: self.stacd_killed(6),
+            lambda p: self.stacd_killed(p, 6),
             ("stacd", lambda ln: "adopting" in ln),
         )
         self.row("DC gone 60 s and back (port removed)", self.port_removed(60))
