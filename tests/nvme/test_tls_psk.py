@@ -261,3 +261,13 @@ def test_option_checks() -> None:
     assert check_keyring("k", ".nvme") == ".nvme"
     with pytest.raises(InvalidOption, match="<secret>"):
         check_tls_key("tls_key", "NVMeTLSkey-1:01:AAAA:")
+
+
+def test_a_configured_psk_is_redacted_for_non_root_dbus_callers() -> None:
+    from stas.dbus.redact import redact_secrets
+
+    psk_text = format_interchange(ConfiguredPsk(KEY32, 1))
+    params = {"tls": "true", "tls-key": psk_text, "keyring": ".nvme"}
+    shown = redact_secrets(params, caller_is_root=False)
+    assert psk_text not in repr(shown) and shown["keyring"] == ".nvme"
+    assert redact_secrets(params, caller_is_root=True)["tls-key"] == psk_text
