@@ -88,3 +88,9 @@ def tls_fields(
 def userspace_refusal(params: Mapping[str, str]) -> str | None:
     """Why the userspace discovery host cannot reach a DC with these parameters, or None."""
     return USERSPACE_REFUSAL if params.get("tls") == "true" else None
+
+
+def referral_params(entry: Mapping[str, str]) -> dict[str, str]:
+    """A referred DC's parameters from its referral entry: ``tls`` when TREQ/TSAS demand it
+    (InvalidOption, naming it, when the channel is not TLS 1.3)."""
+    return {"tls": "true"} if entry_requires_tls(entry) else {}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
+from stas.kernel.options import InvalidOption
 from stas.messages import ORIGIN_RANK, WELL_KNOWN_DISC_NQN, DcStatus, StafdSnapshot, Tid
 from stas.messages_stafd import (
     AddressesResolved,
@@ -32,6 +33,7 @@ from stas.messages_stafd import (
 from stas.nvme.logpage import LogPageEntry, SubType, TrType
 from stas.resolve import normalise_ip
 from stas.state import restore
+from stas.tls_policy import referral_params
 
 if TYPE_CHECKING:
     from stas.config import ServiceConfig
@@ -264,7 +266,12 @@ def wanted(s: FinderState) -> tuple[dict[Tid, DcWanted], list[str]]:
                     f"{MAX_REFERRAL_DCS} referred DCs in total; ignoring the rest"
                 )
                 return out, warnings
-            w = DcWanted(tid, "referral", referral_depth=parent.referral_depth + 1)
+            try:  # a referral whose TREQ/TSAS demand TLS is reached with TLS or not at all
+                params = referral_params(e.to_dlpe())
+            except InvalidOption as exc:
+                warnings.append(f"DC {parent.tid}: referral {tid} not followed: {exc}")
+                continue
+            w = DcWanted(tid, "referral", params, referral_depth=parent.referral_depth + 1)
             add(w)
             if tid in out:
                 referrals += 1

@@ -162,3 +162,30 @@ async def test_the_connector_honours_the_entrys_treq_and_tsas(autojump_clock: ob
     assert by_nqn["sealed"].tls and not by_nqn["open"].tls
     refusals = [m for m in records if "old at ::1:4420" in m]
     assert len(refusals) == 1 and "TLS 1.3" in refusals[0], records
+
+
+def test_a_referral_requiring_tls_is_followed_with_tls_or_not_at_all() -> None:
+    """stafd's finder (pure core): a referral entry whose TREQ/TSAS demand TLS 1.3 gives the
+    referred DC ``tls=true``; one demanding TLS 1.2 is not followed, with a warning naming it."""
+    import attrs
+
+    from stas.actors import finder_core
+    from stas.messages import DcStatus
+
+    def ref(addr: str, treq: int, sectype: int) -> LogPageEntry:
+        wk = "nqn.2014-08.org.nvmexpress.discovery"
+        tsas = bytes([sectype]) + bytes(255)
+        return LogPageEntry(3, 2, 1, treq, 1, 0xFFFF, 32, 0, "8009", wk, addr, tsas)
+
+    config, _ = parse_service_config("", "stafd")
+    parent = Tid("tcp", "::1", "8009", "nqn.2014-08.org.nvmexpress.discovery", "", "", HOSTNQN)
+    pages = (ref("::2", 1, 2), ref("::3", 0, 0), ref("::4", 1, 1))
+    s = attrs.evolve(
+        finder_core.initial_state(config, HOSTNQN),
+        nbft=(parent,),
+        statuses={parent: DcStatus(tid=parent, origin="nbft", connected=True, log_pages=pages)},
+    )
+    wanted, warnings = finder_core.wanted(s)
+    params = {t.traddr: w.params for t, w in wanted.items()}
+    assert params == {"::1": {}, "::2": {"tls": "true"}, "::3": {}}
+    assert len(warnings) == 1 and "::4" in warnings[0] and "TLS 1.3" in warnings[0]
