@@ -302,6 +302,11 @@ def keeps_connection(transport: str, scope: str, trtypes: Sequence[str]) -> bool
     return scope == "no-disconnect" or (scope == AUDIT and transport not in trtypes)
 
 
+def audit_reason(trtypes: Sequence[str]) -> str:
+    """Why the audit scope removes a connection stacd did not make."""
+    return f"not configured and in no log page; disconnect-trtypes={'+'.join(trtypes)}"
+
+
 def auditable(c: KernelController, trtypes: Sequence[str]) -> bool:
     """Connections the audit scope may remove: I/O controllers of the listed transports only."""
     return (
@@ -386,8 +391,7 @@ def decide(
                 continue
             if config is not None and config.nvme_excluded(Tid.from_kernel(c)):
                 continue
-            reason = f"not configured and in no log page; disconnect-trtypes={'+'.join(trtypes)}"
-            disconnect.append((c.device, Tid.from_kernel(c), reason))
+            disconnect.append((c.device, Tid.from_kernel(c), audit_reason(trtypes)))
     return Plan(tuple(connect), tuple(keep), tuple(disconnect), tuple(adopt), reasons)
 
 

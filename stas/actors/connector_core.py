@@ -57,6 +57,7 @@ from stas.messages import (
 from stas.plan import (
     AUDIT,
     KernelIndex,
+    audit_reason,
     auditable,
     connect_request,
     decide,
@@ -332,9 +333,7 @@ def _on_read(
     st.index.add(ctrl)
     if not auditable(ctrl, st.config.disconnect_trtypes) or any(ctrl.matches(t) for t in st.actors):
         return
-    trtypes = "+".join(st.config.disconnect_trtypes)
-    reason = f"not configured and in no log page; disconnect-trtypes={trtypes}"
-    fx.append(Disconnect(device, Tid.from_kernel(ctrl), reason))
+    fx.append(Disconnect(device, Tid.from_kernel(ctrl), audit_reason(st.config.disconnect_trtypes)))
 
 
 def _on_resync(
