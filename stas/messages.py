@@ -28,7 +28,7 @@ Origin = Literal["configured", "nbft", "discovered", "referral"]
 ORIGIN_RANK: Mapping[str, int] = {"configured": 0, "nbft": 1, "referral": 2, "discovered": 3}
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)  # a dict key everywhere: hash it once
 class Tid:
     """Transport identifier: what makes two controllers the same controller (upstream §5.2)."""
 

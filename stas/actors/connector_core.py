@@ -125,8 +125,8 @@ def snapshot(st: ConnectorState) -> tuple[IocStatus, ...] | None:
         return None
     st.dirty = False
     if st.order is None:  # membership changed: sort again (statuses change far more often)
-        st.order = sorted(st.actors, key=_tid_key)
-    return tuple(st.actors[t].status for t in st.order)
+        st.order = [st.actors[t] for t in sorted(st.actors, key=_tid_key)]
+    return tuple(a.status for a in st.order)  # the records themselves: no Tid hashed
 
 
 def _tid_key(t: Tid) -> tuple[str, ...]:

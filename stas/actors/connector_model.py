@@ -161,7 +161,7 @@ class ConnectorState:
     audit_ready: bool = False
     warned: set[str] = attrs.field(factory=set)
     dirty: bool = False
-    order: list[Tid] | None = None  # snapshot order, valid while membership holds
+    order: list[IocRecord] | None = None  # the actors by Tid, while membership holds
 
     def __attrs_post_init__(self) -> None:
         apply_config(self, self.config, self.host_nqn, self.hostid, self.boot)
