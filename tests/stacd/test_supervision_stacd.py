@@ -79,7 +79,7 @@ def no_call_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
 async def running(tmp: Path, bus: str, faults: Faults) -> AsyncIterator[CrashableStacd]:
     daemon = CrashableStacd(options(tmp, bus), TronControl(logging.getLogger("test.sup")),
                             Notifier({}), faults=faults)  # fmt: skip
-    async with trio.open_nursery() as nursery:
+    async with real_time_limit("stacd's test"), trio.open_nursery() as nursery:
         await serve(nursery, bus, snapshot(seed_dc()))  # stafd, as far as stacd can tell
         nursery.start_soon(daemon.run)
         await until_connected(daemon, IOCS)
@@ -91,10 +91,9 @@ async def until_connected(daemon: Stacd, count: int) -> None:
     def ok(snap: Any) -> bool:
         return sum(1 for ioc in snap.iocs if ioc.connected) == count
 
-    async with real_time_limit(f"{count} I/O controllers connected"):
-        await daemon.published.wait_value(ok)
-        while "stacd/watchdog" not in daemon.report.current.value:  # the whole tree is up
-            await trio.sleep(0.01)
+    await daemon.published.wait_value(ok)
+    while "stacd/watchdog" not in daemon.report.current.value:  # the whole tree is up
+        await trio.sleep(0.01)
 
 
 async def until_reported(daemon: Stacd, path: str, **want: str) -> dict[str, str]:
@@ -102,8 +101,7 @@ async def until_reported(daemon: Stacd, path: str, **want: str) -> dict[str, str
         entry = report.get(path)
         return entry is not None and all(entry.as_dict().get(k) == v for k, v in want.items())
 
-    async with real_time_limit(f"{path} {want}"):
-        await daemon.report.current.wait_value(ok)
+    await daemon.report.current.wait_value(ok)
     return daemon.report.as_dict()[path]
 
 

@@ -53,13 +53,13 @@ class Injected(Exception):
     pass
 
 
-REAL_LIMIT = 60.0  # seconds of real time for any wait below
+REAL_LIMIT = 120.0  # seconds of real time for a whole test
 
 
 @asynccontextmanager
 async def real_time_limit(what: str) -> AsyncIterator[None]:
-    """Fail the block after ``REAL_LIMIT`` real seconds. Not a Trio timeout: the autojump
-    clock would jump to it whenever the daemon waits for the real bus."""
+    """Fail the block after ``REAL_LIMIT`` real seconds (a hung wait, not a slow one). Not a
+    Trio timeout: the autojump clock would jump to it whenever the daemon waits for the bus."""
 
     async def guard() -> None:
         await trio.to_thread.run_sync(time.sleep, REAL_LIMIT, abandon_on_cancel=True)
@@ -113,9 +113,8 @@ class Faults:
 
     async def until_restarted(self, before: Counter[str], paths: set[str]) -> None:
         """Until each of ``paths`` started again since ``before`` (a group starts in order)."""
-        async with real_time_limit(f"{paths} to restart"):
-            while any(self.starts[p] <= before[p] for p in paths):
-                await trio.sleep(0.01)
+        while any(self.starts[p] <= before[p] for p in paths):
+            await trio.sleep(0.01)
 
 
 def entry(subnqn: str) -> LogPageEntry:
@@ -219,7 +218,7 @@ async def running(
     daemon.backend = Backend()
     daemon.hub = UeventHub()  # the kernel backend's uevent subtree, with a fake kernel
     daemon.kernel = SimpleNamespace(list_controllers=lambda: _none())
-    async with trio.open_nursery() as nursery:
+    async with real_time_limit("stafd's test"), trio.open_nursery() as nursery:
         nursery.start_soon(daemon.run)
         while daemon.root is None:  # the whole tree started (D-Bus name owned)
             await trio.sleep(0.01)
@@ -237,8 +236,7 @@ async def until_dcs(daemon: Stafd, tids: set[Tid], state: str = "connected") -> 
         states = {dc.tid: dc.state for dc in snap.dcs}
         return all(states.get(t) == state for t in tids)
 
-    async with real_time_limit(f"{tids} {state}"):
-        await daemon.published.wait_value(ok)
+    await daemon.published.wait_value(ok)
 
 
 async def until_reported(daemon: Stafd, path: str, **want: str) -> dict[str, str]:
@@ -246,8 +244,7 @@ async def until_reported(daemon: Stafd, path: str, **want: str) -> dict[str, str
         entry = report.get(path)
         return entry is not None and all(entry.as_dict().get(k) == v for k, v in want.items())
 
-    async with real_time_limit(f"{path} {want}"):
-        await daemon.report.current.wait_value(ok)
+    await daemon.report.current.wait_value(ok)
     return daemon.report.as_dict()[path]
 
 
