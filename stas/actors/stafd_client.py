@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Protocol
 
 import attrs
 import trio
@@ -44,7 +44,17 @@ from stas.messages import (
 
 log = logging.getLogger("stas.stafd_client")
 
-OpenClient = Callable[..., AbstractAsyncContextManager[Any]]
+
+
+class StafdCalls(Protocol):
+    """The stafd methods this actor calls (``stas.dbus.trio_client.StafdClient``)."""
+
+    async def get_all_log_pages(self, detailed: bool = True) -> str: ...
+    async def get_log_pages(self, dc: Tid) -> list[dict[str, str]]: ...
+    async def list_controllers(self, detailed: bool = False) -> list[dict[str, str]]: ...
+
+
+OpenClient = Callable[..., AbstractAsyncContextManager[StafdCalls]]
 
 
 @attrs.frozen
@@ -86,7 +96,7 @@ class _Sync:
         self.known: set[Tid] = set()
         self.settled = False  # stafd has been up for the whole grace: absence means removal
 
-    async def full(self, client: Any, *, removals_confirmed: bool) -> None:
+    async def full(self, client: StafdCalls, *, removals_confirmed: bool) -> None:
         """Fetch every DC's log pages; report changes, and removals when they are certain."""
         try:
             raw = await client.get_all_log_pages(True)
@@ -94,7 +104,7 @@ class _Sync:
             if exc.name != ERR_LIMITS_EXCEEDED or isinstance(exc, DBusBusy):
                 raise
             log.warning("stafd's log pages do not fit one reply (%s); reading them DC by DC", exc)
-            listing: Any = await _listing_per_dc(client)
+            listing: object = await _listing_per_dc(client)
         else:
             try:
                 listing = json.loads(raw)
@@ -114,16 +124,16 @@ class _Sync:
                 await self.send.send(DcRemoved(tid))
             self.known &= seen
 
-    async def one(self, client: Any, tid: Tid) -> None:
+    async def one(self, client: StafdCalls, tid: Tid) -> None:
         pages = await client.get_log_pages(tid)
         self.known.add(tid)
         await self.send.send(DcLogPages(tid, parse_dlpes(pages)))
 
 
-async def _listing_per_dc(client: Any) -> list[dict[str, Any]]:
+async def _listing_per_dc(client: StafdCalls) -> list[dict[str, object]]:
     """get_all_log_pages' answer built from one call per DC, for a cache too large for one
     reply (stafd caps replies; each DC's pages are bounded on their own)."""
-    out: list[dict[str, Any]] = []
+    out: list[dict[str, object]] = []
     for dc in await client.list_controllers(True):
         if isinstance(dc, Mapping):
             pages = await client.get_log_pages(Tid.from_dict(dc))
@@ -207,7 +217,7 @@ async def _follow(sync: _Sync, address: str | None, open_client: OpenClient) -> 
         n.cancel_scope.cancel()
 
 
-async def _fetch(sync: _Sync, client: Any, pending: dict[Tid, None]) -> None:
+async def _fetch(sync: _Sync, client: StafdCalls, pending: dict[Tid, None]) -> None:
     """Fetch the log pages of the DCs in ``pending`` (emptied as it goes)."""
     while pending:
         tid = next(iter(pending))
@@ -215,7 +225,7 @@ async def _fetch(sync: _Sync, client: Any, pending: dict[Tid, None]) -> None:
         await _safely(sync.one(client, tid))
 
 
-async def _safely(step: Any) -> None:
+async def _safely(step: Awaitable[None]) -> None:
     """A failed call (stafd went away mid-call) changes nothing; the next event resyncs."""
     try:
         await step
