@@ -12,7 +12,11 @@ daemons and nvme-cli are timed the same way, in the same boot, interleaved:
   ``strace -f`` with BENCH_STRACE=1 (C code included, but far slower under emulation);
 - reactions with the daemons running: unlink -> gone, re-link -> back, a new subsystem linked
   -> connected; and the scripted nvme-cli equivalent of the unlink (discover, disconnect);
-- RSS of each daemon at 3 and at the largest scale.
+- RSS of each daemon at 3 and at the largest scale;
+- the kernel's own floor at each scale, in the same boot: the same connects written to
+  /dev/nvme-fabrics one after another by a shell loop (no library, no discovery). The kernel
+  holds one mutex (nvmf_dev_mutex) across the whole of each connect, so no amount of
+  parallelism gets under it; our figure is printed as floor + overhead.
 Medians with min-max over BENCH_RUNS runs (3); BENCH_SCALES=3,50,200 chooses the scales.
 Under qemu software emulation everything is slower than on hardware, both sides alike.
 """
@@ -132,9 +136,30 @@ def stop(*procs: subprocess.Popen) -> None:
         proc.wait(60)
 
 
+def names_of(n: int) -> list[str]:
+    return list(SEED[:n]) + [f"nqn.2026-01.io.bench:s{i:03d}" for i in range(n - len(SEED))]
+
+
+def floor_script(n: int) -> str:
+    """A shell loop writing ``n`` connects to /dev/nvme-fabrics, one after another.
+
+    The options are the ones a connect cannot do without (plus the host identity nvme-cli
+    would send, when /etc/nvme has one): the kernel's serialized cost and nothing else.
+    """
+    ident = ""
+    nqn_file, id_file = Path("/etc/nvme/hostnqn"), Path("/etc/nvme/hostid")
+    if nqn_file.exists() and id_file.exists():
+        ident = f",hostnqn={nqn_file.read_text().strip()},hostid={id_file.read_text().strip()}"
+    lines = [
+        f"echo 'transport=tcp,traddr=::1,trsvcid=8009,nqn={nqn}{ident}' > /dev/nvme-fabrics"
+        for nqn in names_of(n)
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def write_target(n: int, *, spare: bool = False) -> Path:
     """An nvmet.conf with ``n`` subsystems on port 1 (::1/8009); ``spare``: one more, unlinked."""
-    names = list(SEED[:n]) + [f"nqn.2026-01.io.bench:s{i:03d}" for i in range(n - len(SEED))]
+    names = names_of(n)
     subs = [{"subsysnqn": nqn, "port": 1, "namespaces": [1]} for nqn in names]
     if spare:
         subs.append({"subsysnqn": "romulans", "port": None, "namespaces": [1]})
@@ -189,9 +214,16 @@ class Bench:
     def scale(self, n: int) -> float:
         """Cold start -> n I/O controllers live; returns stacd's median."""
         run(*NVMET, "create", "-f", str(write_target(n)))
-        cli, ours = [], []
+        script = TMP / f"floor-{n}.sh"
+        script.write_text(floor_script(n))
+        cli, ours, floor = [], [], []
         rss = ("?", "?")
         for i in range(RUNS):
+            reset()
+            t0 = time.perf_counter()
+            run("sh", str(script))
+            wait(io_live(n))
+            floor.append(time.perf_counter() - t0)
             reset()
             t0 = time.perf_counter()
             run("nvme", "connect-all", *ADDR)
@@ -208,11 +240,17 @@ class Bench:
                 rss = (rss_mb(stafd), rss_mb(stacd))
             stop(stacd, stafd)
         med_cli, med_ours = statistics.median(cli), statistics.median(ours)
+        med_floor = statistics.median(floor)
         self.medians[n] = (med_cli, med_ours)
+        self.row(f"{n} subsystems: kernel floor (serialized writes to /dev/nvme-fabrics)",
+                 fmt(floor), f"sh {script} (one echo per subsystem)")  # fmt: skip
         self.row(f"{n} subsystems: cold start -> all live: nvme-cli", fmt(cli),
                  "nvme connect-all " + " ".join(ADDR))  # fmt: skip
         self.row(f"{n} subsystems: cold start -> all live: stafd + stacd", fmt(ours),
                  f"{self.shown['stafd']} & {self.shown['stacd']}")  # fmt: skip
+        self.row(f"{n} subsystems: floor + overhead: nvme-cli / stafd + stacd",
+                 f"{med_floor:.1f} s + {med_cli - med_floor:.1f} s / "
+                 f"{med_floor:.1f} s + {med_ours - med_floor:.1f} s", "")  # fmt: skip
         self.row(f"{n} subsystems: stacd / nvme-cli", f"{med_ours / med_cli:.2f}x", "")
         self.row(f"{n} subsystems: per controller: nvme-cli / stacd",
                  f"{med_cli / n * 1000:.0f} ms / {med_ours / n * 1000:.0f} ms", "")  # fmt: skip

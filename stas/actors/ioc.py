@@ -15,6 +15,12 @@ shares one), so a storm against unreachable targets cannot occupy every worker t
 kernel serialises the fabrics writes themselves (one global ``nvmf_dev_mutex``, held for the
 whole connect); what overlaps is everything around them (sysfs reads, uevents, status
 updates), so the kernel's connects follow one another back to back instead of waiting on us.
+
+stacd runs one actor per I/O controller (10,000 in benchmark 4), so what each one holds while
+it waits counts: a slotted actor, no cancel scope while it waits for an event with no
+deadline, one coroutine frame less (``run_ioc_actor`` hands back ``_Ioc.run``'s coroutine),
+and ``Mailbox``, a single-reader mailbox of a few hundred bytes where a Trio memory channel
+pair costs about two kilobytes.
 """
 
 from __future__ import annotations
@@ -23,8 +29,11 @@ import errno
 import logging
 import math
 import random
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 import attrs
+import outcome  # trio's own dependency: what trio.lowlevel.reschedule takes
 import trio
 
 from stas.backoff import ladder_delay
@@ -87,7 +96,81 @@ class WantedChanged:
 IocEvent = DeviceRemoved | KernelFound | WantedChanged
 
 
+class EventSource(Protocol):
+    """What an actor reads its events from: a Trio receive channel or a ``Mailbox``."""
+
+    async def receive(self) -> IocEvent: ...
+
+
+class Mailbox:
+    """A bounded mailbox with one reader: ``send_nowait``/``close`` like a memory channel's
+    send side, ``receive`` like its receive side (``EndOfChannel`` once closed and drained).
+
+    The connector holds one per IOC actor. A Trio memory channel pair (state, two channel
+    objects, a deque and two OrderedDicts) costs about 2 KB; this costs a slotted object and,
+    only while events are queued, a short list. ``send_nowait`` raises ``trio.WouldBlock``
+    when ``size`` events wait unread, so a stuck actor is noticed, as with a channel.
+    """
+
+    __slots__ = ("_closed", "_items", "_reader", "_size")
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"mailbox size must be at least 1, got {size}")
+        self._size = size
+        self._items: list[IocEvent] | None = None
+        self._reader: trio.lowlevel.Task | None = None
+        self._closed = False
+
+    def send_nowait(self, event: IocEvent) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the mailbox is closed")
+        if self._reader is not None:  # the reader waits, so nothing is queued: hand it over
+            reader, self._reader = self._reader, None
+            trio.lowlevel.reschedule(reader, outcome.Value(event))
+            return
+        if self._items is None:
+            self._items = []
+        if len(self._items) >= self._size:
+            raise trio.WouldBlock
+        self._items.append(event)
+
+    def close(self) -> None:
+        """No more events; the reader gets what is queued, then ``EndOfChannel``."""
+        self._closed = True
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            trio.lowlevel.reschedule(reader, outcome.Error(trio.EndOfChannel()))
+
+    async def receive(self) -> IocEvent:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._items:
+            event = self._items.pop(0)
+            if not self._items:
+                self._items = None
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return event
+        if self._closed:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            raise trio.EndOfChannel
+        if self._reader is not None:
+            raise trio.BusyResourceError("another task is already receiving from this mailbox")
+        self._reader = trio.lowlevel.current_task()
+        got: IocEvent = await trio.lowlevel.wait_task_rescheduled(self._abort)
+        return got
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        """The reader was cancelled while waiting: nobody waits any more."""
+        self._reader = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
 class _Ioc:
+    __slots__ = (
+        "device", "events", "failures", "kernel", "last_error", "limiter", "request", "rng",
+        "settings", "status", "updates", "wanted",
+    )  # fmt: skip
+
     def __init__(
         self,
         wanted: IocWanted,
@@ -95,14 +178,15 @@ class _Ioc:
         kernel: Kernel,
         request: ConnectRequest,
         settings: IocSettings,
-        events: trio.MemoryReceiveChannel[IocEvent] | None,
+        events: EventSource | None,
         rng: random.Random,
         limiter: trio.CapacityLimiter,
+        status: IocStatus | None,
     ) -> None:
         self.wanted, self.updates, self.kernel, self.request = wanted, updates, kernel, request
         self.settings, self.events, self.rng = settings, events, rng
         self.limiter = limiter
-        self.status = IocStatus(
+        self.status = status or IocStatus(
             tid=wanted.tid, origin=wanted.origin, params=wanted.params, ncc=wanted.ncc
         )
         self.device: str | None = None
@@ -156,6 +240,8 @@ class _Ioc:
 
     async def wait(self, timeout: float) -> bool:
         """Handle events for up to ``timeout`` s; True if one of them ended the wait early."""
+        if timeout == math.inf and self.events is not None:
+            return await self.wait_event()
         deadline = trio.current_time() + timeout
         while True:
             with trio.move_on_at(deadline):
@@ -170,6 +256,19 @@ class _Ioc:
                     return True
                 continue
             return False
+
+    async def wait_event(self) -> bool:
+        """Handle events until one ends the wait (no deadline, so no cancel scope to hold)."""
+        while self.events is not None:
+            try:
+                ev = await self.events.receive()
+            except trio.EndOfChannel:
+                self.events = None  # the connector is going away; timers still run
+                break
+            if await self.on_event(ev):
+                return True
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def attempt(self) -> float:
         """One connect; returns the delay before the next one (0 after success or adoption)."""
@@ -204,7 +303,7 @@ class _Ioc:
         delay = 0.0
         while True:
             if self.device is not None:
-                await self.wait(math.inf)  # until the kernel removes it
+                await self.wait_event()  # until the kernel removes it
                 if self.device is None:
                     delay, self.failures = self.settings.fast_retry, 0
                 continue
@@ -227,24 +326,28 @@ class _Ioc:
             delay = await self.attempt()
 
 
-async def run_ioc_actor(
+def run_ioc_actor(
     wanted: IocWanted,
     updates: trio.MemorySendChannel[IocUpdate],
     *,
     kernel: Kernel,
     request: ConnectRequest,
     settings: IocSettings = IocSettings(),
-    events: trio.MemoryReceiveChannel[IocEvent] | None = None,
+    events: EventSource | None = None,
     adopt: KernelController | None = None,
     rng: random.Random | None = None,
     limiter: trio.CapacityLimiter | None = None,
-) -> None:
+    status: IocStatus | None = None,
+) -> Coroutine[Any, Any, None]:
     """Run until cancelled; publishes an IocStatus on every visible change.
 
     ``limiter`` bounds connects in flight across all actors sharing it (default: this one only).
+    ``status``: the status to start from (the connector's, so that the log page entry it
+    carries is shared, not copied into a second status on every update).
+    Returns the actor's coroutine (await it or start it): no wrapper frame held per actor.
     """
     actor = _Ioc(
         wanted, updates, kernel, request, settings, events, rng or random.Random(),
-        limiter or trio.CapacityLimiter(1),
+        limiter or trio.CapacityLimiter(1), status,
     )  # fmt: skip
-    await actor.run(adopt)
+    return actor.run(adopt)
