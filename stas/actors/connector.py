@@ -44,7 +44,7 @@ from stas.actors.connector_model import (
     StopIoc,
     TellIoc,
 )
-from stas.actors.ioc import IocEvent, IocSettings, run_ioc_actor
+from stas.actors.ioc import IocSettings, Mailbox, run_ioc_actor
 from stas.actors.supervisor import Supervisor, open_supervisor
 from stas.coexist.registry import Registry, may_disconnect
 from stas.config import ServiceConfig
@@ -97,7 +97,7 @@ class Connector:
             stafd_grace=stafd_grace,
             boot=self._boot(host_nqn),
         )
-        self._mailboxes: dict[Tid, trio.MemorySendChannel[IocEvent]] = {}
+        self._mailboxes: dict[Tid, Mailbox] = {}  # ~100 B each, not a channel pair
         self._stale: set[Tid] = set()  # actors whose mailbox overflowed: restart them
         self._timers: trio.Nursery | None = None
         self._sup: Supervisor | None = None
@@ -163,8 +163,7 @@ class Connector:
         if self._sup is None or self._send is None:
             return
         w, request, updates = effect.wanted, effect.request, self._send
-        send, receive = trio.open_memory_channel[IocEvent](ACTOR_EVENTS)
-        self._mailboxes[w.tid] = send
+        receive = self._mailboxes[w.tid] = Mailbox(ACTOR_EVENTS)
         first = [effect.adopt]
         settings = self.state.settings
 
