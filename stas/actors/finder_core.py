@@ -19,12 +19,10 @@ from collections.abc import Mapping
 import attrs
 
 from stas.actors.finder_state import (
-    DEFAULT_TRSVCID,
     MAX_REFERRAL_DCS,
     MAX_REFERRAL_DEPTH,
     MAX_REFERRALS_PER_DC,
     REPROBE_INTERVAL,
-    TID_KEYS,
     Choice,
     ConfigLoaded,
     Effect,
@@ -47,6 +45,7 @@ from stas.actors.finder_state import (
     usable,
     wanted,
 )
+from stas.constants import IP_TRANSPORTS, TID_KEYS, default_trsvcid
 from stas.messages import WELL_KNOWN_DISC_NQN, DcStatus, StafdSnapshot, Tid
 from stas.messages_stafd import (
     AddressesResolved,
@@ -167,21 +166,17 @@ def _configure(s: FinderState, msg: ConfigLoaded, effects: Effects) -> FinderSta
     choices: dict[Tid, Choice] = {}
     resolving: set[Tid] = set()
     for entry in config.controllers:
-        d = entry.as_tid_dict(ignore_iface=config.ignore_iface)
-        transport = d["transport"]
-        base = Tid(
-            transport=transport,
-            traddr=d["traddr"],
-            trsvcid=d["trsvcid"] or DEFAULT_TRSVCID.get(transport, ""),
-            subsysnqn=d["subsysnqn"] or WELL_KNOWN_DISC_NQN,
-            host_traddr=d["host-traddr"],
-            host_iface=d["host-iface"],
-            host_nqn=d["host-nqn"] or msg.host_nqn,
+        base = Tid.from_spec(entry, ignore_iface=config.ignore_iface, host_nqn=msg.host_nqn)
+        base = attrs.evolve(  # a discovery controller's defaults
+            base,
+            trsvcid=base.trsvcid or default_trsvcid(base.transport),
+            subsysnqn=base.subsysnqn or WELL_KNOWN_DISC_NQN,
         )
         if config.is_excluded(base.as_dict()) or any(p.base == base for p in specs):
             continue  # excluded by name: no need to resolve it (checked again after)
+        d = entry.as_tid_dict(ignore_iface=config.ignore_iface)
         specs.append(Spec(base, {k: v for k, v in d.items() if k not in TID_KEYS}))
-        if transport in ("tcp", "rdma"):
+        if base.transport in IP_TRANSPORTS:
             if base in s.choices:  # keep working meanwhile
                 choices[base] = s.choices[base]
             resolving.add(base)

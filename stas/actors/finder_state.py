@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
+from stas.constants import IP_TRANSPORTS, default_trsvcid
 from stas.kernel.options import InvalidOption
 from stas.messages import ORIGIN_RANK, WELL_KNOWN_DISC_NQN, DcStatus, StafdSnapshot, Tid
 from stas.messages_stafd import (
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
 MAX_REFERRAL_DEPTH = 8  # libnvme's limit
 MAX_REFERRALS_PER_DC = 64  # one rogue DC cannot make us connect everywhere...
 MAX_REFERRAL_DCS = 256  # ...nor can a tree of them (64 per level would grow exponentially)
-TID_KEYS = frozenset(Tid("", "", "", "").as_dict())
-DEFAULT_TRSVCID = {"tcp": "8009", "rdma": "4420"}
 REPROBE_INTERVAL = 30.0
 
 
@@ -179,7 +178,7 @@ def referral_tid(e: LogPageEntry, parent: Tid) -> Tid:
     return Tid(
         transport=transport,
         traddr=norm[1] if norm else e.traddr.strip(),
-        trsvcid=e.trsvcid.strip() or DEFAULT_TRSVCID.get(transport, ""),
+        trsvcid=e.trsvcid.strip() or default_trsvcid(transport),
         subsysnqn=e.subnqn.strip() or WELL_KNOWN_DISC_NQN,
         host_traddr=parent.host_traddr,
         host_iface=parent.host_iface,
@@ -198,7 +197,7 @@ def mdns_tid(s: FinderState, announced: Tid) -> Tid:
 
 
 def usable(config: ServiceConfig, tid: Tid) -> bool:
-    if tid.transport in ("tcp", "rdma"):
+    if tid.transport in IP_TRANSPORTS:
         norm = normalise_ip(tid.traddr)
         if norm is None or norm[0] not in config.ip_family or norm[1] in ("0.0.0.0", "::"):
             return False
