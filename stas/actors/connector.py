@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any
 
 import trio
 from trio_util import AsyncValue
@@ -163,22 +164,25 @@ class Connector:
         if self._sup is None or self._send is None:
             return
         w, request, updates = effect.wanted, effect.request, self._send
-        receive = self._mailboxes[w.tid] = Mailbox(ACTOR_EVENTS)
+        mailbox = Mailbox(ACTOR_EVENTS)
+        self._mailboxes[w.tid] = mailbox
         first = [effect.adopt]
         settings = self.state.settings
 
-        async def actor() -> None:
+        def actor() -> Coroutine[Any, Any, None]:
+            """The actor's coroutine itself (no wrapper frame kept while it runs)."""
             adopted, first[0] = first[0], None  # a restart after a crash connects (EALREADY)
-            await run_ioc_actor(
+            return run_ioc_actor(
                 w,
                 updates,
                 kernel=self.kernel,
                 request=request,
                 settings=settings,
-                events=receive,
+                events=mailbox,
                 adopt=adopted,
                 rng=self.rng,
                 limiter=self.connect_limiter,
+                status=effect.status if adopted is effect.adopt else None,
             )
 
         self._sup.start(actor_name(w.tid), actor)

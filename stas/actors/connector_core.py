@@ -246,7 +246,7 @@ def _start(
     st.actors[w.tid] = IocRecord(w, request, status)
     st.order = None
     st.dirty = True
-    fx.append(StartIoc(w, request, adopt))
+    fx.append(StartIoc(w, request, adopt, status))
 
 
 def _update(

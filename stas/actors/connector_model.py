@@ -74,6 +74,7 @@ class StartIoc:
     wanted: IocWanted
     request: ConnectRequest
     adopt: KernelController | None = None
+    status: IocStatus | None = None  # the first status (shared: its log page entry too)
 
 
 @attrs.frozen
