@@ -1,0 +1,72 @@
+"""stas.logsetup.defer_imports: a daemon that uses no TLS does not map OpenSSL (issue 8 RSS),
+and everything that needs ssl/hmac/hashlib still gets the real modules on first use.
+
+Each check runs a fresh interpreter (the test process has imported ssl long ago).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_python(code: str) -> dict[str, object]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result: dict[str, object] = json.loads(out.stdout.splitlines()[-1])
+    return result
+
+
+PRELUDE = """
+import io, json, sys
+from stas.logsetup import setup_logging
+setup_logging("stacd", syslog=False, tron=False, stream=io.StringIO())
+"""
+
+
+def test_the_daemons_imports_load_no_openssl() -> None:
+    """trio (ssl, hmac) and both daemons imported after logging is set up: no libssl."""
+    code = PRELUDE + (
+        "import trio, stas.stacd, stas.stafd\n"
+        "maps = open('/proc/self/maps').read()\n"
+        "print(json.dumps({'ext': [m for m in ('_ssl', '_hashlib') if m in sys.modules],\n"
+        "                  'libssl': 'libssl' in maps}))\n"
+    )
+    assert run_python(code) == {"ext": [], "libssl": False}
+
+
+def test_deferred_modules_work_on_first_use() -> None:
+    """TLS context, HMAC and hashes through names bound before the real import happened."""
+    code = PRELUDE + (
+        "import trio._ssl as tssl, hmac, hashlib\n"
+        "import ssl\n"
+        "ctx = ssl.create_default_context()\n"
+        "same = tssl._stdlib_ssl.SSLContext is type(ctx)\n"
+        "mac = hmac.new(b'k', b'm', 'sha256').hexdigest()[:8]\n"
+        "from hashlib import sha256\n"
+        "print(json.dumps({'same': same, 'mac': mac, 'sha': sha256(b'').hexdigest()[:8],\n"
+        "                  'real': type(sys.modules['ssl'].SSLContext).__name__,\n"
+        "                  'loaded': '_ssl' in sys.modules}))\n"
+    )
+    assert run_python(code) == {
+        "same": True, "mac": "b60090e3", "sha": "e3b0c442", "real": "type", "loaded": True,
+    }  # fmt: skip
+
+
+def test_a_module_already_imported_is_left_alone() -> None:
+    code = (
+        "import json, ssl\n"
+        "from stas.logsetup import defer_imports\n"
+        "before = ssl\n"
+        "print(json.dumps({'deferred': defer_imports(), 'same': __import__('ssl') is before}))\n"
+    )
+    result = run_python(code)
+    assert "ssl" not in result["deferred"]  # type: ignore[operator]
+    assert result["same"] is True
