@@ -66,7 +66,10 @@ class Layout:
     def import_code(self, prog: str) -> str:
         """What the launcher imports before the daemon's first log line."""
         path = f"import sys; sys.path.insert(0, {self.libdir!r}); " if self.libdir else ""
-        return path + f"from stas.main import {prog}_main; import stas.logsetup, stas.{prog}"
+        return path + (
+            f"from stas.main import {prog}_main; import stas.logsetup; "
+            f"stas.logsetup.defer_imports(); import stas.{prog}"  # as setup_logging does first
+        )
 
 
 def _deps_key() -> str:
@@ -279,6 +282,18 @@ def _connected(line: str) -> bool:
     return ": connected as nvme" in line
 
 
+def resident(pid: int) -> str:
+    """What the RSS is made of: heap (anonymous) vs mapped files, threads, OpenSSL mapped."""
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    kb = {ln.split(":")[0]: int(ln.split()[1]) for ln in rollup.splitlines()[1:] if "kB" in ln}
+    anon, rss = kb.get("Anonymous", 0), kb.get("Rss", 0)
+    threads = len(list(Path(f"/proc/{pid}/task").iterdir()))
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    ssl = "OpenSSL mapped" if "libcrypto" in maps else "no OpenSSL"
+    return f"anonymous {anon / 1024:.1f} MB + files {(rss - anon) / 1024:.1f} MB, " \
+           f"{threads} thread(s), {ssl}"  # fmt: skip
+
+
 def bench_memory(layout: Layout, tmp: Path, env: dict[str, str], sim: SimProc, port: int,
                  count: int, idle_s: float) -> list[Row]:  # fmt: skip
     """Both daemons up, ``count`` I/O controllers connected; RSS settled, then idle CPU."""
@@ -299,10 +314,10 @@ def bench_memory(layout: Layout, tmp: Path, env: dict[str, str], sim: SimProc, p
         time.sleep(2.0)  # the last replies, state writes and log lines
         for name, p in (("stafd", stafd), ("stacd", stacd)):
             mb = p.rss_kb() / 1024
+            where = "stafd: 1 DC (userspace host) listing them; stacd: --kernel fake; "
             rows.append(Row(f"{name}: RSS, {count} controllers", text=f"{mb:.1f} MB",
                             target=f"<= {RSS_TARGET_MB:.0f} MB", passed=mb <= RSS_TARGET_MB,
-                            note="stafd: 1 DC (userspace host) listing them; "
-                                 "stacd: --kernel fake" if name == "stafd" else ""))  # fmt: skip
+                            note=(where if name == "stafd" else "") + resident(p.pid)))  # fmt: skip
         if idle_s > 0:
             cpu0 = {p: p.cpu_seconds() for p in (stafd, stacd)}
             w0 = time.monotonic()
@@ -340,16 +355,16 @@ def bench_mdns_rss(layout: Layout, tmp: Path, env: dict[str, str], sim: SimProc)
 # --- driver --------------------------------------------------------------------------------
 
 
-def run(layout: Layout, runs: int, idle_s: float) -> list[Row]:
+def run(layout: Layout, runs: int, idle_s: float, memory_only: bool = False) -> list[Row]:
     from stas.dbus.testbus import private_bus
 
     rows: list[Row] = []
-    for prog in ("stafd", "stacd"):
+    for prog in () if memory_only else ("stafd", "stacd"):
         try:
             rows += bench_imports(layout, prog, runs)
         except Exception as exc:
             rows.append(failed(f"{prog}: imports", exc))
-    if shutil.which("valgrind"):
+    if shutil.which("valgrind") and not memory_only:
         try:
             rows += bench_instructions(layout)
         except Exception as exc:
@@ -365,7 +380,7 @@ def run(layout: Layout, runs: int, idle_s: float) -> list[Row]:
         env["DBUS_SYSTEM_BUS_ADDRESS"] = address
         plans = [
             (f"{p}: start-up", lambda p=p: bench_start(layout, tmp, env, address, sims(1), p, runs))
-            for p in ("stafd", "stacd")
+            for p in (() if memory_only else ("stafd", "stacd"))
         ]
         sims_cache: dict[int, SimProc] = {}
 
@@ -400,11 +415,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=None, help="runs per start-up figure (default 7)")
     ap.add_argument("--idle", type=float, default=None, help="idle window, s (default 60)")
     ap.add_argument("--layout", choices=("installed", "venv"), default="installed")
+    ap.add_argument("--memory-only", action="store_true", help="RSS and idle CPU rows only")
     args = ap.parse_args(argv)
     runs = args.runs or (3 if args.quick else 7)
     idle = args.idle if args.idle is not None else (10.0 if args.quick else 60.0)
     layout = installed_layout() if args.layout == "installed" else venv_layout()
-    rows = run(layout, runs, idle)
+    rows = run(layout, runs, idle, args.memory_only)
     load = os.getloadavg()[0]
     print(f"{layout.name} layout, {layout.python}; load {load:.1f} on {os.cpu_count()} CPUs")
     print(table(rows))

@@ -24,8 +24,8 @@ import enum
 import functools
 import hashlib
 import hmac
+import os
 import re
-import secrets
 import struct
 import zlib
 from collections.abc import Callable, Sequence
@@ -517,7 +517,8 @@ class DhchapHost:
         tid: int = 0,
         hash_ids: tuple[HashId, ...] = (HashId.SHA256, HashId.SHA384, HashId.SHA512),
         dhgroups: tuple[DhGroup, ...] = tuple(DhGroup),
-        randbytes: Callable[[int], bytes] = secrets.token_bytes,
+        randbytes: Callable[[int], bytes] = os.urandom,  # secrets' own source; secrets
+        # itself would load OpenSSL (hmac) in every stafd, DH-HMAC-CHAP or not
     ) -> None:
         self.hostnqn, self.subnqn, self.tid = hostnqn, subnqn, tid
         self.host_secret, self.ctrl_secret = host_secret, ctrl_secret
