@@ -8,7 +8,8 @@ D-Bus) switches DEBUG on and off at run time.
 Setting up logging is the first thing a daemon does, before trio is imported, so it is also
 where ``defer_imports`` keeps OpenSSL out of a daemon that does not use it: trio imports
 ``ssl`` and ``hmac`` for its TLS and DTLS streams, which map libssl and libcrypto (about 4.5 MB
-of each daemon's 29 MB RSS). They load for real on first use (NVMe/TCP TLS, DH-HMAC-CHAP).
+of each daemon's 29 MB RSS; liblzma and libbz2, through shutil, another 0.4 MB). They load
+for real on first use (NVMe/TCP TLS, DH-HMAC-CHAP).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import sys
 from types import ModuleType
 from typing import Any, TextIO
 
-# Imported by trio (and our TLS/auth code) at module level, used only inside functions.
-DEFERRED = ("ssl", "hmac", "hashlib")
+# Imported at module level, used only inside functions: ssl and hmac by trio (TLS, DTLS),
+# hashlib by our auth and TLS code; bz2 and lzma by shutil (archives; trio imports shutil).
+DEFERRED = ("ssl", "hmac", "hashlib", "bz2", "lzma")
 
 
 def defer_imports(names: tuple[str, ...] = DEFERRED) -> list[str]:

@@ -37,14 +37,16 @@ def test_the_daemons_imports_load_no_openssl() -> None:
     code = PRELUDE + (
         "import trio, stas.stacd, stas.stafd, stas.nvme.session, stas.nvme.host_ops\n"
         "maps = open('/proc/self/maps').read()\n"
-        "print(json.dumps({'ext': [m for m in ('_ssl', '_hashlib') if m in sys.modules],\n"
+        "exts = ('_ssl', '_hashlib', '_bz2', '_lzma')\n"
+        "print(json.dumps({'ext': [m for m in exts if m in sys.modules],\n"
         "                  'libcrypto': 'libcrypto' in maps}))\n"
     )
     assert run_python(code) == {"ext": [], "libcrypto": False}
 
 
 def test_deferred_modules_work_on_first_use() -> None:
-    """TLS context, HMAC and hashes through names bound before the real import happened."""
+    """TLS context, HMAC, hashes and compression through names bound before the real import
+    happened."""
     code = PRELUDE + (
         "import trio._ssl as tssl, hmac, hashlib\n"
         "import ssl\n"
@@ -52,12 +54,15 @@ def test_deferred_modules_work_on_first_use() -> None:
         "same = tssl._stdlib_ssl.SSLContext is type(ctx)\n"
         "mac = hmac.new(b'k', b'm', 'sha256').hexdigest()[:8]\n"
         "from hashlib import sha256\n"
+        "import bz2, lzma\n"
+        "packed = lzma.decompress(lzma.compress(bz2.decompress(bz2.compress(b'x'))))\n"
         "print(json.dumps({'same': same, 'mac': mac, 'sha': sha256(b'').hexdigest()[:8],\n"
         "                  'real': type(sys.modules['ssl'].SSLContext).__name__,\n"
-        "                  'loaded': '_ssl' in sys.modules}))\n"
+        "                  'loaded': '_ssl' in sys.modules, 'packed': packed.decode()}))\n"
     )
     assert run_python(code) == {
         "same": True, "mac": "b60090e3", "sha": "e3b0c442", "real": "type", "loaded": True,
+        "packed": "x",
     }  # fmt: skip
 
 
