@@ -61,6 +61,7 @@ _HEADER = struct.Struct("<QQHBBI")
 _ENTRY_INTS = struct.Struct("<BBBBHHHH")
 # The whole fixed 1024-byte entry in one call: 8 integers, TRSVCID, SUBNQN, TRADDR, TSAS.
 _ENTRY = struct.Struct("<BBBBHHHH20x32s192x256s256s256s")
+_NO_TSAS = bytes(TSAS_SIZE)  # what almost every TCP entry carries: one shared copy
 _EXT = struct.Struct("<IH")
 _EXAT = struct.Struct("<HH")
 
@@ -294,9 +295,11 @@ def _build_entries(
     """Entries from ``_ENTRY`` rows, at about the cost of slicing them (bench row 1).
 
     TRADDR and TRSVCID repeat across a page, so their text is decoded once per distinct
-    value. The records are built without re-running the attrs validators: every value was
-    checked here (the integers come from fixed-width struct fields, so they fit; TSAS is 256
-    bytes by construction). ProtocolError names the field and the entry.
+    value; an all-zero TSAS is the one shared ``bytes`` (256 bytes less per entry held by
+    stafd for each DC's cached page). The records are built without re-running the attrs
+    validators: every value was checked here (the integers come from fixed-width struct
+    fields, so they fit; TSAS is 256 bytes by construction). ProtocolError names the field
+    and the entry.
     """
     trsvcids: dict[bytes, str] = {}
     traddrs: dict[bytes, str] = {}
@@ -318,6 +321,8 @@ def _build_entries(
         traddr = traddrs.get(raw_addr)
         if traddr is None:
             traddr = traddrs[raw_addr] = _text(raw_addr, "traddr", index, TRADDR_MAX)
+        if tsas == _NO_TSAS:
+            tsas = _NO_TSAS
         entry = new(LogPageEntry)
         _TRTYPE(entry, trtype)
         _ADRFAM(entry, adrfam)
