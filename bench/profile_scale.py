@@ -114,6 +114,7 @@ def main() -> int:
                 )  # fmt: skip
             t_conv = wait_count(stacd, _connected, total, timeout=600)
             print(f"cold start -> {total:,} connected: {t_conv - t0:.1f} s")
+            timeline(t0, stafd, stacd, args.dcs)
             time.sleep(2.0)
             for name, p in (("stafd", stafd), ("stacd", stacd)):
                 print(f"{name} RSS {p.rss_kb() / 1024:.1f} MB, CPU {p.cpu_seconds():.1f} s")
@@ -134,6 +135,30 @@ def main() -> int:
             for p in reversed(procs):
                 p.stop()
     return 0
+
+
+def timeline(t0: float, stafd: Proc, stacd: Proc, dcs: int) -> None:
+    """When each phase ended, from the daemons' own log lines (seconds after t0)."""
+
+    def first(p: Proc, text: str) -> str:
+        hits = [st for st, ln in p.log.lines if text in ln]
+        return f"{hits[0] - t0:6.2f} s" if hits else "     -  "
+
+    def nth(p: Proc, text: str, n: int) -> str:
+        hits = [st for st, ln in p.log.lines if text in ln]
+        return f"{hits[n - 1] - t0:6.2f} s" if len(hits) >= n else "     -  "
+
+    print("timeline (s after both daemons were started):")
+    print(f"  stafd first log line       {first(stafd, 'starting (pid')}")
+    print(f"  stafd ready (D-Bus name)   {first(stafd, ' ready (host NQN')}")
+    print(f"  stafd first DC connected   {first(stafd, 'connected (device')}")
+    print(f"  stafd all {dcs} DCs connected {nth(stafd, 'connected (device', dcs)}")
+    print(f"  stacd ready (D-Bus name)   {first(stacd, ' ready (host NQN')}")
+    print(f"  stacd first I/O connected  {first(stacd, ': connected as nvme')}")
+    lines = [st for st, ln in stacd.log.lines if ": connected as nvme" in ln]
+    if len(lines) > 1:
+        rate = (len(lines) - 1) / (lines[-1] - lines[0])
+        print(f"  stacd last I/O connected   {lines[-1] - t0:6.2f} s ({rate:,.0f} connects/s)")
 
 
 def print_flat(path: Path, top: int = 30) -> None:
