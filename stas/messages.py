@@ -155,7 +155,7 @@ _STAFD_ONLY = ("DcWanted", "MdnsServiceUp", "MdnsServiceDown", "DcUpdate", "Staf
 _STACD_ONLY = ("Dlpe", "parse_dlpes", "DcLogPages", "DcRemoved", "StafdAppeared", "StafdVanished",
                "LogPagesChanged", "SignalsLost", "StafdEvent", "ToConnector", "IocWanted",
                "IocStatus", "IocUpdate", "StacdSnapshot", "KernelResync", "StacdConfigChanged",
-               "AuditDue", "ConnectorMsg")  # fmt: skip
+               "AuditDue", "ConnectorMsg", "StafdSynced")  # fmt: skip
 _LAZY = dict.fromkeys(_STAFD_ONLY, "stas.messages_stafd") | dict.fromkeys(
     _STACD_ONLY, "stas.messages_stacd"
 )
@@ -177,6 +177,7 @@ if TYPE_CHECKING:
         StacdSnapshot,
         StafdAppeared,
         StafdEvent,
+        StafdSynced,
         StafdVanished,
         ToConnector,
         parse_dlpes,

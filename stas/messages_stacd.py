@@ -128,9 +128,18 @@ class DcLogPages:
     dlpes: tuple[Dlpe, ...] = attrs.field(converter=parse_dlpes)
 
 
+@attrs.frozen
+class StafdSynced:
+    """The stafd client has sent every DC stafd lists (one full sync). ``partial``: the DCs
+    whose pages are not current (never fetched, or cached while stafd cannot reach the DC),
+    so what they do not list proves nothing."""
+
+    partial: tuple[Tid, ...] = ()
+
+
 # What the D-Bus client sends the stafd client actor, and what that actor sends the connector.
 StafdEvent: TypeAlias = StafdAppeared | StafdVanished | LogPagesChanged | DcRemoved | SignalsLost
-ToConnector: TypeAlias = DcLogPages | DcRemoved | StafdAppeared | StafdVanished
+ToConnector: TypeAlias = DcLogPages | DcRemoved | StafdAppeared | StafdVanished | StafdSynced
 
 
 # --- stacd: connector <-> I/O controller actors -----------------------------------------------
@@ -208,6 +217,6 @@ class AuditDue:
 # Everything the connector's inbox receives: stafd client, IOC actors, uevent monitor (or the
 # fake kernel's events), stacd's reload, and its own timers. A string: Uevent is not loaded here.
 ConnectorMsg: TypeAlias = (
-    "IocUpdate | DcLogPages | DcRemoved | StafdAppeared | StafdVanished | StacdConfigChanged"
-    " | AuditDue | Uevent | KernelResync"
+    "IocUpdate | DcLogPages | DcRemoved | StafdAppeared | StafdVanished | StafdSynced"
+    " | StacdConfigChanged | AuditDue | Uevent | KernelResync"
 )

@@ -14,6 +14,9 @@ the connector's view (wanted state, kernel index), so nothing it missed is lost.
 Connections made by others are audited (scope all-connections-matching-disconnect-trtypes)
 only once stafd's data has had ``audit_settle`` seconds to arrive, or stafd has not shown up
 within ``stafd_grace`` seconds: until then an absent log page proves nothing.
+
+At start the registry names the controllers a previous run made (``Begin.ours``); the core
+disconnects those nothing wants once stafd's picture is complete (see ``connector_core``).
 """
 
 from __future__ import annotations
@@ -206,6 +209,13 @@ class Connector:
         if self._send is not None:
             await self._send.send(msg)
 
+    def _ours(self, controllers: Iterable[KernelController]) -> frozenset[str]:
+        """The controllers a previous run of stacd made (live registry entries owned by us)."""
+        if self.registry is None:
+            return frozenset()
+        registry = self.registry
+        return frozenset(c.device for c in controllers if registry.claimed_before(c.device))
+
     def publish(self) -> None:
         iocs = core.snapshot(self.state)
         if iocs is not None:
@@ -230,7 +240,7 @@ class Connector:
                     await send.send(msg)
 
             timers.start_soon(forward)
-            await self.handle(Begin(controllers))
+            await self.handle(Begin(controllers, self._ours(controllers)))
             self.publish()
             task_status.started()
             async for msg in merged:

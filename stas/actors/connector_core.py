@@ -6,6 +6,12 @@ controllers that DC lists or listed (index DC -> controllers and controller -> D
 being away changes nothing ("no answer" is not "no controllers"); only a changed log page, a
 DC stafd removed, or the config removes a controller.
 
+After a restart the connector has no memory of the log pages it followed; the ownership
+registry says which controllers a previous run made (``Begin.ours``). Those stay untouched
+until the picture is complete (``StafdSynced`` with every DC current); then the ones nothing
+wants are disconnected under the rules of a normal removal. Without stafd, or while a DC's
+page is only a cache, none is: an absence proves nothing (upstream PR #510's flaw).
+
 Nothing here waits or touches the kernel, the registry or a channel: the core says what to do
 (``Effect``) and the shell in ``stas.actors.connector`` does it, reporting results back as
 messages (``ControllerRead``, ``IocFellBehind``). So every decision is testable without Trio,
@@ -51,6 +57,7 @@ from stas.messages import (
     IocWanted,
     KernelResync,
     StafdAppeared,
+    StafdSynced,
     StafdVanished,
     Tid,
 )
@@ -62,6 +69,7 @@ from stas.plan import (
     connect_request,
     decide,
     iocs_of_dc,
+    keeps_connection,
     merge,
 )
 
@@ -90,6 +98,8 @@ def handle(st: ConnectorState, msg: CoreMsg) -> tuple[ConnectorState, list[Effec
             log.info("stafd is on the bus (%s)", owner or "name owner unknown")
         case StafdVanished():
             log.info("stafd is away; changing nothing")
+        case StafdSynced(partial=partial):
+            _sweep_previous(st, partial, fx)
         case Reconfigure(change=change, boot=boot):
             apply_config(st, change.config, change.host_nqn, change.hostid, boot)
             for dc, entries in list(st.pages.items()):
@@ -110,8 +120,13 @@ def handle(st: ConnectorState, msg: CoreMsg) -> tuple[ConnectorState, list[Effec
             _on_resync(st, controllers, fx)
         case IocFellBehind(tid=tid):
             _restart(st, tid, fx)
-        case Begin(controllers=controllers):
+        case Begin(controllers=controllers, ours=ours):
             st.index = KernelIndex(controllers)
+            st.previous = {
+                c.device: c
+                for c in controllers
+                if c.device in ours and c.is_io_controller and not c.is_discovery_controller
+            }
             _evaluate(st, st.configured, fx)  # warm restart: adopts what is already there
             fx.append(Later(st.stafd_grace, AuditDue()))
         case _:
@@ -312,6 +327,7 @@ def _on_uevent(st: ConnectorState, ev: Uevent, fx: list[Effect]) -> None:
         return
     if ev.action == "remove":
         st.index.remove(ev.device)
+        st.previous.pop(ev.device, None)
         tid = st.owner.pop(ev.device, None)
         if tid is not None and tid in st.actors:
             fx.append(TellIoc(tid, DeviceRemoved(ev.device)))
@@ -341,6 +357,8 @@ def _on_resync(
 ) -> None:
     """The kernel's full list (uevents were lost): tell every actor what it missed."""
     st.index = KernelIndex(controllers)
+    for device in [d for d in st.previous if d not in st.index.by_device]:
+        del st.previous[device]
     for tid, a in st.actors.items():
         if a.status.connected and a.status.device not in st.index.by_device:
             if st.owner.get(a.status.device) == tid:
@@ -364,3 +382,44 @@ def _audit_all(st: ConnectorState, fx: list[Effect]) -> None:
     for dev, tid, reason in plan.disconnect:
         if dev not in st.owner and tid not in st.actors:
             fx.append(Disconnect(dev, tid, reason))
+
+
+# --- what a previous run left ----------------------------------------------------------------
+
+PREVIOUS_REASON = "connected by stacd before its restart; no log page lists it any more"
+
+
+def _sweep_previous(st: ConnectorState, partial: tuple[Tid, ...], fx: list[Effect]) -> None:
+    """A full sync arrived: with every DC current, what a previous run made and nothing wants
+    now goes (once); with any DC unreachable or unread, everything stays for a later sync."""
+    if not st.previous:
+        return
+    if partial:
+        if not st.previous_waiting:
+            st.previous_waiting = True
+            log.info(
+                "%d controller(s) connected by stacd before its restart kept until every DC's "
+                "log page is current (not current: %s)",
+                len(st.previous),
+                ", ".join(str(dc) for dc in partial),
+            )
+        return
+    previous, st.previous = st.previous, {}
+    for device, ctrl in sorted(previous.items()):
+        if st.index.by_device.get(device) != ctrl or device in st.owner:
+            continue  # gone, renamed, or an actor holds it: a normal removal's business
+        tid = Tid.from_kernel(ctrl)
+        if _still_wanted(st, ctrl) or _kept_by_rules(st, tid):
+            continue
+        fx.append(Disconnect(device, tid, PREVIOUS_REASON))
+
+
+def _still_wanted(st: ConnectorState, ctrl: KernelController) -> bool:
+    """Some wanted controller (an actor: log page, stacd.conf, NBFT) describes it."""
+    return any(ctrl.matches(t) for t in st.actors) or any(ctrl.matches(t) for t, _ in st.boot)
+
+
+def _kept_by_rules(st: ConnectorState, tid: Tid) -> bool:
+    """What a normal removal would leave connected: disconnect-scope, /etc/nvme exclusions."""
+    scope, trtypes = st.config.disconnect_scope, st.config.disconnect_trtypes
+    return keeps_connection(tid.transport, scope, trtypes) or st.config.nvme_excluded(tid)

@@ -32,9 +32,11 @@ Boot: TypeAlias = tuple[tuple[Tid, Mapping[str, str]], ...]  # NBFT boot subsyst
 
 @attrs.frozen
 class Begin:
-    """The shell starts: the kernel's controllers as listed once (adopted, never redone)."""
+    """The shell starts: the kernel's controllers as listed once (adopted, never redone).
+    ``ours``: those whose registry entry says stacd made them before this run (a restart)."""
 
     controllers: tuple[KernelController, ...]
+    ours: frozenset[str] = frozenset()
 
 
 @attrs.frozen
@@ -155,6 +157,8 @@ class ConnectorState:
     listing: dict[Tid, dict[Tid, bool]] = attrs.field(factory=dict)  # ioc -> {DC: ncc}
     actors: dict[Tid, IocRecord] = attrs.field(factory=dict)
     owner: dict[str, Tid] = attrs.field(factory=dict)  # device -> the actor's tid holding it
+    previous: dict[str, KernelController] = attrs.field(factory=dict)  # ours before a restart
+    previous_waiting: bool = False  # "kept until the picture is complete" was logged
     index: KernelIndex = attrs.field(factory=KernelIndex)
     evaluations: int = 0  # controllers re-planned (the scale test counts them)
     restarts: int = 0

@@ -36,6 +36,7 @@ from stas.messages import (
     SignalsLost,
     StafdAppeared,
     StafdEvent,
+    StafdSynced,
     StafdVanished,
     Tid,
     ToConnector,
@@ -65,6 +66,7 @@ class DcPages:
     dc: Tid
     fetched: bool
     entries: tuple[Dlpe, ...]
+    current: bool = False  # fetched and connected now: not a cache of an unreachable DC
 
 
 def parse_listing(listing: object) -> list[DcPages]:
@@ -77,7 +79,8 @@ def parse_listing(listing: object) -> list[DcPages]:
         if not isinstance(dc, Mapping) or not isinstance(pages, list):
             continue
         fetched = bool(pages) or dc.get("genctr", "") not in ("", "None")
-        out.append(DcPages(Tid.from_dict(dc), fetched, parse_dlpes(pages)))
+        current = fetched and dc.get("connected") == "True"
+        out.append(DcPages(Tid.from_dict(dc), fetched, parse_dlpes(pages), current))
     return out
 
 
@@ -112,8 +115,11 @@ class _Sync:
                 log.warning("stafd sent get_all_log_pages that is not JSON; ignored")
                 return
         seen: set[Tid] = set()
+        partial: list[Tid] = []
         for item in parse_listing(listing):
             seen.add(item.dc)
+            if not item.current:
+                partial.append(item.dc)
             if not item.fetched:
                 continue  # empty because stafd does not know yet, not because it is empty
             self.known.add(item.dc)
@@ -123,6 +129,7 @@ class _Sync:
                 log.info("stafd no longer has DC %s", tid)
                 await self.send.send(DcRemoved(tid))
             self.known &= seen
+        await self.send.send(StafdSynced(tuple(partial)))  # the picture is complete, or not
 
     async def one(self, client: StafdCalls, tid: Tid) -> None:
         pages = await client.get_log_pages(tid)

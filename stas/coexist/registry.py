@@ -13,6 +13,10 @@ stacd (as libnvme does on a connect with an owner set) creates the registry on d
 a controller it connected is claimed as ``stas`` (overwriting a stale entry: the kernel just
 created that controller); one it adopts is claimed only if nobody owns it; one another owner
 holds is never disconnected. Write failures are logged once and never stop stacd.
+
+At start, a controller whose live entry says ``stas`` is one stacd connected (or adopted)
+before it stopped: the connector remembers it, so one that no log page wants any more is
+disconnected once the picture is complete, instead of reconnecting until ctrl-loss-tmo.
 """
 
 from __future__ import annotations
@@ -42,6 +46,16 @@ def valid_device(device: str) -> bool:
 def may_disconnect(owner: str | None) -> bool:
     """stacd may disconnect a controller nobody owns, or one it owns itself."""
     return owner is None or owner == OWNER
+
+
+def live_claim(owner: str | None, seqnum: str, kernel_seqnum: str) -> bool:
+    """Is an entry stacd's own claim on the controller now bearing its name? Owner ``stas``
+    and a seqnum that is a number not above the kernel's current one (a larger number, or
+    none, is an entry from another boot or a broken write: stale). ``kernel_seqnum`` '' (not
+    readable) skips the comparison."""
+    if owner != OWNER or not seqnum.isdigit():
+        return False
+    return not kernel_seqnum.isdigit() or int(seqnum) <= int(kernel_seqnum)
 
 
 def may_claim(owner: str | None) -> bool:
@@ -78,6 +92,25 @@ class Registry:
             return "<unreadable>"
         text = raw.decode("utf-8", errors="replace").strip()
         return text or None
+
+    def _read_attr(self, device: str, name: str) -> str:
+        """One short attribute's text ('' if absent, unreadable or too long)."""
+        try:
+            with open(self.root / device / name, "rb") as f:
+                raw = f.read(MAX_VALUE + 1)
+        except OSError:
+            return ""
+        return "" if len(raw) > MAX_VALUE else raw.decode("utf-8", errors="replace").strip()
+
+    def claimed_before(self, device: str) -> bool:
+        """Does a live entry say stacd owns ``device`` (see ``live_claim``)? Read at start, for
+        the controllers a previous run of stacd left connected."""
+        if not valid_device(device):
+            return False
+        owner = self.owner(device)
+        if owner != OWNER:
+            return False
+        return live_claim(owner, self._read_attr(device, SEQNUM_ATTR), self._seqnum())
 
     def _seqnum(self) -> str:
         try:

@@ -12,7 +12,9 @@ from stas.messages import (
     DcLogPages,
     DcRemoved,
     LogPagesChanged,
+    SignalsLost,
     StafdAppeared,
+    StafdSynced,
     StafdVanished,
     Tid,
 )
@@ -31,6 +33,7 @@ class FakeStafd:
         self.events: trio.MemorySendChannel | None = None
         self.calls: list[str] = []
         self.fail = False
+        self.connected: set[Tid] = set()  # DCs stafd shows as connected now
 
     async def get_all_log_pages(self, detailed: bool) -> str:
         self.calls.append("all")
@@ -38,7 +41,14 @@ class FakeStafd:
             raise DBusUnavailable("org.nvmexpress.staf is not running")
         return json.dumps(
             [
-                {"discovery-controller": {**tid.as_dict(), "genctr": genctr}, "log-pages": pages}
+                {
+                    "discovery-controller": {
+                        **tid.as_dict(),
+                        "genctr": genctr,
+                        "connected": str(tid in self.connected),
+                    },
+                    "log-pages": pages,
+                }
                 for tid, (pages, genctr) in self.listing.items()
             ]
         )
@@ -57,14 +67,17 @@ class FakeStafd:
         await self.events.send(ev)
 
 
-async def collect(receive: trio.MemoryReceiveChannel) -> list:
+async def collect(receive: trio.MemoryReceiveChannel, synced: bool = False) -> list:
+    """What the actor sent; the end-of-sync marker StafdSynced only if ``synced``."""
     await trio.testing.wait_all_tasks_blocked()
     out = []
     while True:
         try:
-            out.append(receive.receive_nowait())
+            msg = receive.receive_nowait()
         except trio.WouldBlock:
             return out
+        if synced or not isinstance(msg, StafdSynced):
+            out.append(msg)
 
 
 async def start(nursery, fake: FakeStafd, grace: float = 60.0):
@@ -82,6 +95,28 @@ async def test_appear_syncs_all_and_skips_never_fetched(autojump_clock) -> None:
         await fake.emit(StafdAppeared(":1.7"))
         msgs = await collect(receive)
         assert msgs == [StafdAppeared(":1.7"), DcLogPages(DC1, (DLPE,))]
+        n.cancel_scope.cancel()
+
+
+async def test_each_full_sync_ends_with_the_dcs_whose_pages_are_not_current(
+    autojump_clock,
+) -> None:
+    """stacd's restart sweep needs to know the picture is complete: a DC never fetched, or
+    fetched but not connected now (a cache), is named partial; a connected one is not."""
+    fake = FakeStafd()
+    fake.listing = {DC1: ([DLPE], "3"), DC2: ([], "None")}
+    fake.connected = {DC1}
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake)
+        await fake.emit(StafdAppeared(":1.7"))
+        msgs = await collect(receive, synced=True)
+        assert msgs == [StafdAppeared(":1.7"), DcLogPages(DC1, (DLPE,)), StafdSynced((DC2,))]
+        fake.listing[DC2] = ([DLPE], "1")  # fetched once, now unreachable: a cache
+        await fake.emit(SignalsLost(3))
+        assert (await collect(receive, synced=True))[-1] == StafdSynced((DC2,))
+        fake.connected = {DC1, DC2}
+        await fake.emit(SignalsLost(3))
+        assert (await collect(receive, synced=True))[-1] == StafdSynced(())
         n.cancel_scope.cancel()
 
 
