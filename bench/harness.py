@@ -189,8 +189,12 @@ class SimProc(Proc):
         pos = 0
         while True:
             pos, _, line = self.log.wait_for(
-                lambda ln: "listening on" in ln or "control socket" in ln or "Error" in ln
-                or ln.startswith("simulator.py:"),
+                lambda ln: (
+                    "listening on" in ln
+                    or "control socket" in ln
+                    or "Error" in ln
+                    or ln.startswith("simulator.py:")
+                ),
                 since=pos,
                 timeout=300,  # 10,000 subsystems take a while to validate on a busy machine
             )
