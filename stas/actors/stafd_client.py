@@ -98,6 +98,7 @@ class _Sync:
         self.grace = grace
         self.known: set[Tid] = set()
         self.settled = False  # stafd has been up for the whole grace: absence means removal
+        self.partial: set[Tid] = set()  # DCs whose pages were not current at the last sync
 
     async def full(self, client: StafdCalls, *, removals_confirmed: bool) -> None:
         """Fetch every DC's log pages; report changes, and removals when they are certain."""
@@ -129,9 +130,13 @@ class _Sync:
                 log.info("stafd no longer has DC %s", tid)
                 await self.send.send(DcRemoved(tid))
             self.known &= seen
+        self.partial = set(partial)
         await self.send.send(StafdSynced(tuple(partial)))  # the picture is complete, or not
 
     async def one(self, client: StafdCalls, tid: Tid) -> None:
+        if tid in self.partial:  # it may be current now: read the whole picture again
+            await self.full(client, removals_confirmed=self.settled)
+            return
         pages = await client.get_log_pages(tid)
         self.known.add(tid)
         await self.send.send(DcLogPages(tid, parse_dlpes(pages)))

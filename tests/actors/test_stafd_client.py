@@ -114,9 +114,10 @@ async def test_each_full_sync_ends_with_the_dcs_whose_pages_are_not_current(
         fake.listing[DC2] = ([DLPE], "1")  # fetched once, now unreachable: a cache
         await fake.emit(SignalsLost(3))
         assert (await collect(receive, synced=True))[-1] == StafdSynced((DC2,))
-        fake.connected = {DC1, DC2}
-        await fake.emit(SignalsLost(3))
+        fake.connected = {DC1, DC2}  # DC2 reachable again: its signal brings a full sync
+        await fake.emit(LogPagesChanged(DC2))
         assert (await collect(receive, synced=True))[-1] == StafdSynced(())
+        assert fake.calls[-1] == "all"
         n.cancel_scope.cancel()
 
 
