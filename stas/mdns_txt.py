@@ -12,12 +12,13 @@ a printable reason instead of an exception. Two rules go beyond upstream nvme-st
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping, Sequence
 
 import attrs
 
-from stas.messages import WELL_KNOWN_DISC_NQN, Tid
+from stas import net
+from stas.constants import WELL_KNOWN_DISC_NQN
+from stas.messages import Tid
 from stas.nvme.errors import ProtocolError
 
 MAX_STRING = 255  # one DNS character-string (RFC 1035 §3.3)
@@ -148,13 +149,10 @@ def _transport(txt: TxtResult) -> str | Rejected:
     return transport
 
 
-def _address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Rejected:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0].strip())
-    except ValueError:
+def _address(address: str) -> net.IPAddress | Rejected:
+    ip = net.host_ip(address.split("%", 1)[0].strip())  # IPv4-mapped: the IPv4 address
+    if ip is None:
         return Rejected(f"address {show(address)} is not an IP address")
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     if ip.is_unspecified or ip.is_multicast:
         return Rejected(f"address {ip} cannot be a discovery controller")
     return ip

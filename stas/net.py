@@ -29,6 +29,19 @@ def parse_ip(text: str) -> IPAddress | None:
         return None
 
 
+def host_ip(text: str) -> IPAddress | None:
+    """The address ``text`` names, for classifying and comparing: a ``%zone`` suffix ignored,
+    IPv4-mapped IPv6 read as the IPv4 address; None if it is no IP literal."""
+    ip = parse_ip(text)
+    return None if ip is None else _unmapped(ip)
+
+
+def _unmapped(ip: IPAddress) -> IPAddress:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def ip_version(text: str) -> int | None:
     """4 or 6 for the literal as written (``::ffff:1.2.3.4`` is 6: what the kernel is given);
     None for anything that is not an IP literal (a host name)."""
@@ -40,11 +53,9 @@ def normalise_ip(text: str) -> tuple[int, str] | None:
     """(family, canonical text) of an IP literal, for comparing addresses: IPv4-mapped IPv6
     becomes IPv4. A ``%zone`` is not accepted here (None), as before."""
     try:
-        ip = ipaddress.ip_address(text)
+        ip = _unmapped(ipaddress.ip_address(text))
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     return ip.version, str(ip)
 
 

@@ -13,7 +13,6 @@ controllers, and prints what it would connect, keep and disconnect, and why.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -31,14 +30,14 @@ from stas import __version__
 from stas.actors.connector import Connector
 from stas.actors.daemon_dbus import IDLE_TIMER, WatchedTron, upstream_status_keys
 from stas.actors.stacd_dbus import run_stacd_dbus
-from stas.actors.stafd_client import run_stafd_client
+from stas.actors.stafd_client import log_pages_from_json, run_stafd_client
 from stas.actors.supervisor import SupervisionReport
 from stas.actors.tree import Child, Restart, Strategy, Tree, gave_up, run_tree
 from stas.coexist import Coexist
 from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_config, load_sys_config
 from stas.dbus.common import DBusError
 from stas.logsetup import TronControl
-from stas.messages import ConnectorMsg, StacdConfigChanged, StacdSnapshot, Tid
+from stas.messages import ConnectorMsg, Dlpe, StacdConfigChanged, StacdSnapshot, Tid
 from stas.nbft import boot_subsystems_reader
 from stas.plan import decide, format_plan, wanted_iocs
 from stas.sdnotify import Notifier
@@ -238,8 +237,9 @@ class Stacd:
                     break
 
 
-def fetch_log_pages(address: str | None) -> dict[Tid, list[dict[str, str]]]:
-    """stafd's log pages, once, over D-Bus; empty (with a note) when stafd is not there."""
+def fetch_log_pages(address: str | None) -> dict[Tid, tuple[Dlpe, ...]]:
+    """stafd's log pages, once, over D-Bus, read as the stafd client reads them; empty (with a
+    note) when stafd is not there."""
     from stas.dbus.client import connect
     from stas.dbus.idl import STAFD
 
@@ -249,10 +249,7 @@ def fetch_log_pages(address: str | None) -> dict[Tid, list[dict[str, str]]]:
     except DBusError as exc:
         print(f"note: stafd not reachable ({exc}); planning from stacd.conf only")
         return {}
-    out: dict[Tid, list[dict[str, str]]] = {}
-    for item in json.loads(raw):
-        out[Tid.from_dict(item["discovery-controller"])] = item["log-pages"]
-    return out
+    return log_pages_from_json(raw)
 
 
 async def dry_run(opts: StacdOptions) -> int:

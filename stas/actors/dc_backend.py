@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 import trio
 
-from stas.messages import WELL_KNOWN_DISC_NQN, Tid
+from stas.constants import WELL_KNOWN_DISC_NQN, default_trsvcid
+from stas.messages import Tid
 from stas.nvme.errors import DiscoveryError, NvmeStatusError, ProtocolError
 from stas.tls_policy import userspace_refusal
 
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DC_PORT = "8009"  # upstream default trsvcid for a TCP discovery controller
 DEFAULT_KATO_S = 30  # upstream's discovery controller default (seconds)
 MAX_KATO_S = 0xFFFFFFFF // 1000
 EVENT_BUFFER = 16
@@ -46,7 +46,7 @@ NO_KERNEL_DEVICE = "nvme?"  # upstream's device for a controller without a kerne
 
 
 @attrs.frozen
-class LogPageChangedEvent:
+class LogPagesChangedEvent:
     """The DC said its discovery log changed (AEN 0x70F002): read the log page again."""
 
 
@@ -62,7 +62,7 @@ class ConnectionLostEvent:
     reason: str
 
 
-DcEvent = LogPageChangedEvent | ReconnectedEvent | ConnectionLostEvent
+DcEvent = LogPagesChangedEvent | ReconnectedEvent | ConnectionLostEvent
 
 
 # --- the interface ---------------------------------------------------------------------------
@@ -223,7 +223,7 @@ class UserspaceConnection:
             try:
                 async for aen in self._session.aens():
                     if aen.is_discovery_log_change:
-                        await self._send.send(LogPageChangedEvent())
+                        await self._send.send(LogPagesChangedEvent())
                     else:
                         log.info("ignoring asynchronous event %s", aen.describe())
             except (DiscoveryError, ProtocolError, NvmeStatusError) as exc:
@@ -300,7 +300,7 @@ class UserspaceBackend:
 
         async with DiscoverySession.open(
             tid.traddr,
-            tid.trsvcid or DEFAULT_DC_PORT,
+            tid.trsvcid or default_trsvcid("tcp"),  # the userspace host is tcp only
             subsysnqn=tid.subsysnqn or WELL_KNOWN_DISC_NQN,
             host=self.host_for(tid, identity),
             options=options,

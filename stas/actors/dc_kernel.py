@@ -19,10 +19,11 @@ import attrs
 import trio
 from trio_util import wait_any
 
+from stas import net
 from stas.actors.dc_backend import (
     ConnectionLostEvent,
     DcEvent,
-    LogPageChangedEvent,
+    LogPagesChangedEvent,
     ReconnectedEvent,
     flag_from,
     int_from,
@@ -100,14 +101,14 @@ class UeventHub:
             if msg.action == "remove":
                 self._post(msg.device, ConnectionLostEvent(f"kernel removed {msg.device}"))
             elif msg.aen == AEN_DLP_CHANGED:
-                self._post(msg.device, LogPageChangedEvent())
+                self._post(msg.device, LogPagesChangedEvent())
             elif msg.nvme_event == "rediscover":  # the DC forgot us: register again (TP8010)
                 self._post(msg.device, ReconnectedEvent())
         elif isinstance(msg, KernelResync):
             present = {c.device for c in msg.controllers}
             for device in list(self._subs):
                 if device in present:
-                    self._post(device, LogPageChangedEvent())  # events may have been lost
+                    self._post(device, LogPagesChangedEvent())  # events may have been lost
                 else:
                     self._post(device, ConnectionLostEvent(f"{device} is gone (resync)"))
 
@@ -223,7 +224,8 @@ class KernelDcConnection:
         identity = self._identity
         if identity is None or self.dctype not in ("ddc", "cdc"):
             return
-        family = AdrFam.IPV6 if ":" in self._ctrl.traddr else AdrFam.IPV4
+        # as before: IPv4 only for an IPv4 literal (a kernel tcp/rdma traddr is always one)
+        family = AdrFam.IPV4 if net.ip_version(self._ctrl.traddr) == 4 else AdrFam.IPV6
         data = host_registration(
             hostnqn=identity.hostnqn,
             hostid=identity.hostid,

@@ -45,8 +45,8 @@ from stas.actors.finder_state import (
     usable,
     wanted,
 )
-from stas.constants import IP_TRANSPORTS, TID_KEYS, default_trsvcid
-from stas.messages import WELL_KNOWN_DISC_NQN, DcStatus, StafdSnapshot, Tid
+from stas.constants import IP_TRANSPORTS, TID_KEYS, WELL_KNOWN_DISC_NQN, default_trsvcid
+from stas.messages import DcStatus, StafdSnapshot, Tid
 from stas.messages_stafd import (
     AddressesResolved,
     AddressProbed,

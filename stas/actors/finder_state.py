@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
-from stas.constants import IP_TRANSPORTS, default_trsvcid
+from stas import net
+from stas.constants import IP_TRANSPORTS, WELL_KNOWN_DISC_NQN, default_trsvcid
 from stas.kernel.options import InvalidOption
-from stas.messages import ORIGIN_RANK, WELL_KNOWN_DISC_NQN, DcStatus, StafdSnapshot, Tid
+from stas.messages import ORIGIN_RANK, DcStatus, StafdSnapshot, Tid
 from stas.messages_stafd import (
     DcWanted,
 )
 from stas.nvme.logpage import LogPageEntry, SubType, TrType
-from stas.resolve import normalise_ip
 from stas.tls_policy import referral_params
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ def actor_name(tid: Tid) -> str:
 
 def referral_tid(e: LogPageEntry, parent: Tid) -> Tid:
     """The DC a referral entry names; it inherits the referring DC's host-side fields."""
-    norm = normalise_ip(e.traddr.strip())
+    norm = net.normalise_ip(e.traddr.strip())
     transport = TrType.label_of(e.trtype)
     return Tid(
         transport=transport,
@@ -197,9 +197,10 @@ def mdns_tid(s: FinderState, announced: Tid) -> Tid:
 
 
 def usable(config: ServiceConfig, tid: Tid) -> bool:
+    """A DC the finder may run: an IP address ip-family allows (stas.net's rule), or an fc/loop
+    traddr; and not excluded by /etc/nvme or the config."""
     if tid.transport in IP_TRANSPORTS:
-        norm = normalise_ip(tid.traddr)
-        if norm is None or norm[0] not in config.ip_family or norm[1] in ("0.0.0.0", "::"):
+        if not net.usable_address(tid.traddr, config.ip_family):
             return False
     elif tid.transport not in ("fc", "loop") or not tid.traddr:
         return False
