@@ -52,10 +52,10 @@ class MdnsServiceDown:
 
 @attrs.frozen
 class DcUpdate:
-    """A DC actor's status changed; ``log_page_changed`` when the cached content changed."""
+    """A DC actor's status changed; ``log_pages_changed`` when the cached content changed."""
 
     status: DcStatus
-    log_page_changed: bool = False
+    log_pages_changed: bool = False
 
 
 # --- stafd main (start, reload) -> finder ----------------------------------------------------

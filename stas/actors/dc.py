@@ -4,7 +4,7 @@ One actor per DC. It owns the DC's state machine and every timer (so MockClock d
 tests); the backend (``stas.actors.dc_backend``) only opens connections and reads pages, so
 the same actor serves a userspace session or a kernel controller.
 
-What it improves on upstream (§5.4, §8): ``log_page_changed`` is only set when the content
+What it improves on upstream (§5.4, §8): ``log_pages_changed`` is only set when the content
 really changed (upstream fires on every fetch, making stacd reconcile everything); AENs are
 coalesced without a fixed soak delay; failures back off exponentially instead of hammering a
 dead DC every 60 s forever at full rate, and are logged once instead of on every retry; the
@@ -28,7 +28,7 @@ from stas.actors.dc_backend import (
     ConnectionLostEvent,
     DcBackend,
     DcConnection,
-    LogPageChangedEvent,
+    LogPagesChangedEvent,
     ReconnectedEvent,
 )
 from stas.actors.dc_budget import EntryBudget
@@ -212,7 +212,7 @@ class _DcActor:
             if new == self.published and not changed:
                 return
             try:
-                await self.updates.send(DcUpdate(new, log_page_changed=changed))
+                await self.updates.send(DcUpdate(new, log_pages_changed=changed))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 # Nobody reads our updates any more: the finder is gone, so are we.
                 log.debug("%s: update channel closed; stopping", self.tid)
@@ -408,7 +408,7 @@ class _DcActor:
             if isinstance(event, ConnectionLostEvent):
                 lose(event.reason)
                 return
-            if isinstance(event, LogPageChangedEvent | ReconnectedEvent):
+            if isinstance(event, LogPagesChangedEvent | ReconnectedEvent):
                 log.debug("%s: %s: reading the log page again", self.tid, type(event).__name__)
                 with suppress(trio.WouldBlock):  # a fetch is already due: it sees this too
                     wake.send_nowait(None)

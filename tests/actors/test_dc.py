@@ -22,7 +22,7 @@ from stas.actors.dc_backend import (
     ConnectionLostEvent,
     DcConnection,
     DcEvent,
-    LogPageChangedEvent,
+    LogPagesChangedEvent,
     ReconnectedEvent,
 )
 from stas.actors.dc_budget import MAX_CACHED_ENTRIES, EntryBudget
@@ -134,7 +134,7 @@ class Run:
         return [u.status.state for _, u in self.updates]
 
     def changed(self) -> list[DcUpdate]:
-        return [u for _, u in self.updates if u.log_page_changed]
+        return [u for _, u in self.updates if u.log_pages_changed]
 
 
 @asynccontextmanager
@@ -330,12 +330,12 @@ async def test_same_page_twice_is_changed_only_once(autojump_clock) -> None:
     backend = FakeBackend()
     async with running(backend) as run:
         await trio.sleep(1)
-        await backend.event(LogPageChangedEvent())
+        await backend.event(LogPagesChangedEvent())
         await trio.sleep(1)
         assert len(backend.fetches) == 2
         assert len(run.changed()) == 1
         backend.page = PAGE_B
-        await backend.event(LogPageChangedEvent())
+        await backend.event(LogPagesChangedEvent())
         await trio.sleep(1)
         assert len(backend.fetches) == 3
         assert [u.status.log_pages for u in run.changed()] == [PAGE_A.entries, PAGE_B.entries]
@@ -357,7 +357,7 @@ async def test_events_during_a_slow_fetch_coalesce_into_one_more_fetch(autojump_
     async with running(backend) as run:
         await trio.sleep(1)  # the first fetch is in progress
         for _ in range(5):
-            await backend.event(LogPageChangedEvent())
+            await backend.event(LogPagesChangedEvent())
             await trio.sleep(1)
         await trio.sleep(100)
         assert [round(t - backend.fetches[0], 6) for t in backend.fetches] == [0, 10]
@@ -385,7 +385,7 @@ async def test_change_notice_retries_a_failed_fetch_at_once(autojump_clock) -> N
     backend = FakeBackend(fetch_errors=[StepTimeout("Get Log Page", 10)])
     async with running(backend) as run:
         await trio.sleep(2)
-        await backend.event(LogPageChangedEvent())
+        await backend.event(LogPagesChangedEvent())
         await trio.sleep(1)
         assert [round(t - backend.fetches[0], 6) for t in backend.fetches] == [0, 2]
         assert run.last.log_pages == PAGE_A.entries
@@ -406,7 +406,7 @@ async def test_loss_keeps_the_cache_and_reconnects_after_fast_retry(autojump_clo
         assert down.device == "nvme?" and not down.registered
         assert down.log_pages == PAGE_A.entries and down.genctr == 1
         assert down.last_error == "connection to 192.0.2.10:8009 closed by peer"
-        assert not run.updates[-1][1].log_page_changed
+        assert not run.updates[-1][1].log_pages_changed
         assert backend.exits == ["started:normal", "finished"]
         await trio.sleep(10)
         assert round(backend.attempts[1] - lost_at, 6) == 3
@@ -458,7 +458,7 @@ async def test_warm_start_publishes_cached_pages_before_connecting(autojump_cloc
     async with running(backend, initial=cached) as run:
         await trio.sleep(0.001)
         first_time, first = run.updates[0]
-        assert first.log_page_changed
+        assert first.log_pages_changed
         assert first.status.log_pages == PAGE_A.entries and first.status.state == "idle"
         assert first.status.origin == "configured" and first.status.device == "nvme?"
         assert first.status.params == WANTED.params and first.status.last_error == ""
@@ -524,10 +524,10 @@ async def test_entry_budget_cuts_a_page_once_and_gives_back_on_exit(autojump_clo
     async with running(backend, attrs.evolve(NO_JITTER, entries=budget)) as run:
         await trio.sleep(1)
         assert len(run.last.log_pages) == 1 and budget.total == 3
-        await backend.event(LogPageChangedEvent())  # same page again: still cut, no new warning
+        await backend.event(LogPagesChangedEvent())  # same page again: still cut, no new warning
         await trio.sleep(1)
         budget.release("another DC")
-        await backend.event(LogPageChangedEvent())
+        await backend.event(LogPagesChangedEvent())
         await trio.sleep(1)
         assert run.last.log_pages == PAGE_A.entries and budget.total == 2
     assert budget.total == 0  # the actor's share is free again

@@ -13,7 +13,7 @@ import trio.testing
 from stas.actors.dc import DcSettings, connection_params, run_dc_actor
 from stas.actors.dc_backend import (
     ConnectionLostEvent,
-    LogPageChangedEvent,
+    LogPagesChangedEvent,
     ReconnectedEvent,
     pleo_from,
 )
@@ -57,14 +57,14 @@ async def test_hub_routes_events_to_the_owner_only() -> None:
             await send.send(msg)
         await trio.testing.wait_all_tasks_blocked()
         assert drain(mine) == [
-            LogPageChangedEvent(),
+            LogPagesChangedEvent(),
             ReconnectedEvent(),
             ConnectionLostEvent("kernel removed nvme0"),
         ]
         assert drain(other) == []
         await send.send(KernelResync((KernelController(device="nvme0"),)))
         await trio.testing.wait_all_tasks_blocked()
-        assert drain(mine) == [LogPageChangedEvent()]  # events may have been lost: refetch
+        assert drain(mine) == [LogPagesChangedEvent()]  # events may have been lost: refetch
         assert drain(other) == [ConnectionLostEvent("nvme5 is gone (resync)")]
         # an ended subscription gets nothing more, and a newer one of the device is kept
         hub.unsubscribe("nvme5", other)
@@ -73,7 +73,7 @@ async def test_hub_routes_events_to_the_owner_only() -> None:
         await trio.testing.wait_all_tasks_blocked()
         await send.send(Uevent("change", path + "nvme0", "nvme", {"NVME_AEN": "0x70f002"}))
         await trio.testing.wait_all_tasks_blocked()
-        assert drain(again) == [LogPageChangedEvent()]
+        assert drain(again) == [LogPagesChangedEvent()]
         nursery.cancel_scope.cancel()
 
 

@@ -102,7 +102,7 @@ async def test_actor_publishes_seed_and_follows_an_aen(conf, autojump_clock) -> 
     async with open_simulator(conf, ephemeral=True) as sim:
         async with actor(sim) as watch:
             first = await watch.until(connected_with_pages)
-            assert first.log_page_changed
+            assert first.log_pages_changed
             status = first.status
             assert subnqns(status) == ["klingons", DELL, "starfleet"]
             assert status.genctr == sim.model.genctr
@@ -113,7 +113,7 @@ async def test_actor_publishes_seed_and_follows_an_aen(conf, autojump_clock) -> 
             assert re.fullmatch(r"userspace tcp \[::1\]:\d+ -> \[::1\]:\d+", status.link)
 
             await sim.unlink(1, "klingons")
-            update = await watch.until(lambda u: u.log_page_changed, timeout=1.0)
+            update = await watch.until(lambda u: u.log_pages_changed, timeout=1.0)
             assert subnqns(update.status) == [DELL, "starfleet"]
             assert update.status.genctr == sim.model.genctr
         # Leaving the actor deregisters (DIM) and shuts the controller down.
@@ -136,7 +136,7 @@ async def test_simulator_going_away(conf, autojump_clock) -> None:
             await watch.until(connected_with_pages)
         # The simulator's block has ended: its listener and our connection are closed.
         down = await watch.until(lambda u: u.status.state == "disconnected")
-        assert not down.log_page_changed
+        assert not down.log_pages_changed
         assert subnqns(down.status) == ["klingons", DELL, "starfleet"]
         assert down.status.device == "nvme?" and down.status.last_error
         retry = await watch.until(lambda u: u.status.state == "backoff", timeout=10)
@@ -277,14 +277,14 @@ async def test_cdc_refusing_dim_is_kept_and_served(conf, autojump_clock, caplog)
         assert subnqns(first.status) == ["klingons", DELL, "starfleet"]
         assert first.status.dctype == "cdc" and not first.status.registered
         await sim.unlink(1, "klingons")  # AENs are followed
-        update = await watch.until(lambda u: u.log_page_changed, timeout=1.0)
+        update = await watch.until(lambda u: u.log_pages_changed, timeout=1.0)
         assert subnqns(update.status) == [DELL, "starfleet"]
         await trio.sleep(59)
         assert sim.accepted == 1  # one connection, kept
         await trio.sleep(2)  # the slow retry at 60 s is accepted (the fault was one refusal)
         assert HOST.hostnqn in sim.registrations
         await sim.link(1, "klingons")
-        update = await watch.until(lambda u: u.log_page_changed, timeout=1.0)
+        update = await watch.until(lambda u: u.log_pages_changed, timeout=1.0)
         assert update.status.registered
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, warnings

@@ -121,7 +121,7 @@ def test_dc_gone_for_an_hour_then_back(caplog) -> None:
     # the cache survived the hour: no update in between published an empty page
     gone = [u.status for t, u in updates if dc.gone_at < t < dc.back_at]
     assert gone and all(s.log_pages == PAGE.entries for s in gone)
-    assert sum(1 for _, u in updates if u.log_page_changed) == 1  # same page after: no change
+    assert sum(1 for _, u in updates if u.log_pages_changed) == 1  # same page after: no change
 
     # one warning for the streak (plus periodic summaries), not one per attempt
     refused = [r for r in caplog.records if "refused" in r.getMessage()]
