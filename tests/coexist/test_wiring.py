@@ -22,20 +22,13 @@ from stas.coexist.udev_rule import MARKER, RULE_NAME
 from stas.config import parse_service_config
 from stas.kernel.api import KernelController
 from stas.kernel.fake import FakeKernel
-from stas.messages import DcLogPages, IocStatus, StacdSnapshot, Tid
+from stas.messages import DcLogPages, IocStatus, StacdSnapshot
 from stas.plan import decide, wanted_iocs
 from tests.helpers.e2e import ROOT, World, wait_for
+from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe, tid
 
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
-HOSTID = "0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
-WK = "nqn.2014-08.org.nvmexpress.discovery"
-DC = Tid("tcp", "::1", "8009", WK, "", "", HOSTNQN)
+DC = dc_tid()
 NQNS = ("klingons", "starfleet", "vulcans")
-
-
-def dlpe(nqn: str) -> dict[str, str]:
-    return {"trtype": "tcp", "adrfam": "ipv6", "traddr": "::1", "trsvcid": "4420",
-            "subnqn": nqn, "subtype": "nvme", "eflags": "0"}  # fmt: skip
 
 
 def config(text: str = "", *entries: str):
@@ -44,10 +37,6 @@ def config(text: str = "", *entries: str):
     listing = "[exclusions]\n" + "".join(f"exclusion = {e}\n" for e in entries)
     found, _ = parse_exclusions(listing, "exclusions.conf")
     return attrs.evolve(cfg, nvme_exclusions=Exclusions(tuple(found), HOSTID))
-
-
-def ioc(nqn: str) -> Tid:
-    return Tid("tcp", "::1", "4420", nqn, host_nqn=HOSTNQN)
 
 
 # --- plan: the system-wide exclusion list -----------------------------------------------------
@@ -70,7 +59,7 @@ def test_an_excluded_controller_is_not_disconnected(scope: str) -> None:
         f"[I/O controller connection management]\ndisconnect-scope={scope}\n", "nqn=starfleet"
     )
     current = {
-        ioc("starfleet"): IocStatus(ioc("starfleet"), "discovered", device="nvme1", connected=True)
+        tid("starfleet"): IocStatus(tid("starfleet"), "discovered", device="nvme1", connected=True)
     }
     other = KernelController(
         "nvme2", "tcp", "::1", "4420", "starfleet", hostnqn="x", cntrltype="io"

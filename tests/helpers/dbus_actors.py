@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pprint
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -13,35 +13,24 @@ from trio_util import AsyncValue
 
 from stas.actors.stafd_dbus import run_stafd_dbus
 from stas.ctl import stafctl
-from stas.messages import DcStatus, StafdSnapshot, Tid
-from stas.nvme.logpage import LogPageEntry
+from stas.messages import DcStatus, StafdSnapshot
+from tests.helpers.entries import HOSTNQN as HOSTNQN  # re-exported: tests import it from here
+from tests.helpers.entries import WK as WK
+from tests.helpers.entries import dc_tid, log_entry
+from tests.helpers.sim import SEED_SUBSYSTEMS
 
-WK = "nqn.2014-08.org.nvmexpress.discovery"
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
-SEED = (
-    "klingons",
-    "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28",
-    "starfleet",
-)
-DC = Tid("tcp", "::1", "8009", WK, "", "", HOSTNQN)
+if TYPE_CHECKING:
+    from stas.nvme.logpage import LogPageEntry
+
+DC = dc_tid()
+SEED = SEED_SUBSYSTEMS
 SECRET = "DHHC-1:00:ia6zGodOr5SEG8f+M2DLUeJFMJ4UUJpo1iwxX2mzBRGrRmlq:"
 HOSTKEY = "DHHC-1:00:0123456789abcdef0123456789abcdef0123456789abcdef:"
 
 
 def entry(nqn: str) -> LogPageEntry:
-    return LogPageEntry(
-        trtype=3,
-        adrfam=2,
-        subtype=2,
-        treq=0,
-        portid=1,
-        cntlid=0xFFFF,
-        asqsz=32,
-        eflags=0,
-        trsvcid="8009",
-        subnqn=nqn,
-        traddr="::1",
-    )
+    """An NVM subsystem entry on [::1]:8009, as the seed's port 1 lists it."""
+    return log_entry(nqn, trsvcid="8009")
 
 
 def seed_dc(nqns: tuple[str, ...] = SEED, **kw: Any) -> DcStatus:

@@ -19,14 +19,12 @@ from stas.actors.connector import Connector
 from stas.actors.ioc import IocSettings
 from stas.config import parse_service_config
 from stas.kernel.fake import FakeKernel
-from stas.messages import DcLogPages, StacdConfigChanged, StacdSnapshot, Tid
+from stas.messages import DcLogPages, StacdConfigChanged, StacdSnapshot
 from stas.nbft import boot_subsystems, boot_subsystems_reader, parse_nbft
 from stas.plan import decide, wanted_iocs
+from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe
 
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
-HOSTID = "0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
-WK = "nqn.2014-08.org.nvmexpress.discovery"
-DC1 = Tid("tcp", "::1", "8009", WK, "", "", HOSTNQN)
+DC1 = dc_tid()
 BOOT = "nqn.2014-08.org.example:boot"
 AUDIT = (
     "[I/O controller connection management]\n"
@@ -52,11 +50,6 @@ def conf(text: str = ""):
     config, warnings = parse_service_config(text, "stacd")
     assert warnings == []
     return config
-
-
-def dlpe(nqn: str) -> dict[str, str]:
-    return {"trtype": "tcp", "adrfam": "ipv6", "traddr": "::1", "trsvcid": "4420",
-            "subnqn": nqn, "subtype": "nvme", "eflags": "0"}  # fmt: skip
 
 
 def external(kernel: FakeKernel, nqn: str):
