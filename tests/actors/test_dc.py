@@ -35,17 +35,15 @@ from stas.nvme.errors import (
     StepTimeout,
 )
 from stas.nvme.logpage import DiscoveryLogPage, LogPageEntry
+from tests.helpers.entries import dc_tid, log_entry
 
-TID = Tid("tcp", "192.0.2.10", "8009", "nqn.2014-08.org.nvmexpress.discovery")
+TID = dc_tid("192.0.2.10", host_nqn="")
 WANTED = DcWanted(tid=TID, origin="configured", params={"kato": "30"})
 NO_JITTER = DcSettings(jitter=0.0)
 
 
 def entry(subnqn: str, traddr: str = "192.0.2.20", subtype: int = 2) -> LogPageEntry:
-    return LogPageEntry(
-        trtype=3, adrfam=1, subtype=subtype, treq=0, portid=1, cntlid=0xFFFF, asqsz=32,
-        eflags=0, trsvcid="4420", subnqn=subnqn, traddr=traddr,
-    )  # fmt: skip
+    return log_entry(subnqn, traddr, subtype=subtype)
 
 
 PAGE_A = DiscoveryLogPage(genctr=1, entries=(entry("nqn.a"), entry("nqn.b")))
@@ -558,10 +556,7 @@ def test_budget_grants_never_exceed_the_limit() -> None:
 
 def test_the_default_cap_keeps_the_worst_case_cache_small() -> None:
     """MAX_CACHED_ENTRIES of the largest entries a peer can send stay well under 100 MB."""
-    big = LogPageEntry(
-        trtype=3, adrfam=1, subtype=2, treq=0, portid=1, cntlid=0xFFFF, asqsz=32, eflags=0,
-        trsvcid="4" * 31, subnqn="nqn." + "n" * 219, traddr="a" * 255,
-    )  # fmt: skip
+    big = log_entry("nqn." + "n" * 219, "a" * 255, "4" * 31)
     raw = DiscoveryLogPage(genctr=1, entries=[big] * 500).encode()
     tracemalloc.start()
     try:

@@ -6,16 +6,13 @@ import logging
 import math
 import random
 import re
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import attrs
 import pytest
 import trio
 import trio.testing
-from nvmet_config import NvmetConf, load_nvmet_conf
 from sim_faults import Faults
 from sim_hostile import open_hostile_proxy
 from sim_server import Simulator, open_simulator
@@ -29,23 +26,14 @@ from stas.actors.dc_backend import (
 )
 from stas.messages import WELL_KNOWN_DISC_NQN, DcStatus, DcUpdate, DcWanted, Tid
 from stas.nvme.errors import DiscoveryError
-from stas.nvme.host_ops import NQN_UUID_PREFIX, HostIdentity, SessionOptions
+from stas.nvme.host_ops import SessionOptions
+from tests.helpers import sim as sim_helpers
+from tests.helpers.entries import dc_tid
+from tests.helpers.sim import DELL, SEED_SUBSYSTEMS, host_identity
 
-SEED = Path(__file__).resolve().parents[2] / "nvmet-harness" / "nvmet.conf"
-DELL = "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28"
-HOSTID = uuid.UUID("6b1f4a9e-0c1d-4e2f-8a3b-5c6d7e8f9a0b")
-HOST = HostIdentity(
-    hostnqn=NQN_UUID_PREFIX + str(HOSTID),
-    hostid=HOSTID.bytes,
-    hostname="dc-actor-test",
-    os_version="Linux 6.1",
-)
+HOST = host_identity("6b1f4a9e-0c1d-4e2f-8a3b-5c6d7e8f9a0b", hostname="dc-actor-test")
 SETTINGS = DcSettings(jitter=0.0)
-
-
-@pytest.fixture
-def conf() -> NvmetConf:
-    return load_nvmet_conf(SEED)
+conf = sim_helpers.conf  # the parsed seed nvmet.conf (a fixture)
 
 
 @attrs.define
@@ -74,7 +62,7 @@ async def actor(
 ) -> AsyncIterator[Watch]:
     host, port = endpoint or sim.endpoint(1)
     wanted = DcWanted(
-        tid=Tid("tcp", host, str(port), WELL_KNOWN_DISC_NQN, **tid),
+        tid=dc_tid(host, str(port), **{"host_nqn": "", **tid}),
         origin="configured",
         params=params or {},
     )
@@ -104,7 +92,7 @@ async def test_actor_publishes_seed_and_follows_an_aen(conf, autojump_clock) -> 
             first = await watch.until(connected_with_pages)
             assert first.log_pages_changed
             status = first.status
-            assert subnqns(status) == ["klingons", DELL, "starfleet"]
+            assert subnqns(status) == list(SEED_SUBSYSTEMS)
             assert status.genctr == sim.model.genctr
             assert status.dctype == "ddc" and status.cntrltype == "discovery"
             assert status.registered and HOST.hostnqn in sim.registrations
@@ -129,7 +117,7 @@ async def test_simulator_going_away(conf, autojump_clock) -> None:
     async with trio.open_nursery() as nursery:
         async with open_simulator(conf, ephemeral=True) as sim:
             host, port = sim.endpoint(1)
-            wanted = DcWanted(Tid("tcp", host, str(port), WELL_KNOWN_DISC_NQN), "configured")
+            wanted = DcWanted(dc_tid(host, str(port), host_nqn=""), "configured")
             nursery.start_soon(
                 lambda: run_dc_actor(wanted, send, backend=backend, settings=SETTINGS)
             )
@@ -137,7 +125,7 @@ async def test_simulator_going_away(conf, autojump_clock) -> None:
         # The simulator's block has ended: its listener and our connection are closed.
         down = await watch.until(lambda u: u.status.state == "disconnected")
         assert not down.log_pages_changed
-        assert subnqns(down.status) == ["klingons", DELL, "starfleet"]
+        assert subnqns(down.status) == list(SEED_SUBSYSTEMS)
         assert down.status.device == "nvme?" and down.status.last_error
         retry = await watch.until(lambda u: u.status.state == "backoff", timeout=10)
         assert "refused" in retry.status.last_error
@@ -155,7 +143,7 @@ async def test_per_controller_host_nqn_is_used(conf, autojump_clock) -> None:
 async def test_refused_connection_is_reported_not_raised(conf, autojump_clock) -> None:
     async with open_simulator(conf, ephemeral=True) as sim:
         host, port = sim.endpoint(1)
-    wanted = DcWanted(Tid("tcp", host, str(port), WELL_KNOWN_DISC_NQN), "configured")
+    wanted = DcWanted(dc_tid(host, str(port), host_nqn=""), "configured")
     send, recv = trio.open_memory_channel[DcUpdate](math.inf)
     watch = Watch(recv)
     async with trio.open_nursery() as nursery:
@@ -274,7 +262,7 @@ async def test_cdc_refusing_dim_is_kept_and_served(conf, autojump_clock, caplog)
         actor(sim) as watch,
     ):
         first = await watch.until(connected_with_pages)
-        assert subnqns(first.status) == ["klingons", DELL, "starfleet"]
+        assert subnqns(first.status) == list(SEED_SUBSYSTEMS)
         assert first.status.dctype == "cdc" and not first.status.registered
         await sim.unlink(1, "klingons")  # AENs are followed
         update = await watch.until(lambda u: u.log_pages_changed, timeout=1.0)

@@ -24,9 +24,8 @@ from stas.messages import (
 )
 from stas.nvme.logpage import LogPageEntry
 from stas.state import StateStore
+from tests.helpers.entries import HOSTNQN, WK, dc_tid, log_entry
 
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
-WK = "nqn.2014-08.org.nvmexpress.discovery"
 ZC = "[Discovery controller connection management]\nzeroconf-connections-persistence="
 
 
@@ -43,12 +42,11 @@ def ctrls(*addrs: str, extra: str = "") -> str:
 
 
 def tid(addr: str, port: str = "8009", iface: str = "") -> Tid:
-    return Tid("tcp", addr, port, WK, "", iface, HOSTNQN)
+    return dc_tid(addr, port, host_iface=iface)
 
 
 def referral(addr: str, port: str = "8009") -> LogPageEntry:
-    adrfam = 1 if "." in addr else 2
-    return LogPageEntry(3, adrfam, 1, 0, 1, 0xFFFF, 32, 0, port, WK, addr)
+    return log_entry(WK, addr, port, subtype=1)
 
 
 def status(t: Tid, *refs: str, connected: bool = False, origin: str = "configured") -> DcUpdate:

@@ -23,9 +23,7 @@ from stas.state import (
     entry_to_json,
     note_upstream_state,
 )
-
-WK = "nqn.2014-08.org.nvmexpress.discovery"
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
+from tests.helpers.entries import WK, dc_tid, log_entry
 
 printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E))
 
@@ -46,11 +44,11 @@ entries = st.builds(
 
 
 def entry(addr: str, subtype: int = 1) -> LogPageEntry:
-    return LogPageEntry(3, 1, subtype, 0, 1, 0xFFFF, 32, 0, "8009", WK, addr)
+    return log_entry(WK, addr, "8009", subtype=subtype)
 
 
 def tid(addr: str) -> Tid:
-    return Tid("tcp", addr, "8009", WK, "", "eth0", HOSTNQN)
+    return dc_tid(addr, host_iface="eth0")
 
 
 def test_round_trip_and_no_temp_files_left(tmp_path: Path) -> None:
