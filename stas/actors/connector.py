@@ -213,8 +213,7 @@ class Connector:
         """The controllers a previous run of stacd made (live registry entries owned by us)."""
         if self.registry is None:
             return frozenset()
-        registry = self.registry
-        return frozenset(c.device for c in controllers if registry.claimed_before(c.device))
+        return self.registry.claimed_before(c.device for c in controllers)
 
     def publish(self) -> None:
         iocs = core.snapshot(self.state)

@@ -4,6 +4,7 @@ registry says which are ours). Pure core, no Trio: messages in, effects out."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import attrs
 import pytest
@@ -12,7 +13,7 @@ from stas.actors.connector_core import PREVIOUS_REASON, ConnectorState, handle
 from stas.actors.connector_model import Begin, Claim, Disconnect, StartIoc
 from stas.actors.stafd_client import parse_listing
 from stas.coexist.exclusions import Exclusions, parse_exclusions
-from stas.coexist.registry import live_claim
+from stas.coexist.registry import Registry, live_claim
 from stas.config import parse_service_config
 from stas.kernel.api import KernelController, Uevent
 from stas.messages import (
@@ -189,3 +190,20 @@ def test_a_dc_is_current_only_when_read_and_connected(
     listing = [{"discovery-controller": {**DC1.as_dict(), **dc_fields}, "log-pages": pages}]
     (item,) = parse_listing(listing)
     assert item.current is current
+
+
+def test_the_registry_names_what_a_previous_run_claimed(tmp_path: Path) -> None:
+    """Real files: only live ``stas`` entries of controllers the kernel lists count."""
+    seq = tmp_path / "uevent_seqnum"
+    seq.write_text("500\n")
+    reg = Registry(tmp_path / "registry", seqnum_file=seq)
+    assert reg.claimed_before(["nvme1"]) == frozenset()  # no registry at all
+    for device in ("nvme1", "nvme4"):
+        assert reg.claim(device, fresh=True)  # seqnum 500
+    for device, owner, seqnum in (("nvme2", "nbft", "100"), ("nvme3", "stas", "9000")):
+        (reg.root / device).mkdir()
+        (reg.root / device / "owner").write_text(owner + "\n")
+        (reg.root / device / "seqnum").write_text(seqnum + "\n")
+    seq.write_text("800\n")  # the kernel moved on
+    kernel = ["nvme1", "nvme2", "nvme3", "nvme5", "../nvme1"]
+    assert reg.claimed_before(kernel) == {"nvme1"}  # nvme3: stale; nvme4: not in the kernel
