@@ -21,6 +21,37 @@ if TYPE_CHECKING:  # annotations only: the classes are not needed to build these
 DLPE_KEYS = ("trtype", "adrfam", "traddr", "trsvcid", "subnqn", "subtype", "eflags")
 _NVM_SUBSYSTEM = SubType.NVME.label
 
+# One copy of the strings every entry repeats. Each string D-Bus decodes is a new object: at
+# 10,000 entries, 11 keys and ~9 repeating values each were ~200,000 strings, about 10 MB.
+# Keys: the DLPE dict's own. Values: those of fields that repeat across entries (not
+# subnqn), in a table that stops growing at _SHARED_MAX so a hostile stafd cannot grow it.
+_DLPE_ALL_KEYS = (*DLPE_KEYS, "treq", "portid", "cntlid", "asqsz")
+_KEYS: dict[str, str] = {k: k for k in _DLPE_ALL_KEYS}
+_REPEATING = frozenset(_DLPE_ALL_KEYS) - {"subnqn"}
+_SHARED: dict[str, str] = {}
+_SHARED_MAX = 4096
+_SHARED_LONGEST = 256  # an address or a number; anything longer is not worth a table slot
+
+
+def _shared(value: str) -> str:
+    """The table's copy of ``value`` (added while there is room)."""
+    found = _SHARED.get(value)
+    if found is not None:
+        return found
+    if len(_SHARED) < _SHARED_MAX and len(value) <= _SHARED_LONGEST:
+        _SHARED[value] = value
+    return value
+
+
+def _entry_fields(raw: Mapping[str, object]) -> dict[str, str]:
+    """``raw`` as text, its keys and repeating values the shared copies."""
+    out = {}
+    for k, v in raw.items():
+        key = _KEYS.get(k, k)
+        text = str(v)
+        out[key] = _shared(text) if key in _REPEATING else text
+    return out
+
 
 @attrs.frozen
 class Dlpe:
@@ -54,15 +85,16 @@ class Dlpe:
         values are strings. A non-numeric EFLAGS reads as 0, as libnvme's would."""
         if not isinstance(raw, Mapping) or not all(isinstance(k, str) for k in raw):
             return None
-        text = [raw.get(k, "") for k in DLPE_KEYS]
-        if not all(isinstance(v, str) for v in text):
+        if not all(isinstance(raw.get(k, ""), str) for k in DLPE_KEYS):
             return None
-        trtype, adrfam, traddr, trsvcid, subnqn, subtype, eflags = text
+        fields = _entry_fields(raw)
+        trtype, adrfam, traddr, trsvcid, subnqn, subtype, eflags = (
+            fields.get(k, "") for k in DLPE_KEYS
+        )
         try:
             flags = int(eflags or 0)
         except ValueError:
             flags = 0
-        fields = {k: str(v) for k, v in raw.items()}
         return cls(trtype, adrfam, traddr, trsvcid, subnqn, subtype, flags, fields)
 
     def as_dict(self) -> Mapping[str, str]:
