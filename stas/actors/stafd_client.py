@@ -11,6 +11,10 @@ No signal is lost silently: when the D-Bus client had to drop stafd signals (``S
 every log page is fetched again. A burst of ``log_pages_changed`` costs one fetch per DC:
 signals already queued are drained and deduplicated before fetching.
 
+Each full sync ends with ``StafdSynced`` naming the DCs whose pages are not current (never
+read, or a cache while stafd cannot reach the DC): only a complete picture lets a restarted
+stacd disconnect what its previous run made and nothing lists any more.
+
 Log page entries are typed here (``Dlpe``), once, where they cross from D-Bus into stacd.
 """
 
