@@ -13,17 +13,10 @@ from stas.dbus.binding import CallContext, PropertyImpl, UidLookup
 from stas.dbus.idl import STAFD
 from stas.dbus.service import DBusObjectServer, bind_service
 from stas.dbus.testbus import dbus_daemon_path
+from tests.helpers.entries import dc_tid
 
-CONTROLLER = {
-    "transport": "tcp",
-    "traddr": "192.168.1.10",
-    "trsvcid": "8009",
-    "subsysnqn": "nqn.2014-08.org.nvmexpress.discovery",
-    "host-traddr": "",
-    "host-iface": "",
-    "host-nqn": "nqn.2014-08.org.nvmexpress:uuid:1234",
-    "device": "nvme0",
-}
+CONTROLLER = dc_tid("192.168.1.10").as_dict() | {"device": "nvme0"}  # upstream's TID dict
+# a deliberately partial DLPE dict (tests/dbus/test_server_limits.py compares it literally)
 DLPE = {"trtype": "tcp", "traddr": "192.168.1.20", "trsvcid": "4420", "subnqn": "nqn.io"}
 
 
