@@ -13,17 +13,14 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from nvmet_config import load_nvmet_conf
 from sim_faults import Faults
 from sim_server import open_simulator
 
 from stas.nvme.discover import amain, main
+from tests.helpers.entries import HOSTID, HOSTNQN
+from tests.helpers.sim import DELL, SEED_SUBSYSTEMS, seed_conf
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED = ROOT / "nvmet-harness" / "nvmet.conf"
-DELL = "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28"
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:2a7f7ec4-5a2b-4d3c-9e0f-112233445566"
-HOSTID = "2a7f7ec4-5a2b-4d3c-9e0f-112233445566"
 
 
 def _entry(index: int, subnqn: str, port: int) -> str:
@@ -47,7 +44,7 @@ def _args(port: int, *extra: str) -> list[str]:
 
 
 async def test_text_output_matches_nvme_discover(capsys: pytest.CaptureFixture[str]) -> None:
-    async with open_simulator(load_nvmet_conf(SEED), ephemeral=True) as sim:
+    async with open_simulator(seed_conf(), ephemeral=True) as sim:
         _, port = sim.endpoint(1)
         assert await amain(_args(port)) == 0
         genctr = sim.model.genctr
@@ -62,7 +59,7 @@ async def test_text_output_matches_nvme_discover(capsys: pytest.CaptureFixture[s
 
 
 async def test_json_output(capsys: pytest.CaptureFixture[str]) -> None:
-    async with open_simulator(load_nvmet_conf(SEED), ephemeral=True) as sim:
+    async with open_simulator(seed_conf(), ephemeral=True) as sim:
         _, port = sim.endpoint(1)
         assert await amain([*_args(port), "--json"]) == 0
         genctr = sim.model.genctr
@@ -70,7 +67,7 @@ async def test_json_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert err == ""
     doc = json.loads(out)
     assert doc["genctr"] == genctr
-    assert [r["subnqn"] for r in doc["records"]] == ["klingons", DELL, "starfleet"]
+    assert [r["subnqn"] for r in doc["records"]] == list(SEED_SUBSYSTEMS)
     assert doc["records"][0] == {
         "trtype": "tcp",
         "adrfam": "ipv6",
@@ -94,7 +91,7 @@ async def _wait_for(out: io.StringIO, text: str) -> None:
 
 async def test_persistent_prints_aens_and_new_pages(autojump_clock: trio.testing.MockClock) -> None:
     out = io.StringIO()
-    async with open_simulator(load_nvmet_conf(SEED), ephemeral=True) as sim:
+    async with open_simulator(seed_conf(), ephemeral=True) as sim:
         _, port = sim.endpoint(1)
         async with trio.open_nursery() as nursery:
             result: list[int] = []
@@ -117,7 +114,7 @@ async def test_persistent_prints_aens_and_new_pages(autojump_clock: trio.testing
 
 async def test_sigterm_ends_persistent_mode_cleanly() -> None:
     """The real entry point: runs until SIGTERM, then exits 0 without a traceback."""
-    async with open_simulator(load_nvmet_conf(SEED), ephemeral=True) as sim:
+    async with open_simulator(seed_conf(), ephemeral=True) as sim:
         _, port = sim.endpoint(1)
         argv = [sys.executable, "-m", "stas.nvme.discover", *_args(port), "--persistent"]
         proc = await trio.lowlevel.open_process(
@@ -154,7 +151,7 @@ def test_unreachable_port_prints_one_line(capsys: pytest.CaptureFixture[str]) ->
 async def test_slow_dc_reports_the_step(
     capsys: pytest.CaptureFixture[str], autojump_clock: trio.testing.MockClock
 ) -> None:
-    conf = load_nvmet_conf(SEED)
+    conf = seed_conf()
     async with open_simulator(conf, ephemeral=True, faults=Faults(delay_s=60)) as sim:
         _, port = sim.endpoint(1)
         assert await amain([*_args(port), "--timeout", "5"]) == 1

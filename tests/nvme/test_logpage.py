@@ -28,17 +28,14 @@ from stas.nvme.logpage import (
     required_length,
     treq_label,
 )
-
-DELL = "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28"
+from tests.helpers.entries import dlpe as dlpe_of
+from tests.helpers.entries import log_entry
+from tests.helpers.sim import DELL
 
 
 def entry(subnqn: str = "klingons", **kw: object) -> LogPageEntry:
-    fields: dict[str, object] = dict(
-        trtype=TrType.TCP, adrfam=AdrFam.IPV6, subtype=SubType.NVME, treq=0, portid=1,
-        cntlid=0xFFFF, asqsz=32, eflags=0, trsvcid="8009", subnqn=subnqn, traddr="::1",
-    )  # fmt: skip
-    fields.update(kw)
-    return LogPageEntry(**fields)  # type: ignore[arg-type]
+    """The seed's NVM subsystem entry on [::1]:8009; ``kw`` overrides any field."""
+    return attrs.evolve(log_entry(subnqn, trsvcid="8009"), **kw)
 
 
 def u16(b: bytes, off: int) -> int:
@@ -108,11 +105,9 @@ def test_required_length() -> None:
 
 
 def dlpe(subnqn: str) -> dict[str, str]:
-    return {
-        "trtype": "tcp", "adrfam": "ipv6", "traddr": "::1", "trsvcid": "8009",
-        "subnqn": subnqn, "subtype": "nvme", "treq": "not specified", "portid": "1",
-        "cntlid": "65535", "asqsz": "32", "eflags": "0",
-    }  # fmt: skip
+    """What ``entry(subnqn).to_dlpe()`` must give: every key libnvme's discover() sets."""
+    return dlpe_of(subnqn, trsvcid="8009", treq="not specified", portid="1",
+                   cntlid="65535", asqsz="32")  # fmt: skip
 
 
 def test_seed_subsystems_to_dlpe() -> None:
