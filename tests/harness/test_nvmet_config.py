@@ -23,8 +23,8 @@ from nvmet_config import (
     parse_nvmet_conf,
 )
 
-SHIPPED = Path(__file__).resolve().parents[2] / "nvmet-harness" / "nvmet.conf"
-DELL = "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28"
+from tests.helpers.sim import DELL, SEED_CONF
+
 KEY = "DHHC-1:00:ia6zGodOr4SEG0Zzaw398rpY0wqipUWj4jWjUh4HWUz6aQ2n:"
 
 
@@ -44,7 +44,7 @@ def parse(text: str) -> NvmetConf:
 
 
 def test_shipped_conf_is_upstream_default() -> None:
-    conf = load_nvmet_conf(SHIPPED)
+    conf = load_nvmet_conf(SEED_CONF)
     assert conf == NvmetConf(
         ports=(Port(1, "tcp", "::1", "8009", "ipv6"),),
         subsystems=(

@@ -30,7 +30,8 @@ from nvmet import (
 )
 from nvmet_config import AllowedHost, NvmetConf, Port, Subsystem, load_nvmet_conf
 
-DELL = "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28"
+from tests.helpers.sim import DELL
+
 KEY = "DHHC-1:00:ia6zGodOr4SEG0Zzaw398rpY0wqipUWj4jWjUh4HWUz6aQ2n:"
 # A 48-byte controller secret with its CRC-32, as nvme gen-dhchap-key -l 48 -m 2 prints it.
 CTRL_KEY = (

@@ -42,9 +42,11 @@ from stas.nvme.identify import (
 )
 from stas.nvme.logpage import AdrFam, DiscoveryLogPage
 from stas.nvme.pdu import CapsuleCmd, encode_pdu
+from tests.helpers import entries
+from tests.helpers.sim import host_identity
 
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555"
-HOSTID = bytes(range(16))
+HOST = host_identity(entries.HOSTID)
+HOSTNQN, HOSTID = HOST.hostnqn, HOST.hostid
 CONF = """{
     'ports': [
         {'id': 1, 'traddr': '::1', 'trsvcid': 8009, 'trtype': 'tcp'},

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
-from nvmet_config import SIMULATOR_CAPS, NvmetConfError, load_nvmet_conf, parse_nvmet_conf
+from nvmet_config import SIMULATOR_CAPS, NvmetConfError, parse_nvmet_conf
 from sim_controller import DiscoveryControllerSession
 from sim_model import GENCTR_MASK, WELL_KNOWN_DISCOVERY_NQN, SimModel
 
@@ -23,9 +22,8 @@ from stas.nvme.logpage import (
     SubType,
     TrType,
 )
+from tests.helpers.sim import DELL, SEED_SUBSYSTEMS, seed_conf
 
-HARNESS = Path(__file__).resolve().parents[2] / "nvmet-harness"
-DELL = "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28"
 TWO_PORTS = """{
     'ports': [
         {'id': 1, 'traddr': '::1', 'trsvcid': 8009, 'trtype': 'tcp'},
@@ -42,7 +40,7 @@ TWO_PORTS = """{
 
 @pytest.fixture
 def default_model() -> SimModel:
-    return SimModel(load_nvmet_conf(HARNESS / "nvmet.conf"))
+    return SimModel(seed_conf())
 
 
 @pytest.fixture
@@ -53,7 +51,7 @@ def model() -> SimModel:
 def test_default_conf_log_page_like_nvmet(default_model: SimModel) -> None:
     page = default_model.log_page(1)
     assert page.genctr == 1
-    assert [e.subnqn for e in page.entries] == ["klingons", DELL, "starfleet"]
+    assert [e.subnqn for e in page.entries] == list(SEED_SUBSYSTEMS)
     for entry in page.entries:
         assert entry.subtype == SubType.NVME
         assert (entry.trtype, entry.adrfam) == (TrType.TCP, AdrFam.IPV6)

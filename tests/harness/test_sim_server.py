@@ -31,8 +31,8 @@ from stas.nvme.commands import (
 from stas.nvme.connection import Completion, Established, HostConnection, Terminated
 from stas.nvme.errors import ProtocolError
 from stas.nvme.logpage import DiscoveryLogPage
+from tests.helpers.entries import HOSTNQN
 
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-00000000abcd"
 CONF = parse_nvmet_conf(
     """{
     'ports': [{'id': 1, 'traddr': '::1', 'trsvcid': 8009, 'trtype': 'tcp'}],

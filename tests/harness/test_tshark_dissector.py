@@ -18,7 +18,6 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
-from nvmet_config import load_nvmet_conf
 from sim_server import Simulator, open_simulator
 from tshark_capture import (
     TSHARK,
@@ -29,25 +28,22 @@ from tshark_capture import (
     expert_infos,
 )
 
+from stas.constants import WELL_KNOWN_DISC_NQN
 from stas.nvme.bitfields import AenInfo
-from stas.nvme.host_ops import HostIdentity
 from stas.nvme.logpage import DiscoveryLogPage
 from stas.nvme.session import DiscoverySession, SessionOptions
+from tests.helpers.entries import HOSTID
+from tests.helpers.sim import host_identity, seed_conf
 
 pytestmark = [
     pytest.mark.tshark,
     pytest.mark.skipif(TSHARK is None, reason="tshark not installed (Debian package: tshark)"),
 ]
 
-CONF = load_nvmet_conf(Path(__file__).resolve().parents[2] / "nvmet-harness" / "nvmet.conf")
-HOST = HostIdentity(
-    hostnqn="nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10",
-    hostid=bytes(range(16)),
-    hostname="tshark-check",
-    os_version="Linux 6.1",
-)
+CONF = seed_conf()
+HOST = host_identity(HOSTID, hostname="tshark-check")
 KATO_MS = 20000  # Keep Alive is sent explicitly below; the timer never fires in the test
-DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
+DISCOVERY_NQN = WELL_KNOWN_DISC_NQN
 CASES = {"plain": False, "digests": True}
 
 # Spec values, written out rather than imported so a wrong constant of ours cannot agree
