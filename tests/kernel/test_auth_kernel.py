@@ -45,6 +45,7 @@ from stas.nvme.connection import Completion, HostConnection
 from stas.nvme.errors import NvmeStatusError
 from stas.nvme.host_ops import HostIdentity, SessionOptions
 from stas.nvme.session import DiscoverySession
+from tests.helpers.entries import WK
 
 
 def _series() -> tuple[int, ...]:
@@ -74,7 +75,6 @@ CTRL_KEY = make_key(b"controller-secret-32-bytes-long!")
 PLAIN_KEY = make_key(bytes(range(100, 132)))
 WRONG_KEY = make_key(b"w" * 32)
 SECRETS = (HOST_KEY, CTRL_KEY, PLAIN_KEY, WRONG_KEY)
-WK = "nqn.2014-08.org.nvmexpress.discovery"
 NVMET = Path("/sys/kernel/config/nvmet")
 
 

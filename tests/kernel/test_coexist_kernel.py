@@ -25,12 +25,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_nvmet_kernel import DELL, nvmet, ok
+from test_nvmet_kernel import nvmet, ok
 
 from stas.coexist.udev_rule import MARKER
 from stas.kernel.uevent_codec import decode_uevent
 from tests.helpers import fixtures
 from tests.helpers.e2e import HOSTID, HOSTNQN, Daemon, World, stacctl, wait_for
+from tests.helpers.sim import DELL
 
 NETLINK_KOBJECT_UEVENT = 15
 DLP_CHANGED = "0x70f002"

@@ -18,17 +18,12 @@ from stas.actors.uevents import UeventMonitor, open_uevent_socket
 from stas.config import parse_service_config
 from stas.kernel.api import ConnectRequest, KernelError, Uevent
 from stas.kernel.libnvme_kernel import LibnvmeKernel
-from stas.messages import DcLogPages, StacdSnapshot, Tid
+from stas.messages import DcLogPages, StacdSnapshot
+from tests.helpers.entries import HOSTID, HOSTNQN, WK, dc_tid, dlpe
+from tests.helpers.sim import SEED_SUBSYSTEMS
 
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
-HOSTID = "0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
-WK = "nqn.2014-08.org.nvmexpress.discovery"
-SEED = {
-    "klingons",
-    "starfleet",
-    "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28",
-}
-DC = Tid("tcp", "::1", "8009", WK, "", "", HOSTNQN)
+SEED = set(SEED_SUBSYSTEMS)
+DC = dc_tid()
 
 
 def req(nqn: str, **kw) -> ConnectRequest:
@@ -44,18 +39,7 @@ def req(nqn: str, **kw) -> ConnectRequest:
 
 
 def dlpes() -> tuple[dict[str, str], ...]:
-    return tuple(
-        {
-            "trtype": "tcp",
-            "adrfam": "ipv6",
-            "traddr": "::1",
-            "trsvcid": "8009",
-            "subnqn": n,
-            "subtype": "nvme",
-            "eflags": "0",
-        }
-        for n in sorted(SEED)
-    )
+    return tuple(dlpe(n, trsvcid="8009") for n in sorted(SEED))
 
 
 @pytest.mark.usefixtures("target")

@@ -20,13 +20,14 @@ from typing import Any
 import nvmet as nvmet_py
 import pytest
 
+from stas.constants import WELL_KNOWN_DISC_NQN
+from tests.helpers.sim import SEED_SUBSYSTEMS
+
 REPO = Path(__file__).resolve().parents[2]
 NVMET_PY = REPO / "nvmet-harness" / "nvmet.py"
 NVMET = Path("/sys/kernel/config/nvmet")
 PORT = NVMET / "ports" / "1"
-DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
-DELL = "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28"
-SUBSYSTEMS = {DELL, "klingons", "starfleet"}
+SUBSYSTEMS = set(SEED_SUBSYSTEMS)
 ADDRESS = ["-t", "tcp", "-a", "::1", "-s", "8009"]
 # Log page entry subtypes as nvme-cli (libnvme) and our --json (upstream's dlpe) spell them.
 SUBTYPE = {
@@ -125,7 +126,7 @@ def test_nvme_cli_discovers_the_three_subsystems(target: str) -> None:
     subnqns = {
         line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("subnqn:")
     }
-    assert subnqns - {DISCOVERY_NQN} == SUBSYSTEMS
+    assert subnqns - {WELL_KNOWN_DISC_NQN} == SUBSYSTEMS
     records = nvme_cli_records()
     assert io_subsystems(records) == SUBSYSTEMS
     for record in records:

@@ -15,9 +15,9 @@ from test_nvmet_kernel import nvmet, ok
 
 from stas.kernel.api import ConnectRequest
 from stas.kernel.libnvme_kernel import LibnvmeKernel
+from tests.helpers.entries import HOSTID, HOSTNQN
 
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
-HOSTID = HOSTNQN.rsplit(":", 1)[1]  # 6.12 refuses a host NQN whose host ID differs elsewhere
+# HOSTID is HOSTNQN's UUID: 6.12 refuses a host NQN whose host ID differs elsewhere
 COUNT = 24
 
 

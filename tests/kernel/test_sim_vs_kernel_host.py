@@ -15,13 +15,10 @@ import pytest
 
 from stas.actors.uevents import open_uevent_socket
 from stas.kernel.uevent_codec import decode_uevent
+from tests.helpers.sim import SEED_CONF, SEED_SUBSYSTEMS
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED = {
-    "klingons",
-    "starfleet",
-    "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28",
-}
+SEED = set(SEED_SUBSYSTEMS)
 
 
 @pytest.fixture
@@ -33,7 +30,7 @@ def simulator(tmp_path: Path):
             str(ROOT / "nvmet-harness/simulator.py"),
             "serve",
             "-f",
-            str(ROOT / "nvmet-harness/nvmet.conf"),
+            str(SEED_CONF),
             "--ephemeral",
             "--control",
             control,

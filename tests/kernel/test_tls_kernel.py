@@ -43,6 +43,7 @@ from stas.kernel.libnvme_kernel import LibnvmeKernel
 from stas.messages import DcLogPages, StacdSnapshot, Tid
 from stas.nvme.host_ops import HostIdentity
 from stas.nvme.tls_psk import ConfiguredPsk, format_interchange
+from tests.helpers.entries import WK
 
 VM_DIR = Path(__file__).resolve().parents[2] / "nvmet-harness" / "vm"
 sys.path.insert(0, str(VM_DIR))
@@ -71,7 +72,6 @@ SUBSYS = "nqn.2024-01.io.stas:sealed"
 SUBSYS2 = "nqn.2024-01.io.stas:vault"  # no PSK from nvmet.py: stacd.conf's tls-key puts it in
 ADDR = ("127.0.0.1", "4420")
 SYSFS = Path("/sys/class/nvme")
-WK = "nqn.2014-08.org.nvmexpress.discovery"
 
 
 def conf_text() -> str:
