@@ -51,7 +51,7 @@ def ip_version(text: str) -> int | None:
 
 def normalise_ip(text: str) -> tuple[int, str] | None:
     """(family, canonical text) of an IP literal, for comparing addresses: IPv4-mapped IPv6
-    becomes IPv4. A ``%zone`` is not accepted here (None), as before."""
+    becomes IPv4. A ``%zone`` is kept as part of the address (Python parses it)."""
     try:
         ip = _unmapped(ipaddress.ip_address(text))
     except ValueError:

@@ -8,6 +8,11 @@ not required (2) or not specified (0); for TCP its TSAS byte 0 (SECTYPE) names t
 values) and, for TCP entries with a security type, ``tsas`` ``"tls"``/``"tls1.3"``/
 ``"reserved"`` (libnvme's ``tsas.sectype``, flattened so the dict stays ``a{ss}``).
 
+stafd holds each entry typed (``LogPageEntry``: TREQ and TSAS as numbers) and asks
+``referral_params`` of it directly; stacd's entries arrive as those dicts over D-Bus (its
+typed ``Dlpe`` does not carry TREQ/TSAS), so ``tls_fields`` reads the dict. Both end in
+``requires_tls``, one rule.
+
 Rules: an entry that requires a secure channel is connected with TLS or not at all (an
 explicit ``tls=false`` for it, or a channel other than TLS 1.3, refuses it with the reason);
 otherwise TLS is used when the controller's ``tls`` (or [Global]'s) says so. TLS exists only
@@ -17,8 +22,12 @@ for tcp: [Global] ``tls=true`` leaves rdma/fc/loop controllers alone.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from stas.kernel.options import InvalidOption
+
+if TYPE_CHECKING:  # the codec is loaded by whoever holds an entry, never for this module
+    from stas.nvme.logpage import LogPageEntry
 
 _TREQ_WORDS = {"not specified": 0, "required": 1, "not required": 2, "disable sqflow": 0}
 USERSPACE_REFUSAL = (
@@ -37,24 +46,47 @@ def secure_channel(treq: str) -> int:
         return 0
 
 
-def entry_requires_tls(entry: Mapping[str, str]) -> bool:
-    """Whether a DLPE dict says its subsystem may only be reached over TLS.
+def requires_tls(transport: str, channel: int, sectype: str, where: str) -> bool:
+    """Whether an entry (``transport``, TREQ bits 1:0 ``channel``, TSAS ``sectype`` in
+    libnvme's spelling) may only be reached over TLS.
 
-    Raises InvalidOption naming the subsystem when the required channel is not TLS 1.3."""
-    if entry.get("trtype") != "tcp" or secure_channel(entry.get("treq", "")) != 1:
+    Raises InvalidOption naming ``where`` when the required channel is not TLS 1.3."""
+    if transport != "tcp" or channel != 1:
         return False
-    sectype = entry.get("tsas", "none")
     if sectype not in ("none", "tls1.3"):  # none + required: TCP's only channel is TLS 1.3
         raise InvalidOption(
-            "tsas",
-            sectype,
-            f"{_where(entry)} requires a secure channel other than TLS 1.3, not supported",
+            "tsas", sectype, f"{where} requires a secure channel other than TLS 1.3, not supported"
         )
     return True
 
 
+def entry_requires_tls(entry: Mapping[str, str]) -> bool:
+    """``requires_tls`` for a DLPE dict (stacd's view of an entry)."""
+    return requires_tls(
+        entry.get("trtype", ""),
+        secure_channel(entry.get("treq", "")),
+        entry.get("tsas", "none"),
+        _where(entry),
+    )
+
+
 def _where(entry: Mapping[str, str]) -> str:
     return f"{entry.get('subnqn', '?')} at {entry.get('traddr', '?')}:{entry.get('trsvcid', '?')}"
+
+
+def log_entry_requires_tls(e: LogPageEntry) -> bool:
+    """``requires_tls`` for a decoded entry (stafd's view), without the DLPE dict round trip:
+    the same answer as ``entry_requires_tls(e.to_dlpe())``."""
+    from stas.nvme.logpage import TCP_SECTYPES, TRTYPE_TCP
+
+    if e.trtype != TRTYPE_TCP:
+        return False  # TLS is tcp's; another transport's TSAS is no security type
+    return requires_tls(
+        "tcp",
+        e.treq & 0x3,  # what the dict's TREQ word or number comes back to
+        TCP_SECTYPES.get(e.tsas[0], "reserved"),
+        f"{e.subnqn.strip()} at {e.traddr.strip()}:{e.trsvcid.strip()}",
+    )
 
 
 def tls_fields(
@@ -90,7 +122,7 @@ def userspace_refusal(params: Mapping[str, str]) -> str | None:
     return USERSPACE_REFUSAL if params.get("tls") == "true" else None
 
 
-def referral_params(entry: Mapping[str, str]) -> dict[str, str]:
+def referral_params(entry: LogPageEntry) -> dict[str, str]:
     """A referred DC's parameters from its referral entry: ``tls`` when TREQ/TSAS demand it
     (InvalidOption, naming it, when the channel is not TLS 1.3)."""
-    return {"tls": "true"} if entry_requires_tls(entry) else {}
+    return {"tls": "true"} if log_entry_requires_tls(entry) else {}

@@ -254,7 +254,7 @@ def wanted(s: FinderState) -> tuple[dict[Tid, DcWanted], list[str]]:
                 )
                 return out, warnings
             try:  # a referral whose TREQ/TSAS demand TLS is reached with TLS or not at all
-                params = referral_params(e.to_dlpe())
+                params = referral_params(e)
             except InvalidOption as exc:
                 warnings.append(f"DC {parent.tid}: referral {tid} not followed: {exc}")
                 continue
