@@ -70,7 +70,12 @@ class DcPages:
     dc: Tid
     fetched: bool
     entries: tuple[Dlpe, ...]
-    current: bool = False  # fetched and connected now: not a cache of an unreachable DC
+    connected: bool | None = None  # stafd's word on its link now (None: it did not say)
+
+    @property
+    def current(self) -> bool:
+        """Fetched and connected now: not a cache of an unreachable DC."""
+        return self.fetched and self.connected is True
 
 
 def parse_listing(listing: object) -> list[DcPages]:
@@ -83,8 +88,9 @@ def parse_listing(listing: object) -> list[DcPages]:
         if not isinstance(dc, Mapping) or not isinstance(pages, list):
             continue
         fetched = bool(pages) or dc.get("genctr", "") not in ("", "None")
-        current = fetched and dc.get("connected") == "True"
-        out.append(DcPages(Tid.from_dict(dc), fetched, parse_dlpes(pages), current))
+        said = dc.get("connected")
+        connected = None if said not in ("True", "False") else said == "True"
+        out.append(DcPages(Tid.from_dict(dc), fetched, parse_dlpes(pages), connected))
     return out
 
 
@@ -102,7 +108,7 @@ class _Sync:
         self.grace = grace
         self.known: set[Tid] = set()
         self.settled = False  # stafd has been up for the whole grace: absence means removal
-        self.partial: set[Tid] = set()  # DCs whose pages were not current at the last sync
+        self.recheck: set[Tid] = set()  # not current at the last sync, but stafd says so
 
     async def full(self, client: StafdCalls, *, removals_confirmed: bool) -> None:
         """Fetch every DC's log pages; report changes, and removals when they are certain."""
@@ -121,10 +127,13 @@ class _Sync:
                 return
         seen: set[Tid] = set()
         partial: list[Tid] = []
+        self.recheck = set()
         for item in parse_listing(listing):
             seen.add(item.dc)
             if not item.current:
                 partial.append(item.dc)
+                if item.connected is not None:  # its next signal may make it current
+                    self.recheck.add(item.dc)
             if not item.fetched:
                 continue  # empty because stafd does not know yet, not because it is empty
             self.known.add(item.dc)
@@ -134,11 +143,10 @@ class _Sync:
                 log.info("stafd no longer has DC %s", tid)
                 await self.send.send(DcRemoved(tid))
             self.known &= seen
-        self.partial = set(partial)
         await self.send.send(StafdSynced(tuple(partial)))  # the picture is complete, or not
 
     async def one(self, client: StafdCalls, tid: Tid) -> None:
-        if tid in self.partial:  # it may be current now: read the whole picture again
+        if tid in self.recheck:  # it may be current now: read the whole picture again
             await self.full(client, removals_confirmed=self.settled)
             return
         pages = await client.get_log_pages(tid)

@@ -33,7 +33,7 @@ class FakeStafd:
         self.events: trio.MemorySendChannel | None = None
         self.calls: list[str] = []
         self.fail = False
-        self.connected: set[Tid] = set()  # DCs stafd shows as connected now
+        self.connected: set[Tid] | None = set()  # DCs shown connected now (None: key left out)
 
     async def get_all_log_pages(self, detailed: bool) -> str:
         self.calls.append("all")
@@ -45,7 +45,11 @@ class FakeStafd:
                     "discovery-controller": {
                         **tid.as_dict(),
                         "genctr": genctr,
-                        "connected": str(tid in self.connected),
+                        **(
+                            {}
+                            if self.connected is None
+                            else {"connected": str(tid in self.connected)}
+                        ),
                     },
                     "log-pages": pages,
                 }
@@ -118,6 +122,22 @@ async def test_each_full_sync_ends_with_the_dcs_whose_pages_are_not_current(
         await fake.emit(LogPagesChanged(DC2))
         assert (await collect(receive, synced=True))[-1] == StafdSynced(())
         assert fake.calls[-1] == "all"
+        n.cancel_scope.cancel()
+
+
+async def test_a_dc_whose_link_stafd_does_not_show_is_fetched_alone(autojump_clock) -> None:
+    """Not current (nothing says it is connected), but no signal can change that: its
+    signals fetch its page only, not the whole picture (a flood stays cheap)."""
+    fake = FakeStafd()
+    fake.listing = {DC1: ([DLPE], "3")}
+    fake.connected = None
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake)
+        await fake.emit(StafdAppeared(":1.7"))
+        assert (await collect(receive, synced=True))[-1] == StafdSynced((DC1,))
+        await fake.emit(LogPagesChanged(DC1))
+        assert await collect(receive, synced=True) == [DcLogPages(DC1, (DLPE,))]
+        assert fake.calls == ["all", "one"]
         n.cancel_scope.cancel()
 
 
