@@ -8,6 +8,8 @@ from pathlib import Path
 
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stas.actors.connector_core import PREVIOUS_REASON, ConnectorState, handle
 from stas.actors.connector_model import Begin, Claim, Disconnect, StartIoc
@@ -207,3 +209,24 @@ def test_the_registry_names_what_a_previous_run_claimed(tmp_path: Path) -> None:
     seq.write_text("800\n")  # the kernel moved on
     kernel = ["nvme1", "nvme2", "nvme3", "nvme5", "../nvme1"]
     assert reg.claimed_before(kernel) == {"nvme1"}  # nvme3: stale; nvme4: not in the kernel
+
+
+NQNS = ("a", "b", "c", "d", "e")
+
+
+@given(
+    ours=st.sets(st.sampled_from(NQNS)),
+    listed=st.sets(st.sampled_from(NQNS)),
+    partial=st.booleans(),
+)
+def test_only_ours_that_nothing_lists_go_and_only_after_a_complete_sync(
+    ours: set[str], listed: set[str], partial: bool
+) -> None:
+    s = state()
+    kernel = tuple(io(nqn, f"nvme{i}") for i, nqn in enumerate(NQNS))
+    devices = {c.subsysnqn: c.device for c in kernel}
+    restarted(s, *kernel, ours={devices[n] for n in ours})
+    handle(s, DcLogPages(DC1, tuple(dlpe(n) for n in sorted(listed))))
+    _, fx = handle(s, StafdSynced((DC2,) if partial else ()))
+    expected = set() if partial else {(devices[n], n) for n in ours - listed}
+    assert set(disconnects(fx)) == expected
