@@ -23,9 +23,10 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from stas.constants import WELL_KNOWN_DISC_NQN
+from stas.constants import WELL_KNOWN_DISC_NQN, default_trsvcid
 from stas.kernel.options import InvalidOption, check_nqn
 from stas.messages import Tid
+from stas.net import normalise_ip
 
 HEADER_LEN, CONTROL_LEN, HOST_LEN = 64, 64, 32
 HFI_LEN, TCP_INFO_LEN, SSNS_LEN, EXT_INFO_LEN, SEC_LEN, DISC_LEN = 32, 128, 128, 18, 64, 32
@@ -209,15 +210,12 @@ def parse_uri(uri: str) -> tuple[str, str, str]:
     if scheme != "nvme" or transport not in URI_TRANSPORTS:
         raise NbftError(f"discovery URI {uri!r}: scheme is not nvme+tcp or nvme+rdma")
     host = parts.hostname or ""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise NbftError(f"discovery URI {uri!r}: {host!r} is not an IP address") from None
+    ip = normalise_ip(host)  # IPv4-mapped: the IPv4 address
+    if ip is None:
+        raise NbftError(f"discovery URI {uri!r}: {host!r} is not an IP address")
     if port == 0:
         raise NbftError(f"discovery URI {uri!r}: port 0")
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return transport, str(ip), "" if port is None else str(port)
+    return transport, ip[1], "" if port is None else str(port)
 
 
 def _list(r: _Reader, ctl_off: int, size: int, length: int, what: str) -> list[int]:
@@ -554,7 +552,7 @@ def discovery_tids(t: Nbft, *, host_nqn: str, iface_of: IfaceOf = iface_of_hfi) 
     out = []
     for d in t.discoveries:
         iface, nqn = _host_side(t, d.hfi_index, host_nqn, iface_of)
-        port = d.trsvcid or ("8009" if d.transport == "tcp" else "4420")
+        port = d.trsvcid or default_trsvcid(d.transport)
         tid = Tid(d.transport, d.traddr, port, d.nqn, "", iface, nqn)
         if tid not in out:
             out.append(tid)

@@ -15,6 +15,7 @@ import trio
 from trio_util import AsyncValue
 
 from stas.backoff import doubling
+from stas.constants import default_trsvcid
 from stas.dbus.binding import CallContext, PropertyImpl
 from stas.dbus.common import DBusError
 from stas.dbus.idl import Service
@@ -23,7 +24,6 @@ from stas.dbus.service import MAX_REPLY_BYTES, DBusObjectServer, bind_service
 from stas.messages import Tid
 
 log = logging.getLogger("stas.dbus")
-DEFAULT_TRSVCID = {"tcp": "8009", "rdma": "4420"}
 
 
 def read_kernel_device(device: str) -> Any:
@@ -122,7 +122,7 @@ T = TypeVar("T", bound=HasTid)
 def find_by_tid(items: Iterable[T], args: tuple[str, ...]) -> T | None:
     """The item named by upstream's 7 strings; '' trsvcid and host_nqn take their defaults."""
     transport, traddr, trsvcid, subsysnqn, host_traddr, host_iface, host_nqn = args
-    trsvcid = trsvcid or DEFAULT_TRSVCID.get(transport, "")
+    trsvcid = trsvcid or default_trsvcid(transport)
     wanted = (transport, traddr, trsvcid, subsysnqn, host_traddr, host_iface)
     for item in items:
         t = item.tid

@@ -22,16 +22,15 @@ Warnings never show secret values.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping
 
 import attrs
 
 from stas.config import checks
+from stas.constants import default_trsvcid
 
 MAX_ENTRY_CHARS = 4096
 MAX_TOKENS = 64
-DEFAULT_TRSVCID = {"tcp": "8009", "rdma": "4420", "fc": "", "loop": ""}
 SECRET_KEYS = frozenset({"dhchap-secret", "dhchap-ctrl-secret", "tls-key"})
 _SECRET_MARKS = ("DHHC-", "NVMeTLSkey-")
 _EXCLUDE_KEYS = {
@@ -119,16 +118,6 @@ class ControllerSpec:
         return tid
 
 
-def _normalise_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
-
-
 @attrs.frozen
 class Exclusion:
     """One ``exclude=`` entry: (TID key, value) pairs that must all match."""
@@ -152,7 +141,9 @@ class Exclusion:
                 if have.lower() != want:
                     return False
             elif key == "traddr" and want != have:
-                want_ip, have_ip = _normalise_ip(want), _normalise_ip(have)
+                from stas.net import normalise_ip  # not at import: stasadm loads config, not trio
+
+                want_ip, have_ip = normalise_ip(want), normalise_ip(have)
                 if want_ip is None or have_ip is None or want_ip != have_ip:
                     return False
             elif want != have:
@@ -228,7 +219,7 @@ def parse_controller(
             fields["trsvcid"] = (
                 _checked(checks.to_port, "trsvcid", trsvcid)
                 if trsvcid
-                else DEFAULT_TRSVCID[transport]
+                else default_trsvcid(transport)
             )
         elif trsvcid:
             notes.append(f"{where}: trsvcid is not used with {transport}, ignored")
