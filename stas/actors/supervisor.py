@@ -319,7 +319,8 @@ class Supervisor:
         if name in self._children:
             raise ValueError(f"actor {name!r} is already running")
         child = self._children[name] = _Child(name, actor)
-        self._nursery.start_soon(self._run, child, name=f"actor:{name}")
+        # The task is named by the child's own string (no "actor:" copy: 1 MB at 10,000).
+        self._nursery.start_soon(self._run, child, name=name)
 
     async def stop(self, name: str) -> None:
         """Cancel ``name`` and wait until it has finished its cleanup."""

@@ -31,7 +31,7 @@ async def _kept_per_task(supervised: bool, n: int) -> float:
                 if supervised:
                     sup.start(name, idle)
                 else:
-                    bare.start_soon(idle, name=f"actor:{name}")
+                    bare.start_soon(idle, name=name)
             await trio.testing.wait_all_tasks_blocked()
             gc.collect()
             after = tracemalloc.get_traced_memory()[0]
