@@ -31,13 +31,15 @@ HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7fb0"
 
 
 def dlpe(dc: int, sub: int) -> dict[str, str]:
-    """One entry as stafd publishes it (upstream's DLPE dict)."""
-    return {
+    """One entry as stacd receives it from stafd (upstream's DLPE dict): every key and value a
+    string object of its own, as the D-Bus decoder makes them (literals would all be shared)."""
+    entry = {
         "trtype": "tcp", "adrfam": "ipv6", "traddr": "::1", "trsvcid": str(8009 + dc),
         "subnqn": f"nqn.2026-01.io.bench:dc{dc:03d}-sub{sub:04d}", "subtype": "nvme",
         "treq": "not specified", "portid": str(dc), "cntlid": "65535", "asqsz": "32",
         "eflags": "0",
     }  # fmt: skip
+    return {k.encode().decode(): v.encode().decode() for k, v in entry.items()}
 
 
 async def converge(dcs: int, subsystems: int) -> tuple[float, object]:
