@@ -26,30 +26,35 @@ _NVM_SUBSYSTEM = SubType.NVME.label
 # Keys: the DLPE dict's own. Values: those of fields that repeat across entries (not
 # subnqn), in a table that stops growing at _SHARED_MAX so a hostile stafd cannot grow it.
 _DLPE_ALL_KEYS = (*DLPE_KEYS, "treq", "portid", "cntlid", "asqsz")
-_KEYS: dict[str, str] = {k: k for k in _DLPE_ALL_KEYS}
-_REPEATING = frozenset(_DLPE_ALL_KEYS) - {"subnqn"}
+_KEYS: dict[object, str] = {k: k for k in _DLPE_ALL_KEYS}
+_TEXT_KEYS = frozenset(DLPE_KEYS)  # values that must be strings (others are shown as text)
 _SHARED: dict[str, str] = {}
 _SHARED_MAX = 4096
 _SHARED_LONGEST = 256  # an address or a number; anything longer is not worth a table slot
 
 
-def _shared(value: str) -> str:
-    """The table's copy of ``value`` (added while there is room)."""
-    found = _SHARED.get(value)
-    if found is not None:
-        return found
-    if len(_SHARED) < _SHARED_MAX and len(value) <= _SHARED_LONGEST:
-        _SHARED[value] = value
-    return value
-
-
-def _entry_fields(raw: Mapping[str, object]) -> dict[str, str]:
-    """``raw`` as text, its keys and repeating values the shared copies."""
-    out = {}
+def _entry_fields(raw: Mapping[object, object]) -> dict[str, str] | None:
+    """``raw`` as text, its keys and repeating values the shared copies; None if a key, or
+    the value of one of ``DLPE_KEYS``, is not a string. One pass: 10,000 entries a page."""
+    out: dict[str, str] = {}
+    shared = _SHARED
     for k, v in raw.items():
-        key = _KEYS.get(k, k)
-        text = str(v)
-        out[key] = _shared(text) if key in _REPEATING else text
+        if not isinstance(k, str):
+            return None
+        key = _KEYS.get(k)
+        if not isinstance(v, str) and key in _TEXT_KEYS:
+            return None
+        text = v if type(v) is str else str(v)
+        if key is None:  # not a DLPE key: kept as sent
+            out[k] = text
+            continue
+        if key != "subnqn":  # the one value that differs in every entry
+            found = shared.get(text)
+            if found is not None:
+                text = found
+            elif len(shared) < _SHARED_MAX and len(text) <= _SHARED_LONGEST:
+                shared[text] = text
+        out[key] = text
     return out
 
 
@@ -83,19 +88,16 @@ class Dlpe:
     def parse(cls, raw: object) -> Dlpe | None:
         """A DLPE dict from D-Bus (untrusted): None unless a mapping whose keys and known
         values are strings. A non-numeric EFLAGS reads as 0, as libnvme's would."""
-        if not isinstance(raw, Mapping) or not all(isinstance(k, str) for k in raw):
+        fields = _entry_fields(raw) if isinstance(raw, Mapping) else None
+        if fields is None:
             return None
-        if not all(isinstance(raw.get(k, ""), str) for k in DLPE_KEYS):
-            return None
-        fields = _entry_fields(raw)
-        trtype, adrfam, traddr, trsvcid, subnqn, subtype, eflags = (
-            fields.get(k, "") for k in DLPE_KEYS
-        )
+        get = fields.get
         try:
-            flags = int(eflags or 0)
+            flags = int(get("eflags") or 0)
         except ValueError:
             flags = 0
-        return cls(trtype, adrfam, traddr, trsvcid, subnqn, subtype, flags, fields)
+        return cls(get("trtype", ""), get("adrfam", ""), get("traddr", ""), get("trsvcid", ""),
+                   get("subnqn", ""), get("subtype", ""), flags, fields)  # fmt: skip
 
     def as_dict(self) -> Mapping[str, str]:
         """The entry as stafd sent it (upstream's ``dlpe`` in ``ls -d``)."""

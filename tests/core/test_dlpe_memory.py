@@ -7,6 +7,8 @@ from __future__ import annotations
 import tracemalloc
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stas import messages_stacd
 from stas.messages import Dlpe, parse_dlpes
@@ -65,3 +67,26 @@ def test_a_hostile_stream_of_new_values_cannot_grow_the_shared_table(empty_table
     assert entries[-1].traddr == "fd00::176f"  # past the table's end: kept, just not shared
     long = Dlpe.parse(received(0, traddr="a" * 5000))
     assert long is not None and long.traddr == "a" * 5000
+
+
+KEYS = st.sampled_from(("trtype", "adrfam", "traddr", "trsvcid", "subnqn", "subtype", "eflags",
+                        "treq", "portid", "cntlid", "asqsz")) | st.text(max_size=8)  # fmt: skip
+VALUES = st.text(max_size=8) | st.integers() | st.none() | st.just("x" * 300)
+
+
+@given(st.dictionaries(KEYS, VALUES, max_size=14))
+def test_sharing_never_changes_what_an_entry_says(raw: dict) -> None:
+    """Any mix of the DLPE's keys and others, strings or not: the entry of the plain rule."""
+    e = Dlpe.parse({fresh(k): fresh(v) if isinstance(v, str) else v for k, v in raw.items()})
+    known = ("trtype", "adrfam", "traddr", "trsvcid", "subnqn", "subtype", "eflags")
+    if any(not isinstance(raw.get(k, ""), str) for k in known):
+        assert e is None
+        return
+    assert e is not None
+    assert dict(e.as_dict()) == {k: str(v) for k, v in raw.items()}
+    got = (e.transport, e.adrfam, e.traddr, e.trsvcid, e.subsysnqn, e.subtype)
+    assert got == tuple(raw.get(k, "") for k in known[:6])
+    try:
+        assert e.eflags == int(raw.get("eflags") or 0)
+    except ValueError:
+        assert e.eflags == 0
