@@ -41,6 +41,7 @@ from stas.actors.connector_model import (
     Disconnect,
     Effect,
     IocFellBehind,
+    IocStopped,
     Later,
     ReadController,
     Reconfigure,
@@ -138,12 +139,14 @@ class Connector:
         match effect:
             case StartIoc():
                 self._start(effect)
-            case StopIoc(tid=tid):
+            case StopIoc(tid=tid, known=known):
                 mailbox = self._mailboxes.pop(tid, None)
                 if mailbox is not None:
                     mailbox.close()
                 if self._sup is not None:
                     await self._sup.stop(actor_name(tid))
+                if mailbox is not None and mailbox.held is not None:  # the actor has ended
+                    return IocStopped(tid, mailbox.held, mailbox.held_adopted, known)
             case TellIoc(tid=tid, event=event):
                 mailbox = self._mailboxes.get(tid)
                 try:

@@ -36,6 +36,7 @@ from stas.actors.connector_model import (
     Effect,
     IocFellBehind,
     IocRecord,
+    IocStopped,
     Later,
     ReadController,
     Reconfigure,
@@ -120,6 +121,8 @@ def handle(st: ConnectorState, msg: CoreMsg) -> tuple[ConnectorState, list[Effec
             _on_resync(st, controllers, fx)
         case IocFellBehind(tid=tid):
             _restart(st, tid, fx)
+        case IocStopped():
+            _on_stopped(st, msg, fx)
         case Begin(controllers=controllers, ours=ours):
             st.index = KernelIndex(controllers)
             st.previous = {
@@ -283,10 +286,39 @@ def _update(
 def _stop(st: ConnectorState, tid: Tid, fx: list[Effect]) -> None:
     a = st.actors.pop(tid)
     st.order = None
-    if a.status.connected and st.owner.get(a.status.device) == tid:
-        del st.owner[a.status.device]
+    known = a.status.device if a.status.connected else None
+    if known is not None and st.owner.get(known) == tid:
+        del st.owner[known]
     st.dirty = True
-    fx.append(StopIoc(tid))
+    fx.append(StopIoc(tid, known))
+
+
+STOPPED_REASON = "connected just as its actor was stopped; no longer wanted"
+
+
+def _on_stopped(st: ConnectorState, m: IocStopped, fx: list[Effect]) -> None:
+    """A stopped actor's last word names a controller the core never heard of: its connect
+    succeeded just as it was stopped, its 'connected' status lost or too late. A connect
+    that succeeded is never lost: wanted again, the new actor adopts it; else it goes or
+    stays as a normal removal's rules say, claimed as ours either way (as its status would
+    have had it claimed)."""
+    ctrl, tid, device = m.held, m.tid, m.held.device
+    if device == m.known or device in st.owner:
+        return  # decided about at the stop, or another actor holds it
+    fx.append(Claim(device, fresh=not m.adopted))
+    a = st.actors.get(tid)  # a restart: the same message started a new actor
+    if a is not None and not a.status.connected:
+        log.info("%s: %s, connected as its previous actor stopped, adopted", tid, device)
+        st.owner[device] = tid
+        fx.append(TellIoc(tid, KernelFound(ctrl)))
+    elif _kept_by_rules(st, tid):
+        log.info("%s (%s): %s; kept connected (disconnect-scope=%s)", tid, device,
+                 STOPPED_REASON, st.config.disconnect_scope)  # fmt: skip
+    else:
+        fx.append(Disconnect(device, tid, STOPPED_REASON))
+        return  # not indexed: it is going
+    if device not in st.index.by_device:
+        st.index.add(ctrl)  # its uevent may not have arrived yet
 
 
 def _restart(st: ConnectorState, tid: Tid, fx: list[Effect]) -> None:

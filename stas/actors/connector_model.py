@@ -63,7 +63,21 @@ class IocFellBehind:
     tid: Tid
 
 
-CoreMsg: TypeAlias = "ConnectorMsg | Begin | Reconfigure | ControllerRead | IocFellBehind"
+@attrs.frozen
+class IocStopped:
+    """The last word of an actor ``StopIoc`` stopped: the controller it held at its end
+    (``adopted``: it found it, did not make it). ``known`` echoes ``StopIoc.known``: the device
+    the core knew it held when it stopped it, and has decided about already."""
+
+    tid: Tid
+    held: KernelController
+    adopted: bool
+    known: str | None
+
+
+CoreMsg: TypeAlias = (
+    "ConnectorMsg | Begin | Reconfigure | ControllerRead | IocFellBehind | IocStopped"
+)
 
 
 # --- what the core tells the shell ---------------------------------------------------------
@@ -81,7 +95,11 @@ class StartIoc:
 
 @attrs.frozen
 class StopIoc:
+    """Stop the actor of ``tid``; answer ``IocStopped`` if it ended holding a controller.
+    ``known``: the device the core knew it held (None: none)."""
+
     tid: Tid
+    known: str | None = None
 
 
 @attrs.frozen

@@ -8,7 +8,9 @@ event channel, so a live connection is never touched by a log page update.
 
 The kernel removing the device (``DeviceRemoved``) means reconnect after the fast retry.
 Cancellation never disconnects: only the connector decides disconnects, so stopping or
-restarting stacd drops nothing.
+restarting stacd drops nothing. Nor does it lose a connect the kernel made: the connect is
+shielded, and what the actor holds is written into its ``Mailbox`` before any status is sent,
+where the connector reads it once it has stopped the actor (``Mailbox.held``).
 
 Connects run in parallel across actors, at most ``limiter``'s total at a time (the connector
 shares one), so a storm against unreachable targets cannot occupy every worker thread. The
@@ -110,9 +112,14 @@ class Mailbox:
     objects, a deque and two OrderedDicts) costs about 2 KB; this costs a slotted object and,
     only while events are queued, a short list. ``send_nowait`` raises ``trio.WouldBlock``
     when ``size`` events wait unread, so a stuck actor is noticed, as with a channel.
+
+    The other way, ``held`` is what the actor holds (the controller it connected or adopted,
+    and ``held_adopted``), written by the actor the moment it knows, before any status is
+    sent: once the actor has ended the connector reads it, so a connect that succeeded just
+    as the actor was stopped (its 'connected' status never sent, or sent too late) is not lost.
     """
 
-    __slots__ = ("_closed", "_items", "_reader", "_size")
+    __slots__ = ("_closed", "_items", "_reader", "_size", "held", "held_adopted")
 
     def __init__(self, size: int) -> None:
         if size < 1:
@@ -121,6 +128,8 @@ class Mailbox:
         self._items: list[IocEvent] | None = None
         self._reader: trio.lowlevel.Task | None = None
         self._closed = False
+        self.held: KernelController | None = None
+        self.held_adopted = False
 
     def send_nowait(self, event: IocEvent) -> None:
         if self._closed:
@@ -167,7 +176,7 @@ class Mailbox:
 
 class _Ioc:
     __slots__ = (
-        "device", "events", "failures", "kernel", "last_error", "limiter", "request", "rng",
+        "box", "device", "events", "failures", "kernel", "last_error", "limiter", "request", "rng",
         "settings", "status", "updates", "wanted",
     )  # fmt: skip
 
@@ -185,6 +194,7 @@ class _Ioc:
     ) -> None:
         self.wanted, self.updates, self.kernel, self.request = wanted, updates, kernel, request
         self.settings, self.events, self.rng = settings, events, rng
+        self.box = events if isinstance(events, Mailbox) else None  # kept after EndOfChannel
         self.limiter = limiter
         self.status = status or IocStatus(
             tid=wanted.tid, origin=wanted.origin, params=wanted.params, ncc=wanted.ncc
@@ -203,10 +213,18 @@ class _Ioc:
         limit = self.settings.connect_attempts_on_ncc
         return self.wanted.ncc and limit > 0 and self.failures >= limit
 
-    async def connected(self, device: str, *, adopted: bool) -> None:
-        self.device, self.failures, self.last_error = device, 0, ""
+    def hold(self, ctrl: KernelController | None, *, adopted: bool = False) -> None:
+        """What the actor holds, told to the connector's side of the mailbox at once (no
+        checkpoint before it: a cancel cannot fall between the kernel's answer and this)."""
+        self.device = None if ctrl is None else ctrl.device
+        if self.box is not None:
+            self.box.held, self.box.held_adopted = ctrl, adopted
+
+    async def connected(self, ctrl: KernelController, *, adopted: bool) -> None:
+        self.hold(ctrl, adopted=adopted)
+        self.failures, self.last_error = 0, ""
         await self.publish(
-            device=device,
+            device=ctrl.device,
             state="connected",
             connected=True,
             adopted=adopted,
@@ -220,14 +238,14 @@ class _Ioc:
             if ev.device != self.device:
                 return False
             log.info("%s: the kernel removed %s; reconnecting", self.wanted.tid, ev.device)
-            self.device = None
+            self.hold(None)
             await self.publish(device=NO_DEVICE, state="backoff", connected=False, adopted=False)
             return True
         if isinstance(ev, KernelFound):
             if self.device is not None:
                 return False
             log.info("%s: found existing %s; adopting", self.wanted.tid, ev.controller.device)
-            await self.connected(ev.controller.device, adopted=True)
+            await self.connected(ev.controller, adopted=True)
             return True
         ncc_cleared = self.wanted.ncc and not ev.wanted.ncc
         self.wanted, self.request = ev.wanted, ev.request
@@ -274,17 +292,23 @@ class _Ioc:
         """One connect; returns the delay before the next one (0 after success or adoption)."""
         async with self.limiter:  # a slot first: "connecting" means in the kernel's hands
             await self.publish(state="connecting", connect_attempts=self.failures + 1)
-            try:
-                result: KernelController | KernelError = await self.kernel.connect(self.request)
-            except KernelError as error:
-                result = error
+            # Shielded: a stop must not land between the kernel making the device and
+            # ``hold`` recording it (the real kernel's connect still reads sysfs after the
+            # fabrics write). The kernel's write cannot be interrupted anyway.
+            with trio.CancelScope(shield=True):
+                try:
+                    result: KernelController | KernelError = await self.kernel.connect(self.request)
+                except KernelError as error:
+                    result = error
+                if not isinstance(result, KernelError):
+                    self.hold(result)
         if isinstance(result, KernelError):
             exc = result
             if exc.errno == errno.EALREADY:
                 found = find_kernel(self.wanted.tid, await self.kernel.list_controllers())
                 if found is not None:
                     log.info("%s: already connected as %s; adopting", self.wanted.tid, found.device)
-                    await self.connected(found.device, adopted=True)
+                    await self.connected(found, adopted=True)
                     return 0.0
             self.failures += 1
             if str(exc) != self.last_error:
@@ -293,13 +317,13 @@ class _Ioc:
             await self.publish(state="backoff", last_error=self.last_error)
             return self.settings.retry_delay(self.failures, self.rng)
         log.info("%s: connected as %s", self.wanted.tid, result.device)
-        await self.connected(result.device, adopted=False)
+        await self.connected(result, adopted=False)
         return 0.0
 
     async def run(self, adopt: KernelController | None) -> None:
         if adopt is not None:
             log.info("%s: adopting existing %s", self.wanted.tid, adopt.device)
-            await self.connected(adopt.device, adopted=True)
+            await self.connected(adopt, adopted=True)
         delay = 0.0
         while True:
             if self.device is not None:

@@ -190,3 +190,54 @@ def test_an_idle_connected_actor_stays_small() -> None:
     CPython 3.11: 2.6 KB (with a memory channel pair and the former actor: 6.3 KB)."""
     per_actor = _idle_actor_bytes(500)
     assert per_actor < 3500, f"{per_actor:.0f} bytes per idle actor"
+
+
+async def test_the_mailbox_tells_what_the_actor_holds(autojump_clock) -> None:
+    """``held``: set as the connect returns, cleared when the kernel removes the device."""
+    kernel = FakeKernel()
+    tid = Tid("tcp", "10.0.0.9", "4420", "klingons", "", "", HOSTNQN)
+    request = ConnectRequest("tcp", "10.0.0.9", "4420", "klingons", HOSTNQN)
+    updates_send, _updates = trio.open_memory_channel(math.inf)
+    box = Mailbox(4)
+    assert box.held is None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: run_ioc_actor(
+                IocWanted(tid, "discovered"), updates_send, kernel=kernel, request=request,
+                settings=IocSettings(jitter=0.0, fast_retry=100.0), events=box,
+            )
+        )  # fmt: skip
+        await trio.testing.wait_all_tasks_blocked()
+        assert box.held == kernel.controllers["nvme0"] and not box.held_adopted
+        kernel.remove("nvme0")
+        box.send_nowait(DeviceRemoved("nvme0"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert box.held is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_stop_during_the_kernels_connect_waits_for_it_and_keeps_the_device(
+    autojump_clock,
+) -> None:
+    """The connect is shielded: cancelled while the kernel works, the actor still ends with
+    the device it made in ``held`` (the connector reads it), never with a device unrecorded."""
+    kernel = FakeKernel()
+    kernel.delay = 5.0
+    tid = Tid("tcp", "10.0.0.9", "4420", "klingons", "", "", HOSTNQN)
+    request = ConnectRequest("tcp", "10.0.0.9", "4420", "klingons", HOSTNQN)
+    updates_send, updates = trio.open_memory_channel(math.inf)
+    box = Mailbox(4)
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: run_ioc_actor(
+                    IocWanted(tid, "discovered"), updates_send, kernel=kernel, request=request,
+                    settings=IocSettings(jitter=0.0), events=box,
+                )
+            )  # fmt: skip
+            await trio.sleep(1.0)  # the kernel is connecting
+            assert kernel.connect_log and not kernel.controllers
+            scope.cancel()
+    assert trio.current_time() == pytest.approx(5.0)  # the stop waited for the kernel
+    assert list(kernel.controllers) == ["nvme0"]
+    assert box.held == kernel.controllers["nvme0"] and not box.held_adopted

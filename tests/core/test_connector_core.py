@@ -83,7 +83,7 @@ def test_an_entry_gone_from_the_page_stops_and_disconnects_what_stacd_connected(
     handle(st, DcLogPages(DC1, (dlpe("a"), dlpe("b"))))
     assert connected(st, "b", "nvme3") == [Claim("nvme3", fresh=True)]
     _, fx = handle(st, DcLogPages(DC1, (dlpe("a"),)))
-    assert fx[0] == StopIoc(tid("b"))
+    assert fx[0] == StopIoc(tid("b"), known="nvme3")
     assert [(d.device, d.tid) for d in of(Disconnect, fx)] == [("nvme3", tid("b"))]
     assert "no longer in any log page" in of(Disconnect, fx)[0].reason
 
@@ -136,7 +136,7 @@ def test_an_actor_that_fell_behind_restarts_adopting_its_device() -> None:
     handle(st, Begin(()))  # nothing in the index yet: a resync brings the device in
     st.index.add(kernel_io("a", "nvme4"))
     _, fx = handle(st, IocFellBehind(tid("a")))
-    assert fx[0] == StopIoc(tid("a"))
+    assert fx[0] == StopIoc(tid("a"), known="nvme4")
     (start,) = of(StartIoc, fx)
     assert start.adopt is not None and start.adopt.device == "nvme4"
     assert st.restarts == 1 and not of(Disconnect, fx)
