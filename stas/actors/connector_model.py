@@ -184,7 +184,7 @@ class ConnectorState:
     audit_ready: bool = False
     warned: set[str] = attrs.field(factory=set)
     dirty: bool = False
-    order: list[IocRecord] | None = None  # the actors by Tid, while membership holds
+    order: list[IocStatus] = attrs.field(factory=list)  # the actors' statuses, by Tid
 
     def __attrs_post_init__(self) -> None:
         apply_config(self, self.config, self.host_nqn, self.hostid, self.boot)

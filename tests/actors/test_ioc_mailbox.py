@@ -225,7 +225,7 @@ async def test_a_stop_during_the_kernels_connect_waits_for_it_and_keeps_the_devi
     kernel.delay = 5.0
     tid = Tid("tcp", "10.0.0.9", "4420", "klingons", "", "", HOSTNQN)
     request = ConnectRequest("tcp", "10.0.0.9", "4420", "klingons", HOSTNQN)
-    updates_send, updates = trio.open_memory_channel(math.inf)
+    updates_send, _updates = trio.open_memory_channel(math.inf)
     box = Mailbox(4)
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:

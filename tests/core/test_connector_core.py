@@ -239,3 +239,32 @@ def test_the_running_actors_are_always_what_the_planner_wants(steps) -> None:
         assert {t: a.wanted.dcs for t, a in st_.actors.items()} == {
             t: w.dcs for t, w in wanted.items()
         }
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["page", "connected", "restart"]),
+        st.sampled_from([DC1, DC2]),
+        st.sets(st.sampled_from("abcdefgh")),
+    ),
+    max_size=12,
+)
+
+
+@given(OPS)
+def test_the_snapshot_is_every_actors_status_in_tid_order(ops) -> None:
+    """Kept in order as actors come, go, restart and report, never sorted again."""
+    s = state()
+    for n, (kind, dc, nqns) in enumerate(ops):
+        if kind == "page":
+            handle(s, DcLogPages(dc, tuple(dlpe(x) for x in sorted(nqns))))
+        elif s.actors:
+            t = sorted(s.actors)[len(nqns) % len(s.actors)]
+            if kind == "restart":
+                handle(s, IocFellBehind(t))
+            elif not s.actors[t].status.connected:
+                connected(s, t.subsysnqn, f"nvme{n}")
+        shown = snapshot(s)
+        expected = [s.actors[t].status for t in sorted(s.actors)]
+        assert shown is None or list(shown) == expected
+        assert all(a is b for a, b in zip(s.order, expected, strict=True))
