@@ -13,7 +13,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 
 import attrs
 import trio
@@ -42,6 +41,8 @@ from stas.nvme.host_ops import HostIdentity, read_consistent_log
 from stas.nvme.identify import DiscoveryLogSupport, decode_supported_log_pages
 from stas.nvme.logpage import AdrFam, DiscoveryLogPage, Limits
 from stas.tls_policy import tls_fields
+
+KernelNotice = Uevent | KernelResync  # what the uevent monitor sends the hub
 
 log = logging.getLogger("stas.dc.kernel")
 AEN_DLP_CHANGED = 0x70F002
@@ -96,23 +97,23 @@ class UeventHub:
         except trio.BrokenResourceError:
             del self._subs[device]  # its connection is gone
 
-    def dispatch(self, msg: Any) -> None:
-        if isinstance(msg, Uevent):
-            if msg.action == "remove":
+    def dispatch(self, msg: KernelNotice) -> None:
+        match msg:
+            case Uevent(action="remove"):
                 self._post(msg.device, ConnectionLostEvent(f"kernel removed {msg.device}"))
-            elif msg.aen == AEN_DLP_CHANGED:
+            case Uevent() if msg.aen == AEN_DLP_CHANGED:
                 self._post(msg.device, LogPagesChangedEvent())
-            elif msg.nvme_event == "rediscover":  # the DC forgot us: register again (TP8010)
-                self._post(msg.device, ReconnectedEvent())
-        elif isinstance(msg, KernelResync):
-            present = {c.device for c in msg.controllers}
-            for device in list(self._subs):
-                if device in present:
-                    self._post(device, LogPagesChangedEvent())  # events may have been lost
-                else:
-                    self._post(device, ConnectionLostEvent(f"{device} is gone (resync)"))
+            case Uevent() if msg.nvme_event == "rediscover":  # the DC forgot us: register again
+                self._post(msg.device, ReconnectedEvent())  # (TP8010)
+            case KernelResync(controllers=controllers):
+                present = {c.device for c in controllers}
+                for device in list(self._subs):
+                    if device in present:
+                        self._post(device, LogPagesChangedEvent())  # events may have been lost
+                    else:
+                        self._post(device, ConnectionLostEvent(f"{device} is gone (resync)"))
 
-    async def run(self, receive: trio.MemoryReceiveChannel[Any]) -> None:
+    async def run(self, receive: trio.MemoryReceiveChannel[KernelNotice]) -> None:
         """Route the uevent monitor's messages (``receive``) and take (un)subscriptions."""
 
         async def controls() -> None:
