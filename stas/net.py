@@ -3,7 +3,9 @@
 Which family is this traddr? Is it usable under ``ip-family``? How do logs name a target? How
 is a socket tied to ``host-iface``? Each used to be answered in several places with slightly
 different rules (``":" in traddr`` in one, ``ipaddress`` with or without the ``%zone`` in
-others); these are the answers everyone shares. Only the standard library and Trio here.
+others); these are the answers everyone shares. Only the standard library here; Trio is
+imported by the one coroutine that needs it, so config checks and stasadm can share the rules
+without loading Trio.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import trio
+if TYPE_CHECKING:
+    import trio
 
 log = logging.getLogger("stas.net")
 
@@ -96,6 +100,8 @@ def bind_to_device(sock: trio.socket.SocketType, iface: str) -> bool:
 
 async def tcp_connect(traddr: str, port: int, iface: str) -> None:
     """One TCP connect (closed again at once), bound to ``iface`` when we are allowed to."""
+    import trio
+
     family, addr = sockaddr(traddr, port, iface)
     with trio.socket.socket(family, socket.SOCK_STREAM) as sock:
         if iface:

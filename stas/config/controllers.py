@@ -28,6 +28,7 @@ import attrs
 
 from stas.config import checks
 from stas.constants import default_trsvcid
+from stas.net import normalise_ip
 
 MAX_ENTRY_CHARS = 4096
 MAX_TOKENS = 64
@@ -141,8 +142,6 @@ class Exclusion:
                 if have.lower() != want:
                     return False
             elif key == "traddr" and want != have:
-                from stas.net import normalise_ip  # not at import: stasadm loads config, not trio
-
                 want_ip, have_ip = normalise_ip(want), normalise_ip(have)
                 if want_ip is None or have_ip is None or want_ip != have_ip:
                     return False

@@ -7,7 +7,6 @@ value or a protocol.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -16,6 +15,7 @@ import attrs
 
 from stas.constants import WELL_KNOWN_DISC_NQN
 from stas.kernel import options as opt
+from stas.net import host_ip
 
 TRANSPORTS = ("tcp", "rdma", "fc", "loop")
 SECRET_FIELDS = ("dhchap_secret", "dhchap_ctrl_secret")
@@ -173,20 +173,9 @@ class KernelController:
         return controller_matches(self, **match_args(req_or_tid))
 
 
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An address as an IP object (zone dropped, IPv4-mapped IPv6 unwrapped), or None."""
-    try:
-        ip = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
 def _same_ip(a: str, b: str) -> bool:
-    x = _ip(a)
-    return x is not None and x == _ip(b)
+    x = host_ip(a)
+    return x is not None and x == host_ip(b)
 
 
 def controller_matches(
