@@ -13,7 +13,10 @@ signals already queued are drained and deduplicated before fetching.
 
 Each full sync ends with ``StafdSynced`` naming the DCs whose pages are not current (never
 read, or a cache while stafd cannot reach the DC): only a complete picture lets a restarted
-stacd disconnect what its previous run made and nothing lists any more.
+stacd disconnect what its previous run made and nothing lists any more. A signal from such a
+DC fetches that DC alone (stafd just read its page, so it is reachable); only once every DC
+that was not current has signalled does one more full sync confirm the whole picture. At cold
+start with 100 DCs coming up one after another that is two full syncs, not one per DC.
 
 Log page entries are typed here (``Dlpe``), once, where they cross from D-Bus into stacd.
 """
@@ -108,7 +111,8 @@ class _Sync:
         self.grace = grace
         self.known: set[Tid] = set()
         self.settled = False  # stafd has been up for the whole grace: absence means removal
-        self.recheck: set[Tid] = set()  # not current at the last sync, but stafd says so
+        self.partial: set[Tid] = set()  # not current at the last sync, nor fetched since
+        self.recheck: set[Tid] = set()  # those of them whose link stafd shows (may change)
 
     async def full(self, client: StafdCalls, *, removals_confirmed: bool) -> None:
         """Fetch every DC's log pages; report changes, and removals when they are certain."""
@@ -128,10 +132,12 @@ class _Sync:
         seen: set[Tid] = set()
         partial: list[Tid] = []
         self.recheck = set()
+        self.partial = set()
         for item in parse_listing(listing):
             seen.add(item.dc)
             if not item.current:
                 partial.append(item.dc)
+                self.partial.add(item.dc)
                 if item.connected is not None:  # its next signal may make it current
                     self.recheck.add(item.dc)
             if not item.fetched:
@@ -146,12 +152,18 @@ class _Sync:
         await self.send.send(StafdSynced(tuple(partial)))  # the picture is complete, or not
 
     async def one(self, client: StafdCalls, tid: Tid) -> None:
-        if tid in self.recheck:  # it may be current now: read the whole picture again
+        """Fetch one DC that signalled. If it was the last one not current at the last full
+        sync, read the whole picture once more: only a full sync may say it is complete (a DC
+        current then may have dropped since, one new to stafd may not be read yet)."""
+        if tid in self.recheck and self.partial == {tid}:
             await self.full(client, removals_confirmed=self.settled)
             return
         pages = await client.get_log_pages(tid)
         self.known.add(tid)
         await self.send.send(DcLogPages(tid, parse_dlpes(pages)))
+        if tid in self.recheck:  # stafd just read its page: it is reachable now
+            self.recheck.discard(tid)
+            self.partial.discard(tid)
 
 
 async def _listing_per_dc(client: StafdCalls) -> list[dict[str, object]]:

@@ -125,6 +125,63 @@ async def test_each_full_sync_ends_with_the_dcs_whose_pages_are_not_current(
         n.cancel_scope.cancel()
 
 
+def synced(msgs: list) -> list:
+    return [m for m in msgs if isinstance(m, StafdSynced)]
+
+
+async def test_dcs_coming_up_one_by_one_cost_two_full_syncs_not_one_each(
+    autojump_clock,
+) -> None:
+    """Cold start at scale (README benchmark 4): 100 DCs listed but not yet connected, then
+    each one's first signal. Each is fetched alone; one full sync at the end confirms the
+    picture, and the connector hears "complete" only then, never before the last DC."""
+    dcs = [dc_tid(f"::{i + 1:x}", host_nqn="nqn.host") for i in range(100)]
+    fake = FakeStafd()
+    fake.listing = {dc: ([], "None") for dc in dcs}
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake)
+        await fake.emit(StafdAppeared(":1.7"))
+        assert synced(await collect(receive, synced=True)) == [StafdSynced(tuple(dcs))]
+        for dc in dcs:
+            fake.listing[dc] = ([DLPE], "1")
+            fake.connected.add(dc)
+            await fake.emit(LogPagesChanged(dc))
+            msgs = await collect(receive, synced=True)
+            assert DcLogPages(dc, (DLPE,)) in msgs
+            assert synced(msgs) == ([StafdSynced(())] if dc == dcs[-1] else [])
+        assert fake.calls.count("all") == 2
+        assert fake.calls.count("one") == 99
+        n.cancel_scope.cancel()
+
+
+async def test_a_dc_that_drops_while_the_others_come_up_keeps_the_picture_partial(
+    autojump_clock,
+) -> None:
+    """The confirming full sync reads every DC's link again: one that was current but dropped
+    in the meantime is named, and its own signal later completes the picture."""
+    dc3 = dc_tid("::3", host_nqn="nqn.host")
+    fake = FakeStafd()
+    fake.listing = {DC1: ([DLPE], "3"), DC2: ([], "None"), dc3: ([], "None")}
+    fake.connected = {DC1}
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake)
+        await fake.emit(StafdAppeared(":1.7"))
+        assert synced(await collect(receive, synced=True)) == [StafdSynced((DC2, dc3))]
+        fake.connected = {DC2}  # DC2 comes up; DC1 drops (stafd keeps its cache)
+        fake.listing[DC2] = ([DLPE], "1")
+        await fake.emit(LogPagesChanged(DC2))
+        assert synced(await collect(receive, synced=True)) == []
+        fake.connected = {DC2, dc3}
+        fake.listing[dc3] = ([DLPE], "1")
+        await fake.emit(LogPagesChanged(dc3))
+        assert synced(await collect(receive, synced=True)) == [StafdSynced((DC1,))]
+        fake.connected = {DC1, DC2, dc3}
+        await fake.emit(LogPagesChanged(DC1))
+        assert synced(await collect(receive, synced=True)) == [StafdSynced(())]
+        assert fake.calls == ["all", "one", "all", "all"]
+        n.cancel_scope.cancel()
+
+
 async def test_a_dc_whose_link_stafd_does_not_show_is_fetched_alone(autojump_clock) -> None:
     """Not current (nothing says it is connected), but no signal can change that: its
     signals fetch its page only, not the whole picture (a flood stays cheap)."""
