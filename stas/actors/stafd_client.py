@@ -53,7 +53,6 @@ from stas.messages import (
 log = logging.getLogger("stas.stafd_client")
 
 
-
 class StafdCalls(Protocol):
     """The stafd methods this actor calls (``stas.dbus.trio_client.StafdClient``)."""
 
