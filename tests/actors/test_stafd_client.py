@@ -35,27 +35,24 @@ class FakeStafd:
         self.fail = False
         self.connected: set[Tid] | None = set()  # DCs shown connected now (None: key left out)
 
+    def dc_dict(self, tid: Tid, genctr: str) -> dict[str, str]:
+        connected = {} if self.connected is None else {"connected": str(tid in self.connected)}
+        return {**tid.as_dict(), "genctr": genctr, **connected}
+
     async def get_all_log_pages(self, detailed: bool) -> str:
         self.calls.append("all")
         if self.fail:
             raise DBusUnavailable("org.nvmexpress.staf is not running")
         return json.dumps(
             [
-                {
-                    "discovery-controller": {
-                        **tid.as_dict(),
-                        "genctr": genctr,
-                        **(
-                            {}
-                            if self.connected is None
-                            else {"connected": str(tid in self.connected)}
-                        ),
-                    },
-                    "log-pages": pages,
-                }
+                {"discovery-controller": self.dc_dict(tid, genctr), "log-pages": pages}
                 for tid, (pages, genctr) in self.listing.items()
             ]
         )
+
+    async def list_controllers(self, detailed: bool) -> list[dict]:
+        self.calls.append("list")
+        return [self.dc_dict(tid, genctr) for tid, (_, genctr) in self.listing.items()]
 
     async def get_log_pages(self, dc: Tid) -> list[dict]:
         self.calls.append("one")
@@ -118,10 +115,10 @@ async def test_each_full_sync_ends_with_the_dcs_whose_pages_are_not_current(
         fake.listing[DC2] = ([DLPE], "1")  # fetched once, now unreachable: a cache
         await fake.emit(SignalsLost(3))
         assert (await collect(receive, synced=True))[-1] == StafdSynced((DC2,))
-        fake.connected = {DC1, DC2}  # DC2 reachable again: its signal brings a full sync
+        fake.connected = {DC1, DC2}  # DC2 reachable again: its signal confirms the picture
         await fake.emit(LogPagesChanged(DC2))
         assert (await collect(receive, synced=True))[-1] == StafdSynced(())
-        assert fake.calls[-1] == "all"
+        assert fake.calls[-2:] == ["one", "list"]
         n.cancel_scope.cancel()
 
 
@@ -129,12 +126,12 @@ def synced(msgs: list) -> list:
     return [m for m in msgs if isinstance(m, StafdSynced)]
 
 
-async def test_dcs_coming_up_one_by_one_cost_two_full_syncs_not_one_each(
+async def test_dcs_coming_up_one_by_one_cost_one_full_sync_not_one_each(
     autojump_clock,
 ) -> None:
     """Cold start at scale (README benchmark 4): 100 DCs listed but not yet connected, then
-    each one's first signal. Each is fetched alone; one full sync at the end confirms the
-    picture, and the connector hears "complete" only then, never before the last DC."""
+    each one's first signal. Each is fetched alone; one listing of the DCs' links at the end
+    confirms the picture, and the connector hears "complete" only then, never before."""
     dcs = [dc_tid(f"::{i + 1:x}", host_nqn="nqn.host") for i in range(100)]
     fake = FakeStafd()
     fake.listing = {dc: ([], "None") for dc in dcs}
@@ -149,16 +146,17 @@ async def test_dcs_coming_up_one_by_one_cost_two_full_syncs_not_one_each(
             msgs = await collect(receive, synced=True)
             assert DcLogPages(dc, (DLPE,)) in msgs
             assert synced(msgs) == ([StafdSynced(())] if dc == dcs[-1] else [])
-        assert fake.calls.count("all") == 2
-        assert fake.calls.count("one") == 99
+        assert fake.calls.count("all") == 1
+        assert fake.calls.count("one") == 100
+        assert fake.calls[-1] == "list" and fake.calls.count("list") == 1
         n.cancel_scope.cancel()
 
 
 async def test_a_dc_that_drops_while_the_others_come_up_keeps_the_picture_partial(
     autojump_clock,
 ) -> None:
-    """The confirming full sync reads every DC's link again: one that was current but dropped
-    in the meantime is named, and its own signal later completes the picture."""
+    """The confirmation reads every DC's link again: one that was current but dropped in the
+    meantime is named, and its own signal later completes the picture."""
     dc3 = dc_tid("::3", host_nqn="nqn.host")
     fake = FakeStafd()
     fake.listing = {DC1: ([DLPE], "3"), DC2: ([], "None"), dc3: ([], "None")}
@@ -178,7 +176,68 @@ async def test_a_dc_that_drops_while_the_others_come_up_keeps_the_picture_partia
         fake.connected = {DC1, DC2, dc3}
         await fake.emit(LogPagesChanged(DC1))
         assert synced(await collect(receive, synced=True)) == [StafdSynced(())]
-        assert fake.calls == ["all", "one", "all", "all"]
+        assert fake.calls == ["all", "one", "one", "list", "one", "list"]
+        n.cancel_scope.cancel()
+
+
+async def test_a_dc_new_to_stafd_and_not_yet_read_keeps_the_picture_partial(
+    autojump_clock,
+) -> None:
+    """stafd may list a connected DC whose signal stacd has not handled yet: its page is not
+    held, so the picture is not complete until that signal is."""
+    fake = FakeStafd()
+    fake.listing = {DC1: ([], "None")}
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake)
+        await fake.emit(StafdAppeared(":1.7"))
+        await collect(receive)
+        fake.listing = {DC1: ([DLPE], "1"), DC2: ([DLPE], "1")}  # DC2 added, read by stafd
+        fake.connected = {DC1, DC2}
+        await fake.emit(LogPagesChanged(DC1))
+        assert synced(await collect(receive, synced=True)) == [StafdSynced((DC2,))]
+        await fake.emit(LogPagesChanged(DC2))
+        msgs = await collect(receive, synced=True)
+        assert msgs == [DcLogPages(DC2, (DLPE,)), StafdSynced(())]
+        n.cancel_scope.cancel()
+
+
+class SignallingStafd(FakeStafd):
+    """stafd that reads a DC's changed page while stacd's listing call is on its way."""
+
+    signal_on_list: Tid | None = None
+
+    async def list_controllers(self, detailed: bool) -> list[dict]:
+        if self.signal_on_list is not None:
+            self.listing[self.signal_on_list] = ([DLPE, dlpe("vulcans")], "9")
+            await self.emit(LogPagesChanged(self.signal_on_list))
+            self.signal_on_list = None
+        return await super().list_controllers(detailed)
+
+
+async def test_the_picture_is_complete_only_with_every_signalled_page_read(
+    autojump_clock,
+) -> None:
+    """A signal queued when the confirmation's answer arrives means a page stacd does not
+    hold yet: it is fetched before the connector hears "complete" (its restart sweep must
+    not disconnect what that page now lists)."""
+    fake = SignallingStafd()
+    fake.listing = {DC1: ([DLPE], "3"), DC2: ([], "None")}
+    fake.connected = {DC1}
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake)
+        await fake.emit(StafdAppeared(":1.7"))
+        await collect(receive)
+        fake.listing[DC2] = ([DLPE], "1")
+        fake.connected = {DC1, DC2}
+        fake.signal_on_list = DC1
+        await fake.emit(LogPagesChanged(DC2))
+        msgs = await collect(receive, synced=True)
+        assert msgs == [
+            DcLogPages(DC2, (DLPE,)),
+            DcLogPages(DC1, (DLPE, dlpe("vulcans"))),
+            StafdSynced(()),
+        ]
+        assert fake.calls == ["all", "one", "list", "one", "list"]
         n.cancel_scope.cancel()
 
 
