@@ -214,26 +214,40 @@ class Connector:
         send, merged = trio.open_memory_channel[ConnectorMsg](MERGED_BUFFER)
         self._send = send
         controllers = tuple(await self.kernel.list_controllers())
-        async with trio.open_nursery() as timers, open_supervisor(rng=self.rng) as sup:
-            self._timers, self._sup = timers, sup
+        try:
+            async with trio.open_nursery() as timers, open_supervisor(rng=self.rng) as sup:
+                self._timers, self._sup = timers, sup
 
-            async def forward() -> None:
-                async for msg in inbox:
-                    await send.send(msg)
+                async def forward() -> None:
+                    async for msg in inbox:
+                        await send.send(msg)
 
-            timers.start_soon(forward)
-            await self.handle(Begin(controllers, self._ours(controllers)))
-            self.publish()
-            task_status.started()
-            async for msg in merged:
-                await self.handle(msg)
-                while True:  # drain: a burst costs one publish
-                    try:
-                        msg = merged.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    await self.handle(msg)
+                timers.start_soon(forward)
+                await self.handle(Begin(controllers, self._ours(controllers)))
                 self.publish()
+                task_status.started()
+                async for msg in merged:
+                    await self.handle(msg)
+                    while True:  # drain: a burst costs one publish
+                        try:
+                            msg = merged.receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                        await self.handle(msg)
+                    self.publish()
+        finally:
+            self._claim_unreported()
+
+    def _claim_unreported(self) -> None:
+        """On the way out, every actor ended: a controller an actor connected whose status
+        never reached the core is claimed all the same, so that the next run's restart sweep
+        knows it as stacd's (the core claims the rest as their statuses arrive)."""
+        if self.registry is None:
+            return
+        for box in self._mailboxes.values():
+            held = box.held
+            if held is not None and held.device not in self.state.owner:
+                self.registry.claim(held.device, fresh=not box.held_adopted)
 
 
 class _IocStart:

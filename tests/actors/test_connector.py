@@ -637,3 +637,29 @@ async def test_a_connect_made_while_its_actor_stopped_then_wanted_again_ends_con
         (b2,) = (c.device for c in kernel.controllers.values() if c.subsysnqn == "b2")
         assert h.device("b2") == b2
         n.cancel_scope.cancel()
+
+
+async def test_a_connect_made_as_stacd_stops_is_claimed_for_the_next_runs_sweep(
+    autojump_clock, tmp_path
+) -> None:
+    """stacd stops right after the kernel made ``b2``, before its status reached the core:
+    the registry still says stacd made it, so a restarted stacd can remove it if unwanted."""
+    from stas.coexist.registry import Registry
+
+    kernel = StoppedAfterConnect("b2")
+    h = Harness(kernel=kernel)
+    seq = tmp_path / "seqnum"
+    seq.write_text("7\n")
+    h.connector.registry = registry = Registry(tmp_path / "registry", seqnum_file=seq)
+    async with trio.open_nursery() as n:
+
+        async def stop_stacd() -> None:
+            n.cancel_scope.cancel()
+
+        kernel.hook = stop_stacd
+        await h.start(n)
+        await h.put(page(DC1, "a", "b2"))
+    assert kernel.hook is None
+    (b2,) = (c.device for c in kernel.controllers.values() if c.subsysnqn == "b2")
+    assert registry.owner(b2) == "stas"
+    assert registry.claimed_before([b2]) == {b2}
