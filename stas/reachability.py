@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from stas.net import endpoint, tcp_connect
+from stas.net import endpoint, host_ip, tcp_connect
 
 __all__ = ["endpoint", "local_interfaces_for", "tcp_connect", "wait_reachable"]
 
@@ -140,9 +140,9 @@ def best_interfaces(
 def local_interfaces_for(address: str) -> list[str]:
     """Local interfaces through which ``address`` (maybe ``fe80::1%2``) is directly reachable."""
     addr, _, scope = address.partition("%")
-    ip = ipaddress.ip_address(addr)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip = host_ip(addr)
+    if ip is None:
+        raise ValueError(f"{addr!r} is not an IP address")
     if scope:
         try:
             return [socket.if_indextoname(int(scope)) if scope.isdigit() else scope]

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import attrs
 
+from stas.net import parse_ip
+
 log = logging.getLogger("stas.coexist")
 
 DEFAULT_DIR = Path("/etc/nvme")
@@ -52,11 +54,7 @@ class BadEntry(ValueError):
 
 
 def _numeric(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
+    return parse_ip(text) is not None
 
 
 def parse_entry(text: str) -> dict[str, str]:
