@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -26,7 +25,6 @@ import trio.testing
 import stas.actors.connector
 import stas.stacd
 from stas.actors.tree import Tree
-from stas.dbus.client import connect
 from stas.dbus.idl import STACD
 from stas.dbus.trio_client import open_stafd_client
 from stas.logsetup import TronControl
@@ -34,7 +32,13 @@ from stas.messages import Tid
 from stas.sdnotify import Notifier
 from stas.stacd import Stacd, StacdOptions
 from tests.helpers.dbus_actors import HOSTNQN, seed_dc, serve, snapshot
-from tests.stafd.test_supervision_stafd import Faults, Injected, real_time_limit
+from tests.helpers.supervision import (
+    Faults,
+    Injected,
+    call_time_stopped,
+    real_time_limit,
+    until_reported,
+)
 
 HOSTID = "11111111-2222-4333-8444-555555555555"
 IOCS = 5  # 2 configured + 3 from stafd's page
@@ -96,29 +100,8 @@ async def until_connected(daemon: Stacd, count: int) -> None:
         await trio.sleep(0.01)
 
 
-async def until_reported(daemon: Stacd, path: str, **want: str) -> dict[str, str]:
-    def ok(report: Mapping[str, Any]) -> bool:
-        entry = report.get(path)
-        return entry is not None and all(entry.as_dict().get(k) == v for k, v in want.items())
-
-    await daemon.report.current.wait_value(ok)
-    return daemon.report.as_dict()[path]
-
-
 async def stacctl(bus: str, method: str, *args: Any) -> Any:
-    """A D-Bus call from a thread, virtual time stopped meanwhile (see the stafd tests)."""
-
-    def call() -> Any:
-        with connect(STACD, address=bus) as stac:
-            return stac.call(method, *args)
-
-    clock = trio.lowlevel.current_clock()
-    assert isinstance(clock, trio.testing.MockClock)
-    clock.autojump_threshold = math.inf
-    try:
-        return await trio.to_thread.run_sync(call)
-    finally:
-        clock.autojump_threshold = 0
+    return await call_time_stopped(STACD, bus, method, *args)
 
 
 RESTARTED = {

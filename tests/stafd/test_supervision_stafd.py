@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import signal
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -31,14 +29,20 @@ import stas.actors.uevents
 import stas.stafd
 from stas.actors.dc_backend import ConnectionLostEvent, DcConnection, DcEvent
 from stas.actors.dc_kernel import UeventHub
-from stas.actors.tree import Child, Tree
-from stas.dbus.client import connect
+from stas.actors.tree import Tree
 from stas.dbus.idl import STAFD
 from stas.logsetup import TronControl
 from stas.messages import MdnsServiceUp, Tid
 from stas.nvme.logpage import DiscoveryLogPage, LogPageEntry
 from stas.sdnotify import Notifier
 from stas.stafd import Stafd, StafdOptions, run_stafd
+from tests.helpers.supervision import (
+    Faults,
+    Injected,
+    call_time_stopped,
+    real_time_limit,
+    until_reported,
+)
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:5e0ba5e1-cafe-4e11-8b1e-000000000001"
 HOSTID = "5e0ba5e1-cafe-4e11-8b1e-000000000001"
@@ -47,74 +51,6 @@ DC1 = Tid("tcp", "192.0.2.1", "8009", DISC, host_nqn=HOSTNQN)
 DC2 = Tid("tcp", "192.0.2.2", "8009", DISC, host_nqn=HOSTNQN)
 ANNOUNCED = Tid("tcp", "192.0.2.3", "8009", DISC)  # found by the (fake) mDNS browser
 DC3 = attrs.evolve(ANNOUNCED, host_nqn=HOSTNQN)
-
-
-class Injected(Exception):
-    pass
-
-
-REAL_LIMIT = 120.0  # seconds of real time for a whole test
-
-
-@asynccontextmanager
-async def real_time_limit(what: str) -> AsyncIterator[None]:
-    """Fail the block after ``REAL_LIMIT`` real seconds (a hung wait, not a slow one). Not a
-    Trio timeout: the autojump clock would jump to it whenever the daemon waits for the bus."""
-
-    async def guard() -> None:
-        await trio.to_thread.run_sync(time.sleep, REAL_LIMIT, abandon_on_cancel=True)
-        raise TimeoutError(f"still waiting for {what} after {REAL_LIMIT:g} s")
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(guard)
-        yield
-        nursery.cancel_scope.cancel()
-
-
-class Faults:
-    """Wraps every child of a tree: counts its starts; ``crash(path)`` makes the running one
-    fail as if the actor itself had raised."""
-
-    def __init__(self) -> None:
-        self.starts: Counter[str] = Counter()
-        self._triggers: dict[str, trio.Event] = {}
-
-    def wrap(self, tree: Tree, prefix: str = "") -> Tree:
-        path = prefix + tree.name
-        children = tuple(
-            self.wrap(c, path + "/") if isinstance(c, Tree) else self._child(c, f"{path}/{c.name}")
-            for c in tree.children
-        )
-        return attrs.evolve(tree, children=children)
-
-    def _child(self, child: Child, path: str) -> Child:
-        async def start(task_status: trio.TaskStatus[Any]) -> None:
-            self.starts[path] += 1
-            trigger = self._triggers[path] = trio.Event()
-
-            async def bomb() -> None:
-                await trigger.wait()
-                raise Injected(path)
-
-            try:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(bomb)
-                    await child.start(task_status)
-                    nursery.cancel_scope.cancel()
-            except BaseExceptionGroup as group:
-                if group.subgroup(Injected) is not None:
-                    raise RuntimeError(f"injected crash in {path}") from None
-                raise
-
-        return attrs.evolve(child, start=start)
-
-    def crash(self, path: str) -> None:
-        self._triggers[path].set()
-
-    async def until_restarted(self, before: Counter[str], paths: set[str]) -> None:
-        """Until each of ``paths`` started again since ``before`` (a group starts in order)."""
-        while any(self.starts[p] <= before[p] for p in paths):
-            await trio.sleep(0.01)
 
 
 def entry(subnqn: str) -> LogPageEntry:
@@ -239,30 +175,8 @@ async def until_dcs(daemon: Stafd, tids: set[Tid], state: str = "connected") -> 
     await daemon.published.wait_value(ok)
 
 
-async def until_reported(daemon: Stafd, path: str, **want: str) -> dict[str, str]:
-    def ok(report: Mapping[str, Any]) -> bool:
-        entry = report.get(path)
-        return entry is not None and all(entry.as_dict().get(k) == v for k, v in want.items())
-
-    await daemon.report.current.wait_value(ok)
-    return daemon.report.as_dict()[path]
-
-
 async def dbus(bus: str, method: str, *args: Any) -> Any:
-    """A D-Bus call from a thread, with virtual time stopped meanwhile (else the autojump
-    clock would run the daemon's timers on while the thread waits for the real bus)."""
-
-    def call() -> Any:
-        with connect(STAFD, address=bus) as staf:
-            return staf.call(method, *args)
-
-    clock = trio.lowlevel.current_clock()
-    assert isinstance(clock, trio.testing.MockClock)
-    clock.autojump_threshold = math.inf
-    try:
-        return await trio.to_thread.run_sync(call)
-    finally:
-        clock.autojump_threshold = 0
+    return await call_time_stopped(STAFD, bus, method, *args)
 
 
 async def dc_rows(bus: str) -> dict[str, dict[str, str]]:
