@@ -251,14 +251,15 @@ for _d in ("staf", "stac"):
     DBUS_TEXT[f"org.nvmexpress.{_d}.debug"] = (
         "Tracing and the run-time state of {daemon} as JSON, for troubleshooting. The standard "
         "org.freedesktop.DBus.Properties interface serves the properties and emits "
-        "PropertiesChanged when one changes; setting a read-only property answers InvalidArgs.")
+        "PropertiesChanged when one changes; setting a read-only property answers InvalidArgs."
+    )
 DBUS_MEMBERS = {
     "list_controllers": "One dictionary per controller: its transport ID (transport, traddr, "
     "trsvcid, subsysnqn, host-traddr, host-iface, host-nqn) and device; with detailed=true "
     "also its state, timers and sysfs attributes.",
     "get_log_pages": "The cached discovery log page entries of one discovery controller, named "
     "by its transport ID; an unknown controller gives an empty list.",
-    "get_all_log_pages": "A JSON list of {\"discovery-controller\": ..., \"log-pages\": [...]} "
+    "get_all_log_pages": 'A JSON list of {"discovery-controller": ..., "log-pages": [...]} '
     "for every discovery controller. Replies are bounded in size: a reply that would exceed the "
     "bound is refused with org.freedesktop.DBus.Error.LimitsExceeded.",
     "log_pages_changed": "Sent when a discovery controller's log page content changed (upstream "
@@ -274,7 +275,8 @@ DBUS_SECURITY = (
     "Anyone may call the methods; only root may own the names or set properties (the shipped "
     "D-Bus policy). DH-HMAC-CHAP secrets and the host key are replaced by a placeholder in "
     "every answer to a caller that is not root. Each caller (uid) has its own share of "
-    "concurrent calls, so one user's flood cannot starve root's stafctl or stacctl.")
+    "concurrent calls, so one user's flood cannot starve root's stafctl or stacctl."
+)
 
 
 def unit_page(unit: str) -> str:
