@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
-import time
 
 import pytest
 import trio
@@ -387,13 +386,11 @@ async def test_scale_one_dc_change_is_proportional(autojump_clock) -> None:
         assert len(h.published.value.iocs) == 10_000 and len(h.kernel.connect_log) == 10_000
         assert sum(s.connected for s in h.published.value.iocs) == 10_000
         before = h.connector.evaluations
-        t0 = time.perf_counter()
         await h.put(DcLogPages(dcs[42], pages[dcs[42]][1:]))
-        elapsed = time.perf_counter() - t0
+        # work, not wall-clock time: one DC's 100 entries re-evaluated, not all 10,000
         assert h.connector.evaluations - before == 100
         assert len(h.kernel.disconnect_log) == 1 and len(h.kernel.connect_log) == 10_000
         assert len(h.published.value.iocs) == 9_999
-        assert elapsed < 2.0
         n.cancel_scope.cancel()
 
 
