@@ -212,6 +212,7 @@ class IocStatus:
 @attrs.frozen
 class IocUpdate:
     status: IocStatus
+    generation: int = 0  # which start of the actor said it (a stopped one's late words are dropped)
 
 
 @attrs.frozen

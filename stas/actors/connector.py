@@ -276,6 +276,7 @@ class _IocStart:
             rng=c.rng,
             limiter=c.connect_limiter,
             status=effect.status if adopt is effect.adopt else None,
+            generation=effect.generation,
         )
 
 

@@ -87,8 +87,8 @@ def handle(st: ConnectorState, msg: CoreMsg) -> tuple[ConnectorState, list[Effec
     """One message in; the (updated) state and what to do about it out."""
     fx: list[Effect] = []
     match msg:
-        case IocUpdate(status=status):
-            _on_status(st, status, fx)
+        case IocUpdate(status=status, generation=generation):
+            _on_status(st, status, generation, fx)
         case DcLogPages(dc=dc, dlpes=dlpes):
             _stafd_data(st, fx)
             _evaluate(st, _set_dc(st, dc, dlpes), fx)
@@ -270,10 +270,11 @@ def _start(
         status = attrs.evolve(
             status, device=adopt.device, state="connected", connected=True, adopted=True
         )
-    st.actors[w.tid] = IocRecord(w, request, status)
+    st.starts += 1
+    st.actors[w.tid] = IocRecord(w, request, status, st.starts)
     bisect.insort(st.order, status, key=_tid_key)
     st.dirty = True
-    fx.append(StartIoc(w, request, adopt, status))
+    fx.append(StartIoc(w, request, adopt, status, st.starts))
 
 
 def _update(
@@ -343,10 +344,10 @@ def _restart(st: ConnectorState, tid: Tid, fx: list[Effect]) -> None:
     _start(st, a.wanted, held or st.index.find(tid, skip=st.owner), fx)
 
 
-def _on_status(st: ConnectorState, s: IocStatus, fx: list[Effect]) -> None:
+def _on_status(st: ConnectorState, s: IocStatus, generation: int, fx: list[Effect]) -> None:
     a = st.actors.get(s.tid)
-    if a is None:
-        return  # a stopped actor's last words
+    if a is None or a.generation != generation:
+        return  # a stopped actor's last words (its successor for the same Tid speaks for itself)
     if s.dlpe is not (dlpe := _dlpe(st, s.tid)):
         s = attrs.evolve(s, dlpe=dlpe)  # the actor does not know it; ls -d shows it
     st.order[_shown_at(st, a)] = s

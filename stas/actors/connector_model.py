@@ -91,6 +91,7 @@ class StartIoc:
     request: ConnectRequest
     adopt: KernelController | None = None
     status: IocStatus | None = None  # the first status (shared: its log page entry too)
+    generation: int = 0  # the actor tags its updates with it
 
 
 @attrs.frozen
@@ -154,6 +155,7 @@ class IocRecord:
     wanted: IocWanted
     request: ConnectRequest
     status: IocStatus
+    generation: int = 0  # this start's number: updates from an earlier actor are not its
 
 
 @attrs.define(eq=False)
@@ -180,6 +182,7 @@ class ConnectorState:
     index: KernelIndex = attrs.field(factory=KernelIndex)
     evaluations: int = 0  # controllers re-planned (the scale test counts them)
     restarts: int = 0
+    starts: int = 0  # actors started so far: each start's generation
     stafd_known: bool = False
     audit_ready: bool = False
     warned: set[str] = attrs.field(factory=set)

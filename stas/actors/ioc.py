@@ -176,8 +176,8 @@ class Mailbox:
 
 class _Ioc:
     __slots__ = (
-        "box", "device", "events", "failures", "kernel", "last_error", "limiter", "request", "rng",
-        "settings", "status", "updates", "wanted",
+        "box", "device", "events", "failures", "generation", "kernel", "last_error", "limiter",
+        "request", "rng", "settings", "status", "updates", "wanted",
     )  # fmt: skip
 
     def __init__(
@@ -191,7 +191,9 @@ class _Ioc:
         rng: random.Random,
         limiter: trio.CapacityLimiter,
         status: IocStatus | None,
+        generation: int = 0,
     ) -> None:
+        self.generation = generation
         self.wanted, self.updates, self.kernel, self.request = wanted, updates, kernel, request
         self.settings, self.events, self.rng = settings, events, rng
         self.box = events if isinstance(events, Mailbox) else None  # kept after EndOfChannel
@@ -207,7 +209,7 @@ class _Ioc:
         new = attrs.evolve(self.status, **changes)  # type: ignore[arg-type]
         if new != self.status:
             self.status = new
-            await self.updates.send(IocUpdate(new))
+            await self.updates.send(IocUpdate(new, self.generation))
 
     def exhausted(self) -> bool:
         limit = self.settings.connect_attempts_on_ncc
@@ -362,16 +364,18 @@ def run_ioc_actor(
     rng: random.Random | None = None,
     limiter: trio.CapacityLimiter | None = None,
     status: IocStatus | None = None,
+    generation: int = 0,
 ) -> Coroutine[Any, Any, None]:
     """Run until cancelled; publishes an IocStatus on every visible change.
 
     ``limiter`` bounds connects in flight across all actors sharing it (default: this one only).
     ``status``: the status to start from (the connector's, so that the log page entry it
     carries is shared, not copied into a second status on every update).
+    ``generation``: the connector's number for this start, carried by every IocUpdate.
     Returns the actor's coroutine (await it or start it): no wrapper frame held per actor.
     """
     actor = _Ioc(
         wanted, updates, kernel, request, settings, events, rng or random.Random(),
-        limiter or trio.CapacityLimiter(1), status,
+        limiter or trio.CapacityLimiter(1), status, generation,
     )  # fmt: skip
     return actor.run(adopt)

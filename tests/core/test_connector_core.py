@@ -65,7 +65,7 @@ def connected(st: ConnectorState, nqn: str, device: str) -> list:
     """The actor of ``nqn`` reports itself connected as ``device``."""
     old = st.actors[tid(nqn)].status
     new = attrs.evolve(old, device=device, state="connected", connected=True)
-    return handle(st, IocUpdate(new))[1]
+    return handle(st, IocUpdate(new, st.actors[tid(nqn)].generation))[1]
 
 
 def test_a_log_page_starts_one_actor_per_entry_and_arms_the_audit_once() -> None:
@@ -206,7 +206,8 @@ def test_the_status_shows_the_entry_as_stafd_sent_it() -> None:
     handle(st, DcLogPages(DC1, (entry("a", portid="7", treq="not specified"),)))
     status = st.actors[tid("a")].status
     assert dict(status.dlpe) == sent
-    handle(st, IocUpdate(IocStatus(tid("a"), "discovered", state="connecting")))
+    gen = st.actors[tid("a")].generation
+    handle(st, IocUpdate(IocStatus(tid("a"), "discovered", state="connecting"), gen))
     assert dict(st.actors[tid("a")].status.dlpe) == sent  # the actor does not know it
 
 
@@ -268,3 +269,21 @@ def test_the_snapshot_is_every_actors_status_in_tid_order(ops) -> None:
         expected = [s.actors[t].status for t in sorted(s.actors)]
         assert shown is None or list(shown) == expected
         assert all(a is b for a, b in zip(s.order, expected, strict=True))
+
+
+def test_a_stopped_actors_late_status_is_not_taken_for_its_successors() -> None:
+    """The actor of a Tid stopped and a new one started: the old one's last update, still in
+    the inbox, must not become the new actor's status (nor claim a device for it)."""
+    st = state()
+    handle(st, DcLogPages(DC1, (entry("a"),)))
+    first = st.actors[tid("a")].generation
+    handle(st, DcLogPages(DC1, ()))
+    handle(st, DcLogPages(DC1, (entry("a"),)))
+    second = st.actors[tid("a")].generation
+    assert second != first
+    late = attrs.evolve(st.actors[tid("a")].status, device="nvme7", state="connected",
+                        connected=True)  # fmt: skip
+    assert of(Claim, handle(st, IocUpdate(late, first))[1]) == []
+    assert not st.actors[tid("a")].status.connected and "nvme7" not in st.owner
+    assert of(Claim, handle(st, IocUpdate(late, second))[1]) == [Claim("nvme7", fresh=True)]
+    assert st.actors[tid("a")].status.connected and st.owner["nvme7"] == tid("a")
