@@ -33,3 +33,25 @@ def ladder_delay(
         return fast
     base = min(initial * 2.0 ** min(failures - 2, 60), maximum)
     return max(0.0, base * (1.0 + jitter * rng.uniform(-1.0, 1.0)))
+
+
+class LadderRetry:
+    """The retry ladder as a method, for the actors' settings classes (DcSettings,
+    IocSettings), which carry the four fields under these names."""
+
+    __slots__ = ()
+    fast_retry: float
+    backoff_initial: float
+    backoff_max: float
+    jitter: float
+
+    def retry_delay(self, failures: int, rng: random.Random) -> float:
+        """Delay after failure number ``failures`` (1-based): 3, 5, 10, 20, 40, 60, 60, ..."""
+        return ladder_delay(
+            failures,
+            fast=self.fast_retry,
+            initial=self.backoff_initial,
+            maximum=self.backoff_max,
+            jitter=self.jitter,
+            rng=rng,
+        )

@@ -32,7 +32,7 @@ from stas.actors.dc_backend import (
     ReconnectedEvent,
 )
 from stas.actors.dc_budget import EntryBudget
-from stas.backoff import ladder_delay
+from stas.backoff import LadderRetry
 from stas.messages import DcStatus, DcUpdate, DcWanted
 from stas.nvme.errors import ConnectionLost, DiscoveryError, NvmeStatusError, ProtocolError
 from stas.nvme.logpage import LogPageEntry
@@ -51,7 +51,7 @@ _Lose = Callable[[str], None]  # ends the current connection, giving the reason
 
 
 @attrs.frozen
-class DcSettings:
+class DcSettings(LadderRetry):
     """Timers of one DC actor (seconds); the defaults follow upstream where it has a value."""
 
     fast_retry: float = 3.0  # first retry after a failure or a loss (upstream)
@@ -73,17 +73,6 @@ class DcSettings:
     # The host identity the DC was started with: every connection registers (DIM) and
     # deregisters under it, whatever a reload does meanwhile. None: the backend's own.
     identity: HostIdentity | None = attrs.field(default=None, eq=False)
-
-    def retry_delay(self, failures: int, rng: random.Random) -> float:
-        """Delay before the next attempt after ``failures`` consecutive failures (>= 1)."""
-        return ladder_delay(
-            failures,
-            fast=self.fast_retry,
-            initial=self.backoff_initial,
-            maximum=self.backoff_max,
-            jitter=self.jitter,
-            rng=rng,
-        )
 
 
 # [Global] option -> its controller= key; the same words, so one parser serves both.

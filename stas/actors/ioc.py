@@ -38,7 +38,7 @@ import attrs
 import outcome  # trio's own dependency: what trio.lowlevel.reschedule takes
 import trio
 
-from stas.backoff import ladder_delay
+from stas.backoff import LadderRetry
 from stas.kernel.api import ConnectRequest, Kernel, KernelController, KernelError
 from stas.messages import IocStatus, IocUpdate, IocWanted
 from stas.plan import find_kernel
@@ -49,7 +49,7 @@ NO_DEVICE = "nvme?"
 
 
 @attrs.frozen
-class IocSettings:
+class IocSettings(LadderRetry):
     """Timers of one IOC actor (seconds)."""
 
     fast_retry: float = 3.0
@@ -57,17 +57,6 @@ class IocSettings:
     backoff_max: float = 60.0
     jitter: float = 0.1
     connect_attempts_on_ncc: int = 0
-
-    def retry_delay(self, failures: int, rng: random.Random) -> float:
-        """Delay after failure number ``failures`` (1-based): 3, 5, 10, 20, 40, 60, 60, ..."""
-        return ladder_delay(
-            failures,
-            fast=self.fast_retry,
-            initial=self.backoff_initial,
-            maximum=self.backoff_max,
-            jitter=self.jitter,
-            rng=rng,
-        )
 
 
 # --- events the connector routes to one actor -----------------------------------------------
