@@ -28,7 +28,7 @@ from simulator import control_request
 
 from stas.state import FILE_NAME
 from tests.helpers import fixtures
-from tests.helpers.e2e import SEED, Daemon, World, connected, subnqns, wait_for
+from tests.helpers.e2e import SEED, Daemon, Simulator, World, connected, subnqns, wait_for
 
 KILLS = 20
 CHURN = ("klingons", "starfleet")  # linked and unlinked during the run
@@ -91,11 +91,10 @@ def _check_journal(path: Path, unlinks: Counter[str], truth: set[str]) -> tuple[
     return adds, sum(removes.values())
 
 
-def test_sigkill_at_random_moments_converges(world: World) -> None:
+def _one_dc_world(world: World) -> tuple[Path, Simulator]:
+    """One simulator, stafd.conf naming it, an empty stacd.conf, a fake kernel kept in a file
+    (so that it outlives a SIGKILLed stacd): the kernel file and the simulator."""
     tmp, env = world.tmp, world.env
-    seed = int(os.environ.get("STAS_CRASH_SEED") or random.randrange(1 << 32))
-    print(f"crash-safety seed {seed} (replay: STAS_CRASH_SEED={seed})")
-    rng = random.Random(seed)
     kernel_file = tmp / "kernel.json"
     env["STAS_FAKE_KERNEL_FILE"] = str(kernel_file)
     sim = world.simulator("sim")
@@ -104,6 +103,15 @@ def test_sigkill_at_random_moments_converges(world: World) -> None:
         f"[Controllers]\ncontroller=transport=tcp;traddr=::1;trsvcid={sim.port}\n"
     )
     (tmp / "stacd.conf").write_text("[Global]\n")
+    return kernel_file, sim
+
+
+def test_sigkill_at_random_moments_converges(world: World) -> None:
+    tmp, env = world.tmp, world.env
+    seed = int(os.environ.get("STAS_CRASH_SEED") or random.randrange(1 << 32))
+    print(f"crash-safety seed {seed} (replay: STAS_CRASH_SEED={seed})")
+    rng = random.Random(seed)
+    kernel_file, sim = _one_dc_world(world)
     state_dir = tmp / "state"
     daemons: dict[str, Daemon] = {"stafd": world.stafd(), "stacd": _stacd(world)}
     truth = set(SEED)
@@ -185,15 +193,8 @@ def test_restarted_stacd_disconnects_what_was_unlinked_while_it_was_down(world: 
     subsystem it had connected, start it again: the registry says the controller is stacd's,
     stafd's complete picture no longer lists it, so it goes (one line saying why); the other
     subsystems stay connected, never disconnected."""
-    tmp, env = world.tmp, world.env
-    kernel_file = tmp / "kernel.json"
-    env["STAS_FAKE_KERNEL_FILE"] = str(kernel_file)
-    sim = world.simulator("sim")
-    (tmp / "stafd.conf").write_text(
-        "[Service Discovery]\nzeroconf=disabled\n"
-        f"[Controllers]\ncontroller=transport=tcp;traddr=::1;trsvcid={sim.port}\n"
-    )
-    (tmp / "stacd.conf").write_text("[Global]\n")
+    env = world.env
+    kernel_file, sim = _one_dc_world(world)
     world.stafd()
     stacd = _stacd(world)
     wait_for("stacd connected the seed", lambda: connected(env) == SEED)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import base64
 import errno
 import logging
-import os
-import re
 import socket
 import uuid
 import zlib
@@ -46,18 +44,9 @@ from stas.nvme.errors import NvmeStatusError
 from stas.nvme.host_ops import HostIdentity, SessionOptions
 from stas.nvme.session import DiscoverySession
 from tests.helpers.entries import WK
+from tests.helpers.kernel import needs_kernel
 
-
-def _series() -> tuple[int, ...]:
-    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
-    return (int(m[1]), int(m[2])) if m else (0, 0)
-
-
-pytestmark = pytest.mark.skipif(
-    _series() < (6, 12),
-    reason=f"needs NVMe in-band auth (kernel >= 6.12, this is {os.uname().release}): "
-    "make test-kernel KERNEL=6.12",
-)
+pytestmark = needs_kernel((6, 12), "NVMe in-band auth")
 
 
 def make_key(secret: bytes, hh: str = "00") -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -44,22 +43,13 @@ from stas.messages import DcLogPages, StacdSnapshot, Tid
 from stas.nvme.host_ops import HostIdentity
 from stas.nvme.tls_psk import ConfiguredPsk, format_interchange
 from tests.helpers.entries import WK
+from tests.helpers.kernel import needs_kernel
 
 VM_DIR = Path(__file__).resolve().parents[2] / "nvmet-harness" / "vm"
 sys.path.insert(0, str(VM_DIR))
 import tlshd  # noqa: E402
 
-
-def _series() -> tuple[int, ...]:
-    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
-    return (int(m[1]), int(m[2])) if m else (0, 0)
-
-
-pytestmark = pytest.mark.skipif(
-    _series() < (6, 12),
-    reason=f"needs NVMe/TCP TLS (kernel >= 6.12, this is {os.uname().release}): "
-    "make test-kernel KERNEL=6.12",
-)
+pytestmark = needs_kernel((6, 12), "NVMe/TCP TLS")
 
 HOST_UUID = "7a1c0000-0000-4000-8000-0000000071a1"
 HOST = f"nqn.2014-08.org.nvmexpress:uuid:{HOST_UUID}"  # its PSK put in by nvmet.py
