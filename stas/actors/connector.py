@@ -2,8 +2,9 @@
 
 The core decides (what is wanted, what to start, stop, tell, disconnect); this shell owns the
 channels, the supervisor of the IOC actors, the timers and the kernel, and carries out the
-core's effects one after another, feeding results (a sysfs read, a full mailbox) back to the
-core before the next inbox message, so decisions always see the kernel they were made about.
+core's effects one after another (disconnects excepted: below), feeding results (a sysfs
+read, a full mailbox) back to the core before the next inbox message, so decisions always see
+the kernel they were made about.
 Bursts are coalesced by draining the inbox before publishing, not by soak timers.
 
 Every queue is bounded. Messages (inbox, IOC status updates, timers) wait for room rather
@@ -15,17 +16,25 @@ Connections made by others are audited (scope all-connections-matching-disconnec
 only once stafd's data has had ``audit_settle`` seconds to arrive, or stafd has not shown up
 within ``stafd_grace`` seconds: until then an absent log page proves nothing.
 
+Disconnects run in the background, at most ``parallel_disconnects`` at once (the kernel's
+delete_ctrl takes no global mutex, unlike a connect: they really overlap), each answered with
+``DisconnectDone``; so zoning that removes 200 subsystems, or a DC gone with its entries, costs
+about one disconnect's time per bound's worth, not 200, and the connector keeps reacting
+meanwhile. Those waiting for a worker wait in a queue, not as tasks. The core never asks twice
+for one device (see ``connector_core``).
+
 At start the registry names the controllers a previous run made (``Begin.ours``); the core
 disconnects those nothing wants once stafd's picture is complete (see ``connector_core``).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import trio
 from trio_util import AsyncValue
@@ -39,6 +48,7 @@ from stas.actors.connector_model import (
     ControllerRead,
     CoreMsg,
     Disconnect,
+    DisconnectDone,
     Effect,
     IocFellBehind,
     IocStopped,
@@ -59,9 +69,11 @@ from stas.messages import ConnectorMsg, StacdConfigChanged, StacdSnapshot, Tid
 log = logging.getLogger("stas.connector")
 
 PARALLEL_CONNECTS = 8  # connects in flight at once, across every IOC actor
+PARALLEL_DISCONNECTS = 16  # disconnects in flight at once (each a worker thread in the kernel)
 MERGED_BUFFER = 1024  # inbox, IOC updates and timers, merged: senders wait when it is full
 ACTOR_EVENTS = 16  # one IOC actor's mailbox; overflow restarts the actor from our view
 
+Inbound: TypeAlias = "ConnectorMsg | DisconnectDone"  # what reaches the connector's merged channel
 BootReader = Callable[[str], Iterable[tuple[Tid, Mapping[str, str]]]]
 
 
@@ -85,6 +97,7 @@ class Connector:
         audit_settle: float = 1.0,
         stafd_grace: float = 60.0,
         parallel_connects: int = PARALLEL_CONNECTS,
+        parallel_disconnects: int = PARALLEL_DISCONNECTS,
         boot_subsystems: BootReader | None = None,
         registry: Registry | None = None,
     ) -> None:
@@ -92,6 +105,11 @@ class Connector:
         self.boot_subsystems = boot_subsystems  # NBFT: adopted, never disconnected
         self.kernel, self.published = kernel, published
         self.connect_limiter = trio.CapacityLimiter(parallel_connects)
+        if parallel_disconnects < 1:
+            raise ValueError(f"parallel_disconnects must be at least 1, got {parallel_disconnects}")
+        self.parallel_disconnects = parallel_disconnects
+        self._disconnects: deque[Disconnect] = deque()  # waiting for a worker
+        self._disconnectors = 0  # workers running
         self.rng = rng or random.Random()
         self.state = ConnectorState(
             config=config,
@@ -106,7 +124,7 @@ class Connector:
         self._stale: set[Tid] = set()  # actors whose mailbox overflowed: restart them
         self._timers: trio.Nursery | None = None
         self._sup: Supervisor | None = None
-        self._send: trio.MemorySendChannel[ConnectorMsg] | None = None
+        self._send: trio.MemorySendChannel[Inbound] | None = None
 
     @property
     def evaluations(self) -> int:
@@ -120,7 +138,7 @@ class Connector:
         """The NBFT's boot subsystems for ``host_nqn`` (read here: the core does no I/O)."""
         return () if self.boot_subsystems is None else tuple(self.boot_subsystems(host_nqn))
 
-    async def handle(self, msg: ConnectorMsg | Begin) -> None:
+    async def handle(self, msg: Inbound | Begin) -> None:
         """One message, and every result its effects report back, through the core."""
         first: CoreMsg = msg
         if isinstance(msg, StacdConfigChanged):
@@ -154,8 +172,8 @@ class Connector:
                         mailbox.send_nowait(event)
                 except trio.WouldBlock:
                     self._stale.add(tid)
-            case Disconnect(device=device, tid=tid, reason=reason):
-                await self._disconnect(device, tid, reason)
+            case Disconnect():
+                return await self._disconnect(effect)
             case ReadController(device=device, audit=audit):
                 return ControllerRead(device, await _controller(self.kernel, device), audit)
             case Claim(device=device, fresh=fresh):
@@ -173,21 +191,46 @@ class Connector:
         self._mailboxes[effect.wanted.tid] = mailbox
         self._sup.start(actor_name(effect.wanted.tid), _IocStart(self, effect, mailbox))
 
-    async def _disconnect(self, device: str, tid: Tid, reason: str) -> None:
-        held = self.registry.owner(device) if self.registry is not None else None
+    async def _disconnect(self, d: Disconnect) -> DisconnectDone | None:
+        """Queue ``d`` for a background worker (a worker is started if fewer than the bound
+        run); a controller another owner holds is answered at once, untouched."""
+        held = self.registry.owner(d.device) if self.registry is not None else None
         if not may_disconnect(held):
-            log.info("%s %s: %s; kept: the registry says owner %r", device, tid, reason, held)
-            return
-        log.info("%s %s: %s; disconnecting", device, tid, reason)
+            log.info("%s %s: %s; kept: the registry says owner %r", d.device, d.tid, d.reason, held)
+            return DisconnectDone(d.device, gone=False)
+        log.info("%s %s: %s; disconnecting", d.device, d.tid, d.reason)
+        if self._timers is None:  # not running (yet): nowhere to run it but here
+            return await self._delete(d.device)
+        self._disconnects.append(d)
+        if self._disconnectors < self.parallel_disconnects:
+            self._disconnectors += 1
+            self._timers.start_soon(self._disconnector)
+        return None
+
+    async def _disconnector(self) -> None:
+        """One worker: disconnects from the queue until it is empty, each answered."""
+        try:
+            while self._disconnects:
+                done = await self._delete(self._disconnects.popleft().device)
+                if self._send is not None:
+                    await self._send.send(done)
+        finally:
+            self._disconnectors -= 1
+
+    async def _delete(self, device: str) -> DisconnectDone:
+        """The kernel's disconnect; a failure is logged here, once, and the core told."""
         try:
             await self.kernel.disconnect(device)
         except KernelError as exc:
-            log.warning("%s: disconnect failed: %s", device, exc)
-        else:
-            if self.registry is not None:
-                self.registry.release(device)
+            if exc.errno != errno.ENODEV:
+                log.warning("%s: disconnect failed: %s", device, exc)
+                return DisconnectDone(device, gone=False)
+            log.info("%s: already gone", device)
+        if self.registry is not None:
+            self.registry.release(device)
+        return DisconnectDone(device, gone=True)
 
-    async def _timer(self, delay: float, msg: ConnectorMsg) -> None:
+    async def _timer(self, delay: float, msg: Inbound) -> None:
         await trio.sleep(delay)
         if self._send is not None:
             await self._send.send(msg)
@@ -211,7 +254,7 @@ class Connector:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Reconcile until cancelled. ``inbox_send`` is accepted for compatibility, unused."""
-        send, merged = trio.open_memory_channel[ConnectorMsg](MERGED_BUFFER)
+        send, merged = trio.open_memory_channel[Inbound](MERGED_BUFFER)
         self._send = send
         controllers = tuple(await self.kernel.list_controllers())
         try:

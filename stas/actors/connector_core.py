@@ -12,6 +12,14 @@ until the picture is complete (``StafdSynced`` with every DC current); then the 
 wants are disconnected under the rules of a normal removal. Without stafd, or while a DC's
 page is only a cache, none is: an absence proves nothing (upstream PR #510's flaw).
 
+Disconnects run in the background, several at once (the shell bounds them): a device is
+"being disconnected" from the ``Disconnect`` until the shell's ``DisconnectDone``. Meanwhile
+the core issues no second disconnect for it, no actor adopts it, and a controller wanted again
+that it matches waits, unlisted, for that end (``deferred``): then it connects anew, or, if the
+kernel kept the old one (the disconnect failed), adopts it. A device the kernel deleted leaves
+the index at once; its 'remove' uevent, when it comes, is known as the old one's, not as a
+newly connected namesake's (the kernel reuses the lowest free instance number).
+
 Nothing here waits or touches the kernel, the registry or a channel: the core says what to do
 (``Effect``) and the shell in ``stas.actors.connector`` does it, reporting results back as
 messages (``ControllerRead``, ``IocFellBehind``). So every decision is testable without Trio,
@@ -34,6 +42,7 @@ from stas.actors.connector_model import (
     ControllerRead,
     CoreMsg,
     Disconnect,
+    DisconnectDone,
     Effect,
     IocFellBehind,
     IocRecord,
@@ -124,6 +133,8 @@ def handle(st: ConnectorState, msg: CoreMsg) -> tuple[ConnectorState, list[Effec
             _restart(st, tid, fx)
         case IocStopped():
             _on_stopped(st, msg, fx)
+        case DisconnectDone(device=device, gone=gone):
+            _on_disconnected(st, device, gone, fx)
         case Begin(controllers=controllers, ours=ours):
             st.index = KernelIndex(controllers)
             st.previous = {
@@ -210,21 +221,27 @@ def _evaluate(
             wanted[tid] = w
         if tid in st.actors:
             current[tid] = st.actors[tid].status
-    # The kernel side of these controllers only, minus devices other actors hold.
+    # The kernel side of these controllers only, minus devices other actors hold and those
+    # being disconnected (neither adopted nor disconnected twice).
     part = KernelIndex(
-        c for tid in tids for c in st.index.candidates(tid) if st.owner.get(c.device, tid) in tids
+        c
+        for tid in tids
+        for c in st.index.candidates(tid)
+        if st.owner.get(c.device, tid) in tids and c.device not in st.disconnecting
     )
     plan = decide(wanted, current, part, st.config)
-    for tid, _reason in plan.connect:
-        _start(st, wanted[tid], None, fx)
-    for tid, device in plan.adopt:
-        _start(st, wanted[tid], part.by_device[device], fx)
-    for tid, _reason in plan.keep:
-        _update(st, st.actors[tid], wanted[tid], new_requests, fx)
-    for device, tid, reason in plan.disconnect:
+    for device, tid, reason in plan.disconnect:  # first: a connect below may have to wait
         if tid in st.actors:
             _stop(st, tid, fx)
-        fx.append(Disconnect(device, tid, reason))
+        _disconnect(st, device, tid, reason, fx)
+    for tid, _reason in plan.connect:
+        if not _deferred(st, tid):
+            _start(st, wanted[tid], None, fx)
+    for tid, device in plan.adopt:
+        if not _deferred(st, tid):
+            _start(st, wanted[tid], part.by_device[device], fx)
+    for tid, _reason in plan.keep:
+        _update(st, st.actors[tid], wanted[tid], new_requests, fx)
     for tid in current:
         if tid not in wanted and tid in st.actors:
             status = st.actors[tid].status
@@ -303,6 +320,71 @@ def _stop(st: ConnectorState, tid: Tid, fx: list[Effect]) -> None:
     fx.append(StopIoc(tid, known))
 
 
+# --- disconnects in flight --------------------------------------------------------------------
+
+
+def _disconnect(st: ConnectorState, device: str, tid: Tid, reason: str, fx: list[Effect]) -> None:
+    """Ask the shell to disconnect ``device``, unless a disconnect of it is in flight."""
+    if device in st.disconnecting:
+        return
+    st.disconnecting[device] = tid
+    st.disconnecting_tids.setdefault(tid, set()).add(device)
+    fx.append(Disconnect(device, tid, reason))
+
+
+def _blockers(st: ConnectorState, tid: Tid) -> set[str]:
+    """The devices being disconnected that a connect of ``tid`` would meet in the kernel: the
+    ones issued for ``tid`` itself and any other the kernel lists as matching it."""
+    found = {c.device for c in st.index.candidates(tid) if c.device in st.disconnecting}
+    return found | st.disconnecting_tids.get(tid, set())
+
+
+def _deferred(st: ConnectorState, tid: Tid) -> bool:
+    """Wanted again while its old controller is being disconnected: wait for that to end
+    (a connect now would meet the dying controller: EALREADY, or adopting it)."""
+    blockers = _blockers(st, tid)
+    for device in blockers:
+        waiting = st.deferred.setdefault(device, set())
+        if tid not in waiting:
+            waiting.add(tid)
+            log.info("%s: wanted again; connecting once %s is disconnected", tid, device)
+    return bool(blockers)
+
+
+def _on_disconnected(st: ConnectorState, device: str, gone: bool, fx: list[Effect]) -> None:
+    """A disconnect ended: the controllers waiting for it are planned again (connected anew;
+    adopted if the kernel kept the old one); a deleted device leaves the index at once."""
+    tid = st.disconnecting.pop(device, None)
+    if tid is None:
+        return
+    devices = st.disconnecting_tids.get(tid, set())
+    devices.discard(device)
+    if not devices:
+        st.disconnecting_tids.pop(tid, None)
+    removed = device in st.remove_seen
+    st.remove_seen.discard(device)
+    if gone:
+        st.index.remove(device)
+        st.previous.pop(device, None)
+        if not removed:
+            st.departed.add(device)  # its 'remove' uevent is still to come
+    waiting = st.deferred.pop(device, set())
+    if waiting:
+        _evaluate(st, waiting, fx)
+
+
+def _free_match(st: ConnectorState, tid: Tid) -> KernelController | None:
+    """A kernel controller matching ``tid`` that no actor holds and none is disconnecting."""
+    return next(
+        (
+            c
+            for c in st.index.candidates(tid)
+            if c.device not in st.owner and c.device not in st.disconnecting
+        ),
+        None,
+    )
+
+
 STOPPED_REASON = "connected just as its actor was stopped; no longer wanted"
 
 
@@ -313,8 +395,8 @@ def _on_stopped(st: ConnectorState, m: IocStopped, fx: list[Effect]) -> None:
     stays as a normal removal's rules say, claimed as ours either way (as its status would
     have had it claimed)."""
     ctrl, tid, device = m.held, m.tid, m.held.device
-    if device == m.known or device in st.owner:
-        return  # decided about at the stop, or another actor holds it
+    if device == m.known or device in st.owner or device in st.disconnecting:
+        return  # decided about at the stop, another actor holds it, or it is going
     fx.append(Claim(device, fresh=not m.adopted))
     a = st.actors.get(tid)  # a restart: the same message started a new actor
     if a is not None and not a.status.connected:
@@ -325,7 +407,7 @@ def _on_stopped(st: ConnectorState, m: IocStopped, fx: list[Effect]) -> None:
         log.info("%s (%s): %s; kept connected (disconnect-scope=%s)", tid, device,
                  STOPPED_REASON, st.config.disconnect_scope)  # fmt: skip
     else:
-        fx.append(Disconnect(device, tid, STOPPED_REASON))
+        _disconnect(st, device, tid, STOPPED_REASON, fx)
         return  # not indexed: it is going
     if device not in st.index.by_device:
         st.index.add(ctrl)  # its uevent may not have arrived yet
@@ -341,7 +423,7 @@ def _restart(st: ConnectorState, tid: Tid, fx: list[Effect]) -> None:
     device = a.status.device if a.status.connected else None
     _stop(st, tid, fx)
     held = st.index.by_device.get(device) if device else None
-    _start(st, a.wanted, held or st.index.find(tid, skip=st.owner), fx)
+    _start(st, a.wanted, held or _free_match(st, tid), fx)
 
 
 def _on_status(st: ConnectorState, s: IocStatus, generation: int, fx: list[Effect]) -> None:
@@ -368,7 +450,13 @@ def _on_status(st: ConnectorState, s: IocStatus, generation: int, fx: list[Effec
 def _on_uevent(st: ConnectorState, ev: Uevent, fx: list[Effect]) -> None:
     if ev.subsystem != "nvme" or not ev.device.startswith("nvme"):
         return
+    if ev.device in st.departed and ev.action in ("add", "remove"):
+        st.departed.discard(ev.device)  # the old one's 'remove', or a namesake's 'add' after it
+        if ev.action == "remove":
+            return  # a namesake connected since then is not the one removed
     if ev.action == "remove":
+        if ev.device in st.disconnecting:
+            st.remove_seen.add(ev.device)
         st.index.remove(ev.device)
         st.previous.pop(ev.device, None)
         tid = st.owner.pop(ev.device, None)
@@ -387,12 +475,12 @@ def _on_read(
         if ctrl is not None:
             st.index.add(ctrl)
         return
-    if ctrl is None or device in st.owner:
+    if ctrl is None or device in st.owner or device in st.disconnecting:
         return
     st.index.add(ctrl)
     if not auditable(ctrl, st.config.disconnect_trtypes) or any(ctrl.matches(t) for t in st.actors):
         return
-    fx.append(Disconnect(device, Tid.from_kernel(ctrl), audit_reason(st.config.disconnect_trtypes)))
+    _disconnect(st, device, Tid.from_kernel(ctrl), audit_reason(st.config.disconnect_trtypes), fx)
 
 
 def _on_resync(
@@ -400,6 +488,7 @@ def _on_resync(
 ) -> None:
     """The kernel's full list (uevents were lost): tell every actor what it missed."""
     st.index = KernelIndex(controllers)
+    st.departed.clear()  # the full list is the truth: no 'remove' is still owed to us
     for device in [d for d in st.previous if d not in st.index.by_device]:
         del st.previous[device]
     for tid, a in st.actors.items():
@@ -408,7 +497,7 @@ def _on_resync(
                 del st.owner[a.status.device]
             fx.append(TellIoc(tid, DeviceRemoved(a.status.device)))
         elif not a.status.connected:
-            found = st.index.find(tid, skip=st.owner)
+            found = _free_match(st, tid)
             if found is not None:
                 st.owner[found.device] = tid
                 fx.append(TellIoc(tid, KernelFound(found)))
@@ -424,7 +513,7 @@ def _audit_all(st: ConnectorState, fx: list[Effect]) -> None:
     plan = decide(wanted, current, st.index, st.config)
     for dev, tid, reason in plan.disconnect:
         if dev not in st.owner and tid not in st.actors:
-            fx.append(Disconnect(dev, tid, reason))
+            _disconnect(st, dev, tid, reason, fx)
 
 
 # --- what a previous run left ----------------------------------------------------------------
@@ -454,7 +543,7 @@ def _sweep_previous(st: ConnectorState, partial: tuple[Tid, ...], fx: list[Effec
         tid = Tid.from_kernel(ctrl)
         if _still_wanted(st, ctrl) or _kept_by_rules(st, tid):
             continue
-        fx.append(Disconnect(device, tid, PREVIOUS_REASON))
+        _disconnect(st, device, tid, PREVIOUS_REASON, fx)
 
 
 def _still_wanted(st: ConnectorState, ctrl: KernelController) -> bool:

@@ -75,8 +75,19 @@ class IocStopped:
     known: str | None
 
 
+@attrs.frozen
+class DisconnectDone:
+    """The end of a ``Disconnect`` the shell ran in the background. ``gone``: the kernel no
+    longer has ``device`` (deleted, or already gone); False: it is still there (the registry
+    names another owner, or the kernel refused: already logged by the shell)."""
+
+    device: str
+    gone: bool
+
+
 CoreMsg: TypeAlias = (
     "ConnectorMsg | Begin | Reconfigure | ControllerRead | IocFellBehind | IocStopped"
+    " | DisconnectDone"
 )
 
 
@@ -113,7 +124,9 @@ class TellIoc:
 
 @attrs.frozen
 class Disconnect:
-    """Disconnect ``device`` unless the ownership registry names another owner."""
+    """Disconnect ``device`` unless the ownership registry names another owner; answer
+    ``DisconnectDone`` when it has ended (it runs in the background, several at once). The
+    core issues at most one per device until that answer."""
 
     device: str
     tid: Tid
@@ -186,6 +199,14 @@ class ConnectorState:
     stafd_known: bool = False
     audit_ready: bool = False
     warned: set[str] = attrs.field(factory=set)
+    # Disconnects in flight (device -> the Tid it was issued for) and, per Tid, its devices;
+    # the wanted Tids waiting for one to end before they connect again (device -> Tids);
+    # devices deleted whose 'remove' uevent is still to come (it is not a later namesake's).
+    disconnecting: dict[str, Tid] = attrs.field(factory=dict)
+    disconnecting_tids: dict[Tid, set[str]] = attrs.field(factory=dict)
+    deferred: dict[str, set[Tid]] = attrs.field(factory=dict)
+    remove_seen: set[str] = attrs.field(factory=set)  # disconnecting, its 'remove' arrived
+    departed: set[str] = attrs.field(factory=set)
     dirty: bool = False
     order: list[IocStatus] = attrs.field(factory=list)  # the actors' statuses, by Tid
 

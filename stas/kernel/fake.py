@@ -49,6 +49,7 @@ class FakeKernel:
         self.disconnect_log: list[str] = []
         self.failures: list[tuple[Callable[[ConnectRequest], bool], int, str]] = []
         self.delay = 0.0
+        self.disconnect_delay = 0.0
         self._caps = capabilities
         self._by_key: dict[tuple[str, str, str, str], set[str]] = {}
         self._free: list[int] = []
@@ -108,7 +109,10 @@ class FakeKernel:
         )
 
     async def disconnect(self, device: str) -> None:
-        await trio.lowlevel.checkpoint()
+        if self.disconnect_delay:  # the kernel's teardown takes time; deletes overlap
+            await trio.sleep(self.disconnect_delay)
+        else:
+            await trio.lowlevel.checkpoint()
         self.disconnect_log.append(device)
         if device not in self.controllers:
             raise KernelError(f"disconnect {device}: no such controller", errno.ENODEV)

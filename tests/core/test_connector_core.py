@@ -12,6 +12,7 @@ from stas.actors.connector_model import (
     Claim,
     ControllerRead,
     Disconnect,
+    DisconnectDone,
     IocFellBehind,
     Later,
     ReadController,
@@ -150,13 +151,17 @@ def test_uevents_read_sysfs_through_an_effect_and_the_audit_waits_for_it() -> No
     assert "nvme9" in st.index.by_device
     _, fx = handle(st, AuditDue("nvme9"))
     assert fx == []  # stafd's data has not settled yet: an absent log page proves nothing
-    handle(st, AuditDue())
-    _, fx = handle(st, AuditDue("nvme9"))
-    assert fx == [ReadController("nvme9", audit=True)]
-    _, fx = handle(st, ControllerRead("nvme9", kernel_io("stranger", "nvme9"), audit=True))
+    _, fx = handle(st, AuditDue())  # the whole audit: nvme9 is nobody's wish
     (gone,) = fx
     assert isinstance(gone, Disconnect) and gone.device == "nvme9"
     assert "disconnect-trtypes=tcp" in gone.reason
+    _, fx = handle(st, AuditDue("nvme9"))
+    assert fx == [ReadController("nvme9", audit=True)]
+    _, fx = handle(st, ControllerRead("nvme9", kernel_io("stranger", "nvme9"), audit=True))
+    assert fx == []  # its disconnect is in flight: never a second one
+    handle(st, DisconnectDone("nvme9", gone=False))  # the kernel refused: audited again later
+    _, fx = handle(st, ControllerRead("nvme9", kernel_io("stranger", "nvme9"), audit=True))
+    assert fx == [gone]
 
 
 def test_the_audit_spares_a_device_that_vanished_or_that_an_actor_holds() -> None:
