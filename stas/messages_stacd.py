@@ -4,13 +4,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, TypeAlias
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 import attrs
 
 from stas.messages import Tid
-from stas.nvme.logpage_labels import EFlags, SubType
+from stas.nvme.logpage_labels import _DLPE_TREQ, EFlags, SubType
 
 if TYPE_CHECKING:  # annotations only: the classes are not needed to build these messages
     from stas.config import ServiceConfig
@@ -25,45 +25,73 @@ _NVM_SUBSYSTEM = SubType.NVME.label
 # 10,000 entries, 11 keys and ~9 repeating values each were ~200,000 strings, about 10 MB.
 # Keys: the DLPE dict's own. Values: those of fields that repeat across entries (not
 # subnqn), in a table that stops growing at _SHARED_MAX so a hostile stafd cannot grow it.
-_DLPE_ALL_KEYS = (*DLPE_KEYS, "treq", "portid", "cntlid", "asqsz")
+_TYPED_KEYS = frozenset((*DLPE_KEYS, "treq", "tsas"))  # shown from the typed fields
+_DLPE_ALL_KEYS = (*DLPE_KEYS, "treq", "tsas", "portid", "cntlid", "asqsz")
 _KEYS: dict[object, str] = {k: k for k in _DLPE_ALL_KEYS}
 _TEXT_KEYS = frozenset(DLPE_KEYS)  # values that must be strings (others are shown as text)
 _SHARED: dict[str, str] = {}
 _SHARED_MAX = 4096
 _SHARED_LONGEST = 256  # an address or a number; anything longer is not worth a table slot
+_TREQ_NUMBER = {text: n for n, text in _DLPE_TREQ.items()}  # libnvme's words, as stafd's
 
 
-def _entry_fields(raw: Mapping[object, object]) -> dict[str, str] | None:
-    """``raw`` as text, its keys and repeating values the shared copies; None if a key, or
-    the value of one of ``DLPE_KEYS``, is not a string. One pass: 10,000 entries a page."""
-    out: dict[str, str] = {}
-    shared = _SHARED
-    for k, v in raw.items():
-        if not isinstance(k, str):
-            return None
-        key = _KEYS.get(k)
-        if not isinstance(v, str) and key in _TEXT_KEYS:
-            return None
-        text = v if type(v) is str else str(v)
-        if key is None:  # not a DLPE key: kept as sent
-            out[k] = text
-            continue
-        if key != "subnqn":  # the one value that differs in every entry
-            found = shared.get(text)
-            if found is not None:
-                text = found
-            elif len(shared) < _SHARED_MAX and len(text) <= _SHARED_LONGEST:
-                shared[text] = text
-        out[key] = text
-    return out
+class _Shape(NamedTuple):
+    """What an entry's dict has beyond its typed fields: the keys in the order stafd sent
+    them, and the values no typed field gives back as sent (``portid``, ``cntlid``,
+    ``asqsz``, keys stacd does not know, an EFLAGS that is not a plain number). Entries of
+    one DC mostly share one: the table below holds each shape once (bounded, as _SHARED)."""
+
+    keys: tuple[str, ...]
+    kept: tuple[tuple[str, str], ...]
 
 
-@attrs.frozen
-class Dlpe:
+_NO_SHAPE = _Shape((), ())
+_SHAPES: dict[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], _Shape] = {}
+_SHAPES_MAX = 4096
+
+
+def _shared(text: str) -> tuple[str, bool]:
+    """The shared copy of ``text`` (added if there is room), and whether it is one."""
+    found = _SHARED.get(text)
+    if found is not None:
+        return found, True
+    if len(_SHARED) < _SHARED_MAX and len(text) <= _SHARED_LONGEST:
+        _SHARED[text] = text
+        return text, True
+    return text, False
+
+
+def _number(text: str) -> int | None:
+    """``text`` as int() reads it, or None (also for more digits than int() accepts)."""
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _treq_number(text: str) -> int:
+    """TREQ from the DLPE dict's ``treq``: libnvme's word, else a number (any base int()
+    reads with base 0; 8 bits, as in the log page), else 0 ("not specified")."""
+    n = _TREQ_NUMBER.get(text)
+    if n is not None:
+        return n
+    try:
+        return int(text, 0) & 0xFF
+    except ValueError:
+        return 0
+
+
+@attrs.frozen(eq=False)  # equality below: as a mapping, and with a dict
+class Dlpe(Mapping[str, str]):
     """One discovery log page entry as stafd publishes it (upstream's DLPE dict, D-Bus
     ``aa{ss}``), parsed once by the stafd client. Our names for its fields (``transport``,
-    ``subsysnqn``), EFLAGS as a number; ``fields`` keeps the dict as sent, which ``stacctl ls
-    -d`` shows unchanged. Nothing here is checked for the kernel yet: ``stas.plan`` does that."""
+    ``subsysnqn``), EFLAGS and TREQ as numbers, TSAS's security type as libnvme spells it
+    (``"none"`` when the dict has no ``tsas``). Nothing here is checked for the kernel yet:
+    ``stas.plan`` does that.
+
+    The entry is also a read-only mapping, the dict exactly as stafd sent it (keys in their
+    order, values as sent): what ``stacctl ls -d`` shows. It is derived on demand from the
+    typed fields plus a shared ``_Shape``, so 10,000 entries do not hold 10,000 dicts."""
 
     transport: str
     adrfam: str
@@ -72,7 +100,9 @@ class Dlpe:
     subsysnqn: str
     subtype: str
     eflags: int = 0
-    fields: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
+    treq: int = 0
+    sectype: str = "none"
+    _shape: _Shape = attrs.field(default=_NO_SHAPE, eq=False, repr=False)
 
     @property
     def is_nvm_subsystem(self) -> bool:
@@ -87,21 +117,114 @@ class Dlpe:
     @classmethod
     def parse(cls, raw: object) -> Dlpe | None:
         """A DLPE dict from D-Bus (untrusted): None unless a mapping whose keys and known
-        values are strings. A non-numeric EFLAGS reads as 0, as libnvme's would."""
-        fields = _entry_fields(raw) if isinstance(raw, Mapping) else None
-        if fields is None:
+        values are strings. A non-numeric EFLAGS reads as 0, as libnvme's would; TREQ as
+        ``_treq_number`` reads it. One pass: 10,000 entries a page."""
+        if not isinstance(raw, Mapping):
             return None
-        get = fields.get
-        try:
-            flags = int(get("eflags") or 0)
-        except ValueError:
-            flags = 0
+        keys: list[str] = []
+        typed: dict[str, str] = {}
+        kept: list[tuple[str, str]] = []
+        shareable = True  # the shape holds only shared strings: it may go into the table
+        for k, v in raw.items():
+            if not isinstance(k, str):
+                return None
+            key = _KEYS.get(k)
+            if not isinstance(v, str) and key in _TEXT_KEYS:
+                return None
+            text = v if type(v) is str else str(v)
+            if key is None:  # not a DLPE key: kept as sent
+                keys.append(k)
+                kept.append((k, text))
+                shareable = False
+                continue
+            keys.append(key)
+            if key == "subnqn":  # the one value that differs in every entry
+                typed[key] = text
+                continue
+            text, is_shared = _shared(text)
+            if key in _TYPED_KEYS:
+                typed[key] = text
+            else:
+                kept.append((key, text))
+                shareable = shareable and is_shared
+        get = typed.get
+        flags, treq = 0, 0
+        if (said := get("eflags")) is not None:
+            flags = _number(said) or 0
+            if str(flags) != said:  # '', ' 1', '0x4': shown as sent
+                kept.append(("eflags", said))
+        if (said := get("treq")) is not None:
+            treq = _treq_number(said)
+            if _DLPE_TREQ.get(treq, str(treq)) != said:
+                kept.append(("treq", said))
+        shape = _shape_of(tuple(keys), tuple(kept), shareable)
         return cls(get("trtype", ""), get("adrfam", ""), get("traddr", ""), get("trsvcid", ""),
-                   get("subnqn", ""), get("subtype", ""), flags, fields)  # fmt: skip
+                   get("subnqn", ""), get("subtype", ""), flags, treq, get("tsas", "none"),
+                   shape)  # fmt: skip
 
     def as_dict(self) -> Mapping[str, str]:
-        """The entry as stafd sent it (upstream's ``dlpe`` in ``ls -d``)."""
-        return self.fields
+        """The entry as stafd sent it (upstream's ``dlpe`` in ``ls -d``): the entry itself."""
+        return self
+
+    def __getitem__(self, key: str) -> str:
+        for k, text in self._shape.kept:
+            if k == key:
+                return text
+        if key not in self._shape.keys:
+            raise KeyError(key)
+        match key:
+            case "trtype":
+                return self.transport
+            case "adrfam":
+                return self.adrfam
+            case "traddr":
+                return self.traddr
+            case "trsvcid":
+                return self.trsvcid
+            case "subnqn":
+                return self.subsysnqn
+            case "subtype":
+                return self.subtype
+            case "eflags":
+                return str(self.eflags)
+            case "treq":
+                return _DLPE_TREQ.get(self.treq, str(self.treq))
+            case _:  # tsas
+                return self.sectype
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._shape.keys)
+
+    def __len__(self) -> int:
+        return len(self._shape.keys)
+
+    def _typed(self) -> tuple[object, ...]:
+        return (self.transport, self.adrfam, self.traddr, self.trsvcid, self.subsysnqn,
+                self.subtype, self.eflags, self.treq, self.sectype)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        """Two entries: the same fields and the same dict (its order too). An entry and any
+        other mapping: the same keys and values, as a mapping compares."""
+        if type(other) is Dlpe:
+            return self._typed() == other._typed() and self._shape == other._shape
+        if isinstance(other, Mapping):
+            return dict(self.items()) == dict(other.items())
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._typed())
+
+
+def _shape_of(keys: tuple[str, ...], kept: tuple[tuple[str, str], ...], shareable: bool) -> _Shape:
+    """The one shared copy of this shape (added while the table has room and the shape holds
+    only shared strings, so a hostile stafd grows neither table), or a new one."""
+    found = _SHAPES.get((keys, kept))
+    if found is not None:
+        return found
+    shape = _Shape(keys, kept)
+    if shareable and len(_SHAPES) < _SHAPES_MAX:
+        _SHAPES[(keys, kept)] = shape
+    return shape
 
 
 def parse_dlpes(items: Iterable[object]) -> tuple[Dlpe, ...]:
@@ -109,7 +232,7 @@ def parse_dlpes(items: Iterable[object]) -> tuple[Dlpe, ...]:
     Entries already typed pass through, so a message may be built from either."""
     out = []
     for item in items:
-        e = item if isinstance(item, Dlpe) else Dlpe.parse(item)
+        e = item if type(item) is Dlpe else Dlpe.parse(item)
         if e is not None:
             out.append(e)
     return tuple(out)
