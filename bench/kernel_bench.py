@@ -1,47 +1,70 @@
 #!/usr/bin/env python3
-"""Benchmarks on the real kernel beside nvme-cli (run in the VM: `make bench-kernel`).
+"""Benchmarks on the real kernel beside nvme-cli (`make bench-kernel`: installs, then the VM).
+
+Run on the host, this script installs the daemons as `make install` lays them out (launchers
+in PREFIX/sbin with /usr/bin/python3, the package and its dependencies in PREFIX/lib/nvme-stas,
+byte-compiled) into .build/bench-kernel-install, then boots the VM (nvmet-harness/vm/runner.py,
+which shows the host's / read-only) and runs itself there. BENCH_LAYOUT=venv times the
+editable .venv instead (slower start-up: pyenv's interpreter and the editable finder).
 
 Every figure is measured from outside, by watching sysfs (what the kernel really has), so the
 daemons and nvme-cli are timed the same way, in the same boot, interleaved:
 - cold start to the discovery controller connected: stafd vs `nvme discover -p`;
 - scale (issue 8): 3, 50 and 200 subsystems (one null_blk namespace each), cold start to every
-  I/O controller live: stafd + stacd vs `nvme connect-all`; stacd's sysfs opens per connect
-  (strace, or an audit hook when strace is missing); the check fails (exit 1) when 200
+  I/O controller live: stafd + stacd vs `nvme connect-all`; the check fails (exit 1) when 200
   subsystems cost stacd more than 5x what 50 cost (linear is 4x, quadratic 16x);
-  opens are counted by a Python audit hook in stacd (all its sysfs reads are Python's), or by
-  ``strace -f`` with BENCH_STRACE=1 (C code included, but far slower under emulation);
+- the timeline of our cold start at each scale: start -> each daemon's first log line -> its
+  D-Bus name owned -> DC live -> first I/O controller live -> all live;
+- the daemons' imports during a cold start (`python -X importtime`): total and top 10;
+- stacd's sysfs opens per connect, counted by a Python audit hook in stacd (all its sysfs reads
+  are Python's), or by ``strace -f`` with BENCH_STRACE=1 (C code too, far slower emulated);
 - reactions with the daemons running: unlink -> gone, re-link -> back, a new subsystem linked
   -> connected; and the scripted nvme-cli equivalent of the unlink (discover, disconnect);
-- RSS of each daemon at 3 and at the largest scale;
+- RSS of each daemon at every scale;
 - the kernel's own floor at each scale, in the same boot: the same connects written to
-  /dev/nvme-fabrics one after another by a shell loop (no library, no discovery). The kernel
-  holds one mutex (nvmf_dev_mutex) across the whole of each connect, so no amount of
-  parallelism gets under it; our figure is printed as floor + overhead.
-Medians with min-max over BENCH_RUNS runs (3); BENCH_SCALES=3,50,200 chooses the scales.
-Under qemu software emulation everything is slower than on hardware, both sides alike.
+  /dev/nvme-fabrics by a shell, one after another and all at once (background jobs, then
+  wait): whether the kernel serialises connects (a mutex across each) is measured, not assumed.
+  Our figure is printed as serial floor + overhead.
+Medians with min-max over BENCH_RUNS runs (3); BENCH_SCALES=3,50,200 chooses the scales;
+BENCH_PARTS=floor measures the kernel floors alone. Under qemu software emulation everything
+is slower than on hardware, both sides alike.
+
+    .venv/bin/python bench/kernel_bench.py [--kernel 6.12] [--timeout S]   # on the host
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
+import re
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 NVMET = [PY, str(ROOT / "nvmet-harness/nvmet.py")]
+RUNNER = ROOT / "nvmet-harness/vm/runner.py"
 SYS = Path("/sys/class/nvme")
 ADDR = ["-t", "tcp", "-a", "::1", "-s", "8009"]
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SCALES = tuple(int(x) for x in os.environ.get("BENCH_SCALES", "3,50,200").split(","))
+PARTS = os.environ.get("BENCH_PARTS", "all")  # "floor": the kernel floors alone
 TMP = Path("/tmp/stas-bench")
-LOGS = Path(os.environ.get("BENCH_LOGS", str(TMP)))  # daemons' stderr (runner.py --share DIR)
+LOGS = Path(os.environ.get("BENCH_LOGS", str(TMP)))  # daemons' output (runner.py --share DIR)
+INSTALL_DIR = ROOT / ".build" / "bench-kernel-install"
+INSTALL_PYTHON = "/usr/bin/python3"  # scripts/install.py's default for the launchers
+PASSENV = ("BENCH_RUNS", "BENCH_SCALES", "BENCH_PARTS", "BENCH_LAYOUT", "BENCH_STRACE")
+BUS_NAMES = {"org.nvmexpress.staf": "stafd", "org.nvmexpress.stac": "stacd"}
 LINEAR_LIMIT = 5.0  # stacd at 200 subsystems may cost at most 5x its cost at 50
 SEED = (
     "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28",
@@ -49,8 +72,9 @@ SEED = (
     "starfleet",
 )
 AUDIT_WRAPPER = """
-import atexit, runpy, sys
-path = sys.argv.pop(1)
+import atexit, sys
+path, libdir = sys.argv.pop(1), sys.argv.pop(1)
+sys.path.insert(0, libdir)
 count = [0]
 def hook(event, args):
     if event == "open" and str(args[0]).startswith("/sys/"):
@@ -58,8 +82,76 @@ def hook(event, args):
 sys.addaudithook(hook)
 atexit.register(lambda: open(path, "w").write(str(count[0])))
 sys.argv[0] = "stacd"
-runpy.run_module("stas.stacd", run_name="__main__")
+from stas.main import stacd_main
+sys.exit(stacd_main())
 """
+
+
+# --- rows (pure) -----------------------------------------------------------------------------
+
+
+def fmt(xs: Sequence[float]) -> str:
+    """Median (min-max), in ms under 10 s, else in s."""
+    med, lo, hi = statistics.median(xs), min(xs), max(xs)
+    if hi < 10:
+        return f"{med * 1000:,.0f} ms ({lo * 1000:,.0f}-{hi * 1000:,.0f})"
+    return f"{med:.1f} s ({lo:.1f}-{hi:.1f})"
+
+
+def floor_row(serial: Sequence[float], parallel: Sequence[float]) -> str:
+    """Serial and parallel floors with how much parallel writes gain (1.00x: none)."""
+    if not serial or not parallel:
+        return f"{fmt(serial) if serial else 'failed'} / {fmt(parallel) if parallel else 'failed'}"
+    ratio = statistics.median(serial) / statistics.median(parallel)
+    return f"{fmt(serial)} / {fmt(parallel)}, parallel {ratio:.2f}x as fast"
+
+
+def timeline_row(runs: Sequence[Mapping[str, float]]) -> str:
+    """Median time of each event over ``runs`` (each: event -> seconds since start).
+
+    An event missing from a run (e.g. no log line) counts only the runs that saw it; an event
+    no run saw shows as '-'."""
+
+    def med(event: str) -> str:
+        seen = [r[event] for r in runs if event in r]
+        return f"{statistics.median(seen):.2f}" if seen else "-"
+
+    return (
+        f"first log line {med('stafd log')}/{med('stacd log')} s -> "
+        f"D-Bus name {med('stafd D-Bus')}/{med('stacd D-Bus')} s -> "
+        f"DC live {med('DC live')} s -> 1st IOC live {med('1st IOC live')} s -> "
+        f"all live {med('all live')} s"
+    )
+
+
+_IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)\s*$")
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str
+    self_us: int
+    cumulative_us: int
+    depth: int  # 0: imported by the program itself, not by another module
+
+
+def parse_importtime(text: str) -> list[Import]:
+    """The `-X importtime` lines of ``text`` (other lines, e.g. log lines, are skipped)."""
+    out = []
+    for line in text.splitlines():
+        if m := _IMPORT_LINE.match(line):
+            depth = (len(m[3]) - 1) // 2
+            out.append(Import(m[4], int(m[1]), int(m[2]), depth))
+    return out
+
+
+def imports_row(imports: Sequence[Import], top: int = 10) -> str:
+    """Total import time (the sum of self times), module count, and the ``top`` modules by
+    cumulative time among those the program imported itself or their direct imports."""
+    total = sum(i.self_us for i in imports) / 1e6
+    ranked = sorted(imports, key=lambda i: i.cumulative_us, reverse=True)[:top]
+    tops = ", ".join(f"{i.module} {i.cumulative_us / 1e6:.2f}" for i in ranked)
+    return f"{total:.2f} s over {len(imports)} modules; top {top} (cumulative s): {tops}"
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -84,6 +176,30 @@ def io_live(n: int) -> Callable[[], bool]:
     return lambda: len(list(SYS.glob("nvme*"))) >= n and len(live("io")) >= n
 
 
+class LiveCount:
+    """Live controllers by kind, cheap enough to poll at 200: a device once seen live is not
+    read again while it exists (a cold start only adds controllers)."""
+
+    def __init__(self) -> None:
+        self.up: dict[str, str] = {}  # device -> cntrltype, once live
+
+    def poll(self) -> tuple[int, int]:
+        """(discovery, io) controllers live now."""
+        present = {d.name: d for d in SYS.glob("nvme*")}
+        for name in set(self.up) - set(present):
+            del self.up[name]
+        for name, d in present.items():
+            if name in self.up:
+                continue
+            try:
+                if (d / "state").read_text().strip() == "live":
+                    self.up[name] = (d / "cntrltype").read_text().strip()
+            except OSError:
+                pass
+        io = sum(kind == "io" for kind in self.up.values())
+        return len(self.up) - io, io
+
+
 def wait(check: Callable[[], bool], timeout: float = 600, poll: float = 0.01) -> float:
     t0 = time.perf_counter()
     while not check():
@@ -93,19 +209,70 @@ def wait(check: Callable[[], bool], timeout: float = 600, poll: float = 0.01) ->
     return time.perf_counter() - t0
 
 
-def fmt(xs: list[float]) -> str:
-    """Median (min-max), in ms under 10 s, else in s."""
-    med, lo, hi = statistics.median(xs), min(xs), max(xs)
-    if hi < 10:
-        return f"{med * 1000:,.0f} ms ({lo * 1000:,.0f}-{hi * 1000:,.0f})"
-    return f"{med:.1f} s ({lo:.1f}-{hi:.1f})"
-
-
 def rss_mb(proc: subprocess.Popen) -> str:
     for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return f"{int(line.split()[1]) // 1024} MB"
     return "?"
+
+
+class BusWatch:
+    """Stamps (time.monotonic()) when each daemon's D-Bus name gets an owner."""
+
+    def __init__(self, address: str) -> None:
+        from jeepney import MatchRule, message_bus
+        from jeepney.io.blocking import open_dbus_connection
+
+        self.conn = open_dbus_connection(bus=address)
+        rule = MatchRule(
+            type="signal",
+            sender="org.freedesktop.DBus",
+            member="NameOwnerChanged",
+            interface="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+        )
+        self.conn.send_and_get_reply(message_bus.AddMatch(rule), timeout=10)
+        self.owned: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self.conn.receive(timeout=0.2)
+            except TimeoutError:
+                continue
+            except Exception:  # the connection closed under us: done
+                return
+            name, _, owner = msg.body if len(msg.body) == 3 else (None, None, None)
+            if name in BUS_NAMES and owner:
+                self.owned.setdefault(BUS_NAMES[name], time.monotonic())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.conn.close()
+
+
+class Tap:
+    """A daemon's merged stdout/stderr: the first line's arrival stamped, all kept for its log."""
+
+    def __init__(self, proc: subprocess.Popen, log: Path) -> None:
+        self.first: float | None = None
+        self.log = log
+        self._thread = threading.Thread(target=self._pump, args=(proc.stdout,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream) -> None:
+        with open(self.log, "ab") as out:
+            for raw in iter(stream.readline, b""):
+                if self.first is None:
+                    self.first = time.monotonic()
+                out.write(raw)
+
+    def join(self) -> None:
+        self._thread.join(10)
 
 
 # --- driving -----------------------------------------------------------------------------------
@@ -140,21 +307,24 @@ def names_of(n: int) -> list[str]:
     return list(SEED[:n]) + [f"nqn.2026-01.io.bench:s{i:03d}" for i in range(n - len(SEED))]
 
 
-def floor_script(n: int) -> str:
-    """A shell loop writing ``n`` connects to /dev/nvme-fabrics, one after another.
+def floor_script(n: int, *, parallel: bool = False, ident: str | None = None) -> str:
+    """A shell script writing ``n`` connects to /dev/nvme-fabrics: one after another, or
+    (``parallel``) all at once as background jobs, then ``wait``.
 
-    The options are the ones a connect cannot do without (plus the host identity nvme-cli
-    would send, when /etc/nvme has one): the kernel's serialized cost and nothing else.
+    The options are the ones a connect cannot do without, plus the host identity nvme-cli
+    would send (``ident``; by default /etc/nvme's when it has one): the kernel's cost alone.
     """
-    ident = ""
-    nqn_file, id_file = Path("/etc/nvme/hostnqn"), Path("/etc/nvme/hostid")
-    if nqn_file.exists() and id_file.exists():
-        ident = f",hostnqn={nqn_file.read_text().strip()},hostid={id_file.read_text().strip()}"
+    if ident is None:
+        ident = ""
+        nqn_file, id_file = Path("/etc/nvme/hostnqn"), Path("/etc/nvme/hostid")
+        if nqn_file.exists() and id_file.exists():
+            ident = f",hostnqn={nqn_file.read_text().strip()},hostid={id_file.read_text().strip()}"
+    amp = " &" if parallel else ""
     lines = [
-        f"echo 'transport=tcp,traddr=::1,trsvcid=8009,nqn={nqn}{ident}' > /dev/nvme-fabrics"
+        f"echo 'transport=tcp,traddr=::1,trsvcid=8009,nqn={nqn}{ident}' > /dev/nvme-fabrics{amp}"
         for nqn in names_of(n)
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + (["wait"] if parallel else [])) + "\n"
 
 
 def write_target(n: int, *, spare: bool = False) -> Path:
@@ -172,23 +342,79 @@ def write_target(n: int, *, spare: bool = False) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How the daemons are started: ``launcher[prog]`` run directly (its #! line), or under
+    ``python`` with interpreter options (importtime); ``libdir`` goes first on sys.path."""
+
+    name: str
+    python: str
+    libdir: str
+    launcher: Mapping[str, str]
+    env_drop: tuple[str, ...]  # variables a user's daemon would not have
+
+    def argv(self, prog: str, *xopts: str) -> list[str]:
+        if xopts:
+            return [self.python, *xopts, self.launcher[prog]]
+        return [self.launcher[prog]]
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.launcher['stafd']}, {self.launcher['stacd']} ({self.python})"
+
+
+def installed_layout(prefix: Path = INSTALL_DIR / "usr") -> Layout:
+    sbin = prefix / "sbin"
+    if not (sbin / "stacd").exists():
+        raise SystemExit(
+            f"no installed daemons in {sbin}: run bench/kernel_bench.py on the host "
+            "(make bench-kernel), which installs them before booting the VM"
+        )
+    return Layout(
+        "installed",
+        INSTALL_PYTHON,
+        str(prefix / "lib" / "nvme-stas"),
+        {p: str(sbin / p) for p in ("stafd", "stacd")},
+        ("PYTHONPYCACHEPREFIX", "PYTHONPATH", "VIRTUAL_ENV"),
+    )
+
+
+def venv_layout() -> Layout:
+    bindir = ROOT / ".venv" / "bin"
+    return Layout(
+        "venv",
+        str(bindir / "python"),
+        str(ROOT),
+        {p: str(bindir / p) for p in ("stafd", "stacd")},
+        (),
+    )
+
+
 class Bench:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], layout: Layout, bus: str) -> None:
         self.env = env
-        self.stafd = [PY, "-m", "stas.main", "-f", str(TMP / "stafd.conf"), "--state-dir", str(TMP)]
-        self.stacd = [PY, "-m", "stas.stacd", "-f", str(TMP / "stacd.conf")]
+        self.layout = layout
+        self.bus = bus
+        self.daemon_env = {k: v for k, v in env.items() if k not in layout.env_drop}
+        self.args = {
+            "stafd": ["-f", str(TMP / "stafd.conf"), "--state-dir", str(TMP)],
+            "stacd": ["-f", str(TMP / "stacd.conf")],
+        }
         self.rows: list[tuple[str, str, str]] = []
         self.medians: dict[int, tuple[float, float]] = {}  # n -> (nvme-cli, stafd + stacd)
-        self.shown = {"stafd": "python " + " ".join(self.stafd[1:]),
-                      "stacd": "python " + " ".join(self.stacd[1:])}  # fmt: skip
         self.failed: list[str] = []
+
+    def argv(self, prog: str, *xopts: str) -> list[str]:
+        return [*self.layout.argv(prog, *xopts), *self.args[prog]]
+
+    def shown(self, prog: str) -> str:
+        return " ".join(self.argv(prog))
 
     def row(self, what: str, value: str, command: str) -> None:
         self.rows.append((what, value, command))
         print(f"  {what}: {value}", flush=True)
 
-    def daemons(self) -> tuple[subprocess.Popen, subprocess.Popen]:
-        return start(self.stafd, self.env, "stafd"), start(self.stacd, self.env, "stacd")
+    def daemon(self, prog: str, *xopts: str) -> subprocess.Popen:
+        return start(self.argv(prog, *xopts), self.daemon_env, prog)
 
     def cold(self) -> None:
         (TMP / "last-known-config.json").unlink(missing_ok=True)
@@ -204,61 +430,170 @@ class Bench:
             reset()
             self.cold()
             t0 = time.perf_counter()
-            stafd = start(self.stafd, self.env, "stafd")
+            stafd = self.daemon("stafd")
             wait(lambda: bool(live("discovery")))
             ours.append(time.perf_counter() - t0)
             stop(stafd)
         self.row("cold start -> DC live: nvme-cli", fmt(cli), "nvme discover -p " + " ".join(ADDR))
-        self.row("cold start -> DC live: stafd", fmt(ours), self.shown["stafd"])
+        self.row("cold start -> DC live: stafd", fmt(ours), self.shown("stafd"))
+
+    def floor(self, n: int, script: Path) -> float | None:
+        """Seconds from running ``script`` to n I/O controllers live (None: they never were)."""
+        reset()
+        t0 = time.perf_counter()
+        subprocess.run(["sh", str(script)], capture_output=True)
+        try:
+            wait(io_live(n), 60 + n)
+        except RuntimeError:
+            print(f"  ! {script}: only {len(live('io'))} of {n} live", flush=True)
+            return None
+        return time.perf_counter() - t0
+
+    def floors(self, n: int) -> list[float]:
+        """The serial and parallel floors, interleaved; returns the serial samples."""
+        serial_sh, parallel_sh = TMP / f"floor-{n}.sh", TMP / f"floor-{n}-parallel.sh"
+        serial_sh.write_text(floor_script(n))
+        parallel_sh.write_text(floor_script(n, parallel=True))
+        serial: list[float] = []
+        parallel: list[float] = []
+        for _ in range(RUNS):
+            for script, samples in ((serial_sh, serial), (parallel_sh, parallel)):
+                if (t := self.floor(n, script)) is not None:
+                    samples.append(t)
+        self.row(
+            f"{n} subsystems: kernel floor serial / parallel (writes to /dev/nvme-fabrics)",
+            floor_row(serial, parallel),
+            f"sh {serial_sh} (one echo per subsystem) / sh {parallel_sh} (echo &, wait)",
+        )
+        return serial
+
+    @contextmanager
+    def watched(self) -> Iterator[BusWatch]:
+        watch = BusWatch(self.bus)
+        try:
+            yield watch
+        finally:
+            watch.close()
+
+    def cold_start(self, n: int) -> tuple[dict[str, float], tuple[str, str]]:
+        """One cold start of both daemons to n I/O controllers live: its timeline and RSS."""
+        reset()
+        self.cold()
+        events: dict[str, float] = {}
+        count = LiveCount()
+        with self.watched() as bus:
+            t0 = time.monotonic()
+            procs = {}
+            taps = {}
+            for prog in ("stafd", "stacd"):
+                procs[prog] = subprocess.Popen(
+                    self.argv(prog),
+                    env=self.daemon_env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+                taps[prog] = Tap(procs[prog], LOGS / f"{prog}.log")
+            while True:
+                dc, io = count.poll()
+                now = time.monotonic() - t0
+                if dc:
+                    events.setdefault("DC live", now)
+                if io:
+                    events.setdefault("1st IOC live", now)
+                if io >= n:
+                    events["all live"] = now
+                    break
+                if now > 600:
+                    raise RuntimeError(f"cold start: only {io} of {n} live after 600 s")
+                time.sleep(0.01)
+            time.sleep(1)
+            rss = (rss_mb(procs["stafd"]), rss_mb(procs["stacd"]))
+            stop(procs["stacd"], procs["stafd"])
+            for prog, tap in taps.items():
+                tap.join()
+                if tap.first is not None:
+                    events[f"{prog} log"] = tap.first - t0
+                if prog in bus.owned:
+                    events[f"{prog} D-Bus"] = bus.owned[prog] - t0
+        return events, rss
 
     def scale(self, n: int) -> float:
         """Cold start -> n I/O controllers live; returns stacd's median."""
         run(*NVMET, "create", "-f", str(write_target(n)))
-        script = TMP / f"floor-{n}.sh"
-        script.write_text(floor_script(n))
-        cli, ours, floor = [], [], []
+        cli: list[float] = []
+        ours: list[float] = []
+        timelines: list[dict[str, float]] = []
+        serial_sh = TMP / f"floor-{n}.sh"
+        floor = self.floors(n)
         rss = ("?", "?")
-        for i in range(RUNS):
-            reset()
-            t0 = time.perf_counter()
-            run("sh", str(script))
-            wait(io_live(n))
-            floor.append(time.perf_counter() - t0)
+        for _ in range(RUNS):
             reset()
             t0 = time.perf_counter()
             run("nvme", "connect-all", *ADDR)
             wait(io_live(n))
             cli.append(time.perf_counter() - t0)
-            reset()
-            self.cold()
-            t0 = time.perf_counter()
-            stafd, stacd = self.daemons()
-            wait(io_live(n))
-            ours.append(time.perf_counter() - t0)
-            if i == RUNS - 1:
-                time.sleep(1)
-                rss = (rss_mb(stafd), rss_mb(stacd))
-            stop(stacd, stafd)
+            events, rss = self.cold_start(n)
+            timelines.append(events)
+            ours.append(events["all live"])
         med_cli, med_ours = statistics.median(cli), statistics.median(ours)
-        med_floor = statistics.median(floor)
+        med_floor = statistics.median(floor) if floor else float("nan")
         self.medians[n] = (med_cli, med_ours)
-        self.row(f"{n} subsystems: kernel floor (serialized writes to /dev/nvme-fabrics)",
-                 fmt(floor), f"sh {script} (one echo per subsystem)")  # fmt: skip
-        self.row(f"{n} subsystems: cold start -> all live: nvme-cli", fmt(cli),
-                 "nvme connect-all " + " ".join(ADDR))  # fmt: skip
-        self.row(f"{n} subsystems: cold start -> all live: stafd + stacd", fmt(ours),
-                 f"{self.shown['stafd']} & {self.shown['stacd']}")  # fmt: skip
-        self.row(f"{n} subsystems: floor + overhead: nvme-cli / stafd + stacd",
-                 f"{med_floor:.1f} s + {med_cli - med_floor:.1f} s / "
-                 f"{med_floor:.1f} s + {med_ours - med_floor:.1f} s", "")  # fmt: skip
+        self.row(
+            f"{n} subsystems: cold start -> all live: nvme-cli",
+            fmt(cli),
+            "nvme connect-all " + " ".join(ADDR),
+        )
+        self.row(
+            f"{n} subsystems: cold start -> all live: stafd + stacd",
+            fmt(ours),
+            f"{self.shown('stafd')} & {self.shown('stacd')}",
+        )
+        self.row(f"{n} subsystems: timeline stafd/stacd (medians)", timeline_row(timelines), "")
+        self.row(
+            f"{n} subsystems: serial floor + overhead: nvme-cli / stafd + stacd",
+            f"{med_floor:.1f} s + {med_cli - med_floor:.1f} s / "
+            f"{med_floor:.1f} s + {med_ours - med_floor:.1f} s",
+            f"sh {serial_sh}",
+        )
         self.row(f"{n} subsystems: stacd / nvme-cli", f"{med_ours / med_cli:.2f}x", "")
-        self.row(f"{n} subsystems: per controller: nvme-cli / stacd",
-                 f"{med_cli / n * 1000:.0f} ms / {med_ours / n * 1000:.0f} ms", "")  # fmt: skip
-        self.row(f"{n} subsystems: RSS stafd / stacd", f"{rss[0]} / {rss[1]}", "")
+        self.row(
+            f"{n} subsystems: per controller: nvme-cli / stacd",
+            f"{med_cli / n * 1000:.0f} ms / {med_ours / n * 1000:.0f} ms",
+            "",
+        )
+        self.row(
+            f"{n} subsystems: RSS stafd / stacd (last run, 1 s after all live)",
+            f"{rss[0]} / {rss[1]}",
+            "",
+        )
+        if n == min(SCALES):
+            self.imports(n)
         self.opens(n)
         reset()
         run(*NVMET, "clean")
         return med_ours
+
+    def imports(self, n: int) -> None:
+        """Both daemons under `-X importtime` in one cold start to n live (imports as the
+        cold start really does them, the two processes sharing the VM's CPUs)."""
+        reset()
+        self.cold()
+        for prog in ("stafd", "stacd"):
+            (LOGS / f"{prog}-importtime.log").unlink(missing_ok=True)
+        procs = [
+            start(self.argv(p, "-X", "importtime"), self.daemon_env, f"{p}-importtime")
+            for p in ("stafd", "stacd")
+        ]
+        wait(io_live(n))
+        time.sleep(1)
+        stop(*reversed(procs))
+        for prog in ("stafd", "stacd"):
+            found = parse_importtime((LOGS / f"{prog}-importtime.log").read_text(errors="replace"))
+            self.row(
+                f"{prog} imports in the VM (-X importtime, cold start to {n} live)",
+                imports_row(found),
+                " ".join(self.argv(prog, "-X", "importtime")),
+            )
 
     def opens(self, n: int) -> None:
         """stacd's opens of /sys files during one cold start to n live, per connect."""
@@ -268,12 +603,28 @@ class Bench:
         out.unlink(missing_ok=True)
         if os.environ.get("BENCH_STRACE") == "1" and shutil.which("strace"):  # slow under TCG
             how = "strace -f -e trace=open,openat"
-            argv = ["strace", "-f", "-qq", "-e", "trace=open,openat", "-o", str(out), *self.stacd]
+            argv = [
+                "strace",
+                "-f",
+                "-qq",
+                "-e",
+                "trace=open,openat",
+                "-o",
+                str(out),
+                *self.argv("stacd"),
+            ]
         else:
             how = "audit hook"
-            argv = [PY, "-c", AUDIT_WRAPPER, str(out), *self.stacd[3:]]
-        shown = " ".join(argv) if argv[0] == "strace" else f"{self.shown['stacd']} (audit hook)"
-        stafd, stacd = start(self.stafd, self.env, "stafd"), start(argv, self.env, "stacd")
+            argv = [
+                self.layout.python,
+                "-c",
+                AUDIT_WRAPPER,
+                str(out),
+                self.layout.libdir,
+                *self.args["stacd"],
+            ]
+        shown = " ".join(argv) if argv[0] == "strace" else f"{self.shown('stacd')} (audit hook)"
+        stafd, stacd = self.daemon("stafd"), start(argv, self.daemon_env, "stacd")
         wait(io_live(n))
         time.sleep(1)
         stop(stacd, stafd)
@@ -282,14 +633,17 @@ class Bench:
             total = int(text or 0)
         else:
             total = sum('"/sys/' in line for line in text.splitlines())
-        self.row(f"{n} subsystems: stacd sysfs opens (cold start, {how})",
-                 f"{total:,} = {total / n:.1f} per connect", shown)  # fmt: skip
+        self.row(
+            f"{n} subsystems: stacd sysfs opens (cold start, {how})",
+            f"{total:,} = {total / n:.1f} per connect",
+            shown,
+        )
 
     def reactions(self) -> None:
         run(*NVMET, "create", "-f", str(write_target(3, spare=True)))
         reset()
         self.cold()
-        stafd, stacd = self.daemons()
+        stafd, stacd = self.daemon("stafd"), self.daemon("stacd")
         wait(io_live(3))
         gone, back, new = [], [], []
         for _ in range(RUNS):
@@ -305,8 +659,9 @@ class Bench:
         after = "(after nvmet.py returns)"
         self.row(f"unlink -> gone: stacd {after}", fmt(gone), "nvmet.py unlink -p 1 -s klingons")
         self.row(f"re-link -> live: stacd {after}", fmt(back), "nvmet.py link -p 1 -s klingons")
-        self.row(f"new subsystem -> live: stacd {after}", fmt(new),
-                 "nvmet.py link -p 1 -s romulans")  # fmt: skip
+        self.row(
+            f"new subsystem -> live: stacd {after}", fmt(new), "nvmet.py link -p 1 -s romulans"
+        )
         cli = []
         for _ in range(RUNS):  # the scripted equivalent: discover, diff, disconnect
             reset()
@@ -320,8 +675,11 @@ class Bench:
             wait(lambda: "klingons" not in live("io"), 60, 0.002)
             cli.append(time.perf_counter() - t0)
             run(*NVMET, "link", "-p", "1", "-s", "klingons")
-        self.row("unlink -> gone: scripted nvme-cli", fmt(cli),
-                 "nvme discover; nvme disconnect -n klingons")  # fmt: skip
+        self.row(
+            "unlink -> gone: scripted nvme-cli",
+            fmt(cli),
+            "nvme discover; nvme disconnect -n klingons",
+        )
         reset()
         run(*NVMET, "clean")
 
@@ -336,23 +694,97 @@ class Bench:
             if n == base:
                 continue
             b_cli, b_ours = self.medians[base]
-            self.row(f"{n} subsystems: each controller beyond {base}: nvme-cli / stacd",
-                     f"{(cli - b_cli) / (n - base) * 1000:.0f} ms / "
-                     f"{(ours - b_ours) / (n - base) * 1000:.0f} ms", "")  # fmt: skip
+            self.row(
+                f"{n} subsystems: each controller beyond {base}: nvme-cli / stacd",
+                f"{(cli - b_cli) / (n - base) * 1000:.0f} ms / "
+                f"{(ours - b_ours) / (n - base) * 1000:.0f} ms",
+                "",
+            )
         if 50 not in costs or 200 not in costs:
             return
         ratio = costs[200] / costs[50]
         verdict = "PASS" if ratio <= LINEAR_LIMIT else "FAIL"
-        self.row("linearity: stacd 200 / 50 subsystems (linear 4x, limit 5x)",
-                 f"{ratio:.2f}x {verdict}", "")  # fmt: skip
+        self.row(
+            "linearity: stacd 200 / 50 subsystems (linear 4x, limit 5x)",
+            f"{ratio:.2f}x {verdict}",
+            "",
+        )
         if verdict == "FAIL":
             self.failed.append(f"stacd at 200 subsystems costs {ratio:.1f}x its 50 figure")
 
 
-def main() -> int:
+# --- host: install, then the VM ----------------------------------------------------------------
+
+
+def _deps_key() -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+
+
+def install(dest: Path = INSTALL_DIR) -> Path:
+    """`make install` (scripts/install.py) into ``dest``: with the dependencies once per
+    pyproject.toml, the stas package refreshed every time; then byte-compiled by the launchers'
+    interpreter, as a distribution package is at install time. Returns the prefix."""
+    prefix = dest / "usr"
+    lib = prefix / "lib" / "nvme-stas"
+    stamp = dest / "deps-key"
+    full = not (stamp.exists() and stamp.read_text() == _deps_key() and (lib / "trio").is_dir())
+    if full:
+        shutil.rmtree(dest, ignore_errors=True)
+    else:
+        shutil.rmtree(lib / "stas", ignore_errors=True)  # no stale modules from older trees
+    cmd = [
+        PY,
+        str(ROOT / "scripts" / "install.py"),
+        "install",
+        "--destdir",
+        "",
+        "--prefix",
+        str(prefix),
+        "--sysconfdir",
+        str(dest / "etc"),
+        "--python",
+        INSTALL_PYTHON,
+    ]
+    if not full:
+        cmd.append("--no-deps")
+    print(f"installing into {dest} ({'with dependencies' if full else 'stas only'})", flush=True)
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        raise SystemExit(f"scripts/install.py failed: {res.stderr.strip()[-2000:]}")
+    stamp.write_text(_deps_key())
+    subprocess.run(
+        [INSTALL_PYTHON, "-m", "compileall", "-q", str(lib)], check=True, stdout=subprocess.DEVNULL
+    )
+    return prefix
+
+
+def vm_command(kernel: str, timeout: float, environ: Mapping[str, str]) -> list[str]:
+    """runner.py's command line that runs this script in the VM, passing the BENCH_ settings."""
+    cmd = [PY, str(RUNNER), "--kernel", kernel, "--timeout", f"{timeout:g}"]
+    for name in PASSENV:
+        if name in environ:
+            cmd += ["-e", name]
+    return [*cmd, "--", PY, str(Path(__file__).resolve())]
+
+
+def host_main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Install, then run the kernel benchmark in the VM.")
+    p.add_argument("--kernel", default="6.1", help="Debian kernel series for runner.py (6.1)")
+    p.add_argument("--timeout", type=float, default=3 * 3600, help="seconds for the VM run")
+    args = p.parse_args(argv)
+    if os.environ.get("BENCH_LAYOUT", "installed") == "installed":
+        install()
+    return subprocess.run(vm_command(args.kernel, args.timeout, os.environ)).returncode
+
+
+# --- in the VM ---------------------------------------------------------------------------------
+
+
+def vm_main() -> int:
     sys.path.insert(0, str(ROOT))
     from stas.dbus.testbus import private_bus
 
+    layout = venv_layout() if os.environ.get("BENCH_LAYOUT") == "venv" else installed_layout()
     TMP.mkdir(exist_ok=True)
     LOGS.mkdir(exist_ok=True)
     (TMP / "stafd.conf").write_text(
@@ -364,17 +796,25 @@ def main() -> int:
     with private_bus() as address:
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=address)
         env.pop("NOTIFY_SOCKET", None)
-        bench = Bench(env)
-        print(f"runs per figure: {RUNS}; scales: {SCALES}", flush=True)
-        run(*NVMET, "create", "-f", str(write_target(3)))
-        bench.discovery()
-        reset()
-        run(*NVMET, "clean")
-        costs = {n: bench.scale(n) for n in SCALES}
-        bench.linearity(costs)
-        bench.reactions()
+        bench = Bench(env, layout, address)
+        print(f"kernel {os.uname().release}; layout timed: {layout.describe()}", flush=True)
+        print(f"runs per figure: {RUNS}; scales: {SCALES}; parts: {PARTS}", flush=True)
+        if PARTS == "floor":
+            for n in SCALES:
+                run(*NVMET, "create", "-f", str(write_target(n)))
+                bench.floors(n)
+                reset()
+                run(*NVMET, "clean")
+        else:
+            run(*NVMET, "create", "-f", str(write_target(3)))
+            bench.discovery()
+            reset()
+            run(*NVMET, "clean")
+            costs = {n: bench.scale(n) for n in SCALES}
+            bench.linearity(costs)
+            bench.reactions()
     width = max(len(r[0]) for r in bench.rows)
-    print()
+    print(f"\nkernel {os.uname().release}; layout timed: {layout.describe()}")
     for what, value, command in bench.rows:
         print(f"{what.ljust(width)}  {value}" + (f"   [{command}]" if command else ""))
     for problem in bench.failed:
@@ -383,4 +823,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(vm_main() if os.environ.get("STAS_IN_VM") == "1" else host_main())
