@@ -26,6 +26,7 @@ import attrs
 from stas.constants import WELL_KNOWN_DISC_NQN, default_trsvcid
 from stas.kernel.options import InvalidOption, check_nqn
 from stas.messages import Tid
+from stas.nbft_files import FILE_PREFIX, SYSFS_DIR
 from stas.net import normalise_ip
 
 HEADER_LEN, CONTROL_LEN, HOST_LEN = 64, 64, 32
@@ -489,8 +490,7 @@ def parse_nbft(data: bytes) -> Nbft:
 
 # --- I/O: the only part that touches files -----------------------------------------------------
 
-SYSFS_DIR = "/sys/firmware/acpi/tables"
-FILE_GLOB = "NBFT*"
+FILE_GLOB = FILE_PREFIX + "*"
 
 
 def read_tables(directory: str | Path = SYSFS_DIR) -> tuple[dict[str, Nbft], list[str]]:

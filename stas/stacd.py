@@ -27,7 +27,7 @@ import trio
 from trio_util import AsyncValue
 
 from stas import __version__
-from stas.actors.connector import Connector
+from stas.actors.connector import BootReader, Connector
 from stas.actors.daemon_dbus import IDLE_TIMER, WatchedTron, upstream_status_keys
 from stas.actors.stacd_dbus import run_stacd_dbus
 from stas.actors.stafd_client import log_pages_from_json, run_stafd_client
@@ -38,7 +38,8 @@ from stas.config import ConfigError, ServiceConfig, SysConfig, load_service_conf
 from stas.dbus.common import DBusError
 from stas.logsetup import TronControl
 from stas.messages import ConnectorMsg, Dlpe, StacdConfigChanged, StacdSnapshot, Tid
-from stas.nbft import boot_subsystems_reader
+from stas.nbft_files import SYSFS_DIR as NBFT_DIR
+from stas.nbft_files import has_tables
 from stas.plan import decide, format_plan, wanted_iocs
 from stas.sdnotify import Notifier
 from stas.state import default_path, note_upstream_state
@@ -156,7 +157,7 @@ class Stacd:
             hostid=self.hostid,
             kernel=self.kernel,
             published=self.published,
-            boot_subsystems=None if self.opts.kernel == "fake" else boot_subsystems_reader(),
+            boot_subsystems=None if self.opts.kernel == "fake" else boot_reader(),
             registry=self.coexist.registry if self.coexist is not None else None,
         )
         await connector.run(self.inbox, task_status=task_status)
@@ -252,6 +253,16 @@ def fetch_log_pages(address: str | None) -> dict[Tid, tuple[Dlpe, ...]]:
     return log_pages_from_json(raw)
 
 
+def boot_reader(directory: str = NBFT_DIR) -> BootReader:
+    """The NBFT's boot subsystems for a host NQN; the NBFT parser is imported only when the
+    firmware left tables (most hosts: never)."""
+    if not has_tables(directory):
+        return lambda _hostnqn: ()
+    from stas.nbft import boot_subsystems_reader
+
+    return boot_subsystems_reader(directory)
+
+
 async def dry_run(opts: StacdOptions) -> int:
     config, _ = load_service_config(opts.conf_file, "stacd")
     hostnqn, hostid = host_ids(load_sys_config(opts.sys_conf))
@@ -259,7 +270,7 @@ async def dry_run(opts: StacdOptions) -> int:
         root = Coexist.at(Path(opts.coexist_root or "/"))
         config = attrs.evolve(config, nvme_exclusions=root.exclusions(hostid))
     pages = await trio.to_thread.run_sync(fetch_log_pages, opts.bus_address)
-    boot = [] if opts.kernel == "fake" else boot_subsystems_reader()(hostnqn)
+    boot = [] if opts.kernel == "fake" else list(boot_reader()(hostnqn))
     wanted = wanted_iocs(config=config, log_pages=pages, host_nqn=hostnqn, boot=boot)
     if opts.kernel == "fake" or not os.path.isdir("/sys/class/nvme"):
         kernel_ctrls = []

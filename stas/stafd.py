@@ -47,7 +47,7 @@ from stas.messages import (
     StafdSnapshot,
     Tid,
 )
-from stas.nbft import SYSFS_DIR as NBFT_DIR
+from stas.nbft_files import SYSFS_DIR as NBFT_DIR
 from stas.nvme.hostid import HostIdentity, default_host_identity
 from stas.sdnotify import Notifier
 from stas.state import FILE_NAME, StateStore, note_upstream_state

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from trio_util import AsyncValue
@@ -45,9 +45,12 @@ from stas.messages_stafd import (
     FinderMsg,
     StafdConfigChanged,
 )
-from stas.nbft import IfaceOf, discovery_tids, iface_of_hfi, read_tables
+from stas.nbft_files import has_tables
 from stas.resolve import Probe, Resolver, first_answering, resolve_traddr, tcp_probe
 from stas.state import StateStore
+
+if TYPE_CHECKING:
+    from stas.nbft import IfaceOf
 
 log = logging.getLogger("stas.finder")
 
@@ -68,9 +71,10 @@ class Finder:
         resolver: Resolver | None = None,
         probe: Probe = tcp_probe,
         nbft_dir: str | Path | None = None,
-        iface_of: IfaceOf = iface_of_hfi,
+        iface_of: IfaceOf | None = None,
     ) -> None:
-        self.nbft_dir, self.iface_of = nbft_dir, iface_of  # None: no NBFT (tests, demos)
+        self.nbft_dir = nbft_dir  # None: no NBFT (tests, demos)
+        self.iface_of = iface_of  # None: stas.nbft.iface_of_hfi (the HFI's MAC in sysfs)
         self.dc_factory = dc_factory
         self.published = published
         self.state_store = state_store
@@ -103,14 +107,17 @@ class Finder:
     def _loaded(self, config: ServiceConfig, host_nqn: str) -> core.ConfigLoaded:
         """The NBFT's DCs for this host NQN (upstream 2.3+: host-iface from the HFI's MAC, the
         table's host NQN when the firmware marks it configured); bad tables are named."""
-        if self.nbft_dir is None:
-            return core.ConfigLoaded(config, host_nqn)
+        if self.nbft_dir is None or not has_tables(self.nbft_dir):
+            return core.ConfigLoaded(config, host_nqn)  # the parser is imported only when used
+        from stas.nbft import discovery_tids, iface_of_hfi, read_tables
+
         tables, errors = read_tables(self.nbft_dir)
+        iface_of = self.iface_of or iface_of_hfi
         problems = [f"NBFT {text}; ignored" for text in errors]
         found: list[Tid] = []
         for path, table in tables.items():
             problems += [f"NBFT {path}: {problem}" for problem in table.problems]
-            found += discovery_tids(table, host_nqn=host_nqn, iface_of=self.iface_of)
+            found += discovery_tids(table, host_nqn=host_nqn, iface_of=iface_of)
         return core.ConfigLoaded(config, host_nqn, tuple(found), tuple(problems))
 
     def _step(self, msg: object) -> None:
