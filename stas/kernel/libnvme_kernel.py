@@ -18,8 +18,8 @@ also silently drop ``queue_size`` and ``fast_io_fail_tmo`` from the config dict,
 with either is written to ``/dev/nvme-fabrics`` directly even there.
 
 Blocking calls run in worker threads behind one CapacityLimiter per instance (bounded,
-parallel connects); sysfs reads and deletes have their own limiter, so a connect storm against
-unreachable targets never delays a disconnect or a resync.
+parallel connects); sysfs reads and deletes have a limiter each, so a connect storm against
+unreachable targets never delays a disconnect or a resync, nor do 16 deletes a sysfs read.
 """
 
 from __future__ import annotations
@@ -149,6 +149,7 @@ class LibnvmeKernel:
         self._opener = opener
         self._limiter = trio.CapacityLimiter(max_threads)
         self._sysfs_limiter = trio.CapacityLimiter(4)
+        self._delete_limiter = trio.CapacityLimiter(16)  # stacd's deletes overlap: not the reads'
         self._caps = read_capabilities(fabrics) if capabilities is None else capabilities
         # sys.conf's [Host] key: the DH-HMAC-CHAP secret of connects that name none
         # (libnvme's host-level key in upstream); stacd sets it at start and on reload.
@@ -223,7 +224,7 @@ class LibnvmeKernel:
                 f.write("1")
 
         try:
-            await trio.to_thread.run_sync(write, limiter=self._sysfs_limiter)
+            await trio.to_thread.run_sync(write, limiter=self._delete_limiter)
         except FileNotFoundError as exc:
             raise KernelError(f"disconnect {device}: no such controller", errno.ENODEV) from exc
         except OSError as exc:
