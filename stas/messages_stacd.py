@@ -69,7 +69,7 @@ def _number(text: str) -> int | None:
         return None
 
 
-def _treq_number(text: str) -> int:
+def treq_number(text: str) -> int:
     """TREQ from the DLPE dict's ``treq``: libnvme's word, else a number (any base int()
     reads with base 0; 8 bits, as in the log page), else 0 ("not specified")."""
     n = _TREQ_NUMBER.get(text)
@@ -118,7 +118,7 @@ class Dlpe(Mapping[str, str]):
     def parse(cls, raw: object) -> Dlpe | None:
         """A DLPE dict from D-Bus (untrusted): None unless a mapping whose keys and known
         values are strings. A non-numeric EFLAGS reads as 0, as libnvme's would; TREQ as
-        ``_treq_number`` reads it. One pass: 10,000 entries a page."""
+        ``treq_number`` reads it. One pass: 10,000 entries a page."""
         if not isinstance(raw, Mapping):
             return None
         keys: list[str] = []
@@ -154,7 +154,7 @@ class Dlpe(Mapping[str, str]):
             if str(flags) != said:  # '', ' 1', '0x4': shown as sent
                 kept.append(("eflags", said))
         if (said := get("treq")) is not None:
-            treq = _treq_number(said)
+            treq = treq_number(said)
             if _DLPE_TREQ.get(treq, str(treq)) != said:
                 kept.append(("treq", said))
         shape = _shape_of(tuple(keys), tuple(kept), shareable)

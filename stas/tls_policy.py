@@ -8,10 +8,10 @@ not required (2) or not specified (0); for TCP its TSAS byte 0 (SECTYPE) names t
 values) and, for TCP entries with a security type, ``tsas`` ``"tls"``/``"tls1.3"``/
 ``"reserved"`` (libnvme's ``tsas.sectype``, flattened so the dict stays ``a{ss}``).
 
-stafd holds each entry typed (``LogPageEntry``: TREQ and TSAS as numbers) and asks
-``referral_params`` of it directly; stacd's entries arrive as those dicts over D-Bus (its
-typed ``Dlpe`` does not carry TREQ/TSAS), so ``tls_fields`` reads the dict. Both end in
-``requires_tls``, one rule.
+Both daemons hold each entry typed and ask ``requires_tls`` of the typed fields, one rule:
+stafd's ``LogPageEntry`` (TREQ and TSAS as numbers; ``referral_params``) and stacd's ``Dlpe``
+(TREQ as a number, SECTYPE as the dict spells it, parsed once where the dict enters stacd;
+``tls_fields``). A DLPE dict handed in as such is parsed into a ``Dlpe`` first.
 
 Rules: an entry that requires a secure channel is connected with TLS or not at all (an
 explicit ``tls=false`` for it, or a channel other than TLS 1.3, refuses it with the reason);
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 
 from stas.kernel.options import InvalidOption
 
-if TYPE_CHECKING:  # the codec is loaded by whoever holds an entry, never for this module
+if TYPE_CHECKING:  # the codec (stafd) and stacd's messages are loaded by whoever holds an entry
+    from stas.messages_stacd import Dlpe
     from stas.nvme.logpage import LogPageEntry
 
-_TREQ_WORDS = {"not specified": 0, "required": 1, "not required": 2, "disable sqflow": 0}
 USERSPACE_REFUSAL = (
     "TLS is not supported by the userspace discovery host (Python's ssl module has no TLS-PSK): "
     "use dc-backend=kernel for this controller"
@@ -37,13 +37,11 @@ USERSPACE_REFUSAL = (
 
 
 def secure_channel(treq: str) -> int:
-    """TREQ bits 1:0 from a DLPE dict's ``treq`` text (libnvme's words or a number)."""
-    if treq in _TREQ_WORDS:
-        return _TREQ_WORDS[treq]
-    try:
-        return int(treq, 0) & 0x3
-    except ValueError:
-        return 0
+    """TREQ bits 1:0 from a DLPE dict's ``treq`` text (libnvme's words or a number), read as
+    stacd's ``Dlpe`` reads it."""
+    from stas.messages_stacd import treq_number
+
+    return treq_number(treq) & 0x3
 
 
 def requires_tls(transport: str, channel: int, sectype: str, where: str) -> bool:
@@ -60,23 +58,31 @@ def requires_tls(transport: str, channel: int, sectype: str, where: str) -> bool
     return True
 
 
+def dlpe_requires_tls(e: Dlpe) -> bool:
+    """``requires_tls`` for stacd's typed entry."""
+    return requires_tls(e.transport, e.treq & 0x3, e.sectype, _where(e))
+
+
 def entry_requires_tls(entry: Mapping[str, str]) -> bool:
-    """``requires_tls`` for a DLPE dict (stacd's view of an entry)."""
-    return requires_tls(
-        entry.get("trtype", ""),
-        secure_channel(entry.get("treq", "")),
-        entry.get("tsas", "none"),
-        _where(entry),
-    )
+    """``requires_tls`` for a DLPE dict, typed first (a ``Dlpe`` is one already); a dict that
+    does not parse (a non-string field) demands nothing."""
+    e = _typed(entry)
+    return e is not None and dlpe_requires_tls(e)
 
 
-def _where(entry: Mapping[str, str]) -> str:
-    return f"{entry.get('subnqn', '?')} at {entry.get('traddr', '?')}:{entry.get('trsvcid', '?')}"
+def _typed(entry: Mapping[str, str]) -> Dlpe | None:
+    from stas.messages_stacd import Dlpe
+
+    return entry if type(entry) is Dlpe else Dlpe.parse(entry)
+
+
+def _where(e: Dlpe) -> str:
+    return f"{e.subsysnqn} at {e.traddr}:{e.trsvcid}"  # as log_entry_requires_tls names it
 
 
 def log_entry_requires_tls(e: LogPageEntry) -> bool:
     """``requires_tls`` for a decoded entry (stafd's view), without the DLPE dict round trip:
-    the same answer as ``entry_requires_tls(e.to_dlpe())``."""
+    the same answer as ``dlpe_requires_tls(Dlpe.parse(e.to_dlpe()))``."""
     from stas.nvme.logpage import TCP_SECTYPES, TRTYPE_TCP
 
     if e.trtype != TRTYPE_TCP:
@@ -99,13 +105,15 @@ def tls_fields(
     keyring: str | None = None,
 ) -> dict[str, object]:
     """ConnectRequest's ``tls``, ``tls_key`` and ``keyring``: the controller's ``params``
-    over the [Global] keywords, TLS forced by ``entry`` (InvalidOption when it cannot be)."""
+    over the [Global] keywords, TLS forced by ``entry`` (InvalidOption when it cannot be).
+    ``entry`` is stacd's ``Dlpe`` (a mapping too); a plain DLPE dict is typed first."""
     explicit = params.get("tls")
     wanted = explicit == "true" if explicit is not None else tls
-    if entry is not None and entry_requires_tls(entry):
+    e = None if entry is None else _typed(entry)
+    if e is not None and dlpe_requires_tls(e):
         if explicit == "false":
             raise InvalidOption(
-                "tls", "false", f"the log page entry of {_where(entry)} requires TLS: not connected"
+                "tls", "false", f"the log page entry of {_where(e)} requires TLS: not connected"
             )
         wanted = True
     if not wanted or transport != "tcp":

@@ -10,7 +10,7 @@ from stas.actors.dc import connection_params
 from stas.actors.dc_backend import UserspaceBackend
 from stas.config import ServiceConfig, parse_service_config
 from stas.kernel.options import InvalidOption
-from stas.messages import IocWanted, Tid
+from stas.messages import Dlpe, IocWanted, Tid
 from stas.nvme.errors import DiscoveryError
 from stas.nvme.host_ops import HostIdentity
 from stas.nvme.logpage import LogPageEntry
@@ -71,6 +71,26 @@ def test_tls_fields() -> None:
     assert tls_fields({}, "tcp", dlpe(2, 2)) == off  # TLS offered, not required
     with pytest.raises(InvalidOption, match="requires TLS: not connected"):
         tls_fields({"tls": "false"}, "tcp", dlpe(1, 2))
+
+
+def test_stacds_typed_entry_decides_by_its_fields_not_a_dict() -> None:
+    """The connector hands tls_fields the ``Dlpe`` itself: TREQ and SECTYPE typed once where
+    the dict entered stacd. Built here with no dict behind it (its mapping is empty), so only
+    the typed fields can demand TLS."""
+    bare = Dlpe("tcp", "ipv6", "::1", "4420", "sealed", "nvme", treq=1, sectype="tls1.3")
+    assert dict(bare) == {}
+    assert tls_fields({}, "tcp", bare)["tls"] is True
+    with pytest.raises(InvalidOption, match=r"sealed at ::1:4420 requires TLS: not connected"):
+        tls_fields({"tls": "false"}, "tcp", bare)
+    tls12 = Dlpe("tcp", "ipv6", "::1", "4420", "sealed", "nvme", treq=5, sectype="tls")
+    with pytest.raises(InvalidOption, match=r"other than TLS 1\.3"):
+        tls_fields({}, "tcp", tls12)
+    parsed = Dlpe.parse(dlpe(1, 2))
+    assert parsed is not None and (parsed.treq, parsed.sectype) == (1, "tls1.3")
+    req = connect_request(IocWanted(TID, "discovered", dcs=(TID,)), _config(), "", parsed)
+    assert req.tls and req.option_string().endswith(",tls")
+    offered = Dlpe.parse(dlpe(2, 2))
+    assert offered is not None and tls_fields({}, "tcp", offered)["tls"] is False
 
 
 def _config(text: str = "") -> ServiceConfig:
