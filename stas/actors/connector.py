@@ -23,7 +23,9 @@ about one disconnect's time per bound's worth, not 200, and the connector keeps 
 meanwhile. Those waiting for a worker wait in a queue, not as tasks. The core never asks twice
 for one device (see ``connector_core``).
 
-At start the registry names the controllers a previous run made (``Begin.ours``); the core
+At start the registry names the controllers a previous run made (``Begin.ours``; each
+connect is recorded there before it is made, so a kill between the kernel's connect and the
+registry write loses nothing: ``stas.coexist.registry``); the core
 disconnects those nothing wants once stafd's picture is complete (see ``connector_core``).
 """
 
@@ -236,10 +238,14 @@ class Connector:
             await self._send.send(msg)
 
     def _ours(self, controllers: Iterable[KernelController]) -> frozenset[str]:
-        """The controllers a previous run of stacd made (live registry entries owned by us)."""
+        """The controllers a previous run of stacd made: live registry entries owned by us,
+        and unowned ones a leftover connect intent describes (that run was stopped between
+        the kernel's connect and its registry write); leftover intents are dropped."""
         if self.registry is None:
             return frozenset()
-        return self.registry.claimed_before(c.device for c in controllers)
+        controllers = tuple(controllers)
+        intended = self.registry.intended(controllers)
+        return intended | self.registry.claimed_before(c.device for c in controllers)
 
     def publish(self) -> None:
         iocs = core.snapshot(self.state)
@@ -320,6 +326,7 @@ class _IocStart:
             limiter=c.connect_limiter,
             status=effect.status if adopt is effect.adopt else None,
             generation=effect.generation,
+            intents=c.registry,
         )
 
 

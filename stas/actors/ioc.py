@@ -10,7 +10,9 @@ The kernel removing the device (``DeviceRemoved``) means reconnect after the fas
 Cancellation never disconnects: only the connector decides disconnects, so stopping or
 restarting stacd drops nothing. Nor does it lose a connect the kernel made: the connect is
 shielded, and what the actor holds is written into its ``Mailbox`` before any status is sent,
-where the connector reads it once it has stopped the actor (``Mailbox.held``).
+where the connector reads it once it has stopped the actor (``Mailbox.held``). Nor does a
+kill lose whose it is: with ``intents`` (the ownership registry) the connect is recorded
+before it is made and claimed the moment the kernel answers (``stas.coexist.registry``).
 
 Connects run in parallel across actors, at most ``limiter``'s total at a time (the connector
 shares one), so a storm against unreachable targets cannot occupy every worker thread. The
@@ -85,6 +87,14 @@ class WantedChanged:
 
 
 IocEvent = DeviceRemoved | KernelFound | WantedChanged
+
+
+class Intents(Protocol):
+    """Where a connect is recorded before it is made (``stas.coexist.registry.Registry``)."""
+
+    def intend(self, request: ConnectRequest) -> str | None: ...
+
+    def settle(self, intent: str | None, device: str | None) -> None: ...
 
 
 class EventSource(Protocol):
@@ -165,8 +175,8 @@ class Mailbox:
 
 class _Ioc:
     __slots__ = (
-        "box", "device", "events", "failures", "generation", "kernel", "last_error", "limiter",
-        "request", "rng", "settings", "status", "updates", "wanted",
+        "box", "device", "events", "failures", "generation", "intents", "kernel", "last_error",
+        "limiter", "request", "rng", "settings", "status", "updates", "wanted",
     )  # fmt: skip
 
     def __init__(
@@ -181,8 +191,10 @@ class _Ioc:
         limiter: trio.CapacityLimiter,
         status: IocStatus | None,
         generation: int = 0,
+        intents: Intents | None = None,
     ) -> None:
         self.generation = generation
+        self.intents = intents
         self.wanted, self.updates, self.kernel, self.request = wanted, updates, kernel, request
         self.settings, self.events, self.rng = settings, events, rng
         self.box = events if isinstance(events, Mailbox) else None  # kept after EndOfChannel
@@ -287,12 +299,16 @@ class _Ioc:
             # ``hold`` recording it (the real kernel's connect still reads sysfs after the
             # fabrics write). The kernel's write cannot be interrupted anyway.
             with trio.CancelScope(shield=True):
+                intent = self.intents.intend(self.request) if self.intents else None
                 try:
                     result: KernelController | KernelError = await self.kernel.connect(self.request)
                 except KernelError as error:
                     result = error
-                if not isinstance(result, KernelError):
-                    self.hold(result)
+                made = None if isinstance(result, KernelError) else result
+                if made is not None:
+                    self.hold(made)
+                if self.intents is not None:  # the intent becomes the device's entry
+                    self.intents.settle(intent, made.device if made is not None else None)
         if isinstance(result, KernelError):
             exc = result
             if exc.errno == errno.EALREADY:
@@ -354,6 +370,7 @@ def run_ioc_actor(
     limiter: trio.CapacityLimiter | None = None,
     status: IocStatus | None = None,
     generation: int = 0,
+    intents: Intents | None = None,
 ) -> Coroutine[Any, Any, None]:
     """Run until cancelled; publishes an IocStatus on every visible change.
 
@@ -361,10 +378,11 @@ def run_ioc_actor(
     ``status``: the status to start from (the connector's, so that the log page entry it
     carries is shared, not copied into a second status on every update).
     ``generation``: the connector's number for this start, carried by every IocUpdate.
+    ``intents``: each connect recorded before it is made, claimed when made (the registry).
     Returns the actor's coroutine (await it or start it): no wrapper frame held per actor.
     """
     actor = _Ioc(
         wanted, updates, kernel, request, settings, events, rng or random.Random(),
-        limiter or trio.CapacityLimiter(1), status, generation,
+        limiter or trio.CapacityLimiter(1), status, generation, intents,
     )  # fmt: skip
     return actor.run(adopt)

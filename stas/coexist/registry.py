@@ -17,17 +17,33 @@ holds is never disconnected. Write failures are logged once and never stop stacd
 At start, a controller whose live entry says ``stas`` is one stacd connected (or adopted)
 before it stopped: the connector remembers it, so one that no log page wants any more is
 disconnected once the picture is complete, instead of reconnecting until ctrl-loss-tmo.
+
+A connect's device name is known only once the kernel made it, so a stacd killed between the
+kernel's answer and the entry's write would leave a controller nobody owns. Before each
+connect stacd records its intent beside the registry (/run/nvme/stas-connecting/, one small
+file per connect, named by a hash of the transport id and host NQN, holding those fields); the
+intent becomes the device's entry once the kernel answers, and is dropped then (or when the
+connect fails). At start, an unowned I/O controller matching a leftover intent is one such
+connect: it is claimed as stacd's, like any other of its controllers; then every leftover
+intent is dropped (the stale ones of connects that never happened included). A controller
+another owner holds is never claimed this way; an unowned one that nvme-cli had made before
+stacd's intent (its connect then answered EALREADY and stacd adopted it) reads as stacd's, as
+the adoption it was about to record would have made it. The registry's own files are as
+libnvme writes them; the intents live outside it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from stas.kernel.api import ConnectRequest, KernelController, controller_matches
 
 log = logging.getLogger("stas.coexist")
 
@@ -37,6 +53,11 @@ OWNER = "stas"
 OWNER_ATTR = "owner"
 SEQNUM_ATTR = "seqnum"
 MAX_VALUE = 256  # an owner name is short; a longer file is not one
+INTENTS_DIR = "stas-connecting"  # beside the registry: /run/nvme/stas-connecting
+INTENT_FIELDS = (
+    "transport", "traddr", "trsvcid", "subsysnqn", "hostnqn", "host_traddr", "host_iface",
+)  # fmt: skip
+MAX_INTENT = 4096  # two NQNs (223 bytes each) and a few addresses; a larger file is not one
 
 
 def valid_device(device: str) -> bool:
@@ -67,9 +88,16 @@ def may_claim(owner: str | None) -> bool:
 class Registry:
     """The registry under ``root``; every method is a few small file operations."""
 
-    def __init__(self, root: Path = DEFAULT_ROOT, *, seqnum_file: Path = SEQNUM_FILE) -> None:
+    def __init__(
+        self,
+        root: Path = DEFAULT_ROOT,
+        *,
+        seqnum_file: Path = SEQNUM_FILE,
+        intents: Path | None = None,
+    ) -> None:
         self.root = Path(root)
         self.seqnum_file = Path(seqnum_file)
+        self.intents = Path(intents) if intents is not None else self.root.parent / INTENTS_DIR
         self._warned: set[str] = set()
 
     def _warn_once(self, key: str, message: str) -> None:
@@ -194,6 +222,83 @@ class Registry:
         os.rename(entry, target)
         shutil.rmtree(hidden, ignore_errors=True)
 
+    # --- connect intents ---------------------------------------------------------------------
+
+    def intend(self, request: ConnectRequest) -> str | None:
+        """Record, before the connect, that stacd is about to make the controller ``request``
+        describes; returns the intent's name for ``settle`` (None: not recorded, logged)."""
+        fields = {k: str(getattr(request, k)) for k in INTENT_FIELDS}
+        text = "".join(f"{k}={v}\n" for k, v in fields.items()).rstrip("\n")
+        name = hashlib.sha256(text.encode()).hexdigest()[:32]
+        try:
+            if not self.intents.is_dir():
+                self.intents.mkdir(mode=0o755, parents=True, exist_ok=True)
+                os.chmod(self.intents, 0o755)
+            self._write_attr(self.intents, name, text)
+        except OSError as exc:
+            self._warn_once("intent", f"{self.intents}: cannot record a connect's intent: {exc}")
+            return None
+        return name
+
+    def settle(self, intent: str | None, device: str | None) -> None:
+        """The connect of ``intent`` ended: ``device`` made (claimed as ours first, so that a
+        kill in between leaves the intent or the entry, never neither) or None (failed)."""
+        if device is not None:
+            self.claim(device, fresh=True)
+        if intent is not None:
+            self._drop_intent(intent)
+
+    def _drop_intent(self, name: str) -> None:
+        try:
+            os.unlink(self.intents / name)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self._warn_once("intent-drop", f"{self.intents}: cannot drop {name}: {exc}")
+
+    def _read_intents(self) -> list[Mapping[str, str]]:
+        """Every well-formed leftover intent (a malformed one matches nothing)."""
+        try:
+            names = sorted(n for n in os.listdir(self.intents) if not n.startswith("."))
+        except OSError:
+            return []
+        found: list[Mapping[str, str]] = []
+        for name in names:
+            try:
+                with open(self.intents / name, "rb") as f:
+                    raw = f.read(MAX_INTENT + 1)
+            except OSError:
+                continue
+            fields = parse_intent(raw)
+            if fields is not None:
+                found.append(fields)
+        return found
+
+    def intended(self, controllers: Iterable[KernelController]) -> frozenset[str]:
+        """At start: the unowned I/O controllers a leftover intent describes (a previous run
+        was stopped between the kernel's connect and its registry write) are claimed as
+        stacd's; then every leftover intent is dropped. Returns those claimed."""
+        intents = self._read_intents()
+        ours: set[str] = set()
+        for c in controllers:
+            if not (c.is_io_controller and not c.is_discovery_controller):
+                continue
+            if not any(controller_matches(c, **i) for i in intents):
+                continue
+            if self.owner(c.device) is None and self.claim(c.device, fresh=False):
+                log.info("%s: connected by stacd just before it stopped; claimed", c.device)
+                ours.add(c.device)
+        self._drop_all_intents()
+        return frozenset(ours)
+
+    def _drop_all_intents(self) -> None:
+        try:
+            names = os.listdir(self.intents)
+        except OSError:
+            return
+        for name in names:
+            self._drop_intent(name)
+
     def release(self, device: str) -> None:
         """After stacd disconnected ``device``: drop the entry if it is ours (hosts without
         udevd have no rule to do it, and a recycled name must not look owned)."""
@@ -203,3 +308,21 @@ class Registry:
             self._drop(self.root / device)
         except OSError as exc:
             self._warn_once("drop", f"{self.root}: cannot drop {device}'s entry: {exc}")
+
+
+def parse_intent(raw: bytes) -> dict[str, str] | None:
+    """An intent file's fields (``controller_matches``'s keywords), or None if it is not one:
+    too long, not UTF-8, a line without ``=``, an unknown or repeated key, a field missing."""
+    if len(raw) > MAX_INTENT:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep or key not in INTENT_FIELDS or key in fields:
+            return None
+        fields[key] = value
+    return fields if len(fields) == len(INTENT_FIELDS) else None
