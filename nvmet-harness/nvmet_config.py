@@ -115,6 +115,23 @@ class AllowedHost:
         return {k: v for k, v in values.items() if v is not None}
 
 
+def _crc_key_problem(encoded: str, sizes: tuple[int, ...], what: str, secret: str) -> str | None:
+    """Why ``encoded`` is not base64 of a ``sizes``-byte ``secret`` followed by the CRC-32 of
+    it, little-endian (DHHC-1 and NVMeTLSkey-1 both carry theirs so), or None. The message
+    starts "is not ``what``" and never quotes the value."""
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return f"is not {what}: its base64 part does not decode"
+    size = len(raw) - 4
+    if size not in sizes:
+        allowed = "/".join(str(n) for n in sizes)
+        return f"is not {what}: {secret} is {allowed} bytes, not {max(size, 0)}"
+    if zlib.crc32(raw[:size]).to_bytes(4, "little") != raw[size:]:
+        return f"is not {what}: its CRC-32 does not match (mistyped?)"
+    return None
+
+
 def dhchap_secret_problem(value: object) -> str | None:
     """Why ``value`` is not a DHHC-1 secret the kernel accepts (never quoting it), or None.
 
@@ -123,17 +140,8 @@ def dhchap_secret_problem(value: object) -> str | None:
     m = _DHCHAP_KEY.fullmatch(value) if isinstance(value, str) else None
     if m is None:
         return "is not a DH-HMAC-CHAP key of the form DHHC-1:0N:<base64>:"
-    try:
-        raw = base64.b64decode(m[2], validate=True)
-    except (binascii.Error, ValueError):
-        return "is not a DH-HMAC-CHAP key: its base64 part does not decode"
-    size = len(raw) - 4
-    if size not in DHCHAP_SECRET_SIZES[m[1]]:
-        allowed = "/".join(str(n) for n in DHCHAP_SECRET_SIZES[m[1]])
-        return f"is not a DH-HMAC-CHAP key: a DHHC-1:{m[1]} secret is {allowed} bytes, not {size}"
-    if zlib.crc32(raw[:size]).to_bytes(4, "little") != raw[size:]:
-        return "is not a DH-HMAC-CHAP key: its CRC-32 does not match (mistyped?)"
-    return None
+    sizes = DHCHAP_SECRET_SIZES[m[1]]
+    return _crc_key_problem(m[2], sizes, "a DH-HMAC-CHAP key", f"a DHHC-1:{m[1]} secret")
 
 
 def tls_psk_problem(value: object) -> str | None:
@@ -142,16 +150,7 @@ def tls_psk_problem(value: object) -> str | None:
     m = _TLS_PSK.fullmatch(value) if isinstance(value, str) else None
     if m is None:
         return "is not a TLS PSK of the form NVMeTLSkey-1:0N:<base64>:"
-    try:
-        raw = base64.b64decode(m[2], validate=True)
-    except (binascii.Error, ValueError):
-        return "is not a TLS PSK: its base64 part does not decode"
-    size = len(raw) - 4
-    if size not in (32, 48):
-        return f"is not a TLS PSK: the key is 32 or 48 bytes, not {size}"
-    if zlib.crc32(raw[:size]).to_bytes(4, "little") != raw[size:]:
-        return "is not a TLS PSK: its CRC-32 does not match (mistyped?)"
-    return None
+    return _crc_key_problem(m[2], (32, 48), "a TLS PSK", "the key")
 
 
 def normalize_hash(value: str) -> str | None:

@@ -21,6 +21,7 @@ from nvmet_config import (
     dhchap_secret_problem,
     load_nvmet_conf,
     parse_nvmet_conf,
+    tls_psk_problem,
 )
 
 from tests.helpers.sim import DELL, SEED_CONF
@@ -469,3 +470,57 @@ def test_secret_check_accepts_exactly_the_kernels_sizes(secret: bytes, hh: str) 
     sizes = {"00": (32, 48, 64), "01": (32,), "02": (48,), "03": (64,)}[hh]
     problem = dhchap_secret_problem(make_key(secret, hh))
     assert (problem is None) == (len(secret) in sizes)
+
+
+def make_psk(secret: bytes, hh: str = "01") -> str:
+    """A TLS PSK in interchange format, as nvme gen-tls-key writes it (test-side)."""
+    crc = zlib.crc32(secret).to_bytes(4, "little")
+    return f"NVMeTLSkey-1:{hh}:{base64.b64encode(secret + crc).decode()}:"
+
+
+def bad_crc(key: str) -> str:
+    """``key`` with the last byte of its CRC-32 flipped (the base64 still decodes)."""
+    head, hh, encoded, _ = key.split(":")
+    raw = bytearray(base64.b64decode(encoded))
+    raw[-1] ^= 0x01
+    return f"{head}:{hh}:{base64.b64encode(bytes(raw)).decode()}:"
+
+
+@pytest.mark.parametrize(
+    ("problem", "key", "message"),
+    [
+        (tls_psk_problem, make_psk(b"k" * 32), None),
+        (tls_psk_problem, make_psk(b"k" * 48, "02"), None),
+        (tls_psk_problem, bad_crc(make_psk(b"k" * 32)), "is not a TLS PSK: its CRC-32 does not"),
+        (tls_psk_problem, make_psk(b"k" * 40), "is not a TLS PSK: the key is 32/48 bytes, not 40"),
+        (tls_psk_problem, "NVMeTLSkey-1:01:AAAA:", "the key is 32/48 bytes, not 0"),
+        (tls_psk_problem, "NVMeTLSkey-1:01:AAAAA:", "its base64 part does not decode"),
+        (dhchap_secret_problem, make_key(b"k" * 48, "02"), None),
+        (dhchap_secret_problem, bad_crc(make_key(b"k" * 48, "02")), "key: its CRC-32 does not"),
+        (
+            dhchap_secret_problem,
+            make_key(b"k" * 32, "02"),
+            "a DHHC-1:02 secret is 48 bytes, not 32",
+        ),
+        (dhchap_secret_problem, make_key(b"k" * 33), "secret is 32/48/64 bytes, not 33"),
+    ],
+)
+def test_psk_and_dhchap_secret_share_the_base64_length_and_crc_rule(
+    problem: object, key: str, message: str | None
+) -> None:
+    got = problem(key)  # type: ignore[operator]
+    assert got == message if message is None else (got is not None and message in got)
+    if got is not None:
+        assert key.split(":")[2] not in got  # the secret is never quoted
+
+
+@given(st.binary(min_size=0, max_size=80), st.integers(0, 31))
+def test_any_corrupted_crc_is_refused_in_both_formats(secret: bytes, bit: int) -> None:
+    crc = (zlib.crc32(secret) ^ (1 << bit)).to_bytes(4, "little")
+    encoded = base64.b64encode(secret + crc).decode()
+    for problem, key in (
+        (tls_psk_problem, f"NVMeTLSkey-1:01:{encoded}:"),
+        (dhchap_secret_problem, f"DHHC-1:00:{encoded}:"),
+    ):
+        got = problem(key)
+        assert got is not None and ("CRC-32" in got or "bytes, not" in got)
