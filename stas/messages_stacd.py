@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 import attrs
@@ -301,6 +302,10 @@ ToConnector: TypeAlias = DcLogPages | DcRemoved | StafdAppeared | StafdVanished 
 
 # --- stacd: connector <-> I/O controller actors -----------------------------------------------
 
+# No parameters, no entry: one shared read-only mapping, not an empty dict per record (10,000
+# wanted controllers each held one).
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
 
 @attrs.frozen
 class IocWanted:
@@ -309,7 +314,7 @@ class IocWanted:
     tid: Tid
     origin: str  # 'configured' or 'discovered'
     dcs: tuple[Tid, ...] = ()  # the DCs whose log pages list it
-    params: Mapping[str, str] = attrs.field(factory=dict)
+    params: Mapping[str, str] = _EMPTY
     ncc: bool = False  # EFLAGS NCC: the CDC says no DDC describing this is connected
 
 
@@ -326,10 +331,10 @@ class IocStatus:
     connect_attempts: int = 0
     last_error: str = ""
     ncc: bool = False
-    params: Mapping[str, str] = attrs.field(factory=dict)
+    params: Mapping[str, str] = _EMPTY
     # The log page entry that lists it (upstream's ``dlpe`` in ls -d); {} for configured ones.
     # Not part of equality: it is shown, never decided on.
-    dlpe: Mapping[str, str] = attrs.field(factory=dict, eq=False)
+    dlpe: Mapping[str, str] = attrs.field(default=_EMPTY, eq=False)
 
 
 @attrs.frozen

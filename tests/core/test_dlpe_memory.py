@@ -159,3 +159,20 @@ def test_an_entry_equals_what_it_shows(empty_table) -> None:
     assert a is not None and a == received(1) and a != {**received(1), "portid": "9"}
     assert a == Dlpe.parse(received(1)) and hash(a) == hash(Dlpe.parse(received(1)))
     assert a != Dlpe.parse({**received(1), "portid": "9"})
+
+
+def test_a_wanted_controller_without_parameters_holds_no_dict_of_its_own() -> None:
+    """10,000 wanted controllers (one per I/O controller, bench 4): the empty parameters are
+    one shared mapping (was an empty dict each: 196 B a record, now about 130 B)."""
+    from stas.messages import IocStatus, IocWanted, Tid
+
+    dc = Tid("tcp", "::1", "8009", "nqn.2014-08.org.nvmexpress.discovery")
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        wanted = [IocWanted(dc, "discovered", dcs=(dc,)) for _ in range(10_000)]
+        kept = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert kept / 10_000 < 160, f"{kept / 10_000:.0f} bytes per record"
+    assert wanted[0].params == {} and IocStatus(dc, "configured").dlpe == {}
