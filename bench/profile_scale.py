@@ -9,8 +9,11 @@ connected everything, then prints
   SIGUSR1 writes its top allocation sites (by line, and by traceback) to a file, printed here;
 - ``--py-spy stacd|stafd``: that daemon's cold start sampled by py-spy (if installed), the
   flat top of the profile printed;
-- always: cold start time, both daemons' RSS, and the count of live objects by type in the
-  traced daemon (with ``--trace``).
+- always: cold start time, both daemons' RSS and peak RSS (VmHWM: what a transient burst
+  left behind shows as the gap), and the count of live objects by type in the traced daemon
+  (with ``--trace``);
+- ``--settle S``: the RSS again S seconds later (past 60 s, after the stafd client's full
+  re-read that confirms removals: the steady state, not only the cold start's).
 
 Tracing slows the daemon and adds its own memory: the RSS printed under ``--trace`` is not
 the figure; run without options for clean times.
@@ -43,7 +46,8 @@ def _dump(signum, frame):
         [tracemalloc.Filter(False, tracemalloc.__file__)])
     with open({out!r}, "w") as f:
         total = sum(s.size for s in snap.statistics("filename"))
-        print(f"traced total {{total / 2**20:.1f}} MiB", file=f)
+        peak = tracemalloc.get_traced_memory()[1]
+        print(f"traced total {{total / 2**20:.1f}} MiB, peak {{peak / 2**20:.1f}} MiB", file=f)
         print("--- by line", file=f)
         for s in snap.statistics("lineno")[:40]:
             print(f"{{s.size / 2**20:7.2f}} MiB {{s.count:8d}}  {{s.traceback[0]}}", file=f)
@@ -78,6 +82,7 @@ def main() -> int:
     ap.add_argument("--trace", choices=("stacd", "stafd"))
     ap.add_argument("--depth", type=int, default=6, help="traceback depth under --trace")
     ap.add_argument("--py-spy", dest="pyspy", choices=("stacd", "stafd"))
+    ap.add_argument("--settle", type=float, default=0.0, metavar="S", help="RSS again after S s")
     args = ap.parse_args()
     total = args.dcs * args.subsystems
     with world() as (tmp, env, _address):
@@ -116,8 +121,11 @@ def main() -> int:
             print(f"cold start -> {total:,} connected: {t_conv - t0:.1f} s")
             timeline(t0, stafd, stacd, args.dcs)
             time.sleep(2.0)
-            for name, p in (("stafd", stafd), ("stacd", stacd)):
-                print(f"{name} RSS {p.rss_kb() / 1024:.1f} MB, CPU {p.cpu_seconds():.1f} s")
+            print_rss(stafd, stacd)
+            if args.settle:
+                time.sleep(args.settle)
+                print(f"after {args.settle:.0f} s more:")
+                print_rss(stafd, stacd)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(30)
@@ -134,6 +142,22 @@ def main() -> int:
         finally:
             for p in reversed(procs):
                 p.stop()
+    return 0
+
+
+def print_rss(stafd: Proc, stacd: Proc) -> None:
+    for name, p in (("stafd", stafd), ("stacd", stacd)):
+        peak = _status_kb(p.pid, "VmHWM:")
+        print(
+            f"{name} RSS {p.rss_kb() / 1024:.1f} MB (peak {peak / 1024:.1f} MB),"
+            f" CPU {p.cpu_seconds():.1f} s"
+        )
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
     return 0
 
 

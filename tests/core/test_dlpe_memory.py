@@ -176,3 +176,33 @@ def test_a_wanted_controller_without_parameters_holds_no_dict_of_its_own() -> No
         tracemalloc.stop()
     assert kept / 10_000 < 160, f"{kept / 10_000:.0f} bytes per record"
     assert wanted[0].params == {} and IocStatus(dc, "configured").dlpe == {}
+
+
+def test_a_full_syncs_json_is_typed_entry_by_entry_never_all_dicts_at_once(empty_table) -> None:
+    """get_all_log_pages at bench 4's size (100 DCs x 100 entries): the peak while reading
+    it stays near what the entries keep (it was 1,170 B an entry: every entry a dict first,
+    12 MB that a later RSS kept)."""
+    import json
+
+    from stas.actors.stafd_client import log_pages_from_json
+
+    dc = {"transport": "tcp", "traddr": "::1", "trsvcid": "8009", "genctr": "1",
+          "subsysnqn": "nqn.2014-08.org.nvmexpress.discovery", "connected": "True"}  # fmt: skip
+    listing = [
+        {"discovery-controller": {**dc, "trsvcid": str(8009 + d)},
+         "log-pages": [received(d * 100 + s) for s in range(100)]}
+        for d in range(100)
+    ]  # fmt: skip
+    text = json.dumps(listing)
+    del listing
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        pages = log_pages_from_json(text)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert sum(len(entries) for entries in pages.values()) == 10_000
+    assert peak / 10_000 < 450, f"peak {peak / 10_000:.0f} bytes per entry"
+    first = pages[min(pages)][0]
+    assert type(first) is Dlpe and dict(first) == received(0)
