@@ -21,7 +21,8 @@ disconnected once the picture is complete, instead of reconnecting until ctrl-lo
 A connect's device name is known only once the kernel made it, so a stacd killed between the
 kernel's answer and the entry's write would leave a controller nobody owns. Before each
 connect stacd records its intent beside the registry (/run/nvme/stas-connecting/, one small
-file per connect, named by a hash of the transport id and host NQN, holding those fields); the
+file per connect in flight holding its transport id and host NQN, what the kernel's controller
+will show; named by stacd's pid and a counter: no hashing, so no OpenSSL mapped); the
 intent becomes the device's entry once the kernel answers, and is dropped then (or when the
 connect fails). At start, an unowned I/O controller matching a leftover intent is one such
 connect: it is claimed as stacd's, like any other of its controllers; then every leftover
@@ -35,7 +36,7 @@ libnvme writes them; the intents live outside it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import itertools
 import logging
 import os
 import shutil
@@ -99,6 +100,7 @@ class Registry:
         self.seqnum_file = Path(seqnum_file)
         self.intents = Path(intents) if intents is not None else self.root.parent / INTENTS_DIR
         self._warned: set[str] = set()
+        self._intents = itertools.count(1)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -229,7 +231,7 @@ class Registry:
         describes; returns the intent's name for ``settle`` (None: not recorded, logged)."""
         fields = {k: str(getattr(request, k)) for k in INTENT_FIELDS}
         text = "".join(f"{k}={v}\n" for k, v in fields.items()).rstrip("\n")
-        name = hashlib.sha256(text.encode()).hexdigest()[:32]
+        name = f"{os.getpid()}-{next(self._intents)}"
         try:
             if not self.intents.is_dir():
                 self.intents.mkdir(mode=0o755, parents=True, exist_ok=True)
