@@ -15,10 +15,11 @@ from trio_util import AsyncValue
 from stas.actors import connector as connector_mod
 from stas.actors.connector import Connector
 from stas.actors.ioc import IocSettings
+from stas.coexist.registry import Registry
 from stas.config import parse_service_config
 from stas.kernel.api import KernelError
 from stas.kernel.fake import FakeKernel
-from stas.messages import DcLogPages, StacdSnapshot
+from stas.messages import DcLogPages, DcRemoved, StacdSnapshot, StafdAppeared, StafdSynced
 from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe
 
 DC1, DC2 = dc_tid("::1"), dc_tid("::2")
@@ -121,6 +122,45 @@ async def test_fifty_removals_overlap_and_take_about_one_disconnect(autojump_clo
         )
         assert kernel.peak == 50
         assert max(kernel.ended.values()) - t0 == pytest.approx(SLOW)
+        n.cancel_scope.cancel()
+
+
+async def test_a_dc_gone_with_its_entries_disconnects_them_together(autojump_clock) -> None:
+    kernel = SlowDeletes()
+    stacd = Stacd(kernel, parallel_disconnects=64)
+    async with trio.open_nursery() as n:
+        await stacd.start(n)
+        await stacd.put(page(DC1, *NQNS))
+        t0 = trio.current_time()
+        await stacd.put(DcRemoved(DC1))
+        await trio.sleep(SLOW * 60)
+        assert kernel.controllers == {} and kernel.peak == 50
+        assert max(kernel.ended.values()) - t0 == pytest.approx(SLOW)
+        n.cancel_scope.cancel()
+
+
+async def test_the_restart_sweep_disconnects_its_orphans_together(autojump_clock, tmp_path) -> None:
+    """50 controllers a previous run made (the registry says so), none listed any more."""
+    kernel = SlowDeletes()
+    seq = tmp_path / "seqnum"
+    seq.write_text("7\n")
+    registry = Registry(tmp_path / "registry", seqnum_file=seq)
+    for nqn in NQNS:
+        c = kernel.add_external(
+            transport="tcp", traddr="::1", trsvcid="4420", subsysnqn=nqn, hostnqn=HOSTNQN,
+            cntrltype="io",
+        )  # fmt: skip
+        registry.claim(c.device, fresh=True)
+    stacd = Stacd(kernel, parallel_disconnects=64)
+    stacd.connector.registry = registry
+    async with trio.open_nursery() as n:
+        await stacd.start(n)
+        t0 = trio.current_time()
+        await stacd.put(StafdAppeared(":1.5"), page(DC1), StafdSynced(()))
+        await trio.sleep(SLOW * 60)
+        assert kernel.controllers == {} and kernel.peak == 50
+        assert max(kernel.ended.values()) - t0 == pytest.approx(SLOW)
+        assert list(registry.root.iterdir()) == []  # each entry released after its delete
         n.cancel_scope.cancel()
 
 
