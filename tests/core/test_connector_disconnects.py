@@ -5,6 +5,8 @@ kernel hands out again is not mistaken for the old one. No Trio: messages in, ef
 from __future__ import annotations
 
 import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stas.actors.connector_core import ConnectorState, handle, snapshot
 from stas.actors.connector_model import (
@@ -218,3 +220,91 @@ def test_a_thousand_removals_at_once_each_go_once() -> None:
         _, fx = handle(st, DisconnectDone(f"nvme{i}", gone=True))
         assert [s.wanted.tid for s in of(StartIoc, fx)] == [tid(nqns[i])]
     assert st.disconnecting == {} and st.deferred == {}
+
+
+# --- any interleaving ------------------------------------------------------------------------
+
+POOL = ("a", "b")
+
+
+class World:
+    """The core plus a toy kernel (lowest free name first) and the disconnects in flight, as
+    the shell would see them; checks the rules on every effect."""
+
+    def __init__(self, scope: str = "only-stas-connections") -> None:
+        self.st = state(f"[I/O controller connection management]\ndisconnect-scope={scope}\n")
+        self.kernel: dict[str, str] = {}  # device -> subsystem
+        self.flight: dict[str, str] = {}  # device -> subsystem, Disconnect issued, no Done yet
+        self.owed: list[str] = []  # 'remove' uevents the kernel still has to deliver
+
+    def apply(self, msg) -> None:
+        _, fx = handle(self.st, msg)
+        for e in fx:
+            if isinstance(e, Disconnect):
+                assert e.device not in self.flight, f"second disconnect of {e.device}"
+                self.flight[e.device] = self.kernel.get(e.device, "?")
+            if isinstance(e, StartIoc):
+                nqn = e.wanted.tid.subsysnqn
+                assert nqn not in self.flight.values(), f"{nqn} started while its old one goes"
+                assert e.adopt is None or e.adopt.device not in self.flight
+        assert set(self.st.disconnecting) == set(self.flight)
+        shown = {s.device for s in self.st.order if s.connected}
+        assert not shown & set(self.flight), "ls shows a device being disconnected"
+
+    def connect(self, nqn: str) -> None:
+        a = self.st.actors.get(tid(nqn))
+        if a is None or a.status.connected:
+            return
+        device = next(f"nvme{i}" for i in range(99) if f"nvme{i}" not in self.kernel)
+        self.kernel[device] = nqn
+        connected(self.st, nqn, device)
+        self.apply(Uevent("add", f"/devices/virtual/nvme-fabrics/ctl/{device}"))
+
+    def done(self, i: int, gone: bool) -> None:
+        if not self.flight:
+            return
+        device = sorted(self.flight)[i % len(self.flight)]
+        del self.flight[device]
+        if gone and device in self.kernel:
+            del self.kernel[device]
+            self.owed.append(device)
+        self.apply(DisconnectDone(device, gone=gone and device not in self.kernel))
+
+    def deliver(self) -> None:
+        if self.owed:
+            self.apply(removed(self.owed.pop(0)))
+
+
+STEPS = (
+    "page:a", "page:b", "page:ab", "page:", "dc-gone", "connect", "done", "fail", "uevent", "audit",
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["only-stas-connections", AUDIT]), st.lists(st.sampled_from(STEPS), max_size=30)
+)
+def test_any_interleaving_keeps_the_rules(scope: str, steps: list[str]) -> None:
+    """Pages, a DC's removal, connects, disconnects ending (deleted or refused) and late
+    'remove' uevents in any order: never a second disconnect of a device in flight, never a
+    start (or adoption) that would meet a controller being disconnected, never a device being
+    disconnected shown in ls; once all have ended, every wanted subsystem has its actor."""
+    w = World(scope)
+    for step in steps:
+        kind, _, arg = step.partition(":")
+        if kind == "page":
+            w.apply(page(DC1, *arg))
+        elif kind == "dc-gone":
+            w.apply(DcRemoved(DC1))
+        elif kind == "connect":
+            for nqn in POOL:
+                w.connect(nqn)
+        elif kind in ("done", "fail"):
+            w.done(0, kind == "done")
+        elif kind == "audit":
+            w.apply(AuditDue())
+        else:
+            w.deliver()
+    while w.flight:
+        w.done(0, True)
+    assert set(w.st.actors) == set(w.st.listing) and w.st.deferred == {}
