@@ -133,6 +133,18 @@ class _Sync:
         self.partial: set[Tid] = set()  # not current at the last sync, nor fetched since
         self.recheck: set[Tid] = set()  # those of them whose link stafd shows (may change)
         self.confirm_due = False  # all of them have signalled: ask stafd whether all is current
+        self.sent: dict[Tid, tuple[Dlpe, ...]] = {}  # what the connector holds of each DC
+
+    async def pages(self, dc: Tid, entries: tuple[Dlpe, ...]) -> None:
+        """Tell the connector ``dc``'s entries, unless they are what it holds already: the
+        full re-read after the grace period (and on each ``dc_removed``) of a stafd whose
+        pages did not change then costs the connector nothing, and no second copy of every
+        entry lives on beside the first (benchmark 4, 10,000 entries: 7 MB, 1.8 s of CPU)."""
+        if self.sent.get(dc) == entries:
+            return
+        msg = DcLogPages(dc, entries)
+        self.sent[dc] = msg.dlpes  # the tuple the connector keeps: nothing held twice
+        await self.send.send(msg)
 
     async def full(self, client: StafdCalls, *, removals_confirmed: bool) -> None:
         """Fetch every DC's log pages; report changes, and removals when they are certain."""
@@ -156,10 +168,11 @@ class _Sync:
             if not item.fetched:
                 continue  # empty because stafd does not know yet, not because it is empty
             self.known.add(item.dc)
-            await self.send.send(DcLogPages(item.dc, item.entries))
+            await self.pages(item.dc, item.entries)
         if removals_confirmed:
             for tid in sorted(self.known - seen):
                 log.info("stafd no longer has DC %s", tid)
+                self.sent.pop(tid, None)
                 await self.send.send(DcRemoved(tid))
             self.known &= seen
         await self.send.send(StafdSynced(self._judge(items)))  # the picture is complete, or not
@@ -193,7 +206,7 @@ class _Sync:
         a confirmation due (not a full sync: at scale that re-read 10,000 entries per DC)."""
         pages = await client.get_log_pages(tid)
         self.known.add(tid)
-        await self.send.send(DcLogPages(tid, parse_dlpes(pages)))
+        await self.pages(tid, parse_dlpes(pages))
         if tid in self.recheck:  # stafd just read its page: it was reachable then
             self.recheck.discard(tid)
             self.partial.discard(tid)

@@ -251,8 +251,9 @@ async def test_a_dc_whose_link_stafd_does_not_show_is_fetched_alone(autojump_clo
         receive = await start(n, fake)
         await fake.emit(StafdAppeared(":1.7"))
         assert (await collect(receive, synced=True))[-1] == StafdSynced((DC1,))
+        fake.listing[DC1] = ([DLPE, dlpe("vulcans")], "4")
         await fake.emit(LogPagesChanged(DC1))
-        assert await collect(receive, synced=True) == [DcLogPages(DC1, (DLPE,))]
+        assert await collect(receive, synced=True) == [DcLogPages(DC1, (DLPE, dlpe("vulcans")))]
         assert fake.calls == ["all", "one"]
         n.cancel_scope.cancel()
 
@@ -284,11 +285,12 @@ async def test_restart_without_cache_does_not_empty_the_view(autojump_clock) -> 
         await fake.emit(StafdAppeared(":1.9"))
         msgs = await collect(receive)
         assert msgs == [StafdVanished(), StafdAppeared(":1.9")]
-        fake.listing = {DC1: ([DLPE], "1")}
+        fake.listing = {DC1: ([DLPE, dlpe("vulcans")], "1")}
         await fake.emit(LogPagesChanged(DC1, "nvme0"))
-        assert await collect(receive) == [DcLogPages(DC1, (DLPE,))]
-        await trio.sleep(61)  # grace over: DC1 is still listed, nothing is gone
-        assert await collect(receive) == [DcLogPages(DC1, (DLPE,))]
+        assert await collect(receive) == [DcLogPages(DC1, (DLPE, dlpe("vulcans")))]
+        await trio.sleep(61)  # grace over: DC1 is still listed, nothing is gone (or new)
+        assert await collect(receive) == []
+        assert fake.calls[-1] == "all"
         n.cancel_scope.cancel()
 
 
@@ -302,7 +304,40 @@ async def test_dc_removed_signal_reports_gone(autojump_clock) -> None:
         del fake.listing[DC2]
         await fake.emit(DcRemoved())
         msgs = await collect(receive)
-        assert msgs == [DcLogPages(DC1, (DLPE,)), DcRemoved(DC2)]
+        assert msgs == [DcRemoved(DC2)]  # DC1's page, read again, did not change
+        n.cancel_scope.cancel()
+
+
+async def test_the_connector_is_told_a_page_only_when_it_differs_from_what_it_holds(
+    autojump_clock,
+) -> None:
+    """Full re-reads (lost signals, the grace period, dc_removed) of unchanged pages send
+    nothing: at 10,000 entries each one made the connector re-evaluate everything and keep a
+    second copy of the entries (benchmark 4: stacd 95 -> 102 MB a minute after start). A
+    change is sent; so is a page that comes back after its DC was removed."""
+    fake = FakeStafd()
+    fake.listing = {DC1: ([DLPE], "3"), DC2: ([DLPE], "5")}
+    fake.connected = {DC1, DC2}
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake, grace=60)
+        await fake.emit(StafdAppeared(":1.7"))
+        assert await collect(receive) == [
+            StafdAppeared(":1.7"), DcLogPages(DC1, (DLPE,)), DcLogPages(DC2, (DLPE,))
+        ]  # fmt: skip
+        await fake.emit(SignalsLost(5))
+        await fake.emit(LogPagesChanged(DC2))
+        await trio.sleep(61)
+        assert await collect(receive) == []
+        assert fake.calls == ["all", "all", "one", "all"]
+        fake.listing[DC2] = ([dlpe("vulcans")], "6")
+        await fake.emit(SignalsLost(1))
+        assert await collect(receive) == [DcLogPages(DC2, (dlpe("vulcans"),))]
+        removed = fake.listing.pop(DC2)
+        await fake.emit(DcRemoved())
+        assert await collect(receive) == [DcRemoved(DC2)]
+        fake.listing[DC2] = removed
+        await fake.emit(LogPagesChanged(DC2))
+        assert await collect(receive) == [DcLogPages(DC2, (dlpe("vulcans"),))]
         n.cancel_scope.cancel()
 
 
