@@ -57,18 +57,28 @@ IDLE_TARGET_S = 0.05  # CPU seconds per 60 s
 class Layout:
     """How to start each daemon and which interpreter/library path its imports use."""
 
-    def __init__(self, name: str, python: str, libdir: str | None, launchers: dict[str, list[str]]):
+    def __init__(self, name: str, python: str, libdir: str | None, launchers: dict[str, list[str]],
+                 flags: Sequence[str] = ()):  # fmt: skip
         self.name = name
         self.python = python
+        self.flags = list(flags)  # the launchers' interpreter options (-S when bundled)
         self.libdir = libdir
         self.launchers = launchers
 
+    @property
+    def argv(self) -> list[str]:
+        return [self.python, *self.flags]
+
     def import_code(self, prog: str) -> str:
-        """What the launcher imports before the daemon's first log line."""
+        """What the launcher imports, as stas.main does: logging first (its deferred imports),
+        then the daemon's modules (no GC while starting, attrs' recorded code)."""
         path = f"import sys; sys.path.insert(0, {self.libdir!r}); " if self.libdir else ""
         return path + (
-            f"from stas.main import {prog}_main; import stas.logsetup; "
-            f"stas.logsetup.defer_imports(); import stas.{prog}"  # as setup_logging does first
+            "import stas.main, stas.logsetup\n"
+            "with stas.main._starting_up():\n"
+            "    stas.logsetup.defer_imports()\n"
+            f"    with stas.main._recorded_attrs_code():\n"
+            f"        import stas.{prog}"
         )
 
 
@@ -100,8 +110,9 @@ def installed_layout() -> Layout:
     subprocess.run([INSTALL_PYTHON, "-m", "compileall", "-q", str(lib)], check=True,
                    stdout=subprocess.DEVNULL)  # fmt: skip
     sbin = prefix / "sbin"
-    return Layout("installed", INSTALL_PYTHON, str(lib),
-                  {p: [str(sbin / p)] for p in ("stafd", "stacd")})  # fmt: skip
+    shebang = (sbin / "stafd").read_text().splitlines()[0].removeprefix("#!").split()
+    return Layout("installed", shebang[0], str(lib),
+                  {p: [str(sbin / p)] for p in ("stafd", "stacd")}, flags=shebang[1:])  # fmt: skip
 
 
 def venv_layout() -> Layout:
@@ -125,23 +136,23 @@ def parse_importtime(text: str) -> list[tuple[str, int, int, int]]:
     return out
 
 
-def _importtime(python: str, code: str) -> list[tuple[str, int, int, int]]:
-    res = subprocess.run([python, "-X", "importtime", "-c", code], capture_output=True,
+def _importtime(python: Sequence[str], code: str) -> list[tuple[str, int, int, int]]:
+    res = subprocess.run([*python, "-X", "importtime", "-c", code], capture_output=True,
                          text=True, cwd=tempfile.gettempdir(), check=True)  # fmt: skip
     return parse_importtime(res.stderr)
 
 
 def bench_imports(layout: Layout, prog: str, runs: int) -> list[Row]:
     """Median of the daemon's own imports; top 10 by cumulative from the median run."""
-    startup = {m for m, _, _, d in _importtime(layout.python, "pass") if d == 0}
+    startup = {m for m, _, _, d in _importtime(layout.argv, "pass") if d == 0}
     totals, interp, per_run, cpu = [], [], [], []
     timed = ("import time; t0 = time.process_time(); " + layout.import_code(prog)
-             + "; print(time.process_time() - t0)")  # fmt: skip
+             + "\nprint(time.process_time() - t0)")  # fmt: skip
     for _ in range(runs):
-        res = subprocess.run([layout.python, "-c", timed], capture_output=True, text=True,
+        res = subprocess.run([*layout.argv, "-c", timed], capture_output=True, text=True,
                              cwd=tempfile.gettempdir(), check=True)  # fmt: skip
         cpu.append(float(res.stdout.split()[-1]))
-        lines = _importtime(layout.python, layout.import_code(prog))
+        lines = _importtime(layout.argv, layout.import_code(prog))
         own = [ln for ln in lines if not (ln[3] == 0 and ln[0] in startup)]
         totals.append(sum(c for _, _, c, d in own if d == 0) / 1e6)
         interp.append(sum(c for m, _, c, d in lines if d == 0 and m in startup) / 1e6)
@@ -167,10 +178,10 @@ def bench_imports(layout: Layout, prog: str, runs: int) -> list[Row]:
 FLOOR_CODE = "import trio, trio_util, jeepney, attrs, argparse, logging"
 
 
-def instructions(python: str, code: str) -> int:
+def instructions(python: Sequence[str], code: str) -> int:
     """Instructions executed by ``python -c code`` (valgrind): a figure load cannot move."""
     res = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                          python, "-c", code], capture_output=True, text=True,
+                          *python, "-c", code], capture_output=True, text=True,
                          cwd=tempfile.gettempdir())  # fmt: skip
     m = re.search(r"Collected : (\d+)", res.stderr)
     if m is None:
@@ -186,7 +197,7 @@ def bench_instructions(layout: Layout) -> list[Row]:
     codes = {"floor": path + FLOOR_CODE, "python": "pass"}
     codes |= {p: layout.import_code(p) for p in ("stafd", "stacd")}
     with ThreadPoolExecutor(len(codes)) as pool:
-        counts = dict(zip(codes, pool.map(lambda c: instructions(layout.python, c),
+        counts = dict(zip(codes, pool.map(lambda c: instructions(layout.argv, c),
                                           codes.values()), strict=True))  # fmt: skip
     floor = counts["floor"] - counts["python"]
     return [
@@ -420,9 +431,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = args.runs or (3 if args.quick else 7)
     idle = args.idle if args.idle is not None else (10.0 if args.quick else 60.0)
     layout = installed_layout() if args.layout == "installed" else venv_layout()
+    load0 = os.getloadavg()
     rows = run(layout, runs, idle, args.memory_only)
-    load = os.getloadavg()[0]
-    print(f"{layout.name} layout, {layout.python}; load {load:.1f} on {os.cpu_count()} CPUs")
+    loads = " -> ".join("/".join(f"{x:.2f}" for x in la) for la in (load0, os.getloadavg()))
+    print(f"{layout.name} layout, {' '.join(layout.argv)}; load average (1/5/15 min) {loads} "
+          f"on {os.cpu_count()} CPUs")  # fmt: skip
     print(table(rows))
     return 0
 

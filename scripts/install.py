@@ -30,12 +30,18 @@ PROGRAMS = {
     "bin/stasadm": "stas.ctl.stasadm:main",
 }
 MANIFEST = "INSTALLED_FILES"
+# what stas imports from outside the standard library, libnvme ([kernel]) included: without
+# it in the private directory the host's python3-libnvme may be the one to use
+BUNDLED_DEPS = ("trio", "trio_util", "attrs", "attr", "jeepney", "zeroconf", "libnvme")
 
 
-def launcher(libdir: str, target: str, python: str) -> str:
+def launcher(libdir: str, target: str, python: str, bundled: bool = False) -> str:
+    """A program's launcher. ``bundled`` (every dependency in ``libdir``): ``python -S``, no
+    ``site``: the host's site-packages and their ``.pth`` hooks (_distutils_hack, certifi,
+    sitecustomize...: imports every start pays, seconds under emulation) are not needed."""
     module, func = target.split(":")
     return (
-        f"#!{python}\n"
+        f"#!{python}{' -S' if bundled else ''}\n"
         f'"""nvme-stas launcher: {module}.{func} from {libdir}."""\n'
         "import sys\n\n"
         f"sys.path.insert(0, {libdir!r})\n"
@@ -81,6 +87,7 @@ class Installer:
                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
             )  # fmt: skip
         self.byte_compile(lib)
+        self.record_attrs_code(lib, self.bundled())
         for f in sorted(lib.rglob("*")):
             if f.is_file():
                 self.installed.append("/" + str(f.relative_to(self.dest)))
@@ -94,10 +101,31 @@ class Installer:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
             print(f"install: byte-compiling with {self.python} failed: {tail}", file=sys.stderr)
 
+    def record_attrs_code(self, lib: Path, bundled: bool) -> None:
+        """attrs' generated methods of the daemons' start-up, compiled once with the launchers'
+        interpreter and path (stas.attrs_cache: a daemon would compile them at every start)."""
+        out = lib / "stas" / "attrs-code.cache"
+        code = f"import sys; sys.path.insert(0, {str(lib)!r}); import stas.attrs_cache as c; " \
+               f"c.main([{str(out)!r}])"  # fmt: skip
+        flags = ["-S"] if bundled else []
+        done = subprocess.run([self.python, *flags, "-c", code], capture_output=True, text=True)
+        if done.returncode != 0:
+            out.unlink(missing_ok=True)  # the daemons then compile as usual
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+            print(f"install: recording attrs' code with {self.python} failed: {tail}",
+                  file=sys.stderr)  # fmt: skip
+
+    def bundled(self) -> bool:
+        """Whether the dependencies are in the private library directory (not the host's)."""
+        lib = self.path(self.libdir)
+        return all((lib / dep).is_dir() for dep in BUNDLED_DEPS)
+
     def install(self, with_deps: bool) -> None:
         self.install_package(with_deps)
+        bundled = self.bundled()
         for rel, target in PROGRAMS.items():
-            self.put_text(f"{self.prefix}/{rel}", launcher(self.libdir, target, self.python), 0o755)
+            text = launcher(self.libdir, target, self.python, bundled)
+            self.put_text(f"{self.prefix}/{rel}", text, 0o755)
         unitdir = (
             "/usr/lib/systemd/system"
             if self.prefix == "/usr"

@@ -1,0 +1,139 @@
+"""stas.attrs_cache: attrs' generated methods recorded once (``make install``) and handed back
+to attrs at a daemon's start, instead of ~115 compile() calls per start (issue 8)."""
+
+from __future__ import annotations
+
+import builtins
+import marshal
+from pathlib import Path
+from types import ModuleType
+
+import attrs
+import pytest
+
+from stas import attrs_cache
+from tests.startup.helpers import run_fresh
+
+USE = """
+import stas.attrs_cache as c, attrs
+hook = c.install({table!r})
+import stas.stafd, stas.stacd
+from stas.messages import Tid, DcStatus
+hits, misses = hook.hits, hook.misses
+hook.remove()
+import attr._make
+t = Tid("tcp", "::1", "8009", "nqn.x")
+dc = DcStatus(tid=t, origin="configured")
+same = DcStatus(tid=Tid("tcp", "::1", "8009", "nqn.x"), origin="configured")
+try:
+    dc.state = "x"
+    frozen = False
+except attrs.exceptions.FrozenInstanceError:
+    frozen = True
+hashed = hash(t) == hash(Tid(*"tcp ::1 8009 nqn.x".split()))
+print(json.dumps({{"hits": hits, "misses": misses, "eq": dc == same, "hash": hashed,
+                  "ne": dc != attrs.evolve(dc, state="live"), "frozen": frozen, "repr": repr(t),
+                  "hook_left": "compile" in vars(attr._make)}}))
+"""
+
+
+def test_a_recorded_start_up_compiles_no_attrs_class(tmp_path: Path) -> None:
+    table = tmp_path / attrs_cache.FILE_NAME
+    rec = run_fresh(f"import stas.attrs_cache as c; c.main([{str(table)!r}]); print('{{}}')",
+                    tmp_path)  # fmt: skip
+    assert rec == {} and table.stat().st_size > 0
+    result = run_fresh(USE.format(table=str(table)), tmp_path)
+    assert result["misses"] == 0 and result["hits"] > 50  # trio's classes and ours
+    assert result | {"hits": 0, "misses": 0} == {
+        "hits": 0, "misses": 0, "eq": True, "hash": True, "ne": True, "frozen": True,
+        "repr": "Tid(transport='tcp', traddr='::1', trsvcid='8009', subsysnqn='nqn.x', "
+        "host_traddr='', host_iface='', host_nqn='')", "hook_left": False,
+    }  # fmt: skip
+
+
+def test_without_a_table_attrs_compiles_as_usual(tmp_path: Path) -> None:
+    assert attrs_cache.install(str(tmp_path / "missing")) is None
+    stale = tmp_path / "stale"
+    stale.write_bytes(marshal.dumps((b"\0\0\r\n", {})))  # another Python's magic number
+    assert attrs_cache.load(str(stale)) is None
+    stale.write_bytes(b"not marshal data")
+    assert attrs_cache.load(str(stale)) is None
+
+
+def test_only_the_per_process_hash_salt_is_ignored() -> None:
+    src = "def __hash__(self):\n        return hash((\n                {},\n        self.a,\n))\n"
+    assert attrs_cache.normalise(src.format(-123)) == attrs_cache.normalise(src.format(456))
+    assert attrs_cache.normalise(src.format(1)) != attrs_cache.normalise(src.format(1) + "#")
+    plain = "def __init__(self, a):\n    self.a = 12345,\n"
+    assert attrs_cache.normalise(plain) == plain
+
+
+def fake_attrs() -> ModuleType:
+    return ModuleType("fake_attr_make")  # no __future__ flags: compile as plain code
+
+
+def test_a_changed_source_is_compiled_not_served_from_the_table() -> None:
+    module = fake_attrs()
+    old = builtins.compile("def f():\n    return 1\n", "<attrs generated methods m.C>", "exec")
+    hook = attrs_cache.Hook(module, {"<attrs generated methods m.C>": (("def f():\n    return 1\n",
+                                                                        old),)})  # fmt: skip
+    module.compile = hook
+    new = hook("def f():\n    return 2\n", "<attrs generated methods m.C>", "exec")
+    ns: dict[str, object] = {}
+    exec(new, ns)
+    assert ns["f"]() == 2  # type: ignore[operator]
+    assert (hook.hits, hook.misses) == (0, 1)
+    assert hook("def f():\n    return 1\n", "<attrs generated methods m.C>", "exec") is old
+    hook.remove()
+    assert "compile" not in vars(module) and hook.table == {}
+
+
+def test_the_table_is_recorded_with_attrs_future_flags(tmp_path: Path) -> None:
+    """attrs' module compiles under its own ``from __future__`` imports; so do the hook's
+    compiles (recorded or not), or annotations in generated methods would differ."""
+    import attr._make
+
+    hook = attrs_cache.Hook(attr._make, {}, recording=True)
+    code = hook("def f(x: int) -> None:\n    pass\n", "<attrs generated methods t.T>", "exec")
+    ns: dict[str, object] = {}
+    exec(code, ns)
+    want = {"x": "int", "return": "None"}  # postponed evaluation, as attrs' own compile gives
+    assert ns["f"].__annotations__ == want  # type: ignore[attr-defined]
+    assert list(hook.table) == ["<attrs generated methods t.T>"]
+
+
+@pytest.mark.parametrize("daemon", ["stafd", "stacd"])
+def test_the_daemon_loads_its_modules_without_gc_then_runs_with_it(
+    daemon: str, tmp_path: Path
+) -> None:
+    """No collection while the modules load; then the loaded objects frozen, collector on."""
+    run = "run_stafd" if daemon == "stafd" else "run_stacd_args"
+    code = (
+        "import gc, stas.main\n"
+        "passes = []\n"
+        "gc.callbacks.append(lambda phase, info: phase == 'start' and passes.append(info))\n"
+        "def fake_run(*a):\n"
+        "    print(json.dumps({'passes': len(passes), 'on': gc.isenabled(),\n"
+        "                      'frozen': gc.get_freeze_count()}))\n"
+        "    return 0\n"
+        f"orig = __import__('builtins').__import__\n"
+        "def spy(name, *a, **k):\n"
+        "    mod = orig(name, *a, **k)\n"
+        f"    if name == 'stas.{daemon}' and hasattr(sys.modules.get(name), '{run}'):\n"
+        f"        setattr(sys.modules[name], '{run}', fake_run)\n"
+        "    return mod\n"
+        "__import__('builtins').__import__ = spy\n"
+        f"stas.main.{daemon}_main(['--sys-conf', 'x'])\n"
+    )
+    result = run_fresh(code, tmp_path)
+    assert result["passes"] == 0 and result["on"] is True and result["frozen"] > 10_000
+
+
+def test_attrs_classes_still_work_in_this_process() -> None:
+    """The hook is gone after start-up: a class defined later is compiled by the builtin."""
+
+    @attrs.frozen
+    class Late:
+        a: int
+
+    assert Late(1) == Late(1) and hash(Late(1)) == hash(Late(1))
