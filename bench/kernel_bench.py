@@ -567,11 +567,26 @@ class Bench:
             "",
         )
         if n == min(SCALES):
+            self.interpreter()
             self.imports(n)
         self.opens(n)
         reset()
         run(*NVMET, "clean")
         return med_ours
+
+    def interpreter(self) -> None:
+        """What any process of this layout pays before the daemon's own code: the interpreter's
+        start-up, and trio (the largest dependency) imported alone."""
+        trio = f"import sys; sys.path.insert(0, {self.layout.libdir!r}); import trio"
+        for what, code in (("start-up", "pass"), ("import trio", trio)):
+            argv = [self.layout.python, "-c", code]
+            took = []
+            for _ in range(max(RUNS, 3)):
+                t0 = time.perf_counter()
+                subprocess.run(argv, env=self.daemon_env, check=True)
+                took.append(time.perf_counter() - t0)
+            self.row(f"interpreter {what} ({self.layout.name} layout)", fmt(took),
+                     f"{self.layout.python} -c {code!r}")  # fmt: skip
 
     def imports(self, n: int) -> None:
         """Both daemons under `-X importtime` in one cold start to n live (imports as the
