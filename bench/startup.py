@@ -71,14 +71,12 @@ class Layout:
 
     def import_code(self, prog: str) -> str:
         """What the launcher imports, as stas.main does: logging first (its deferred imports),
-        then the daemon's modules (no GC while starting, attrs' recorded code)."""
+        then the daemon's modules (with attrs' recorded code)."""
         path = f"import sys; sys.path.insert(0, {self.libdir!r}); " if self.libdir else ""
         return path + (
-            "import stas.main, stas.logsetup\n"
-            "with stas.main._starting_up():\n"
-            "    stas.logsetup.defer_imports()\n"
-            f"    with stas.main._recorded_attrs_code():\n"
-            f"        import stas.{prog}"
+            "import stas.main, stas.logsetup; stas.logsetup.defer_imports()\n"
+            f"with stas.main._recorded_attrs_code():\n"
+            f"    import stas.{prog}"
         )
 
 

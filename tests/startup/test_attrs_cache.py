@@ -103,20 +103,25 @@ def test_the_table_is_recorded_with_attrs_future_flags(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("daemon", ["stafd", "stacd"])
-def test_the_daemon_loads_its_modules_without_gc_then_runs_with_it(
-    daemon: str, tmp_path: Path
-) -> None:
-    """No collection while the modules load; then the loaded objects frozen, collector on."""
+def test_the_daemon_starts_with_the_table_and_runs_without_it(daemon: str, tmp_path: Path) -> None:
+    """stas.main serves the daemon's imports from the table, then removes the hook (and the
+    table with it: no RSS kept) before the daemon runs."""
+    table = tmp_path / attrs_cache.FILE_NAME
+    run_fresh(f"import stas.attrs_cache as c; c.main([{str(table)!r}]); print('{{}}')", tmp_path)
     run = "run_stafd" if daemon == "stafd" else "run_stacd_args"
     code = (
-        "import gc, stas.main\n"
-        "passes = []\n"
-        "gc.callbacks.append(lambda phase, info: phase == 'start' and passes.append(info))\n"
+        "import stas.attrs_cache as c, stas.main\n"
+        f"c.DEFAULT_PATH = {str(table)!r}\n"
+        "c.install.__defaults__ = (c.DEFAULT_PATH,)\n"
+        "hooks = []\n"
+        "orig_install = c.install\n"
+        "c.install = lambda *a: hooks.append(orig_install(*a)) or hooks[-1]\n"
         "def fake_run(*a):\n"
-        "    print(json.dumps({'passes': len(passes), 'on': gc.isenabled(),\n"
-        "                      'frozen': gc.get_freeze_count()}))\n"
+        "    import attr._make\n"
+        "    print(json.dumps({'hits': hooks[0].hits, 'misses': hooks[0].misses,\n"
+        "                      'left': 'compile' in vars(attr._make)}))\n"
         "    return 0\n"
-        f"orig = __import__('builtins').__import__\n"
+        "orig = __import__('builtins').__import__\n"
         "def spy(name, *a, **k):\n"
         "    mod = orig(name, *a, **k)\n"
         f"    if name == 'stas.{daemon}' and hasattr(sys.modules.get(name), '{run}'):\n"
@@ -126,7 +131,7 @@ def test_the_daemon_loads_its_modules_without_gc_then_runs_with_it(
         f"stas.main.{daemon}_main(['--sys-conf', 'x'])\n"
     )
     result = run_fresh(code, tmp_path)
-    assert result["passes"] == 0 and result["on"] is True and result["frozen"] > 10_000
+    assert result["hits"] > 50 and result["misses"] == 0 and result["left"] is False
 
 
 def test_attrs_classes_still_work_in_this_process() -> None:
