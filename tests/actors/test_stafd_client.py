@@ -290,7 +290,8 @@ async def test_restart_without_cache_does_not_empty_the_view(autojump_clock) -> 
         assert await collect(receive) == [DcLogPages(DC1, (DLPE, dlpe("vulcans")))]
         await trio.sleep(61)  # grace over: DC1 is still listed, nothing is gone (or new)
         assert await collect(receive) == []
-        assert fake.calls[-1] == "all"
+        # the confirmation after its signal listed its GENCTR: the grace re-read is a listing
+        assert fake.calls[-3:] == ["one", "list", "list"]
         n.cancel_scope.cancel()
 
 
@@ -328,10 +329,14 @@ async def test_the_connector_is_told_a_page_only_when_it_differs_from_what_it_ho
         await fake.emit(LogPagesChanged(DC2))
         await trio.sleep(61)
         assert await collect(receive) == []
-        assert fake.calls == ["all", "all", "one", "all"]
+        # the grace re-read lists the DCs and reads only the page whose GENCTR it did not know
+        assert fake.calls == ["all", "all", "one", "list", "one"]
+        await fake.emit(DcRemoved())  # nothing gone, no GENCTR moved: the listing alone
+        assert await collect(receive) == [] and fake.calls[5:] == ["list"]
         fake.listing[DC2] = ([dlpe("vulcans")], "6")
-        await fake.emit(SignalsLost(1))
+        await fake.emit(DcRemoved())
         assert await collect(receive) == [DcLogPages(DC2, (dlpe("vulcans"),))]
+        assert fake.calls[6:] == ["list", "one"]
         removed = fake.listing.pop(DC2)
         await fake.emit(DcRemoved())
         assert await collect(receive) == [DcRemoved(DC2)]
