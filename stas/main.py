@@ -41,9 +41,10 @@ def _freeze_startup_objects() -> None:
 @contextlib.contextmanager
 def _recorded_attrs_code() -> Iterator[None]:
     """attrs' generated methods from the table ``make install`` recorded while the daemon's
-    modules load (``stas.attrs_cache``: a quarter of the imports' instructions). After logging
-    is set up (its deferred imports: attrs must not load OpenSSL)."""
-    from stas.attrs_cache import install
+    modules load (``stas.attrs_cache``: a quarter of the imports' instructions); attrs keeps no
+    generated source for tracebacks (``drop_sources``). After logging is set up (its deferred
+    imports: attrs must not load OpenSSL)."""
+    from stas.attrs_cache import drop_sources, install
 
     hook = install()
     try:
@@ -51,6 +52,7 @@ def _recorded_attrs_code() -> Iterator[None]:
     finally:
         if hook is not None:
             hook.remove()
+        drop_sources()  # ~0.5 MB of generated source kept for tracebacks only
 
 
 def daemon_parser(prog: str, description: str, conf: str) -> argparse.ArgumentParser:

@@ -142,3 +142,30 @@ def test_attrs_classes_still_work_in_this_process() -> None:
         a: int
 
     assert Late(1) == Late(1) and hash(Late(1)) == hash(Late(1))
+
+
+def test_generated_sources_are_not_kept_after_start_up(tmp_path: Path) -> None:
+    """attrs' generated sources (tracebacks only) leave linecache, and later classes add none;
+    classes created later still work and their errors still raise with a traceback."""
+    code = """
+import linecache, traceback, attrs
+import stas.main
+with stas.main._recorded_attrs_code():
+    import stas.stafd
+before = [k for k in linecache.cache if str(k).startswith("<attrs generated")]
+
+@attrs.frozen
+class Late:
+    a: int = attrs.field(validator=attrs.validators.instance_of(int))
+
+try:
+    Late("x")
+    text = ""
+except TypeError:
+    text = traceback.format_exc()
+import stas.nvme.session  # what stafd imports at its first userspace connection
+after = [k for k in linecache.cache if str(k).startswith("<attrs generated")]
+print(json.dumps({"before": len(before), "after": len(after), "late": Late(1) == Late(1),
+                  "traceback": "attrs generated methods" in text and "'a' must be" in text}))
+"""
+    assert run_fresh(code, tmp_path) == {"before": 0, "after": 0, "late": True, "traceback": True}
