@@ -558,7 +558,7 @@ class Bench:
         self.row(f"{n} subsystems: stacd / nvme-cli", f"{med_ours / med_cli:.2f}x", "")
         self.row(
             f"{n} subsystems: per controller: nvme-cli / stacd",
-            f"{med_cli / n * 1000:.0f} ms / {med_ours / n * 1000:.0f} ms",
+            f"{med_cli / n * 1000:,.0f} ms / {med_ours / n * 1000:,.0f} ms",
             "",
         )
         self.row(
@@ -711,8 +711,8 @@ class Bench:
             b_cli, b_ours = self.medians[base]
             self.row(
                 f"{n} subsystems: each controller beyond {base}: nvme-cli / stacd",
-                f"{(cli - b_cli) / (n - base) * 1000:.0f} ms / "
-                f"{(ours - b_ours) / (n - base) * 1000:.0f} ms",
+                f"{(cli - b_cli) / (n - base) * 1000:,.0f} ms / "
+                f"{(ours - b_ours) / (n - base) * 1000:,.0f} ms",
                 "",
             )
         if 50 not in costs or 200 not in costs:
