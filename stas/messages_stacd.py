@@ -307,13 +307,27 @@ ToConnector: TypeAlias = DcLogPages | DcRemoved | StafdAppeared | StafdVanished 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
+# The DCs listing a controller: most controllers of a DC have the same few, so each distinct
+# tuple is kept once (48 B a controller otherwise); bounded like _SHARED.
+_DCS: dict[tuple[Tid, ...], tuple[Tid, ...]] = {}
+
+
+def _shared_dcs(dcs: tuple[Tid, ...]) -> tuple[Tid, ...]:
+    found = _DCS.get(dcs)
+    if found is not None:
+        return found
+    if len(_DCS) < _SHARED_MAX:
+        _DCS[dcs] = dcs
+    return dcs
+
+
 @attrs.frozen
 class IocWanted:
     """An I/O controller stacd wants connected, and why (config line or which DC's log page)."""
 
     tid: Tid
     origin: str  # 'configured' or 'discovered'
-    dcs: tuple[Tid, ...] = ()  # the DCs whose log pages list it
+    dcs: tuple[Tid, ...] = attrs.field(default=(), converter=_shared_dcs)  # whose pages list it
     params: Mapping[str, str] = _EMPTY
     ncc: bool = False  # EFLAGS NCC: the CDC says no DDC describing this is connected
 
