@@ -75,6 +75,7 @@ class Layout:
         path = f"import sys; sys.path.insert(0, {self.libdir!r}); " if self.libdir else ""
         return path + (
             "import stas.main, stas.logsetup; stas.logsetup.defer_imports()\n"
+            "getattr(stas.logsetup, 'answer_pthread_lookup', lambda: None)()\n"
             f"with stas.main._recorded_attrs_code():\n"
             f"    import stas.{prog}"
         )

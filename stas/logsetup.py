@@ -21,8 +21,11 @@ from types import ModuleType
 from typing import Any, TextIO
 
 # Imported at module level, used only inside functions: ssl and hmac by trio (TLS, DTLS),
-# hashlib by our auth and TLS code; bz2 and lzma by shutil (archives; trio imports shutil).
-DEFERRED = ("ssl", "hmac", "hashlib", "bz2", "lzma")
+# hashlib by our auth and TLS code; bz2 and lzma by shutil (archives); subprocess by trio
+# (trio.run_process) and ctypes.util, tempfile by ctypes.util and our atomic file writes, idna
+# by trio (non-ASCII host names): with locale, shutil and random behind them, ~5 ms and
+# 0.4 MB (issue 8).
+DEFERRED = ("ssl", "hmac", "hashlib", "bz2", "lzma", "subprocess", "tempfile", "idna")
 
 
 def defer_imports(names: tuple[str, ...] = DEFERRED) -> list[str]:
@@ -47,12 +50,60 @@ def defer_imports(names: tuple[str, ...] = DEFERRED) -> list[str]:
     return deferred
 
 
+def answer_pthread_lookup() -> bool:
+    """trio names its worker threads with pthread_setname_np, which it looks up when imported
+    with ``ctypes.util.find_library("pthread")``: that runs ``/sbin/ldconfig -p`` (a fork and
+    an exec at every start, slow under emulation) and imports subprocess, tempfile and shutil.
+    The library is mapped in this process already: a stand-in ``ctypes.util`` answers
+    "pthread" with its path from /proc/self/maps, and hands any other name (or attribute) to
+    the real module, imported then. Returns whether the stand-in was put in place."""
+    import importlib.util
+
+    if "ctypes.util" in sys.modules or not sys.platform.startswith("linux"):
+        return False
+    spec = importlib.util.find_spec("ctypes.util")
+    if spec is None:
+        return False
+    import ctypes
+
+    stub = _stand_in("ctypes.util", spec)
+
+    def find_library(name: str) -> str | None:
+        if name == "pthread":
+            path = _mapped_library(("/libpthread.so", "/libc.so"))
+            if path:
+                return path
+        real: Any = stub.__getattr__("find_library")
+        return real(name)  # type: ignore[no-any-return]
+
+    stub.find_library = find_library  # type: ignore[attr-defined]
+    sys.modules["ctypes.util"] = stub
+    ctypes.util = stub  # type: ignore[attr-defined]  # `import ctypes.util` binds ctypes
+    return True
+
+
+def _mapped_library(prefer: tuple[str, ...]) -> str | None:
+    """The path of the first of ``prefer`` (``/libname.so`` parts) mapped in this process."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if ".so" in line}
+    except OSError:
+        return None
+    for part in prefer:
+        for path in sorted(paths):
+            if part in path:
+                return path
+    return None
+
+
 def _stand_in(name: str, spec: Any) -> ModuleType:
     stub = ModuleType(name)
     stub.__spec__ = spec
     stub.__file__ = spec.origin
 
     def __getattr__(attr: str) -> Any:  # only called for names the stub does not have yet
+        if attr == "__path__" and spec.submodule_search_locations is None:
+            raise AttributeError(attr)  # `from m import x` asks whether m is a package
         import importlib
 
         if sys.modules.get(name) is stub:
@@ -105,8 +156,10 @@ def setup_logging(
     prog: str, *, syslog: bool, tron: bool, stream: TextIO | None = None
 ) -> TronControl:
     """Configure the root logger once for a daemon; returns its trace switch. Also defers
-    the modules a daemon imports but seldom uses (``defer_imports``): this runs first."""
+    the modules a daemon imports but seldom uses (``defer_imports``, ``answer_pthread_lookup``):
+    this runs first."""
     defer_imports()
+    answer_pthread_lookup()
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

@@ -76,3 +76,46 @@ def test_a_module_already_imported_is_left_alone() -> None:
     result = run_python(code)
     assert "ssl" not in result["deferred"]  # type: ignore[operator]
     assert result["same"] is True
+
+
+def test_the_daemons_imports_spawn_nothing_and_leave_process_helpers_out() -> None:
+    """trio's thread-name lookup no longer runs `ldconfig -p` (a fork and exec at every start)
+    nor imports subprocess/tempfile/locale; idna waits for a non-ASCII host name. (shutil:
+    stas.coexist.registry imports it.)"""
+    code = PRELUDE + (
+        "spawned = []\n"
+        "sys.addaudithook(lambda ev, args: ev in ('subprocess.Popen', 'os.posix_spawn')\n"
+        "                 and spawned.append(str(args[0])))\n"
+        "import trio, stas.stacd, stas.stafd, stas.nvme.session, stas.nvme.host_ops\n"
+        "import trio._core._thread_cache as tc\n"
+        "real = [m for m in ('subprocess', 'tempfile', 'locale', 'idna.core')\n"
+        "        if m in sys.modules and '__getattr__' not in vars(sys.modules[m])]\n"
+        "print(json.dumps({'spawned': spawned, 'loaded': real,\n"
+        "                  'thread names': tc.set_os_thread_name is not None}))\n"
+    )
+    assert run_python(code) == {"spawned": [], "loaded": [], "thread names": True}
+
+
+def test_process_helpers_work_on_first_use() -> None:
+    """subprocess, tempfile, idna and ctypes.util through names bound before the real import;
+    trio names its threads (shown in /proc) with the library the stand-in named."""
+    code = PRELUDE + (
+        "import os, subprocess, tempfile, ctypes, ctypes.util, idna, trio\n"
+        "from ctypes.util import find_library\n"
+        "pthread = find_library('pthread')\n"
+        "libc = ctypes.util.find_library('c')\n"
+        "out = subprocess.run(['echo', 'hi'], capture_output=True, text=True).stdout\n"
+        "with tempfile.NamedTemporaryFile() as f:\n"
+        "    named = os.path.exists(f.name)\n"
+        "async def main():\n"
+        "    return await trio.to_thread.run_sync(lambda: open(\n"
+        "        f'/proc/self/task/{__import__(\"threading\").get_native_id()}/comm').read())\n"
+        "comm = trio.run(main)\n"
+        "print(json.dumps({'pthread': os.path.exists(pthread), 'libc': libc, 'out': out,\n"
+        "                  'named': named, 'idna': idna.encode('bücher.example').decode(),\n"
+        "                  'thread': comm.startswith('<lambda> from')}))\n"
+    )
+    assert run_python(code) == {
+        "pthread": True, "libc": "libc.so.6", "out": "hi\n", "named": True,
+        "idna": "xn--bcher-kva.example", "thread": True,
+    }  # fmt: skip
