@@ -52,6 +52,8 @@ def ioc_from_dlpe(dc: Tid, e: Dlpe, *, ignore_iface: bool, host_nqn: str = "") -
     """
     transport = e.transport
     traddr = opt.check_traddr(transport, e.traddr)
+    if traddr == e.traddr:
+        traddr = e.traddr  # the entry's shared copy: not one new string per controller
     trsvcid = e.trsvcid
     if transport in IP_TRANSPORTS:
         trsvcid = opt.check_port("trsvcid", trsvcid)

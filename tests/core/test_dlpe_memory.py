@@ -210,3 +210,19 @@ def test_a_full_syncs_json_is_typed_entry_by_entry_never_all_dicts_at_once(empty
     assert peak / 10_000 < 450, f"peak {peak / 10_000:.0f} bytes per entry"
     first = pages[min(pages)][0]
     assert type(first) is Dlpe and dict(first) == received(0)
+
+
+def test_controllers_named_by_entries_share_the_entries_address_strings(empty_table) -> None:
+    """The address check normalises (``str(ip_address(...))``, a new string each call): an
+    address that comes back unchanged is the entry's shared copy, not one per controller."""
+    from stas.messages import Tid
+    from stas.plan import iocs_of_dc
+
+    dc = Tid("tcp", "::1", "8009", "nqn.2014-08.org.nvmexpress.discovery")
+    entries = parse_dlpes(received(i) for i in range(1000))
+    wanted = iocs_of_dc(dc, entries, ignore_iface=False, warned=set())
+    assert len(wanted) == 1000 and len({id(t.traddr) for t in wanted}) == 1
+    odd = Dlpe.parse({**received(0), "traddr": "0:0::1"})
+    assert odd is not None
+    (normalised,) = iocs_of_dc(dc, (odd,), ignore_iface=False, warned=set())
+    assert normalised.traddr == "::1"  # a changed address is the normalised one
