@@ -106,6 +106,19 @@ def floor_row(serial: Sequence[float], parallel: Sequence[float]) -> str:
     return f"{fmt(serial)} / {fmt(parallel)}, parallel {ratio:.2f}x as fast"
 
 
+def connect_phase_row(runs: Sequence[Mapping[str, float]], n: int, floor: Sequence[float]) -> str:
+    """stacd's connect phase (first I/O controller live -> all live) per controller beside the
+    kernel's serial floor per controller: how far the connects themselves are from the floor,
+    start-up left out."""
+    spans = [r["all live"] - r["1st IOC live"] for r in runs if "1st IOC live" in r]
+    if n < 2 or not spans:
+        return "-"
+    ours = statistics.median(spans) / (n - 1) * 1000
+    if not floor:
+        return f"{ours:,.0f} ms / -"
+    return f"{ours:,.0f} ms / {statistics.median(floor) / n * 1000:,.0f} ms"
+
+
 def timeline_row(runs: Sequence[Mapping[str, float]]) -> str:
     """Median time of each event over ``runs`` (each: event -> seconds since start).
 
@@ -549,6 +562,11 @@ class Bench:
             f"{self.shown('stafd')} & {self.shown('stacd')}",
         )
         self.row(f"{n} subsystems: timeline stafd/stacd (medians)", timeline_row(timelines), "")
+        self.row(
+            f"{n} subsystems: connect phase per controller: stacd / serial floor",
+            connect_phase_row(timelines, n, floor),
+            "1st IOC live -> all live, / (n - 1)",
+        )
         self.row(
             f"{n} subsystems: serial floor + overhead: nvme-cli / stafd + stacd",
             f"{med_floor:.1f} s + {med_cli - med_floor:.1f} s / "

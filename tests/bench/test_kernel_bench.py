@@ -141,3 +141,10 @@ def test_live_count_counts_each_kind_and_forgets_removed_devices(tmp_path, monke
         os.remove(tmp_path / "nvme0" / f)
     os.rmdir(tmp_path / "nvme0")
     assert count.poll() == (0, 2)
+
+
+def test_connect_phase_row_is_first_to_all_live_per_controller_beside_the_floor() -> None:
+    runs = [{"1st IOC live": 15.0, "all live": 41.95}, {"1st IOC live": 14.0, "all live": 38.5}]
+    assert kb.connect_phase_row(runs, 50, [12.0, 13.0]) == "525 ms / 250 ms"
+    assert kb.connect_phase_row(runs, 50, []) == "525 ms / -"
+    assert kb.connect_phase_row([{"all live": 3.0}], 3, [1.0]) == "-"
