@@ -14,12 +14,15 @@ keeps its decisions in pure functions that stas.plan and the connector call.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
 from stas.coexist.exclusions import Exclusions, load_exclusions
-from stas.coexist.registry import Registry
-from stas.coexist.udev_rule import UdevRuleShadow
+
+if TYPE_CHECKING:  # imported by ``Coexist.at``: stafd reads exclusions only (issue 8 RSS)
+    from stas.coexist.registry import Registry
+    from stas.coexist.udev_rule import UdevRuleShadow
 
 
 @attrs.frozen
@@ -33,6 +36,9 @@ class Coexist:
 
     @classmethod
     def at(cls, root: Path = Path("/")) -> Coexist:
+        from stas.coexist.registry import Registry
+        from stas.coexist.udev_rule import UdevRuleShadow
+
         return cls(
             shadow=UdevRuleShadow(root / "run/udev/rules.d", root / "etc/udev/rules.d"),
             registry=Registry(root / "run/nvme/registry"),
