@@ -33,6 +33,11 @@ from typing import TypeVar
 
 import attrs
 
+from stas.nvme.commands import (  # noqa: F401  (re-exported: part of the auth protocol)
+    CONNECT_AUTHREQ_ASCR,
+    CONNECT_AUTHREQ_ATR,
+    auth_required,
+)
 from stas.nvme.errors import ProtocolError
 
 # AUTH_Send/AUTH_Receive command fields for DH-HMAC-CHAP (SECP and SPSP0/SPSP1).
@@ -41,13 +46,6 @@ SPSP0 = 0x01
 SPSP1 = 0x01
 AUTH_ID_DHCHAP = 0x01  # protocol descriptor AUTHID
 # Connect response DW0: authentication transaction required / secure channel required.
-CONNECT_AUTHREQ_ATR = 1 << 17
-CONNECT_AUTHREQ_ASCR = 1 << 18
-
-
-def auth_required(connect_dw0: int) -> bool:
-    """Whether a Connect answer asks the host to run DH-HMAC-CHAP before anything else."""
-    return bool(connect_dw0 & (CONNECT_AUTHREQ_ATR | CONNECT_AUTHREQ_ASCR))
 
 
 def auth_cdw10() -> int:

@@ -404,6 +404,17 @@ def decode_connect(sqe: Sqe) -> ConnectArgs:
     )
 
 
+# Connect response DW0: the controller asks for in-band authentication (DH-HMAC-CHAP); here,
+# not in stas.nvme.auth, so a connection that needs none never imports the protocol (~0.25 MB)
+CONNECT_AUTHREQ_ATR = 1 << 17
+CONNECT_AUTHREQ_ASCR = 1 << 18
+
+
+def auth_required(connect_dw0: int) -> bool:
+    """Whether a Connect answer asks the host to run DH-HMAC-CHAP before anything else."""
+    return bool(connect_dw0 & (CONNECT_AUTHREQ_ATR | CONNECT_AUTHREQ_ASCR))
+
+
 # --- Connect data ---------------------------------------------------------------------------
 
 

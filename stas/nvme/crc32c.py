@@ -15,7 +15,8 @@ _MASK = 0xFFFFFFFF
 
 
 def _build_tables() -> tuple[tuple[int, ...], ...]:
-    """Build the eight slicing tables once, at import; they are immutable tuples."""
+    """Build the eight slicing tables once, at the first digest (not at import: most
+    connections use no digest, and the 2,048 entries are ~80 KB of a daemon's heap)."""
     first: list[int] = []
     for byte in range(256):
         crc = byte
@@ -29,7 +30,7 @@ def _build_tables() -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(table) for table in tables)
 
 
-_TABLES = _build_tables()
+_TABLES: tuple[tuple[int, ...], ...] = ()
 
 
 def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
@@ -37,6 +38,9 @@ def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
 
     ``crc32c(b, crc32c(a)) == crc32c(a + b)``, so a digest can be computed over pieces.
     """
+    global _TABLES
+    if not _TABLES:
+        _TABLES = _build_tables()
     t0, t1, t2, t3, t4, t5, t6, t7 = _TABLES
     value = (crc & _MASK) ^ _MASK
     view = memoryview(data).cast("B")

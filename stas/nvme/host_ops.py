@@ -19,9 +19,7 @@ import attrs
 import trio
 
 from stas.nvme import commands as cmd
-from stas.nvme.auth import auth_required
-from stas.nvme.auth_exchange import authenticate
-from stas.nvme.commands import LogPageId
+from stas.nvme.commands import LogPageId, auth_required
 from stas.nvme.errors import (
     ConnectionLost,
     ConnectionRefused,
@@ -223,6 +221,8 @@ async def connect_admin(
     cqe, _ = await command(sqe, data=data.encode(), name="Connect")
     result = cmd.connect_result(cqe.dw0)
     if auth_required(cqe.dw0):
+        from stas.nvme.auth_exchange import authenticate  # DH-HMAC-CHAP: only when asked
+
         await authenticate(
             command,
             hostnqn=data.hostnqn,
