@@ -29,7 +29,8 @@ PROBE_TIMEOUT = 2.0
 
 
 async def _getaddrinfo(name: str) -> Sequence[str]:
-    infos = await trio.socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    host = name.encode("ascii") if name.isascii() else name  # no "idna" codec (stas.nvme.host_ops)
+    infos = await trio.socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]
 
 

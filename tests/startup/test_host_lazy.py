@@ -24,3 +24,28 @@ def test_the_host_loads_no_auth_protocol_and_no_crc_tables_until_used(tmp_path: 
     assert run_fresh(code, tmp_path) == {
         "before": {"auth": [], "tables": 0}, "check": "0xe3069283", "tables": 8, "asks": True,
     }  # fmt: skip
+
+
+def test_connecting_and_resolving_do_not_load_the_idna_codec(tmp_path: Path) -> None:
+    """A str host handed to the standard library's getaddrinfo is encoded with the "idna"
+    codec (stringprep and Unicode tables: ~0.8 MB of RSS); an ASCII host goes as bytes."""
+    code = (
+        "import trio, stas.stafd, stas.nvme.session\n"
+        "from stas.nvme.host_ops import open_stream\n"
+        "from stas.resolve import _getaddrinfo\n"
+        "async def main():\n"
+        "    sock = trio.socket.socket()\n"  # not open_tcp_listeners: it resolves a str
+        "    await sock.bind(('127.0.0.1', 0))\n"
+        "    sock.listen()\n"
+        "    listener = trio.SocketListener(sock)\n"
+        "    port = sock.getsockname()[1]\n"
+        "    stream = await open_stream('127.0.0.1', str(port))\n"
+        "    peer = stream.socket.getpeername()[1] == port\n"
+        "    await stream.aclose()\n"
+        "    await listener.aclose()\n"
+        "    return peer, await _getaddrinfo('localhost')\n"
+        "peer, addresses = trio.run(main)\n"
+        "print(json.dumps({'peer': peer, 'loopback': bool(set(addresses) & {'127.0.0.1', '::1'}),\n"
+        "                  'codec': 'encodings.idna' in sys.modules}))\n"
+    )
+    assert run_fresh(code, tmp_path) == {"peer": True, "loopback": True, "codec": False}
