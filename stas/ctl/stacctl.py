@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from stas.ctl.common import EXIT_OK, base_parser, emit, run_main, set_tron
+from stas.ctl.common import EXIT_FAIL, EXIT_OK, base_parser, connect, emit, run_main, set_tron
 
 TID_ORDER = ("transport", "traddr", "trsvcid", "subsysnqn", "host-traddr", "host-iface", "host-nqn")
 
@@ -32,17 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _plan(args: argparse.Namespace) -> int:
-    """The same computation as ``stacd --dry-run`` (stafd's pages, stacd.conf, the kernel)."""
+def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The same computation as ``stacd --dry-run`` (stafd's pages, stacd.conf, the kernel).
+
+    A config file it cannot read is one line naming the file, as stacd logs it.
+    """
+    if args.json:  # the plan is text only: say so rather than print text to a JSON reader
+        parser.exit(2, f"{parser.prog}: error: plan has no --json output\n")
     import trio
 
+    from stas.config.errors import ConfigError
     from stas.stacd import StacdOptions, dry_run
 
-    return trio.run(dry_run, StacdOptions(args.conf_file, args.sys_conf))
+    try:
+        return trio.run(dry_run, StacdOptions(args.conf_file, args.sys_conf))
+    except ConfigError as exc:
+        print(f"{parser.prog} plan: {exc}", file=sys.stderr)
+        return EXIT_FAIL
 
 
 def _commands(args: argparse.Namespace) -> int:
-    from stas.dbus.client import connect
     from stas.dbus.idl import STACD
 
     with connect(STACD) as stac:
@@ -64,12 +73,9 @@ def _commands(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     return run_main(
-        build_parser(),
-        argv,
-        "stacd",
-        _commands,
-        lambda args: _plan(args) if args.cmd == "plan" else None,
+        parser, argv, "stacd", _commands, lambda a: _plan(parser, a) if a.cmd == "plan" else None
     )
 
 

@@ -11,18 +11,21 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from stas.constants import WELL_KNOWN_DISC_NQN
+from stas.constants import WELL_KNOWN_DISC_NQN, default_trsvcid
 from stas.ctl.common import (
     EXIT_OK,
     add_command,
     base_parser,
+    connect,
     emit,
     host_nqn_default,
     run_main,
     set_tron,
+    tid_field,
 )
 
 TID_ORDER = ("transport", "traddr", "trsvcid", "subsysnqn", "host-traddr", "host-iface", "host-nqn")
+ADDR_MAX, TRSVCID_MAX, NQN_MAX, IFNAME_MAX = 256, 32, 223, 15  # NVMe field sizes, IFNAMSIZ - 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,12 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="tcp",
         help="transport (default: tcp)",
     )
-    dlp.add_argument("-a", "--traddr", required=True, help="transport address")
-    dlp.add_argument("-s", "--trsvcid", required=True, help="transport service id (port)")
-    dlp.add_argument("-w", "--host-traddr", default="", help="host transport address")
-    dlp.add_argument("-f", "--host-iface", default="", help="host interface")
-    dlp.add_argument("-q", "--host-nqn", default=None, help="host NQN (default: from sys.conf)")
-    dlp.add_argument("-n", "--nqn", default=WELL_KNOWN_DISC_NQN, help="subsystem NQN")
+    dlp.add_argument("-a", "--traddr", required=True, help="transport address",
+                     type=tid_field("transport address", ADDR_MAX, empty=False))  # fmt: skip
+    dlp.add_argument("-s", "--trsvcid", required=True, help="transport service id (port)",
+                     type=tid_field("transport service id", TRSVCID_MAX))  # fmt: skip
+    dlp.add_argument("-w", "--host-traddr", default="", help="host transport address",
+                     type=tid_field("host transport address", ADDR_MAX))  # fmt: skip
+    dlp.add_argument("-f", "--host-iface", default="", help="host interface",
+                     type=tid_field("host interface name", IFNAME_MAX))  # fmt: skip
+    dlp.add_argument("-q", "--host-nqn", default=None, help="host NQN (default: from sys.conf)",
+                     type=tid_field("host NQN", NQN_MAX))  # fmt: skip
+    dlp.add_argument("-n", "--nqn", default=WELL_KNOWN_DISC_NQN, help="subsystem NQN",
+                     type=tid_field("subsystem NQN", NQN_MAX, empty=False))  # fmt: skip
     adlp = add_command(sub, "adlp", "show the discovery log pages of all controllers")
     adlp.add_argument("-d", "--detailed", action="store_true", help="show details")
     return p
@@ -50,8 +59,18 @@ def _tid_args(ctrl: dict[str, str]) -> tuple[str, ...]:
     return tuple(ctrl.get(k, "") for k in TID_ORDER)
 
 
+def check_port(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """tcp and rdma name a DC by port number: ``-s abc`` can only be a typo (exit 2, say so)."""
+    port, transport = getattr(args, "trsvcid", ""), getattr(args, "transport", "")
+    if transport not in ("tcp", "rdma") or not port:
+        return
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        usual = default_trsvcid(transport)
+        why = f"{port!r} is not a port number 1..65535 (the {transport} default is {usual})"
+        parser.exit(2, f"{parser.prog} dlp: error: argument -s/--trsvcid: {why}\n")
+
+
 def _commands(args: argparse.Namespace) -> int:
-    from stas.dbus.client import connect
     from stas.dbus.idl import STAFD
 
     with connect(STAFD) as staf:
@@ -89,11 +108,28 @@ def _note_if_unmatched(staf: Any, tid: tuple[str, ...]) -> None:
 
     stdout keeps upstream's ``[]`` and the exit code stays 0 (scripts parsing it keep working).
     """
-    (details,) = staf.call("controller_info", *tid)
-    if json.loads(details):
+    from stas.dbus.common import DBusAccessDenied
+
+    try:
+        (details,) = staf.call("controller_info", *tid)
+        known = bool(json.loads(details))
+    except DBusAccessDenied:  # .debug is root's (shipped policy): anyone may list the DCs
+        (dcs,) = staf.call("list_controllers", False)
+        known = any(_same_dc(dc, tid) for dc in dcs)
+    if known:
         return
     named = ", ".join(f"{k}={v!r}" for k, v in zip(TID_ORDER, tid, strict=True) if v)
     print(f"stafctl: no discovery controller matches {named} (see stafctl ls)", file=sys.stderr)
+
+
+def _same_dc(dc: dict[str, str], tid: tuple[str, ...]) -> bool:
+    """stafd's own matching (``find_by_tid``): '' host NQN matches any, '' trsvcid the default."""
+    want = dict(zip(TID_ORDER, tid, strict=True))
+    if not want["trsvcid"]:
+        want["trsvcid"] = default_trsvcid(want["transport"])
+    if not want["host-nqn"]:
+        del want["host-nqn"]
+    return all(dc.get(k, "") == v for k, v in want.items())
 
 
 def _plain(obj: Any) -> Any:
@@ -106,7 +142,8 @@ def _plain(obj: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_main(build_parser(), argv, "stafd", _commands)
+    parser = build_parser()
+    return run_main(parser, argv, "stafd", _commands, lambda args: check_port(parser, args))
 
 
 if __name__ == "__main__":

@@ -59,18 +59,49 @@ def _set(conf: str, key: str, value: str | None) -> None:
         raise StasadmError(str(exc)) from exc
 
 
-def save(conf: str, key: str, value: str, file: str | None) -> None:
-    """Store ``value`` in sys.conf directly, or in ``file`` with ``key=file://FILE`` there."""
-    if file:
-        from stas.config import ConfigError
-        from stas.config.sysconf import check_sys_value
+def _check(key: str, value: str) -> None:
+    """StasadmError unless sys.conf can hold ``value`` for ``key``."""
+    from stas.config import ConfigError
+    from stas.config.sysconf import check_sys_value
 
+    try:
+        check_sys_value(key, value)
+    except ConfigError as exc:
+        raise StasadmError(str(exc)) from exc
+
+
+def check_symname(name: str) -> None:
+    """What the daemons accept as the symbolic name (they ignore any other, with a warning)."""
+    from stas.config.checks import BadValue, to_symname
+
+    _check("symname", name)
+    try:
+        to_symname(name)
+    except BadValue as exc:
+        cut = f"{name[:32]!r}..." if len(name) > 32 else repr(name)
+        raise StasadmError(f"symbolic name {cut}: {exc}") from None
+
+
+def save(conf: str, key: str, value: str, file: str | None) -> None:
+    """Store ``value`` in sys.conf directly, or in ``file`` with ``key=file://FILE`` there.
+
+    Everything is checked before anything is written: no value file is left behind for a
+    sys.conf entry that cannot be made.
+    """
+    if file:
+        _check(key, value)  # the file gets only what sys.conf itself would take
+        target = os.path.abspath(file)
         try:
-            check_sys_value(key, value)  # the file gets only what sys.conf itself would take
-        except ConfigError as exc:
-            raise StasadmError(str(exc)) from exc
+            _check(key, f"file://{target}")
+        except StasadmError:
+            from stas.ctl.common import shown
+
+            raise StasadmError(
+                f"-f {shown(target)}: sys.conf can only refer to a file whose path is printable"
+                " UTF-8 text without ' #' or ' ;'; choose another path"
+            ) from None
         _write_value_file(file, value)
-        _set(conf, key, f"file://{os.path.abspath(file)}")
+        _set(conf, key, f"file://{target}")
     else:
         _set(conf, key, value)
 
@@ -91,21 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.version:
-        print(f"nvme-stas {__version__}")
-        return 0
-    if not args.cmd:
-        parser.print_usage()
-        return 1
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.cmd == "hostnqn":
             save(args.conf_file, "nqn", NQN_PREFIX + derive_host_uuid(), args.file)
         elif args.cmd == "hostid":
             save(args.conf_file, "id", str(uuid.uuid4()), args.file)
         elif args.cmd == "set-symname":
+            check_symname(args.symname)
             save(args.conf_file, "symname", args.symname, args.file)
         else:
             _set(args.conf_file, "symname", None)
@@ -113,6 +137,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stasadm: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from stas.ctl.common import guarded, write_out
+
+    parser = build_parser()
+
+    def body() -> int:
+        args = parser.parse_args(argv)
+        if args.version:
+            write_out(f"nvme-stas {__version__}")
+            return 0
+        if not args.cmd:
+            write_out(parser.format_usage().rstrip("\n"))
+            return 1
+        return _run(args)
+
+    return guarded("stasadm", body)
 
 
 if __name__ == "__main__":
