@@ -46,6 +46,19 @@ PROGRAMS = [
      "stasadm creates the host NQN and host ID and sets the host symbolic name in "
      "/etc/stas/sys.conf."),
 ]  # fmt: skip
+# FILES sections of the program pages: (path, what it is to the program)
+PROGRAM_FILES = {
+    "stacd": [
+        ("/etc/stas/stacd.conf, /etc/stas/sys.conf", "configuration and host identity."),
+        ("/run/nvme/registry",
+         "libnvme's controller ownership registry: the I/O controllers stacd connected or "
+         "adopted are recorded there with owner stas; one another owner holds is never "
+         "disconnected."),
+        ("/run/nvme/stas-connecting",
+         "each connect is recorded there before it is made, so a stacd killed mid-connect "
+         "still knows the controller as its own at restart."),
+    ],
+}  # fmt: skip
 CONF_PAGES = [("stafd.conf", "stafd"), ("stacd.conf", "stacd"), ("sys.conf", "sys")]
 CONF_SOURCES = {"sys.conf": "sys.conf.doc"}  # the template installed under another name
 UNIT_PAGES = ["stafd.service", "stacd.service", "stas-config.target", "stas-config@.service"]
@@ -127,6 +140,10 @@ def program_page(name: str, section: int, module: str, names: tuple[str, ...], t
     lines += [".SH SYNOPSIS", f"\\fB{esc(name)}\\fR {esc(usage_tail(parser))}"]
     lines += [".SH DESCRIPTION", esc(text)]
     lines += options_section(parser)
+    if name in PROGRAM_FILES:
+        lines.append(".SH FILES")
+        for path, what in PROGRAM_FILES[name]:
+            lines += [".TP", f"\\fI{esc(path)}\\fR", esc(what)]
     lines += [".SH SEE ALSO", esc(see_also(name))]
     return "\n".join(lines) + "\n"
 

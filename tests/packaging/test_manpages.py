@@ -111,3 +111,13 @@ def test_main_writes_upstreams_set_of_pages(tmp_path: Path) -> None:
         "stas-config.target.8", "stas-config@.service.8",
     }  # fmt: skip
     assert upstream <= written
+
+
+def test_stacd_page_files_name_the_connect_intents(tmp_path: Path) -> None:
+    """stacd(8) FILES: where a connect is recorded before it is made (a killed stacd's restart)."""
+    ((name, section, module, names, text),) = [p for p in mkman.PROGRAMS if p[0] == "stacd"]
+    page = mkman.program_page(name, section, module, names, text)
+    files = page.split(".SH FILES\n", 1)[1].split(".SH ", 1)[0]
+    assert "\\fI/run/nvme/stas\\-connecting\\fR\neach connect is recorded there before" in files
+    assert "killed mid\\-connect still knows the controller as its own at restart" in files
+    render_clean(page, tmp_path)
