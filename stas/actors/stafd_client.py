@@ -18,7 +18,10 @@ DC fetches that DC alone (stafd just read its page, so it is reachable); once ev
 was not current has signalled, stafd's list of DCs and their links (``list_controllers``, no
 pages: every page change since was signalled and fetched) confirms the picture with another
 ``StafdSynced``. At cold start with 100 DCs coming up one after another that is one full sync
-and one listing, not a full sync per DC (README benchmark 4: 14 MB and 2 s of CPU).
+and one listing, not a full sync per DC (README benchmark 4: 14 MB and 2 s of CPU). The
+re-reads that only confirm the picture (after the grace period, on ``dc_removed``) list the DCs
+and read only the pages whose GENCTR moved; and the connector hears a DC's page only when it
+differs from the one it holds (a 10,000-entry re-read of an unchanged stafd cost 7 MB of RSS).
 
 Log page entries are typed here (``Dlpe``), once, where they cross from D-Bus into stacd.
 """
