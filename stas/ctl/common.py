@@ -271,7 +271,11 @@ def write_out(text: str) -> None:
     if sys.stdout is None:
         raise OutputError("standard output is closed")
     try:
-        sys.stdout.write(text + "\n")
+        try:
+            sys.stdout.write(text + "\n")
+        except UnicodeEncodeError:  # e.g. a non-ASCII symname to an ASCII-only terminal
+            enc = sys.stdout.encoding or "ascii"
+            sys.stdout.write(text.encode(enc, "backslashreplace").decode(enc) + "\n")
         sys.stdout.flush()
     except BrokenPipeError:
         raise

@@ -85,6 +85,15 @@ async def test_reader_gone_is_quiet(bus_address: str, nursery: trio.Nursery) -> 
         assert (proc.returncode, proc.stderr) == (141, b""), (name, args)
 
 
+async def test_output_the_terminal_cannot_encode(bus_address: str, nursery: trio.Nursery) -> None:
+    """A non-ASCII symbolic name shown to an ASCII-only stdout: escaped, not a traceback."""
+    await serve(nursery, bus_address, snapshot(seed_dc()), info=lambda: {"symname": "caf\u00e9"})
+    env = dict(os.environ, PYTHONIOENCODING="ascii")
+    proc = await trio.to_thread.run_sync(functools.partial(tool, "stafctl", "status", env=env))
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert b"'symname': 'caf\\xe9'" in proc.stdout
+
+
 def test_full_disk_is_one_line(bus_address: str) -> None:
     with open("/dev/full", "wb") as full:
         proc = tool("stafctl", "-v", stdout=full)
