@@ -72,12 +72,16 @@ class Layout:
     def import_code(self, prog: str) -> str:
         """What the launcher imports, as stas.main does: logging first (its deferred imports),
         then the daemon's modules (with attrs' recorded code)."""
+        return self.as_daemon(f"import stas.{prog}")
+
+    def as_daemon(self, imports: str) -> str:
+        """``imports`` as the daemons import (a fair floor: the same deferrals and table)."""
         path = f"import sys; sys.path.insert(0, {self.libdir!r}); " if self.libdir else ""
         return path + (
             "import stas.main, stas.logsetup; stas.logsetup.defer_imports()\n"
-            "getattr(stas.logsetup, 'answer_pthread_lookup', lambda: None)()\n"
-            f"with stas.main._recorded_attrs_code():\n"
-            f"    import stas.{prog}"
+            "stas.logsetup.answer_pthread_lookup()\n"
+            "with stas.main._recorded_attrs_code():\n"
+            f"    {imports}"
         )
 
 
@@ -192,8 +196,7 @@ def bench_instructions(layout: Layout) -> list[Row]:
     """The daemons' imports in instructions, beside the floor every trio daemon pays."""
     from concurrent.futures import ThreadPoolExecutor
 
-    path = f"import sys; sys.path.insert(0, {layout.libdir!r}); " if layout.libdir else ""
-    codes = {"floor": path + FLOOR_CODE, "python": "pass"}
+    codes = {"floor": layout.as_daemon(FLOOR_CODE), "python": "pass"}
     codes |= {p: layout.import_code(p) for p in ("stafd", "stacd")}
     with ThreadPoolExecutor(len(codes)) as pool:
         counts = dict(zip(codes, pool.map(lambda c: instructions(layout.argv, c),
@@ -203,7 +206,8 @@ def bench_instructions(layout: Layout) -> list[Row]:
         Row(f"{p}: imports, instructions (valgrind)",
             text=f"{(counts[p] - counts['python']) / 1e6:.0f} M",
             note=f"interpreter start-up apart ({counts['python'] / 1e6:.0f} M); of which "
-                 f"{floor / 1e6:.0f} M is the floor `{FLOOR_CODE}`, "
+                 f"{floor / 1e6:.0f} M is the floor `{FLOOR_CODE}` (after logging set-up, "
+                 f"same deferrals and attrs table), "
                  f"{(counts[p] - counts['floor']) / 1e6:.0f} M is nvme-stas's own")
         for p in ("stafd", "stacd")
     ]  # fmt: skip
