@@ -230,10 +230,12 @@ def base_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, A
     return p, sub
 
 
-def set_tron(client: Any, cmd: str) -> int:
-    """``tron``/``troff``: set the property, print it read back (upstream's output)."""
+def set_tron(client: Any, cmd: str, *, as_json: bool = False) -> int:
+    """``tron``/``troff``: set the property, print it read back (upstream's output; with
+    --json an object, so a JSON reader is not handed upstream's text)."""
     client.set("tron", cmd == "tron")
-    write_out(f"tron = {client.get('tron')}")
+    value = bool(client.get("tron"))
+    write_out(json.dumps({"tron": value}) if as_json else f"tron = {value}")
     return EXIT_OK
 
 

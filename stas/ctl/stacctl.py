@@ -56,7 +56,7 @@ def _commands(args: argparse.Namespace) -> int:
 
     with connect(STACD) as stac:
         if args.cmd in ("tron", "troff"):
-            return set_tron(stac, args.cmd)
+            return set_tron(stac, args.cmd, as_json=args.json)
         result: Any
         if args.cmd == "ls":
             (result,) = stac.call("list_controllers", args.detailed)

@@ -75,7 +75,7 @@ def _commands(args: argparse.Namespace) -> int:
 
     with connect(STAFD) as staf:
         if args.cmd in ("tron", "troff"):
-            return set_tron(staf, args.cmd)
+            return set_tron(staf, args.cmd, as_json=args.json)
         result: Any
         if args.cmd == "ls":
             (result,) = staf.call("list_controllers", args.detailed)

@@ -134,6 +134,15 @@ async def test_stuck_daemon_is_named_as_stuck(
     assert "list_controllers" in err and "journalctl -u stafd" in err and err.count("\n") == 1
 
 
+async def test_json_tron_is_json(bus_address: str, nursery: trio.Nursery, capsys: Any) -> None:
+    """``--json`` promises JSON: tron/troff printed upstream's ``tron = True`` text."""
+    tron = await serve(nursery, bus_address, snapshot(seed_dc()))
+    assert await ctl(capsys, "--json", "tron") == (0, '{"tron": true}\n', "")
+    assert await ctl(capsys, "troff", "--json") == (0, '{"tron": false}\n', "")
+    assert tron.value is False
+    assert await ctl(capsys, "tron") == (0, "tron = True\n", "")  # upstream's text unchanged
+
+
 # --- the bus: absent, unusable ---------------------------------------------------------------
 
 
