@@ -143,6 +143,11 @@ def _unavailable_line(daemon: str, exc: Exception) -> str:
             f"{prefix} no system bus at {exc.address} ({where}):"
             f" {cause.strerror or cause}. Is dbus running?"
         )
+    if "disconnected" in str(exc):  # dbus-daemon's NoReply when the owner left mid-call
+        return (
+            f"Unable to communicate with {daemon} over D-Bus: {daemon} exited before answering"
+            " (stopped or restarting?); try again"
+        )
     if isinstance(cause, TimeoutError) or "NoReply" in str(exc):
         return (
             f"Unable to communicate with {daemon} over D-Bus: {daemon} is running but did not"

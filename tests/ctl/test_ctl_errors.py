@@ -143,6 +143,24 @@ async def test_json_tron_is_json(bus_address: str, nursery: trio.Nursery, capsys
     assert await ctl(capsys, "tron") == (0, "tron = True\n", "")  # upstream's text unchanged
 
 
+def test_daemon_gone_mid_call_is_not_called_stuck(bus_address: str) -> None:
+    """stafd restarting: it took the call and left; say so, not "is it stuck?"."""
+    with mute_daemon(bus_address) as mute:
+        argv = [sys.executable, "-m", "stas.ctl.stafctl", "ls"]
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert first_call(mute) == "list_controllers"
+            mute.close()  # as a stafd stopping for its restart does
+            out, err = proc.communicate(timeout=TIMEOUT)
+        finally:
+            proc.kill()
+    assert (proc.returncode, out) == (1, b"")
+    assert err == (
+        b"Unable to communicate with stafd over D-Bus: stafd exited before answering"
+        b" (stopped or restarting?); try again\n"
+    )
+
+
 # --- the bus: absent, unusable ---------------------------------------------------------------
 
 
