@@ -140,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from stas.ctl.common import guarded, write_out
+    from stas.ctl.output import guarded, write_out
 
     parser = build_parser()
 

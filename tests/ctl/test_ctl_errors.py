@@ -25,7 +25,7 @@ from jeepney import HeaderFields, MessageType, new_method_call
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import DBusConnection, open_dbus_connection
 
-from stas.ctl import common, stacctl, stafctl, stasadm
+from stas.ctl import bus, stacctl, stafctl, stasadm
 from stas.dbus.testbus import private_bus
 from tests.helpers.dbus_actors import HOSTNQN, ctl, seed_dc, serve, snapshot
 from tests.helpers.fixtures import need_dbus_daemon
@@ -126,7 +126,7 @@ async def test_stuck_daemon_is_named_as_stuck(
     bus_address: str, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not upstream's "Is stafd running?": it is running, it just did not answer."""
-    monkeypatch.setattr(common, "CALL_TIMEOUT", 0.2, raising=False)
+    monkeypatch.setattr(bus, "CALL_TIMEOUT", 0.2)
     with mute_daemon(bus_address):
         rc, out, err = await ctl(capsys, "ls")
     assert (rc, out) == (1, "")
