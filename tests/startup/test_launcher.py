@@ -5,6 +5,7 @@ certifi, sitecustomize: imports at every start, seconds under emulation) (issue 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from install import BUNDLED_DEPS, Installer, launcher  # scripts/install.py
+
+from stas import attrs_cache
 
 ROOT = Path(__file__).resolve().parents[2]
 PURELIB = Path(sysconfig.get_paths()["purelib"])
@@ -64,3 +67,17 @@ def test_a_bundled_launcher_starts_the_daemon_without_site(tmp_path: Path) -> No
     assert out.returncode == 1, out.stderr
     assert "stafd: INFO stafd " in out.stdout and "starting" in out.stdout
     assert "SITE False" in out.stdout
+
+
+def test_install_records_the_attrs_table_with_the_launchers_interpreter(tmp_path: Path) -> None:
+    """`make install` leaves stas/attrs-code.cache beside the package; it loads in a daemon."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copytree(ROOT / "stas", lib / "stas", ignore=shutil.ignore_patterns("__pycache__"))
+    for entry in PURELIB.iterdir():
+        if entry.is_dir() and not entry.name.endswith("-info") and entry.name != "stas":
+            (lib / entry.name).symlink_to(entry)
+    inst = Installer(str(tmp_path), "/usr", "/etc", sys.executable)
+    inst.record_attrs_code(lib, bundled=True)
+    table = attrs_cache.load(str(lib / "stas" / attrs_cache.FILE_NAME))
+    assert table is not None and len(table) > 50
