@@ -134,7 +134,10 @@ def _run(args: argparse.Namespace) -> int:
         else:
             _set(args.conf_file, "symname", None)
     except StasadmError as exc:
-        print(f"stasadm: {exc}", file=sys.stderr)
+        hint = ""
+        if "Permission denied" in str(exc) and os.geteuid() != 0:  # /etc/stas is root's
+            hint = f"; run it as root (sudo stasadm {args.cmd} ...)"
+        print(f"stasadm: {exc}{hint}", file=sys.stderr)
         return 1
     return 0
 

@@ -332,3 +332,14 @@ def test_file_path_sys_conf_cannot_hold_writes_nothing(tmp_path: Path) -> None:
         " printable UTF-8 text without ' #' or ' ;'; choose another path"
     ]
     assert os.listdir(tmp_path) == []
+
+
+def test_non_root_stasadm_is_told_to_be_root(tmp_path: Path) -> None:
+    need_nobody()
+    argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    argv += [sys.executable, "-m", "stas.ctl.stasadm", "-c", f"{tmp_path}/sys.conf", "hostid"]
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.run(argv, capture_output=True, env=env, cwd=ROOT, timeout=TIMEOUT)
+    (line,) = err_lines(proc)  # "cannot read" or "cannot write", as far as nobody gets
+    assert proc.returncode == 1 and line.startswith(f"stasadm: {tmp_path}/sys.conf: cannot ")
+    assert line.endswith(": Permission denied; run it as root (sudo stasadm hostid ...)")
