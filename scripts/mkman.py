@@ -59,6 +59,17 @@ PROGRAM_FILES = {
          "still knows the controller as its own at restart."),
     ],
 }  # fmt: skip
+# EXIT STATUS of the command-line tools (stas.ctl.output and stas.ctl.bus make them)
+CTL_EXIT_STATUS = [
+    ("0", "success."),
+    ("1", "failure, said in one line on standard error: for example the daemon or the bus "
+          "cannot be reached, a non-root user asked for what only root may do, or a file or "
+          "standard output cannot be written."),
+    ("2", "bad command line (usage error naming the bad value)."),
+    ("130", "interrupted (Ctrl-C)."),
+    ("141", "the reader of standard output went away (stafctl ls | head); nothing is printed."),
+]  # fmt: skip
+CTL_PROGRAMS = ("stafctl", "stacctl", "stasadm")
 CONF_PAGES = [("stafd.conf", "stafd"), ("stacd.conf", "stacd"), ("sys.conf", "sys")]
 CONF_SOURCES = {"sys.conf": "sys.conf.doc"}  # the template installed under another name
 UNIT_PAGES = ["stafd.service", "stacd.service", "stas-config.target", "stas-config@.service"]
@@ -144,6 +155,10 @@ def program_page(name: str, section: int, module: str, names: tuple[str, ...], t
         lines.append(".SH FILES")
         for path, what in PROGRAM_FILES[name]:
             lines += [".TP", f"\\fI{esc(path)}\\fR", esc(what)]
+    if name in CTL_PROGRAMS:
+        lines.append(".SH EXIT STATUS")
+        for code, what in CTL_EXIT_STATUS:
+            lines += [".TP", f"\\fB{code}\\fR", esc(what)]
     lines += [".SH SEE ALSO", esc(see_also(name))]
     return "\n".join(lines) + "\n"
 

@@ -121,3 +121,13 @@ def test_stacd_page_files_name_the_connect_intents(tmp_path: Path) -> None:
     assert "\\fI/run/nvme/stas\\-connecting\\fR\neach connect is recorded there before" in files
     assert "killed mid\\-connect still knows the controller as its own at restart" in files
     render_clean(page, tmp_path)
+
+
+@pytest.mark.parametrize("name", mkman.CTL_PROGRAMS)
+def test_ctl_pages_document_the_exit_codes(name: str, tmp_path: Path) -> None:
+    ((_, section, module, names, text),) = [p for p in mkman.PROGRAMS if p[0] == name]
+    page = mkman.program_page(name, section, module, names, text)
+    status = page.split(".SH EXIT STATUS\n", 1)[1].split(".SH ", 1)[0]
+    for code in ("0", "1", "2", "130", "141"):
+        assert f".TP\n\\fB{code}\\fR\n" in status, code
+    render_clean(page, tmp_path)
