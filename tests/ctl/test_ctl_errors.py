@@ -51,7 +51,7 @@ def err_lines(proc: subprocess.CompletedProcess[bytes]) -> list[str]:
 
 @contextmanager
 def mute_daemon(address: str, name: str = "org.nvmexpress.staf") -> Iterator[DBusConnection]:
-    """A process that owns the daemon's name and never answers (a stuck stafd)."""
+    """A bus connection that owns the daemon's name and never answers (a stuck stafd)."""
     conn = open_dbus_connection(address)
     try:
         conn.send_and_get_reply(new_method_call(message_bus, "RequestName", "su", (name, 4)))
@@ -94,7 +94,7 @@ async def test_output_the_terminal_cannot_encode(bus_address: str, nursery: trio
     assert b"'symname': 'caf\\xe9'" in proc.stdout
 
 
-def test_full_disk_is_one_line(bus_address: str) -> None:
+def test_full_disk_is_one_line() -> None:
     with open("/dev/full", "wb") as full:
         proc = tool("stafctl", "-v", stdout=full)
     assert proc.returncode == 1
