@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from stas.actors.connector_model import (
+    LISTINGS_MAX,
     Begin,
     Claim,
     ConnectorState,
@@ -48,6 +49,7 @@ from stas.actors.connector_model import (
     IocRecord,
     IocStopped,
     Later,
+    Listing,
     ReadController,
     Reconfigure,
     StartIoc,
@@ -197,14 +199,38 @@ def _set_dc(st: ConnectorState, dc: Tid, entries: tuple[Dlpe, ...] | None) -> se
         st.pages.pop(dc, None)
     for tid in old:
         if tid not in new:
-            dcs = st.listing.get(tid, {})
-            dcs.pop(dc, None)
-            if not dcs:
+            rest = tuple(p for p in st.listing.get(tid, ()) if p[0] != dc)
+            if rest:
+                st.listing[tid] = _shared_listing(st, rest)
+            else:
                 st.listing.pop(tid, None)
                 st.dlpe_of.pop(tid, None)
+    alone = {ncc: _shared_listing(st, ((dc, ncc),)) for ncc in (False, True)}
     for tid, ncc in new.items():
-        st.listing.setdefault(tid, {})[dc] = ncc
+        listed = st.listing.get(tid)
+        if listed is None or listed == alone[not ncc] or listed == alone[ncc]:
+            st.listing[tid] = alone[ncc]  # listed by this DC only: the common case
+        else:
+            pairs = tuple(p if p[0] != dc else (dc, ncc) for p in listed)
+            found = any(p[0] == dc for p in listed)
+            st.listing[tid] = _shared_listing(st, pairs if found else (*listed, (dc, ncc)))
     return set(old) | set(new)
+
+
+def _shared_listing(st: ConnectorState, listing: Listing) -> Listing:
+    """``listing``, as the one tuple every controller listed alike shares (bounded table)."""
+    found = st.listings.get(listing)
+    if found is not None:
+        return found
+    if len(st.listings) < LISTINGS_MAX:
+        st.listings[listing] = listing
+    return listing
+
+
+def _merge(st: ConnectorState, tid: Tid) -> IocWanted | None:
+    """``plan.merge`` for one controller, its listing as the {DC: ncc} it reads."""
+    listed = st.listing.get(tid)
+    return merge(tid, st.configured, {tid: dict(listed)} if listed else {}, st.config)
 
 
 def _evaluate(
@@ -216,7 +242,7 @@ def _evaluate(
     current: dict[Tid, IocStatus] = {}
     for tid in tids:
         st.evaluations += 1
-        w = merge(tid, st.configured, st.listing, st.config)
+        w = _merge(st, tid)
         if w is not None:
             wanted[tid] = w
         if tid in st.actors:

@@ -25,6 +25,11 @@ from stas.messages import (
 from stas.plan import KernelIndex, configured_iocs, with_boot_subsystems
 
 Boot: TypeAlias = tuple[tuple[Tid, Mapping[str, str]], ...]  # NBFT boot subsystems, parameters
+# The DCs listing one controller and each one's NCC, in the order they were first seen. A
+# tuple shared by every controller listed alike (all of one DC's, mostly), not a dict each:
+# 10,000 one-entry dicts were 2.4 MB in benchmark 4 (``ConnectorState.listings``).
+Listing: TypeAlias = tuple[tuple[Tid, bool], ...]
+LISTINGS_MAX = 4096  # distinct listings kept for sharing; past it, each is its own tuple
 
 
 # --- what the shell tells the core ---------------------------------------------------------
@@ -187,7 +192,8 @@ class ConnectorState:
     pages: dict[Tid, tuple[Dlpe, ...]] = attrs.field(factory=dict)  # DC -> its entries
     dlpe_of: dict[Tid, Dlpe] = attrs.field(factory=dict)  # IOC -> the entry listing it
     per_dc: dict[Tid, dict[Tid, bool]] = attrs.field(factory=dict)  # DC -> {ioc: ncc}
-    listing: dict[Tid, dict[Tid, bool]] = attrs.field(factory=dict)  # ioc -> {DC: ncc}
+    listing: dict[Tid, Listing] = attrs.field(factory=dict)  # ioc -> ((DC, ncc), ...)
+    listings: dict[Listing, Listing] = attrs.field(factory=dict)  # each distinct one, once
     actors: dict[Tid, IocRecord] = attrs.field(factory=dict)
     owner: dict[str, Tid] = attrs.field(factory=dict)  # device -> the actor's tid holding it
     previous: dict[str, KernelController] = attrs.field(factory=dict)  # ours before a restart
