@@ -8,8 +8,10 @@ PREFIX with scripts/install.py (what `make install` runs; cached in .build/start
 the stas package refreshed on every run), byte-compiles it with the launchers' interpreter as
 a distribution package would, and measures:
 
-  imports        `python -X importtime`, the daemon's own imports (interpreter start-up
-                 excluded and shown apart): median total and the top 10 by cumulative time
+  imports        `python -X importtime`, the daemon's own imports as stas.main does them
+                 (the launchers' interpreter options, logging's deferred modules, attrs' code
+                 recorded at install; interpreter start-up excluded and shown apart): median
+                 total and the top 10 by cumulative time; instructions with valgrind
   first log line process start -> its first line on stdout
   D-Bus name     process start -> NameOwnerChanged for its name on a private dbus-daemon
   RSS            stafd (userspace host, simulator DC with N subsystems) and stacd (`--kernel
