@@ -84,6 +84,37 @@ def _symname(value: str | None) -> str | None:
     return value or None  # libnvme sends no attribute for an empty name
 
 
+def check_symname(value: str) -> None:
+    """Raise ValueError unless ``value`` is printable text of at most SYMNAME_MAX bytes in UTF-8.
+
+    The symbolic name is the one string of a registration that may be non-ASCII: sys.conf
+    and stasadm take any printable text, and libnvme (upstream) sends its UTF-8 bytes as
+    they are, so we do too (a DC that wants ASCII answers with an error we log)."""
+    if not value.isprintable():
+        raise ValueError(f"symname {value!r} must be printable")
+    size = len(value.encode("utf-8"))
+    if size > SYMNAME_MAX:
+        raise ValueError(f"symname {value!r} is {size} bytes, more than {SYMNAME_MAX}")
+
+
+def read_symname(raw: bytes, where: str) -> str:
+    """The Symbolic Name attribute's value: UTF-8, NUL or trailing spaces end it."""
+    end = raw.find(b"\0")
+    raw = (raw if end < 0 else raw[:end]).rstrip(b" ")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"{where}: symbolic name is not UTF-8 (byte {exc.start})") from None
+    if not text.isprintable():
+        bad = next(c for c in text if not c.isprintable())
+        raise ProtocolError(
+            f"{where}: symbolic name contains non-printable character 0x{ord(bad):02x}"
+        )
+    if len(raw) > SYMNAME_MAX:
+        raise ProtocolError(f"{where}: symbolic name is {len(raw)} bytes, more than {SYMNAME_MAX}")
+    return text
+
+
 def _put(buf: bytearray, offset: int, text: str) -> None:
     raw = text.encode("ascii")
     buf[offset : offset + len(raw)] = raw
@@ -110,7 +141,7 @@ class DimHostEntry:
     @symname.validator
     def _check_symname(self, attr: attrs.Attribute[str | None], value: str | None) -> None:
         if value is not None:
-            check_ascii(value, "symname", SYMNAME_MAX)
+            check_symname(value)
 
     @tsas.validator
     def _check_tsas(self, attr: attrs.Attribute[bytes], value: bytes) -> None:
@@ -129,8 +160,8 @@ class DimHostEntry:
     def ext_attrs(self) -> tuple[ExtAttr, ...]:
         found = [ExtAttr(EXATTYPE_HOSTID, self.hostid)]
         if self.symname:
-            raw = self.symname.encode("ascii")
-            padded = raw.ljust((len(raw) + 3) & ~3, b" ")  # ASCII strings pad with spaces
+            raw = self.symname.encode("utf-8")
+            padded = raw.ljust((len(raw) + 3) & ~3, b" ")  # strings pad with spaces
             found.append(ExtAttr(EXATTYPE_SYMNAME, padded))
         return tuple(found)
 
@@ -167,7 +198,7 @@ class DimHostEntry:
                         )
                     hostid = exat.value
                 elif exat.type == EXATTYPE_SYMNAME:
-                    symname = read_ascii(exat.value, "symbolic name", where, SYMNAME_MAX)
+                    symname = read_symname(exat.value, where)
             if EXATTYPE_HOSTID not in seen:
                 raise ProtocolError(f"{where}: the Host ID attribute is missing")
         trtype, adrfam = _DIE_INTS.unpack_from(data, pos)

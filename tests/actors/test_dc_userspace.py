@@ -27,6 +27,7 @@ from stas.actors.dc_backend import (
 from stas.messages import WELL_KNOWN_DISC_NQN, DcStatus, DcUpdate, DcWanted, Tid
 from stas.nvme.errors import DiscoveryError
 from stas.nvme.host_ops import SessionOptions
+from stas.nvme.hostid import HostIdentity
 from tests.helpers import sim as sim_helpers
 from tests.helpers.entries import dc_tid
 from tests.helpers.sim import DELL, SEED_SUBSYSTEMS, host_identity
@@ -58,6 +59,7 @@ async def actor(
     params: dict[str, str] | None = None,
     settings: DcSettings = SETTINGS,
     endpoint: tuple[str, int] | None = None,
+    identity: HostIdentity = HOST,
     **tid: str,
 ) -> AsyncIterator[Watch]:
     host, port = endpoint or sim.endpoint(1)
@@ -67,7 +69,7 @@ async def actor(
         params=params or {},
     )
     send, recv = trio.open_memory_channel[DcUpdate](math.inf)
-    backend = UserspaceBackend(HOST)
+    backend = UserspaceBackend(identity)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(
             lambda: run_dc_actor(
@@ -76,6 +78,16 @@ async def actor(
         )
         yield Watch(recv)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_non_ascii_symname_registers(conf, autojump_clock) -> None:
+    """stasadm set-symname café-host, then stafd: the DC registered with the name instead of
+    its actor crashing until the supervisor marked it failed (the codec took ASCII only)."""
+    host = attrs.evolve(HOST, symname="café-host")
+    async with open_simulator(conf, ephemeral=True) as sim, actor(sim, identity=host) as watch:
+        first = await watch.until(connected_with_pages)
+        assert first.status.registered
+        assert sim.registrations[HOST.hostnqn].data.entries[0].symname == "café-host"
 
 
 def subnqns(status: DcStatus) -> list[str]:

@@ -112,8 +112,27 @@ def test_invalid_host_identity_is_refused() -> None:
         registration(hostid=b"abcd")
     with pytest.raises(ValueError, match=r"hostnqn 'n+' is 224 bytes, more than 223"):
         registration(hostnqn="n" * 224)
-    with pytest.raises(ValueError, match=r"symname 'x\\n' must be printable ASCII"):
+    with pytest.raises(ValueError, match=r"symname 'x\\n' must be printable"):
         registration("x\n")
+    with pytest.raises(ValueError, match=r"symname 'é+' is 258 bytes, more than 256"):
+        registration("é" * 129)  # 129 characters, 258 bytes of UTF-8
+
+
+def test_a_non_ascii_symname_is_sent_as_utf8() -> None:
+    """sys.conf and stasadm take any printable symname, and libnvme sends its UTF-8 bytes:
+    the DIM codec did too little (ASCII only), and the DC actor crashed on 'café-host'."""
+    data = registration("café-host")
+    raw = data.encode()
+    assert "café-host".encode() + b"  " in raw  # 10 bytes, space-padded to 12
+    assert DimData.decode(raw).entries[0].symname == "café-host"
+
+
+def test_a_symname_that_is_not_utf8_is_a_protocol_error() -> None:
+    raw = bytearray(registration("abcd").encode())
+    at = raw.index(b"abcd")
+    raw[at : at + 4] = b"\xff\xfeab"
+    with pytest.raises(ProtocolError, match=r"symbolic name is not UTF-8 \(byte 0\)"):
+        DimData.decode(bytes(raw))
 
 
 def test_basic_format() -> None:
@@ -161,7 +180,7 @@ DIE = 1024
         (tamper(GOOD, DIE + 1052, "<H", 1), "attribute 1 repeats type 1"),
         (tamper(GOOD, DIE + 1032, "<H", 9), "the Host ID attribute is missing"),
         (tamper(GOOD, DIE + 1056, "<B", 0), "DIM entry 0: symbolic name"),
-        (tamper(GOOD, DIE + 1056, "<B", 7), "symbolic name contains non-printable byte 0x07"),
+        (tamper(GOOD, DIE + 1056, "<B", 7), "symbolic name contains non-printable character 0x07"),
         (tamper(GOOD, 8, "<Q", 2), "DIM entry 1: truncated, needs 1032 bytes at offset 2088"),
     ],
 )
@@ -196,7 +215,11 @@ host_entries = st.builds(
     hostnqn=text(223),
     traddr=text(255),
     hostid=st.binary(min_size=16, max_size=16),
-    symname=st.none() | text(256, 1),
+    symname=st.none()
+    | text(256, 1)
+    | st.text(
+        st.characters(codec="utf-8", categories=("L", "N", "P", "S")), min_size=1, max_size=64
+    ),
     trsvcid=text(31),
     tsas=st.binary(min_size=256, max_size=256),
 )
