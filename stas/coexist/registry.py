@@ -39,7 +39,6 @@ import contextlib
 import itertools
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -214,7 +213,7 @@ class Registry:
             self._write_attr(tmp, OWNER_ATTR, OWNER)
             os.rename(tmp, entry)  # fails if another writer created it meanwhile
         except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _rmtree(tmp)
             raise
 
     def _drop(self, entry: Path) -> None:
@@ -222,7 +221,7 @@ class Registry:
         hidden = Path(tempfile.mkdtemp(prefix=f".{entry.name}.gone.", dir=self.root))
         target = hidden / entry.name
         os.rename(entry, target)
-        shutil.rmtree(hidden, ignore_errors=True)
+        _rmtree(hidden)
 
     # --- connect intents ---------------------------------------------------------------------
 
@@ -328,3 +327,10 @@ def parse_intent(raw: bytes) -> dict[str, str] | None:
             return None
         fields[key] = value
     return fields if len(fields) == len(INTENT_FIELDS) else None
+
+
+def _rmtree(path: Path) -> None:
+    """shutil.rmtree, ignoring errors; shutil is imported here, not at stacd's start (issue 8)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

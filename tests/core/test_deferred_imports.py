@@ -80,15 +80,15 @@ def test_a_module_already_imported_is_left_alone() -> None:
 
 def test_the_daemons_imports_spawn_nothing_and_leave_process_helpers_out() -> None:
     """trio's thread-name lookup no longer runs `ldconfig -p` (a fork and exec at every start)
-    nor imports subprocess/tempfile/locale; idna waits for a non-ASCII host name. (shutil:
-    stas.coexist.registry imports it.)"""
+    nor imports subprocess/tempfile/locale; idna waits for a non-ASCII host name; shutil waits
+    for the ownership registry's first removal."""
     code = PRELUDE + (
         "spawned = []\n"
         "sys.addaudithook(lambda ev, args: ev in ('subprocess.Popen', 'os.posix_spawn')\n"
         "                 and spawned.append(str(args[0])))\n"
         "import trio, stas.stacd, stas.stafd, stas.nvme.session, stas.nvme.host_ops\n"
         "import trio._core._thread_cache as tc\n"
-        "real = [m for m in ('subprocess', 'tempfile', 'locale', 'idna.core')\n"
+        "real = [m for m in ('subprocess', 'tempfile', 'locale', 'idna.core', 'shutil')\n"
         "        if m in sys.modules and '__getattr__' not in vars(sys.modules[m])]\n"
         "print(json.dumps({'spawned': spawned, 'loaded': real,\n"
         "                  'thread names': tc.set_os_thread_name is not None}))\n"
