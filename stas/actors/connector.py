@@ -36,6 +36,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from functools import partial
 from typing import Any, TypeAlias
 
 import trio
@@ -65,8 +66,8 @@ from stas.actors.ioc import IocSettings, Mailbox, run_ioc_actor
 from stas.actors.supervisor import Supervisor, open_supervisor
 from stas.coexist.registry import Registry, may_disconnect
 from stas.config import ServiceConfig
-from stas.kernel.api import Kernel, KernelController, KernelError
-from stas.messages import ConnectorMsg, StacdConfigChanged, StacdSnapshot, Tid
+from stas.kernel.api import ConnectRequest, Kernel, KernelController, KernelError
+from stas.messages import ConnectorMsg, IocWanted, StacdConfigChanged, StacdSnapshot, Tid
 
 log = logging.getLogger("stas.connector")
 
@@ -127,6 +128,10 @@ class Connector:
         self._timers: trio.Nursery | None = None
         self._sup: Supervisor | None = None
         self._send: trio.MemorySendChannel[Inbound] | None = None
+        # One callable shared by every actor (a bound method made per actor is 64 B each).
+        self.request_for: Callable[[IocWanted], ConnectRequest | None] = partial(
+            core.request_for, self.state
+        )
 
     @property
     def evaluations(self) -> int:
@@ -302,31 +307,37 @@ class Connector:
 class _IocStart:
     """What the supervisor calls to (re)start one IOC actor: the actor's coroutine itself, no
     wrapper frame kept while it runs. A slotted object, not a closure: at 10,000 actors a
-    closure's cells, list and function object cost about 0.5 KB each."""
+    closure's cells, list and function object cost about 0.5 KB each. The first start's
+    request, adoption and status are handed over, not kept: a restart after a crash gets
+    its request from ``request_for`` and connects (EALREADY: adopts)."""
 
-    __slots__ = ("adopt", "connector", "effect", "mailbox")
+    __slots__ = ("adopt", "connector", "generation", "mailbox", "request", "status", "wanted")
 
     def __init__(self, connector: Connector, effect: StartIoc, mailbox: Mailbox) -> None:
-        self.connector, self.effect, self.mailbox = connector, effect, mailbox
-        self.adopt = effect.adopt
+        self.connector, self.mailbox = connector, mailbox
+        self.wanted, self.generation = effect.wanted, effect.generation
+        self.request: ConnectRequest | None = effect.request
+        self.adopt, self.status = effect.adopt, effect.status
 
     def __call__(self) -> Coroutine[Any, Any, None]:
-        c, effect = self.connector, self.effect
-        adopt, self.adopt = self.adopt, None  # a restart after a crash connects (EALREADY)
+        c = self.connector
+        adopt, status, request = self.adopt, self.status, self.request
+        self.adopt = self.status = self.request = None
         assert c._send is not None  # started only by a running connector
         return run_ioc_actor(
-            effect.wanted,
+            self.wanted,
             c._send,
             kernel=c.kernel,
-            request=effect.request,
+            request=request,
             settings=c.state.settings,
             events=self.mailbox,
             adopt=adopt,
             rng=c.rng,
             limiter=c.connect_limiter,
-            status=effect.status if adopt is effect.adopt else None,
-            generation=effect.generation,
+            status=status,  # the first start's (shared with the core); a restart makes its own
+            generation=self.generation,
             intents=c.registry,
+            requests=c.request_for,
         )
 
 

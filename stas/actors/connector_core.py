@@ -314,7 +314,7 @@ def _start(
             status, device=adopt.device, state="connected", connected=True, adopted=True
         )
     st.starts += 1
-    st.actors[w.tid] = IocRecord(w, request, status, st.starts)
+    st.actors[w.tid] = IocRecord(w, status, st.starts)
     bisect.insort(st.order, status, key=_tid_key)
     st.dirty = True
     fx.append(StartIoc(w, request, adopt, status, st.starts))
@@ -323,17 +323,25 @@ def _start(
 def _update(
     st: ConnectorState, a: IocRecord, w: IocWanted, new_requests: bool, fx: list[Effect]
 ) -> None:
-    """Tell a running actor what changed; a live connection is left alone."""
+    """Tell a running actor what changed; a live connection is left alone. A new
+    configuration (``new_requests``) is told to the actors not connected: they hold their
+    request; a connected one holds none and asks ``request_for`` if it must connect again."""
     if a.wanted == w and not new_requests:
         return
     changed = (a.wanted.ncc, a.wanted.params, a.wanted.origin) != (w.ncc, w.params, w.origin)
     a.wanted = w
-    request = _request(st, w) if changed or new_requests else a.request
-    if request is None:
+    if not changed and not (new_requests and not a.status.connected):
         return
-    if changed or request != a.request:
-        a.request = request
+    request = _request(st, w)
+    if request is not None:
         fx.append(TellIoc(w.tid, WantedChanged(w, request)))
+
+
+def request_for(st: ConnectorState, w: IocWanted) -> ConnectRequest | None:
+    """The request an actor connects with, made from the current configuration when it needs
+    one (None: the options are invalid now; logged once)."""
+    a = st.actors.get(w.tid)
+    return _request(st, a.wanted if a is not None else w)
 
 
 def _stop(st: ConnectorState, tid: Tid, fx: list[Effect]) -> None:

@@ -170,8 +170,10 @@ Effect: TypeAlias = StartIoc | StopIoc | TellIoc | Disconnect | ReadController |
 
 @attrs.define
 class IocRecord:
+    """One actor as the core knows it. No connect request: one is made when the actor must
+    connect (``connector_core.request_for``), not kept for each of 10,000 controllers."""
+
     wanted: IocWanted
-    request: ConnectRequest
     status: IocStatus
     generation: int = 0  # this start's number: updates from an earlier actor are not its
 
