@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trio
+from jeepney import MatchRule, Message
 
+from stas.dbus.connection import BusConnection, open_bus
 from stas.dbus.testbus import dbus_daemon_path, private_bus
 from tests.helpers.e2e import HOSTID, HOSTNQN, World
 
@@ -43,3 +46,48 @@ def world(tmp_path: Path, bus_address: str) -> Iterator[World]:
     w = World(tmp_path, env, bus_address)
     yield w
     w.stop_all()
+
+
+async def watch_signals(
+    nursery: trio.Nursery,
+    address: str,
+    *,
+    sender: str | None = None,
+    interface: str | None = None,
+    member: str | None = None,
+    path: str | None = None,
+) -> trio.MemoryReceiveChannel[Message]:
+    """The signals a match rule selects, from a new connection on ``address``; the match is
+    in place on return. The connection lives (and is closed) with ``nursery``.
+
+    Only what the rule matches is passed on. The bus also sends each new connection its own
+    NameAcquired, unicast (no match needed); whether that arrives before jeepney's Hello
+    stops reading or after our receive loop took over is timing, so tests that took "the
+    next signal" got NameAcquired now and then under load. ``sender`` (a well-known name)
+    is left to the bus: the signals carry the owner's unique name.
+    """
+    rule = MatchRule(type="signal", sender=sender, interface=interface, member=member, path=path)
+    local = MatchRule(type="signal", interface=interface, member=member, path=path)
+    send, receive = trio.open_memory_channel[Message](100)
+
+    def on_message(msg: Message) -> None:
+        if local.matches(msg):
+            send.send_nowait(msg)  # a full channel fails the test loudly, never drops
+
+    conn = await open_bus(address)
+    await nursery.start(_serve_until_closed, conn, on_message)
+    await conn.bus_call("AddMatch", "s", rule.serialise())
+    return receive
+
+
+async def _serve_until_closed(
+    conn: BusConnection,
+    on_message: Callable[[Message], None],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    try:
+        await conn.serve(on_message, task_status=task_status)
+    finally:
+        with trio.CancelScope(shield=True):
+            await conn.aclose()

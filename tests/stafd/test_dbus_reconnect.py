@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from jeepney import DBusAddress, MessageType, new_method_call
-from jeepney.bus_messages import MatchRule
+from jeepney import DBusAddress, new_method_call
 from trio_util import AsyncValue
 
 from stas.actors.daemon_dbus import Backoff, serve_on_bus
@@ -27,6 +25,7 @@ from stas.dbus.idl import STACD, STAFD
 from stas.dbus.testbus import PrivateBus, dbus_daemon_path, restartable_bus
 from stas.messages import IocStatus, StacdSnapshot, StafdSnapshot, Tid
 from tests.helpers.dbus_actors import DC, SEED, Tron, seed_dc, snapshot
+from tests.helpers.fixtures import watch_signals
 
 FAST = Backoff(initial=0.02, maximum=0.2)  # real dbus-daemon below: keep the test short
 
@@ -108,13 +107,9 @@ def bus() -> Iterator[PrivateBus]:
         yield bus
 
 
-async def client_bus(nursery: trio.Nursery, address: str, signals: Any = None) -> BusConnection:
-    def on_message(msg: Any) -> None:
-        if signals is not None and msg.header.message_type is MessageType.signal:
-            signals.send_nowait(msg)
-
+async def client_bus(nursery: trio.Nursery, address: str) -> BusConnection:
     conn = await open_bus(address)
-    await nursery.start(conn.serve, on_message)
+    await nursery.start(conn.serve, lambda msg: None)
     return conn
 
 
@@ -152,13 +147,13 @@ async def test_stafd_comes_back_after_the_bus_restarts(bus: PrivateBus) -> None:
         (ctrls,) = await conn.call_checked(
             new_method_call(target, "list_controllers", "b", (False,)), timeout=10
         )
-        signals_in, signals_out = trio.open_memory_channel[Any](10)
-        listener = await client_bus(nursery, bus.address, signals_in)
-        rule = MatchRule(type="signal", sender=STAFD.bus_name, path=STAFD.object_path)
-        await listener.bus_call("AddMatch", "s", rule.serialise())
+        # every signal of stafd's object: the first must be this change, not the stale one
+        signals = await watch_signals(
+            nursery, bus.address, sender=STAFD.bus_name, path=STAFD.object_path
+        )
         snap.value = StafdSnapshot(dcs=(seed_dc(device="nvme7"),), generation=3)
         with trio.fail_after(10):
-            sig = await signals_out.receive()
+            sig = await signals.receive()
         nursery.cancel_scope.cancel()
     assert [c["device"] for c in ctrls] == ["nvme5"]  # the current snapshot is served
     assert sig.header.fields[3] == "log_pages_changed"
