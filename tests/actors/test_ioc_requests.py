@@ -16,8 +16,9 @@ NQNS = tuple(f"nqn.2026-01.io.t:s{i}" for i in range(50))
 
 
 def live_requests() -> int:
+    """Requests for this test's controllers still alive (other tests may keep their own)."""
     gc.collect()
-    return sum(isinstance(o, ConnectRequest) for o in gc.get_objects())
+    return sum(isinstance(o, ConnectRequest) and o.subsysnqn in NQNS for o in gc.get_objects())
 
 
 async def test_connected_actors_hold_no_connect_request(autojump_clock) -> None:
