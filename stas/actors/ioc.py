@@ -34,7 +34,7 @@ import errno
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Protocol, TypeAlias
 
 import attrs
@@ -157,16 +157,22 @@ class Mailbox:
             trio.lowlevel.reschedule(reader, outcome.Error(trio.EndOfChannel()))
 
     def receive(self) -> Awaitable[IocEvent]:
-        """The next event (an awaitable). An empty mailbox hands back Trio's own wait, not a
-        coroutine wrapping it: one frame less per idle actor while it waits (~200 B each)."""
+        """The next event: ``await box.receive()``. An awaitable, not a coroutine (so not for
+        ``start_soon``: Trio refuses it): see ``__await__``."""
+        return self
+
+    def __await__(self) -> Generator[Any, None, IocEvent]:
+        """Run by the awaiting task itself. With nothing queued it parks on Trio's own wait,
+        with no coroutine of ours around it: one frame less per idle actor (~200 B each)."""
         if self._items or self._closed:
-            return self._ready()
+            return self._ready().__await__()
         if self._reader is not None:
             raise trio.BusyResourceError("another task is already receiving from this mailbox")
-        # Parks the caller; a cancel pending at the park is delivered at once (the abort
-        # callback: this object, so no bound method is made per wait).
+        # A cancel pending at the park is delivered at once (the abort callback: this
+        # object, so no bound method is made per wait).
         self._reader = trio.lowlevel.current_task()
-        return trio.lowlevel.wait_task_rescheduled(self)
+        wait: Coroutine[Any, Any, IocEvent] = trio.lowlevel.wait_task_rescheduled(self)
+        return wait.__await__()
 
     async def _ready(self) -> IocEvent:
         """Something is queued, or the mailbox is closed: a checkpoint, then it."""
