@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 import trio
-from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call
-from jeepney.bus_messages import MatchRule
+from jeepney import DBusAddress, HeaderFields, new_method_call
 from stas_dbus_fakes import CONTROLLER, FakeStafd, need_dbus_daemon
 
 from stas.dbus import client
@@ -24,6 +23,7 @@ from stas.dbus.common import DBusCallError
 from stas.dbus.connection import BusConnection, open_bus
 from stas.dbus.idl import STAFD
 from stas.dbus.testbus import private_bus
+from tests.helpers.fixtures import watch_signals
 
 TARGET = DBusAddress(STAFD.object_path, STAFD.bus_name, STAFD.main_interface)
 TID = ("tcp", CONTROLLER["traddr"], "8009", CONTROLLER["subsysnqn"], "", "", "")
@@ -128,17 +128,8 @@ async def test_oversized_reply_is_refused_and_the_server_stays(small_bus: str) -
 async def test_tron_emits_properties_changed(bus_address: str, nursery: trio.Nursery) -> None:
     fake = FakeStafd()
     await nursery.start(fake.server(bus_address).run)
-    signals_in, signals_out = trio.open_memory_channel[Any](10)
-
-    def on_message(msg: Any) -> None:
-        if msg.header.message_type is MessageType.signal:
-            signals_in.send_nowait(msg)
-
-    listener = await open_bus(bus_address)
-    await nursery.start(listener.serve, on_message)
-    rule = MatchRule(type="signal", interface="org.freedesktop.DBus.Properties",
-                     member="PropertiesChanged", path=STAFD.object_path)  # fmt: skip
-    await listener.bus_call("AddMatch", "s", rule.serialise())
+    signals = await watch_signals(nursery, bus_address, interface="org.freedesktop.DBus.Properties",
+                                  member="PropertiesChanged", path=STAFD.object_path)  # fmt: skip
     run = trio.to_thread.run_sync
     with await run(functools.partial(client.connect, STAFD, timeout=5.0)) as staf:
         introspect = functools.partial(
@@ -148,12 +139,11 @@ async def test_tron_emits_properties_changed(bus_address: str, nursery: trio.Nur
         (xml,) = await run(introspect)
         await run(staf.set, "tron", True)
         with trio.fail_after(5):
-            sig = await signals_out.receive()
+            sig = await signals.receive()
         await run(staf.set, "tron", True)  # no change: no signal
         await run(staf.set, "tron", False)
         with trio.fail_after(5):
-            off = await signals_out.receive()
-    await listener.aclose()
+            off = await signals.receive()
     assert '<signal name="PropertiesChanged">' in xml
     assert '<arg name="changed_properties" type="a{sv}"/>' in xml
     assert sig.header.fields[HeaderFields.sender] == (await owner(bus_address))
