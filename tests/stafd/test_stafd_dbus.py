@@ -281,22 +281,12 @@ async def test_as_a_program(bus_address, nursery) -> None:
 
 
 async def properties_changed(nursery: trio.Nursery, bus_address: str) -> Any:
-    """A receive channel of the PropertiesChanged signals on the bus."""
-    from jeepney import MessageType
-    from jeepney.bus_messages import MatchRule
+    """A receive channel of the PropertiesChanged signals on the bus (only those: the bus's
+    own NameAcquired reached a catch-all listener now and then)."""
+    from tests.helpers.fixtures import watch_signals
 
-    from stas.dbus.connection import open_bus
-
-    send, receive = trio.open_memory_channel[Any](10)
-    listener = await open_bus(bus_address)
-    await nursery.start(
-        listener.serve,
-        lambda m: send.send_nowait(m) if m.header.message_type is MessageType.signal else None,
-    )
-    rule = MatchRule(type="signal", interface="org.freedesktop.DBus.Properties",
-                     member="PropertiesChanged")  # fmt: skip
-    await listener.bus_call("AddMatch", "s", rule.serialise())
-    return receive
+    return await watch_signals(nursery, bus_address, interface="org.freedesktop.DBus.Properties",
+                               member="PropertiesChanged")  # fmt: skip
 
 
 async def test_tron_changed_by_the_daemon_is_announced_once(bus_address, nursery, capsys) -> None:
@@ -322,21 +312,8 @@ async def test_tron_changed_by_the_daemon_is_announced_once(bus_address, nursery
 
 async def test_stafctl_tron_emits_properties_changed(bus_address, nursery, capsys) -> None:
     """Issue 9 item 6: `stafctl tron` is seen by PropertiesChanged subscribers."""
-    from jeepney import MessageType
-    from jeepney.bus_messages import MatchRule
-
-    from stas.dbus.connection import open_bus
-
     await serve(nursery, bus_address, snapshot(seed_dc()))
-    send, receive = trio.open_memory_channel[Any](10)
-    listener = await open_bus(bus_address)
-    await nursery.start(
-        listener.serve,
-        lambda m: send.send_nowait(m) if m.header.message_type is MessageType.signal else None,
-    )
-    rule = MatchRule(type="signal", interface="org.freedesktop.DBus.Properties",
-                     member="PropertiesChanged")  # fmt: skip
-    await listener.bus_call("AddMatch", "s", rule.serialise())
+    receive = await properties_changed(nursery, bus_address)
     assert await ctl(capsys, "tron") == (0, "tron = True\n", "")
     with trio.fail_after(5):
         msg = await receive.receive()
@@ -345,4 +322,3 @@ async def test_stafctl_tron_emits_properties_changed(bus_address, nursery, capsy
         {"tron": ("b", True), "log_level": ("s", "DEBUG")},
         [],
     )
-    await listener.aclose()
