@@ -138,8 +138,9 @@ def test_size_must_be_positive() -> None:
         Mailbox(0)
 
 
-async def test_an_actor_reads_its_mailbox() -> None:
-    """DeviceRemoved through a Mailbox: the actor reconnects after the fast retry."""
+async def test_an_actor_reads_its_mailbox(autojump_clock) -> None:
+    """DeviceRemoved through a Mailbox: the actor reconnects after the fast retry (MockClock:
+    with real time, a 3.0 s sleep raced the 3.0 s retry and failed under load)."""
     kernel = FakeKernel()
     tid = Tid("tcp", "10.0.0.9", "4420", "klingons", "", "", HOSTNQN)
     request = ConnectRequest("tcp", "10.0.0.9", "4420", "klingons", HOSTNQN)
@@ -156,7 +157,9 @@ async def test_an_actor_reads_its_mailbox() -> None:
         assert list(kernel.controllers) == ["nvme0"]
         kernel.remove("nvme0")
         box.send_nowait(DeviceRemoved("nvme0"))
-        await trio.sleep(3.0)  # the fast retry
+        await trio.sleep(2.9)
+        assert not kernel.controllers and len(kernel.connect_log) == 1
+        await trio.sleep(0.2)  # past the fast retry (3 s)
         await trio.testing.wait_all_tasks_blocked()
         assert list(kernel.controllers) == ["nvme0"]
         assert len(kernel.connect_log) == 2
