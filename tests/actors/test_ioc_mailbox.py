@@ -81,7 +81,7 @@ async def test_close_wakes_a_waiting_reader() -> None:
     assert ended.is_set()
 
 
-async def test_a_cancelled_reader_leaves_the_mailbox_usable() -> None:
+async def test_a_cancelled_reader_leaves_the_mailbox_usable(autojump_clock) -> None:
     box = Mailbox(2)
     with trio.move_on_after(0.01):
         await box.receive()
