@@ -16,8 +16,10 @@ from typing import Any
 import attrs
 import trio
 from jeepney import HeaderFields, Message, MessageType, new_method_call
+from jeepney.auth import BEGIN, Authenticator
+from jeepney.bus import get_bus
 from jeepney.bus_messages import message_bus
-from jeepney.io.trio import DBusConnection, open_dbus_connection
+from jeepney.io.trio import DBusConnection
 
 from stas.dbus.common import DBusUnavailable, call_error, system_bus_address
 
@@ -158,13 +160,47 @@ async def open_bus(address: str | None = None) -> BusConnection:
     """
     addr = address or system_bus_address()
     try:
-        conn = await open_dbus_connection(addr)
+        conn = await _handshake(addr)
     except (OSError, trio.BrokenResourceError, trio.EndOfChannel) as exc:
         raise DBusUnavailable(f"cannot connect to the D-Bus bus at {addr}: {exc}") from exc
     except (RuntimeError, ValueError, KeyError) as exc:
         # Unsupported transport or malformed address, or authentication refused.
         raise DBusUnavailable(f"cannot use the D-Bus address {addr!r}: {exc}") from exc
     return BusConnection(conn, addr)
+
+
+async def _handshake(address: str) -> DBusConnection:
+    """Authenticate (EXTERNAL) and say Hello, raising EndOfChannel if the bus hangs up.
+
+    Not jeepney's open_dbus_connection: a bus that closed during authentication made it
+    loop forever (it feeds b"" and asks again), and one that closed during Hello raised a
+    bare exception group, which ended stafd/stacd instead of being retried. The Hello reply
+    is read here, so what follows it (our NameAcquired) always goes to ``serve``.
+    """
+    stream = await trio.open_unix_socket(get_bus(address))
+    try:
+        await stream.send_all(b"\0")  # Linux: the bus takes our uid from SO_PEERCRED
+        auth = Authenticator(inc_null_byte=False)
+        for line in auth:
+            await stream.send_all(line)
+            data = await stream.receive_some()
+            if not data:
+                raise trio.EndOfChannel("the bus closed the connection during authentication")
+            auth.feed(data)
+        await stream.send_all(BEGIN)
+        conn = DBusConnection(stream.socket)
+        serial = next(conn.outgoing_serial)
+        await conn.send(message_bus.Hello(), serial=serial)
+        reply = await conn.receive()
+        while reply.header.fields.get(HeaderFields.reply_serial) != serial:
+            reply = await conn.receive()  # nothing is sent before the reply; skip it if it is
+        if reply.header.message_type is not MessageType.method_return:
+            raise ValueError(f"the bus refused Hello: {reply.body}")
+        conn.unique_name = reply.body[0]
+        return conn
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
 
 
 def unwrap_single(group: BaseExceptionGroup[Any]) -> Exception | None:
