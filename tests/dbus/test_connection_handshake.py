@@ -61,8 +61,9 @@ async def scripted_bus(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[C
 
         async def one(stream: trio.SocketStream) -> None:
             # the client may give up first (cancelled at the end of a test)
-            async with stream, contextlib.suppress(trio.BrokenResourceError):
-                await script(stream)
+            async with stream:
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await script(stream)
 
         nursery.start_soon(trio.serve_listeners, one, [trio.SocketListener(sock)])
         return f"unix:path={path}"
