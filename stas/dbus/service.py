@@ -123,6 +123,9 @@ class DBusObjectServer:
         if the bus cannot be reached or is lost.
         """
         bus = await open_bus(self._address)
+        # Unique names are only unique on one bus: a restarted one hands them out again, so
+        # a name root had before could now be an unprivileged caller's.
+        self._uid_cache.clear()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
