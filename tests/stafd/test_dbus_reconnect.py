@@ -27,6 +27,7 @@ from stas.messages import IocStatus, StacdSnapshot, StafdSnapshot, Tid
 from tests.helpers.dbus_actors import DC, SEED, Tron, seed_dc, snapshot
 from tests.helpers.fixtures import watch_signals
 
+BUS = "org.freedesktop.DBus"
 FAST = Backoff(initial=0.02, maximum=0.2)  # real dbus-daemon below: keep the test short
 
 
@@ -114,21 +115,47 @@ async def client_bus(nursery: trio.Nursery, address: str) -> BusConnection:
 
 
 async def wait_for_owner(nursery: trio.Nursery, address: str, name: str) -> BusConnection:
-    """A fresh client once ``name`` is owned on the (restarted) bus; fails after 10 s."""
+    """A client of the (restarted) bus once ``name`` is owned there: already owned when we
+    subscribed to NameOwnerChanged, or announced by it after."""
+    owners = await watch_signals(
+        nursery, address, sender=BUS, interface=BUS, member="NameOwnerChanged"
+    )
+    conn = await client_bus(nursery, address)
+    (owned,) = await conn.bus_call("NameHasOwner", "s", name)
     with trio.fail_after(10):
-        while True:
-            try:
-                conn = await client_bus(nursery, address)
-                (owned,) = await conn.bus_call("NameHasOwner", "s", name)
-                if owned:
-                    return conn
-                await conn.aclose()
-            except DBusUnavailable:
-                pass
-            await trio.sleep(0.02)
+        while not owned:
+            gone_or_new = (await owners.receive()).body
+            owned = gone_or_new[0] == name and bool(gone_or_new[2])
+    return conn
 
 
-async def test_stafd_comes_back_after_the_bus_restarts(bus: PrivateBus) -> None:
+class OffTheBus(logging.Handler):
+    """Set once the actor logs a failed reconnection attempt (the bus still down)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "still off the bus" in record.getMessage():
+            self.event.set()
+
+
+@pytest.fixture
+def off_the_bus() -> Iterator[trio.Event]:
+    handler = OffTheBus()
+    logger = logging.getLogger("stas.dbus")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield handler.event
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+async def test_stafd_comes_back_after_the_bus_restarts(
+    bus: PrivateBus, off_the_bus: trio.Event
+) -> None:
     snap = snapshot(seed_dc())
     async with trio.open_nursery() as nursery:
         await nursery.start(
@@ -140,7 +167,8 @@ async def test_stafd_comes_back_after_the_bus_restarts(bus: PrivateBus) -> None:
         await trio.to_thread.run_sync(bus.stop)
         # changed while off the bus: must never be signalled late (clients resync on return)
         snap.value = StafdSnapshot(dcs=(seed_dc(SEED[:1], device="nvme5"),), generation=2)
-        await trio.sleep(0.1)  # a few failed reconnection attempts
+        with trio.fail_after(10):
+            await off_the_bus.wait()  # a reconnection attempt failed: the bus was down
         await trio.to_thread.run_sync(bus.start)
         conn = await wait_for_owner(nursery, bus.address, STAFD.bus_name)
         target = DBusAddress(STAFD.object_path, STAFD.bus_name, STAFD.main_interface)
