@@ -49,10 +49,23 @@ def test_call_shares_bookkeeping() -> None:
         CallShares(0)
 
 
+class GatedStafd(FakeStafd):
+    """list_controllers waits for ``gate``; ``three_in`` is set once three calls hold slots."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = trio.Event()
+        self.three_in = trio.Event()
+
+    async def list_controllers(self, ctx: CallContext, detailed: bool) -> tuple[Any, ...]:
+        if len(self.calls) == 2:  # this is the third call: admitted, it holds its slot
+            self.three_in.set()
+        return await super().list_controllers(ctx, detailed)
+
+
 async def test_a_flooding_uid_does_not_busy_root(bus_address: str) -> None:
     """uid 1000 fills its share from two connections; root, on a third, is still answered."""
-    fake = FakeStafd()
-    fake.gate = trio.Event()  # list_controllers blocks: the flood holds its slots
+    fake = GatedStafd()
     uids: dict[str, int] = {}
 
     async def uid_of(sender: str) -> int | None:
@@ -71,20 +84,18 @@ async def test_a_flooding_uid_does_not_busy_root(bus_address: str) -> None:
             msg = new_method_call(TARGET, "list_controllers", "b", (False,))
             answered.append(await bus.call_checked(msg, timeout=10))
 
-        for bus in (flood[0], flood[0], flood[1]):  # one uid, two connections: 3 slots used
-            nursery.start_soon(slow_call, bus)
-        with trio.fail_after(5):
-            while len(fake.calls) < 3:
-                await trio.sleep(0.01)
-        busy_msg = new_method_call(TARGET, "get_log_pages", "sssssss", TID)
-        with pytest.raises(DBusCallError) as busy:
-            await flood[1].call_checked(busy_msg, timeout=10)
-        (pages,) = await root.call_checked(busy_msg, timeout=10)  # old code: LimitsExceeded
-        fake.gate.set()
-        with trio.fail_after(5):
-            while len(answered) < 3:
-                await trio.sleep(0.01)
+        async with trio.open_nursery() as calls:  # left once all three are answered
+            for bus in (flood[0], flood[0], flood[1]):  # one uid, two connections: 3 slots
+                calls.start_soon(slow_call, bus)
+            with trio.fail_after(5):
+                await fake.three_in.wait()
+            busy_msg = new_method_call(TARGET, "get_log_pages", "sssssss", TID)
+            with pytest.raises(DBusCallError) as busy:
+                await flood[1].call_checked(busy_msg, timeout=10)
+            (pages,) = await root.call_checked(busy_msg, timeout=10)  # old code: LimitsExceeded
+            fake.gate.set()
         nursery.cancel_scope.cancel()
+    assert len(answered) == 3
     assert busy.value.name == "org.freedesktop.DBus.Error.LimitsExceeded"
     assert busy.value.message == "server busy, retry"
     assert pages == [{"trtype": "tcp", "traddr": "192.168.1.20", "trsvcid": "4420",
