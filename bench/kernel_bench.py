@@ -35,7 +35,6 @@ is slower than on hardware, both sides alike.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
@@ -749,46 +748,16 @@ class Bench:
 # --- host: install, then the VM ----------------------------------------------------------------
 
 
-def _deps_key() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
-
-
 def install(dest: Path = INSTALL_DIR) -> Path:
-    """`make install` (scripts/install.py) into ``dest``: with the dependencies once per
-    pyproject.toml, the stas package refreshed every time; then byte-compiled by the launchers'
-    interpreter, as a distribution package is at install time. Returns the prefix."""
-    prefix = dest / "usr"
-    lib = prefix / "lib" / "nvme-stas"
-    stamp = dest / "deps-key"
-    full = not (stamp.exists() and stamp.read_text() == _deps_key() and (lib / "trio").is_dir())
-    if full:
-        shutil.rmtree(dest, ignore_errors=True)
-    else:
-        shutil.rmtree(lib / "stas", ignore_errors=True)  # no stale modules from older trees
-    cmd = [
-        PY,
-        str(ROOT / "scripts" / "install.py"),
-        "install",
-        "--destdir",
-        "",
-        "--prefix",
-        str(prefix),
-        "--sysconfdir",
-        str(dest / "etc"),
-        "--python",
-        INSTALL_PYTHON,
-    ]
-    if not full:
-        cmd.append("--no-deps")
-    print(f"installing into {dest} ({'with dependencies' if full else 'stas only'})", flush=True)
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode:
-        raise SystemExit(f"scripts/install.py failed: {res.stderr.strip()[-2000:]}")
-    stamp.write_text(_deps_key())
-    subprocess.run(
-        [INSTALL_PYTHON, "-m", "compileall", "-q", str(lib)], check=True, stdout=subprocess.DEVNULL
-    )
-    return prefix
+    """`make install` into ``dest`` on the host (bench/install_layout.py); the prefix."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from bench.install_layout import install_into
+
+    try:
+        return install_into(dest, INSTALL_PYTHON)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def vm_command(kernel: str, timeout: float, environ: Mapping[str, str]) -> list[str]:

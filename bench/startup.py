@@ -26,7 +26,6 @@ A MISS is printed, never raised (benchmarks are not tests).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
@@ -45,10 +44,10 @@ if str(ROOT) not in sys.path:
 
 from bench import harness  # noqa: E402
 from bench.harness import Proc, SimProc  # noqa: E402
+from bench.install_layout import INSTALL_PYTHON, install_into  # noqa: E402
 from bench.report import Row, failed, table  # noqa: E402
 
 CACHE = ROOT / ".build" / "startup-install"
-INSTALL_PYTHON = "/usr/bin/python3"  # scripts/install.py's default for the launchers
 BUS_NAMES = {"stafd": "org.nvmexpress.staf", "stacd": "org.nvmexpress.stac"}
 IMPORT_TARGET_S = 0.100
 FIRST_LINE_TARGET_S = 0.300
@@ -87,33 +86,10 @@ class Layout:
         )
 
 
-def _deps_key() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
-
-
 def installed_layout() -> Layout:
     """`make install` into .build/startup-install (full once per pyproject.toml, stas refreshed)."""
-    prefix = CACHE / "usr"
+    prefix = install_into(CACHE, INSTALL_PYTHON)
     lib = prefix / "lib" / "nvme-stas"
-    stamp = CACHE / "deps-key"
-    full = not (stamp.exists() and stamp.read_text() == _deps_key() and (lib / "trio").is_dir())
-    if full:
-        shutil.rmtree(CACHE, ignore_errors=True)
-    else:
-        shutil.rmtree(lib / "stas", ignore_errors=True)  # no stale modules from older trees
-    cmd = [sys.executable, str(ROOT / "scripts" / "install.py"), "install", "--destdir", "",
-           "--prefix", str(prefix), "--sysconfdir", str(CACHE / "etc"),
-           "--python", INSTALL_PYTHON]  # fmt: skip
-    if not full:
-        cmd.append("--no-deps")
-    print(f"  ... installing ({'with dependencies' if full else 'stas only'})", file=sys.stderr)
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode:
-        raise RuntimeError(f"scripts/install.py failed: {res.stderr.strip()[-2000:]}")
-    stamp.write_text(_deps_key())
-    # a distribution package byte-compiles at install time; measure that warm state
-    subprocess.run([INSTALL_PYTHON, "-m", "compileall", "-q", str(lib)], check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
     sbin = prefix / "sbin"
     shebang = (sbin / "stafd").read_text().splitlines()[0].removeprefix("#!").split()
     return Layout("installed", shebang[0], str(lib),

@@ -8,7 +8,6 @@ import shutil
 import stat
 from pathlib import Path
 
-import pytest
 import trio
 import trio.testing
 from hypothesis import given
@@ -22,6 +21,7 @@ from stas.config import parse_service_config
 from stas.kernel.api import ConnectRequest, KernelController
 from stas.kernel.fake import FakeKernel
 from stas.messages import DcLogPages, StacdSnapshot, StafdAppeared, StafdSynced
+from tests.coexist.conftest import put
 from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe
 
 DC = dc_tid()
@@ -35,18 +35,6 @@ def io(device: str, nqn: str, traddr: str = "::1", cntrltype: str = "io") -> Ker
     return KernelController(
         device, "tcp", traddr, "4420", nqn, hostnqn=HOSTNQN, cntrltype=cntrltype, state="live"
     )
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Registry:
-    seq = tmp_path / "uevent_seqnum"
-    seq.write_text("4242\n")
-    return Registry(tmp_path / "run" / "nvme" / "registry", seqnum_file=seq)
-
-
-def put(reg: Registry, device: str, owner: str) -> None:
-    (reg.root / device).mkdir(parents=True)
-    (reg.root / device / "owner").write_text(owner + "\n")
 
 
 # --- the registry's side ---------------------------------------------------------------------

@@ -9,18 +9,7 @@ from pathlib import Path
 import pytest
 
 from stas.coexist.registry import OWNER, Registry, may_claim, may_disconnect
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Registry:
-    seq = tmp_path / "uevent_seqnum"
-    seq.write_text("4242\n")
-    return Registry(tmp_path / "run" / "nvme" / "registry", seqnum_file=seq)
-
-
-def put(reg: Registry, device: str, owner: str) -> None:
-    (reg.root / device).mkdir(parents=True)
-    (reg.root / device / "owner").write_text(owner + "\n")
+from tests.coexist.conftest import put
 
 
 def test_absence_means_unowned(reg: Registry) -> None:
