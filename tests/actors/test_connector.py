@@ -12,8 +12,7 @@ import trio.testing
 from trio_util import AsyncValue
 
 from stas.actors import connector as connector_mod
-from stas.actors.connector import Connector, run_connector
-from stas.actors.ioc import IocSettings
+from stas.actors.connector import run_connector
 from stas.config import parse_service_config
 from stas.kernel.fake import FakeKernel
 from stas.messages import (
@@ -26,6 +25,7 @@ from stas.messages import (
     StafdVanished,
     Tid,
 )
+from tests.helpers.connector import ConnectorHarness
 from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe
 
 DC1 = dc_tid("::1")
@@ -59,45 +59,7 @@ def external(kernel: FakeKernel, nqn: str, traddr: str = "::1"):
     )
 
 
-class Harness:
-    """The connector with the fake kernel's uevents forwarded to it, as stacd does."""
-
-    def __init__(
-        self, config=None, kernel: FakeKernel | None = None, uevents=True, inbox=100_000
-    ) -> None:
-        self.kernel = kernel or FakeKernel()
-        self.published = AsyncValue(StacdSnapshot())
-        self.send, self.receive = trio.open_memory_channel(inbox)
-        self.uevents = uevents
-        self.connector = Connector(
-            config=config or conf(),
-            host_nqn=HOSTNQN,
-            hostid=HOSTID,
-            kernel=self.kernel,
-            published=self.published,
-            settings=IocSettings(jitter=0.0),
-        )
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        await nursery.start(self.connector.run, self.receive)
-        if self.uevents:
-
-            async def forward() -> None:
-                async for ev in self.kernel.events:
-                    await self.send.send(ev)
-
-            nursery.start_soon(forward)
-
-    async def put(self, *msgs) -> None:
-        for m in msgs:
-            await self.send.send(m)
-        await trio.testing.wait_all_tasks_blocked()
-
-    def connected(self) -> set[str]:
-        return {s.tid.subsysnqn for s in self.published.value.iocs if s.connected}
-
-    def device(self, nqn: str) -> str:
-        return next(s.device for s in self.published.value.iocs if s.tid.subsysnqn == nqn)
+Harness = ConnectorHarness
 
 
 async def test_log_pages_connect_and_a_shrunk_page_disconnects(autojump_clock) -> None:

@@ -12,18 +12,16 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from trio_util import AsyncValue
 
-from stas.actors.connector import Connector
-from stas.actors.ioc import IocSettings
 from stas.coexist.exclusions import Exclusions, parse_exclusions
 from stas.coexist.registry import Registry
 from stas.coexist.udev_rule import MARKER, RULE_NAME
 from stas.config import parse_service_config
 from stas.kernel.api import KernelController
 from stas.kernel.fake import FakeKernel
-from stas.messages import DcLogPages, IocStatus, StacdSnapshot
+from stas.messages import DcLogPages, IocStatus
 from stas.plan import decide, wanted_iocs
+from tests.helpers.connector import ConnectorHarness
 from tests.helpers.e2e import ROOT, World, wait_for
 from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe, tid
 
@@ -73,29 +71,15 @@ def test_an_excluded_controller_is_not_disconnected(scope: str) -> None:
 # --- connector: the ownership registry ---------------------------------------------------------
 
 
-class Harness:
+class Harness(ConnectorHarness):
+    """The connector with an ownership registry under ``tmp``; ``put`` takes a DC's page."""
+
     def __init__(self, tmp: Path, kernel: FakeKernel | None = None) -> None:
-        self.kernel = kernel or FakeKernel()
         self.registry = Registry(tmp / "registry", seqnum_file=tmp / "no-seqnum")
-        self.published = AsyncValue(StacdSnapshot())
-        self.send, self.receive = trio.open_memory_channel(1000)
-        self.connector = Connector(
-            config=config(), host_nqn=HOSTNQN, hostid=HOSTID, kernel=self.kernel,
-            published=self.published, settings=IocSettings(jitter=0.0), registry=self.registry,
-        )  # fmt: skip
+        super().__init__(config(), kernel, inbox=1000, registry=self.registry)
 
-    async def start(self, nursery: trio.Nursery) -> None:
-        await nursery.start(self.connector.run, self.receive)
-
-        async def forward() -> None:
-            async for ev in self.kernel.events:
-                await self.send.send(ev)
-
-        nursery.start_soon(forward)
-
-    async def put(self, *nqns: str) -> None:
-        await self.send.send(DcLogPages(DC, tuple(dlpe(n) for n in nqns)))
-        await trio.testing.wait_all_tasks_blocked()
+    async def put(self, *nqns: object) -> None:
+        await super().put(DcLogPages(DC, tuple(dlpe(str(n)) for n in nqns)))
 
     def devices(self) -> dict[str, str]:
         return {s.tid.subsysnqn: s.device for s in self.published.value.iocs if s.connected}

@@ -13,15 +13,13 @@ from pathlib import Path
 import nbft_gen as gen
 import trio
 import trio.testing
-from trio_util import AsyncValue
 
-from stas.actors.connector import Connector
-from stas.actors.ioc import IocSettings
 from stas.config import parse_service_config
 from stas.kernel.fake import FakeKernel
-from stas.messages import DcLogPages, StacdConfigChanged, StacdSnapshot
+from stas.messages import DcLogPages, StacdConfigChanged
 from stas.nbft import boot_subsystems, boot_subsystems_reader, parse_nbft
 from stas.plan import decide, wanted_iocs
+from tests.helpers.connector import ConnectorHarness
 from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe
 
 DC1 = dc_tid()
@@ -59,36 +57,21 @@ def external(kernel: FakeKernel, nqn: str):
     )  # fmt: skip
 
 
-class Harness:
+class Harness(ConnectorHarness):
+    """The connector with the NBFT table written under ``tmp`` as its boot subsystems."""
+
     def __init__(self, tmp: Path, config_text: str = "", kernel: FakeKernel | None = None):
-        self.kernel = kernel or FakeKernel()
-        self.published = AsyncValue(StacdSnapshot())
-        self.send, self.receive = trio.open_memory_channel(1000)
-        self.connector = Connector(
-            config=conf(config_text),
-            host_nqn=HOSTNQN,
-            hostid=HOSTID,
-            kernel=self.kernel,
-            published=self.published,
-            settings=IocSettings(jitter=0.0),
+        super().__init__(
+            conf(config_text),
+            kernel,
+            inbox=1000,
             audit_settle=1.0,
             stafd_grace=5.0,
             boot_subsystems=boot_subsystems_reader(write_table(tmp), iface_of=lambda h: ""),
         )
 
     async def start(self, nursery: trio.Nursery) -> None:
-        await nursery.start(self.connector.run, self.receive)
-
-        async def forward() -> None:
-            async for ev in self.kernel.events:
-                await self.send.send(ev)
-
-        nursery.start_soon(forward)
-        await trio.testing.wait_all_tasks_blocked()
-
-    async def put(self, *msgs) -> None:
-        for m in msgs:
-            await self.send.send(m)
+        await super().start(nursery)
         await trio.testing.wait_all_tasks_blocked()
 
     def status(self, nqn: str):

@@ -10,17 +10,14 @@ import logging
 import pytest
 import trio
 import trio.testing
-from trio_util import AsyncValue
 
 from stas.actors import connector as connector_mod
-from stas.actors.connector import Connector
-from stas.actors.ioc import IocSettings
 from stas.coexist.registry import Registry
-from stas.config import parse_service_config
 from stas.kernel.api import KernelError
 from stas.kernel.fake import FakeKernel
-from stas.messages import DcLogPages, DcRemoved, StacdSnapshot, StafdAppeared, StafdSynced
-from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe
+from stas.messages import DcLogPages, DcRemoved, StafdAppeared, StafdSynced
+from tests.helpers.connector import ConnectorHarness
+from tests.helpers.entries import HOSTNQN, dc_tid, dlpe
 
 DC1, DC2 = dc_tid("::1"), dc_tid("::2")
 SLOW = 10.0  # seconds one disconnect takes in the fake kernel
@@ -51,42 +48,11 @@ class SlowDeletes(FakeKernel):
             self.ended[device] = trio.current_time()
 
 
-class Stacd:
+class Stacd(ConnectorHarness):
     """The connector with the kernel's uevents forwarded to its inbox, as stacd wires it."""
 
     def __init__(self, kernel: FakeKernel, **kw: int) -> None:
-        self.kernel = kernel
-        self.published = AsyncValue(StacdSnapshot())
-        self.send, self.receive = trio.open_memory_channel[object](100_000)
-        config, warnings = parse_service_config("", "stacd")
-        assert warnings == []
-        self.connector = Connector(
-            config=config,
-            host_nqn=HOSTNQN,
-            hostid=HOSTID,
-            kernel=kernel,
-            published=self.published,
-            settings=IocSettings(jitter=0.0),
-            **kw,
-        )
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        await nursery.start(self.connector.run, self.receive)
-
-        async def forward() -> None:
-            async for ev in self.kernel.events:
-                await self.send.send(ev)
-
-        nursery.start_soon(forward)
-
-    async def put(self, *msgs: object) -> None:
-        for m in msgs:
-            await self.send.send(m)
-        await trio.testing.wait_all_tasks_blocked()
-
-    def shown(self) -> dict[str, str]:
-        """``stacctl ls``'s view: subsystem -> device, connected ones only."""
-        return {s.tid.subsysnqn: s.device for s in self.published.value.iocs if s.connected}
+        super().__init__(kernel=kernel, **kw)
 
     def devices(self, nqn: str) -> list[str]:
         return [c.device for c in self.kernel.controllers.values() if c.subsysnqn == nqn]
