@@ -262,10 +262,13 @@ async def test_stacd_connects_with_secrets_from_its_conf_and_retries_a_wrong_one
     assert closet.last_error.startswith("connect closet at tcp ::1:8009: ")  # type: ignore[attr-defined]
     failures = [r.getMessage() for r in captured.records if "connect failed" in r.getMessage()]
     assert failures and all("closet" in m for m in failures)  # each one names the controller
-    # The first refusal is EKEYREJECTED with our hint. A quick retry may meet nvmet still
-    # tearing down the failed controller (EIO, or a slow answer under load): the retry is
-    # proven by connect_attempts, its outcome is not pinned down.
-    assert "authentication failed" in failures[0]
+    # The first refusal is EKEYREJECTED with our hint, unless nvmet closed the socket before
+    # the host read its Failure1 (EIO: the kernel race the test above marks xfail, seen on
+    # 6.12 under load). A quick retry may meet nvmet still tearing down the failed controller
+    # (EIO again, or a slow answer): the retry is proven by connect_attempts.
+    first = failures[0]
+    race = "Input/output error" in first or "failed to write to nvme-fabrics device" in first
+    assert "authentication failed" in first or race, first
     live = {c.subsysnqn: c for c in await kernel.list_controllers() if c.is_io_controller}
     assert set(live) == {"vault", "safe"}
     sysfs = Path("/sys/class/nvme")
