@@ -28,7 +28,7 @@ from jeepney.io.blocking import DBusConnection, open_dbus_connection
 from stas.ctl import bus, stacctl, stafctl, stasadm
 from stas.dbus.testbus import private_bus
 from tests.helpers.dbus_actors import HOSTNQN, ctl, seed_dc, serve, snapshot
-from tests.helpers.fixtures import need_dbus_daemon
+from tests.helpers.fixtures import need_dbus_daemon, system_like_bus  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -244,11 +244,10 @@ def need_nobody() -> None:
 
 
 @pytest.fixture
-def policy_bus() -> Iterator[str]:
+def policy_bus(system_like_bus: str) -> str:
+    """The shipped policy enforced, and a way to be nobody."""
     need_nobody()
-    includes = [CONF / "org.nvmexpress.staf.conf", CONF / "org.nvmexpress.stac.conf"]
-    with private_bus(system_like=True, includes=includes) as address:
-        yield address
+    return system_like_bus
 
 
 def as_nobody(address: str, name: str, *args: str) -> subprocess.CompletedProcess[bytes]:

@@ -20,17 +20,10 @@ from stas.dbus import client
 from stas.dbus.common import DBusUnavailable
 from stas.dbus.idl import STAFD
 from stas.dbus.testbus import private_bus
+from tests.helpers.fixtures import system_like_bus  # noqa: F401 - a fixture
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 NOBODY = 65534
-
-
-@pytest.fixture
-def system_like_bus() -> Iterator[str]:
-    need_dbus_daemon()
-    includes = [CONF / "org.nvmexpress.staf.conf", CONF / "org.nvmexpress.stac.conf"]
-    with private_bus(system_like=True, includes=includes) as address:
-        yield address
 
 
 def need_nobody() -> None:

@@ -20,6 +20,21 @@ def need_dbus_daemon() -> None:
         pytest.skip("dbus-daemon is not installed (Debian package dbus)")
 
 
+POLICY_FILES = [
+    Path(__file__).resolve().parents[2] / "conf" / name
+    for name in ("org.nvmexpress.staf.conf", "org.nvmexpress.stac.conf")
+]
+
+
+@pytest.fixture
+def system_like_bus() -> Iterator[str]:
+    """A private bus that enforces the system bus's default-deny rules plus our shipped D-Bus
+    policy files (who may own the names, read, set, call the debug methods)."""
+    need_dbus_daemon()
+    with private_bus(system_like=True, includes=POLICY_FILES) as address:
+        yield address
+
+
 @pytest.fixture
 def bus_address(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A private permissive bus, also exported as the system bus for the test."""

@@ -6,6 +6,10 @@ import os
 import re
 
 import pytest
+import trio
+
+from stas.kernel.api import Uevent
+from stas.kernel.fake import FakeKernel
 
 
 def kernel_series() -> tuple[int, int]:
@@ -22,3 +26,13 @@ def needs_kernel(series: tuple[int, int], what: str) -> pytest.MarkDecorator:
         reason=f"needs {what} (kernel >= {major}.{minor}, this is {os.uname().release}): "
         f"make test-kernel KERNEL={major}.{minor}",
     )
+
+
+def drain(k: FakeKernel) -> list[Uevent]:
+    """Every uevent the fake kernel has queued, without waiting."""
+    out = []
+    while True:
+        try:
+            out.append(k.events.receive_nowait())
+        except trio.WouldBlock:
+            return out

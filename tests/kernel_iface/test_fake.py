@@ -9,6 +9,7 @@ import trio
 
 from stas.kernel.api import ConnectRequest, KernelError, Uevent
 from stas.kernel.fake import FakeKernel
+from tests.helpers.kernel import drain
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
 
@@ -18,15 +19,6 @@ def req(**kw: object) -> ConnectRequest:
         transport="tcp", traddr="::1", trsvcid="4420", subsysnqn="klingons", hostnqn=HOSTNQN
     )
     return ConnectRequest(**(base | kw))  # type: ignore[arg-type]
-
-
-def drain(k: FakeKernel) -> list[Uevent]:
-    out = []
-    while True:
-        try:
-            out.append(k.events.receive_nowait())
-        except trio.WouldBlock:
-            return out
 
 
 async def test_names_are_allocated_lowest_free_first() -> None:

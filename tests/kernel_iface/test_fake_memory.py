@@ -10,8 +10,9 @@ import tracemalloc
 import pytest
 import trio
 
-from stas.kernel.api import ConnectRequest, KernelError, Uevent
+from stas.kernel.api import ConnectRequest, KernelError
 from stas.kernel.fake import FakeKernel
+from tests.helpers.kernel import drain
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
 N = 2000
@@ -22,15 +23,6 @@ def requests() -> list[ConnectRequest]:
         ConnectRequest("tcp", "::1", str(4420 + i // 100), f"nqn.2026-01.io.t:s{i}", HOSTNQN)
         for i in range(N)
     ]
-
-
-def drain(k: FakeKernel) -> list[Uevent]:
-    out = []
-    while True:
-        try:
-            out.append(k.events.receive_nowait())
-        except trio.WouldBlock:
-            return out
 
 
 def test_a_controller_and_its_unread_uevent_stay_small() -> None:
