@@ -26,9 +26,9 @@ from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import DBusConnection, open_dbus_connection
 
 from stas.ctl import bus, stacctl, stafctl, stasadm
-from stas.dbus.testbus import private_bus
+from tests.helpers import fixtures
 from tests.helpers.dbus_actors import HOSTNQN, ctl, seed_dc, serve, snapshot
-from tests.helpers.fixtures import need_dbus_daemon, system_like_bus  # noqa: F401 - a fixture
+from tests.helpers.fixtures import need_dbus_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -241,6 +241,9 @@ def need_nobody() -> None:
     need_dbus_daemon()
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv (util-linux) to run the tools as nobody")
+
+
+system_like_bus = fixtures.system_like_bus  # the shipped policy enforced (a fixture)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,10 @@ from stas.dbus import client
 from stas.dbus.common import DBusUnavailable
 from stas.dbus.idl import STAFD
 from stas.dbus.testbus import private_bus
-from tests.helpers.fixtures import system_like_bus  # noqa: F401 - a fixture
+from tests.helpers import fixtures
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
+system_like_bus = fixtures.system_like_bus  # the shipped policy enforced (a fixture)
 NOBODY = 65534
 
 
