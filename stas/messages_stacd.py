@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 import attrs
 
 from stas.messages import Tid
-from stas.nvme.logpage_labels import _DLPE_TREQ, EFlags, SubType
+from stas.nvme.logpage_labels import EFlags, SubType, dlpe_treq_text, dlpe_treq_word
 
 if TYPE_CHECKING:  # annotations only: the classes are not needed to build these messages
     from stas.config import ServiceConfig
@@ -33,7 +33,6 @@ _TEXT_KEYS = frozenset(DLPE_KEYS)  # values that must be strings (others are sho
 _SHARED: dict[str, str] = {}
 _SHARED_MAX = 4096
 _SHARED_LONGEST = 256  # an address or a number; anything longer is not worth a table slot
-_TREQ_NUMBER = {text: n for n, text in _DLPE_TREQ.items()}  # libnvme's words, as stafd's
 
 
 class _Shape(NamedTuple):
@@ -73,7 +72,7 @@ def _number(text: str) -> int | None:
 def treq_number(text: str) -> int:
     """TREQ from the DLPE dict's ``treq``: libnvme's word, else a number (any base int()
     reads with base 0; 8 bits, as in the log page), else 0 ("not specified")."""
-    n = _TREQ_NUMBER.get(text)
+    n = dlpe_treq_word(text)
     if n is not None:
         return n
     try:
@@ -156,7 +155,7 @@ class Dlpe(Mapping[str, str]):
                 kept.append(("eflags", said))
         if (said := get("treq")) is not None:
             treq = treq_number(said)
-            if _DLPE_TREQ.get(treq, str(treq)) != said:
+            if dlpe_treq_text(treq) != said:
                 kept.append(("treq", said))
         shape = _shape_of(tuple(keys), tuple(kept), shareable)
         return cls(get("trtype", ""), get("adrfam", ""), get("traddr", ""), get("trsvcid", ""),
@@ -189,7 +188,7 @@ class Dlpe(Mapping[str, str]):
             case "eflags":
                 return str(self.eflags)
             case "treq":
-                return _DLPE_TREQ.get(self.treq, str(self.treq))
+                return dlpe_treq_text(self.treq)
             case _:  # tsas
                 return self.sectype
 

@@ -128,3 +128,14 @@ _DLPE_SUBTYPE = SubType.dlpe_table()
 _DLPE_TREQ = MappingProxyType(
     dict(enumerate(_TREQ_SECURE[:3])) | {TREQ_DISABLE_SQFLOW: "disable sqflow"}
 )
+_DLPE_TREQ_NUMBER = {text: n for n, text in _DLPE_TREQ.items()}
+
+
+def dlpe_treq_text(treq: int) -> str:
+    """TREQ as a DLPE dict spells it (libnvme's word, else the decimal number)."""
+    return _DLPE_TREQ.get(treq, str(treq))
+
+
+def dlpe_treq_word(text: str) -> int | None:
+    """The TREQ value libnvme's word ``text`` stands for; None if it is not one of them."""
+    return _DLPE_TREQ_NUMBER.get(text)
