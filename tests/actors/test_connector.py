@@ -13,7 +13,6 @@ from trio_util import AsyncValue
 
 from stas.actors import connector as connector_mod
 from stas.actors.connector import run_connector
-from stas.config import parse_service_config
 from stas.kernel.fake import FakeKernel
 from stas.messages import (
     DcLogPages,
@@ -23,10 +22,9 @@ from stas.messages import (
     StacdSnapshot,
     StafdAppeared,
     StafdVanished,
-    Tid,
 )
-from tests.helpers.connector import ConnectorHarness
-from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe
+from tests.helpers.connector import ConnectorHarness, stacd_config
+from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe, page
 
 DC1 = dc_tid("::1")
 DC2 = dc_tid("::2")
@@ -38,14 +36,7 @@ SEED = (
 AUDIT = "all-connections-matching-disconnect-trtypes"
 
 
-def page(dc: Tid, *nqns: str) -> DcLogPages:
-    return DcLogPages(dc, tuple(dlpe(x) for x in nqns))
-
-
-def conf(text: str = ""):
-    config, warnings = parse_service_config(text, "stacd")
-    assert warnings == []
-    return config
+conf = stacd_config
 
 
 def external(kernel: FakeKernel, nqn: str, traddr: str = "::1"):

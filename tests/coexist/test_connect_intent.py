@@ -17,12 +17,12 @@ from trio_util import AsyncValue
 from stas.actors.connector import Connector
 from stas.actors.ioc import IocSettings
 from stas.coexist.registry import INTENT_FIELDS, Registry, parse_intent
-from stas.config import parse_service_config
 from stas.kernel.api import ConnectRequest, KernelController
 from stas.kernel.fake import FakeKernel
-from stas.messages import DcLogPages, StacdSnapshot, StafdAppeared, StafdSynced
+from stas.messages import StacdSnapshot, StafdAppeared, StafdSynced
 from tests.coexist.conftest import put
-from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe
+from tests.helpers.connector import stacd_config
+from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, page
 
 DC = dc_tid()
 
@@ -150,18 +150,12 @@ class KilledAfterConnect(FakeKernel):
 
 
 def stacd(kernel: FakeKernel, registry: Registry) -> tuple[Connector, AsyncValue[StacdSnapshot]]:
-    config, warnings = parse_service_config("", "stacd")
-    assert warnings == []
     published = AsyncValue(StacdSnapshot())
     connector = Connector(
-        config=config, host_nqn=HOSTNQN, hostid=HOSTID, kernel=kernel, published=published,
+        config=stacd_config(), host_nqn=HOSTNQN, hostid=HOSTID, kernel=kernel, published=published,
         settings=IocSettings(jitter=0.0), registry=registry,
     )  # fmt: skip
     return connector, published
-
-
-def page(*nqns: str) -> DcLogPages:
-    return DcLogPages(DC, tuple(dlpe(n) for n in nqns))
 
 
 async def killed_then_restarted(tmp_path: Path, *after: object) -> tuple[FakeKernel, str]:
@@ -176,7 +170,7 @@ async def killed_then_restarted(tmp_path: Path, *after: object) -> tuple[FakeKer
     send, receive = trio.open_memory_channel[object](100)
     async with trio.open_nursery() as n:
         await n.start(first.run, receive)
-        await send.send(page("vol"))
+        await send.send(page(DC, "vol"))
         await kernel.killed.wait()
         n.cancel_scope.cancel()
     (device,) = kernel.controllers  # the kernel kept it; the kill left /run as copied
@@ -203,7 +197,7 @@ async def test_a_controller_made_just_before_a_kill_is_swept_after_the_restart(
     (and never recorded) is known as stacd's and disconnected once the picture is complete.
     The old stacd left it connected: unowned, so never its to remove."""
     kernel, device = await killed_then_restarted(
-        tmp_path, StafdAppeared(":1.5"), page(), StafdSynced(())
+        tmp_path, StafdAppeared(":1.5"), page(DC), StafdSynced(())
     )
     assert kernel.disconnect_log == [device] and kernel.controllers == {}
 
@@ -212,7 +206,7 @@ async def test_a_controller_made_just_before_a_kill_and_still_wanted_is_adopted(
     autojump_clock, tmp_path
 ) -> None:
     kernel, device = await killed_then_restarted(
-        tmp_path, StafdAppeared(":1.5"), page("vol"), StafdSynced(())
+        tmp_path, StafdAppeared(":1.5"), page(DC, "vol"), StafdSynced(())
     )
     assert (
         kernel.disconnect_log == []

@@ -19,26 +19,23 @@ from stas.actors.connector_model import (
     TellIoc,
 )
 from stas.actors.ioc import DeviceRemoved
-from stas.config import parse_service_config
 from stas.kernel.api import KernelController, Uevent
 from stas.messages import (
     AuditDue,
-    DcLogPages,
     DcRemoved,
     IocUpdate,
     KernelResync,
     StacdConfigChanged,
 )
-from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe, tid
+from tests.helpers.connector import stacd_config
+from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, page, tid
 
 DC1, DC2 = dc_tid("::1"), dc_tid("::2")
 AUDIT = "all-connections-matching-disconnect-trtypes"
 
 
 def state(text: str = "") -> ConnectorState:
-    config, warnings = parse_service_config(text, "stacd")
-    assert warnings == []
-    return ConnectorState(config=config, host_nqn=HOSTNQN, hostid=HOSTID)
+    return ConnectorState(config=stacd_config(text), host_nqn=HOSTNQN, hostid=HOSTID)
 
 
 def io(nqn: str, device: str) -> KernelController:
@@ -49,10 +46,6 @@ def io(nqn: str, device: str) -> KernelController:
 
 def of(kind, effects) -> list:
     return [e for e in effects if isinstance(e, kind)]
-
-
-def page(dc, *nqns: str) -> DcLogPages:
-    return DcLogPages(dc, tuple(dlpe(n) for n in nqns))
 
 
 def connected(st: ConnectorState, nqn: str, device: str) -> list:

@@ -10,16 +10,15 @@ import sys
 from stas.actors.connector_core import ConnectorState, handle
 from stas.actors.connector_model import StartIoc, TellIoc
 from stas.actors.ioc import WantedChanged
-from stas.config import parse_service_config
 from stas.messages import DcLogPages, DcRemoved
+from tests.helpers.connector import stacd_config
 from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe, tid
 
 DC1, DC2, DC3 = dc_tid("::1"), dc_tid("::2"), dc_tid("::3")
 
 
 def state() -> ConnectorState:
-    config, _ = parse_service_config("", "stacd")
-    return ConnectorState(config=config, host_nqn=HOSTNQN, hostid=HOSTID)
+    return ConnectorState(config=stacd_config(), host_nqn=HOSTNQN, hostid=HOSTID)
 
 
 def test_the_dcs_listing_a_controller_cost_it_no_object_of_its_own() -> None:

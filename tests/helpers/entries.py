@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stas.constants import WELL_KNOWN_DISC_NQN
-from stas.messages import Dlpe, Tid
+from stas.messages import DcLogPages, Dlpe, Tid
 
 if TYPE_CHECKING:
     from stas.nvme.logpage import LogPageEntry
@@ -66,3 +66,8 @@ def dc_tid(traddr: str = "::1", trsvcid: str = "8009", host_nqn: str = HOSTNQN, 
 def tid(nqn: str, traddr: str = "::1", trsvcid: str = "4420", host_nqn: str = HOSTNQN) -> Tid:
     """A TCP I/O controller, as ``dlpe(nqn, traddr)`` listed by a DC on the same host side."""
     return Tid("tcp", traddr, trsvcid, nqn, "", "", host_nqn)
+
+
+def page(dc: Tid, *nqns: str) -> DcLogPages:
+    """DC ``dc``'s log page listing ``nqns`` (one I/O subsystem entry each), as stacd gets it."""
+    return DcLogPages(dc, tuple(dlpe(n) for n in nqns))

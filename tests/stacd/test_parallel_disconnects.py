@@ -15,9 +15,9 @@ from stas.actors import connector as connector_mod
 from stas.coexist.registry import Registry
 from stas.kernel.api import KernelError
 from stas.kernel.fake import FakeKernel
-from stas.messages import DcLogPages, DcRemoved, StafdAppeared, StafdSynced
+from stas.messages import DcRemoved, StafdAppeared, StafdSynced
 from tests.helpers.connector import ConnectorHarness
-from tests.helpers.entries import HOSTNQN, dc_tid, dlpe
+from tests.helpers.entries import HOSTNQN, dc_tid, page
 
 DC1, DC2 = dc_tid("::1"), dc_tid("::2")
 SLOW = 10.0  # seconds one disconnect takes in the fake kernel
@@ -56,10 +56,6 @@ class Stacd(ConnectorHarness):
 
     def devices(self, nqn: str) -> list[str]:
         return [c.device for c in self.kernel.controllers.values() if c.subsysnqn == nqn]
-
-
-def page(dc, *nqns: str) -> DcLogPages:
-    return DcLogPages(dc, tuple(dlpe(n) for n in nqns))
 
 
 NQNS = [f"nqn.2026-01.io.zone:s{i}" for i in range(50)]
