@@ -10,10 +10,11 @@ import trio.testing
 
 from stas.kernel.api import ConnectRequest
 from stas.messages import StacdConfigChanged
-from tests.actors.test_connector import DC1
 from tests.helpers.connector import ConnectorHarness as Harness
 from tests.helpers.connector import stacd_config as conf
-from tests.helpers.entries import page
+from tests.helpers.entries import dc_tid, page
+
+DC1 = dc_tid("::1")
 
 NQNS = tuple(f"nqn.2026-01.io.t:s{i}" for i in range(50))
 
