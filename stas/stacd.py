@@ -250,7 +250,12 @@ def fetch_log_pages(address: str | None) -> dict[Tid, tuple[Dlpe, ...]]:
     except DBusError as exc:
         print(f"note: stafd not reachable ({exc}); planning from stacd.conf only")
         return {}
-    return log_pages_from_json(raw)
+    try:
+        return log_pages_from_json(raw)
+    except ValueError as exc:  # not JSON, or not the shape get_all_log_pages returns
+        print(f"note: stafd's get_all_log_pages reply is unusable ({exc}); "
+              "planning from stacd.conf only")  # fmt: skip
+        return {}
 
 
 def boot_reader(directory: str = NBFT_DIR) -> BootReader:
