@@ -13,7 +13,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-EXIT_FAIL = 1
+from stas.ctl.output import EXIT_FAIL
+
 CALL_TIMEOUT = 25.0  # seconds a call may take (dbus-daemon's own reply timeout)
 
 

@@ -14,9 +14,9 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
-from stas.ctl.bus import EXIT_FAIL as EXIT_FAIL  # re-exported with EXIT_OK
 from stas.ctl.bus import connect as connect  # re-exported: the tools' one way onto the bus
 from stas.ctl.bus import run_dbus
+from stas.ctl.output import EXIT_FAIL as EXIT_FAIL  # re-exported with EXIT_OK
 from stas.ctl.output import guarded, write_out
 
 EXIT_OK = 0
