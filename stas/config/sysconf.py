@@ -243,18 +243,37 @@ def _atomic_write(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+def _shown(key: str, value: str) -> str:
+    """``value`` for an error message: the host key never, a long value cut."""
+    if key == "key":
+        return "'***'"
+    return repr(value) if len(value) <= 64 else f"{value[:64]!r}..."
+
+
 def check_sys_value(key: str, value: str | None) -> None:
-    """ConfigError unless ``value`` can be stored for ``key`` and read back unchanged (stasadm
-    checks a value with this before writing it anywhere, sys.conf or a ``-f`` file)."""
+    """ConfigError unless ``value`` can be stored for ``key``, read back unchanged and used by
+    the daemons (stasadm checks a value with this before writing it anywhere, sys.conf or a
+    ``-f`` file). A ``file://PATH`` value is checked for its path only: the file is read, and
+    its word checked by the same ``_CHECKS`` rule, when a daemon loads sys.conf."""
     if key not in SYS_KEYS:
         raise ConfigError(f"sys.conf has no key {key!r} (expected one of {', '.join(SYS_KEYS)})")
-    if value is not None and (not value or not value.isprintable() or value != value.strip()):
+    if value is None:
+        return
+    if not value or not value.isprintable() or value != value.strip():
         raise ConfigError(
             f"{key}: value must be non-empty printable text on one line, without leading "
             "or trailing spaces"
         )
-    if value is not None and strip_inline_comment("=" + value) != "=" + value:
-        raise ConfigError(f"{key}: value {value!r} would be read back cut at its ' #' or ' ;'")
+    if strip_inline_comment("=" + value) != "=" + value:
+        raise ConfigError(
+            f"{key}: value {_shown(key, value)} would be read back cut at its ' #' or ' ;'"
+        )
+    if value.lower().startswith("file://"):
+        return
+    try:
+        _CHECKS[key](value)
+    except checks.BadValue as e:
+        raise ConfigError(f"{key}: value {_shown(key, value)}: {e}") from None
 
 
 def set_sys_option(path: str | os.PathLike[str], key: str, value: str | None) -> None:

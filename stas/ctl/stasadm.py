@@ -70,18 +70,6 @@ def _check(key: str, value: str) -> None:
         raise StasadmError(str(exc)) from exc
 
 
-def check_symname(name: str) -> None:
-    """What the daemons accept as the symbolic name (they ignore any other, with a warning)."""
-    from stas.config.checks import BadValue, to_symname
-
-    _check("symname", name)
-    try:
-        to_symname(name)
-    except BadValue as exc:
-        cut = f"{name[:32]!r}..." if len(name) > 32 else repr(name)
-        raise StasadmError(f"symbolic name {cut}: {exc}") from None
-
-
 def save(conf: str, key: str, value: str, file: str | None) -> None:
     """Store ``value`` in sys.conf directly, or in ``file`` with ``key=file://FILE`` there.
 
@@ -129,7 +117,6 @@ def _run(args: argparse.Namespace) -> int:
         elif args.cmd == "hostid":
             save(args.conf_file, "id", str(uuid.uuid4()), args.file)
         elif args.cmd == "set-symname":
-            check_symname(args.symname)
             save(args.conf_file, "symname", args.symname, args.file)
         else:
             _set(args.conf_file, "symname", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -258,11 +259,69 @@ def test_set_sys_option_rejects_bad_input(
     assert not (tmp_path / "sys.conf").exists()
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("nqn", "hostnqn-x", "nqn: value 'hostnqn-x': not an NQN (must start with 'nqn.')"),
+        ("id", "12345", "id: value '12345': not a UUID"),
+        (
+            "key",
+            "DHHC-1:00:c2VjcmV0:",
+            "key: value '***': DH-HMAC-CHAP key must be 32, 48 or 64 bytes",
+        ),
+        ("symname", "x" * 257, f"symname: value {'x' * 64!r}...: longer than 256 bytes"),
+    ],
+)
+def test_set_sys_option_checks_each_key_by_its_own_rule(
+    tmp_path: Path, key: str, value: str, message: str
+) -> None:
+    """What the daemons would refuse on reading is refused on writing, naming key and value
+    (the host key's value never shown)."""
+    with pytest.raises(ConfigError) as exc:
+        set_sys_option(tmp_path / "sys.conf", key, value)
+    assert str(exc.value) == message
+    assert not (tmp_path / "sys.conf").exists()
+
+
+@pytest.mark.parametrize("key", sysconf.SYS_KEYS)
+def test_a_file_reference_is_accepted_for_every_key(tmp_path: Path, key: str) -> None:
+    sysconf.check_sys_value(key, f"file://{tmp_path}/value")
+
+
+_ATTRS = {"nqn": "hostnqn", "id": "hostid", "key": "hostkey", "symname": "symname"}
+
+
+@given(
+    st.sampled_from(sysconf.SYS_KEYS),
+    st.one_of(
+        st.text(min_size=1, max_size=300),
+        st.sampled_from([HOSTNQN, HOSTID, HOSTID.upper(), HOSTKEY, "nqn.x", "nqn.a b"]),
+    ),
+)
+def test_what_can_be_written_is_what_the_daemons_read(key: str, value: str) -> None:
+    """Whatever check_sys_value lets through loads back as that value with no problem for
+    its key (the ID lower-cased): sys.conf never holds a value the daemons ignore."""
+    try:
+        sysconf.check_sys_value(key, value)
+    except ConfigError:
+        return
+    if value.lower().startswith("file://"):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "sys.conf"
+        path.write_text(f"[Host]\n{key}={value}\n", encoding="utf-8")
+        config = load_sys_config(path)
+    expected = value.lower() if key == "id" else value
+    assert getattr(config, _ATTRS[key]) == expected
+    label = sysconf._LABELS[key]
+    assert not [p for p in config.problems if p.startswith((label + " ", label + ":"))]
+
+
 def test_set_sys_option_unreadable_path_is_a_config_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(ConfigError) as exc:
-        set_sys_option(blocker / "sys.conf", "id", "x")
+        set_sys_option(blocker / "sys.conf", "id", HOSTID)
     assert str(exc.value) == f"{blocker}/sys.conf: cannot read: Not a directory"
 
 

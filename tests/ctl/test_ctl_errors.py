@@ -318,7 +318,7 @@ def test_symname_the_daemons_would_refuse_is_refused(tmp_path: Path, capsys: Any
     conf = tmp_path / "sys.conf"
     assert stasadm.main(["-c", str(conf), "set-symname", "x" * 257]) == 1
     assert capsys.readouterr().err == (
-        f"stasadm: symbolic name {'x' * 32!r}...: longer than 256 bytes\n"
+        f"stasadm: symname: value {'x' * 64!r}...: longer than 256 bytes\n"
     )
     assert not conf.exists()
     assert stasadm.main(["-c", str(conf), "set-symname", "x" * 256]) == 0
