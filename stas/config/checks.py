@@ -232,11 +232,12 @@ def to_uuid(text: str) -> str:
 
 
 def to_symname(text: str) -> str:
-    """A host symbolic name for DIM registration: printable, at most 256 bytes."""
-    if not text.isprintable():
-        raise BadValue("contains a non-printable character")
-    if len(text.encode("utf-8")) > 256:
-        raise BadValue("longer than 256 bytes")
+    """A host symbolic name for DIM registration, by the DIM code's own rule."""
+    from stas.nvme.hostid import symname_problem  # stafd has it loaded; others only if set
+
+    problem = symname_problem(text)
+    if problem is not None:
+        raise BadValue(problem)
     return text
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Self
 import attrs
 
 from stas.nvme.errors import ProtocolError
+from stas.nvme.hostid import SYMNAME_MAX, symname_problem
 from stas.nvme.logpage import (
     ENTRY_SIZE,
     EXT_ENTRY_MIN,
@@ -41,7 +42,6 @@ EID_SIZE = 256
 ENAME_SIZE = 256
 EVER_SIZE = 64
 HOSTID_SIZE = 16
-SYMNAME_MAX = 256  # our cap; libnvme sends whatever sys.conf holds
 EKTYPE_DEFAULT = 0x5F  # libnvme: "must be 0x5F per specs"
 EXATTYPE_HOSTID = 1
 EXATTYPE_SYMNAME = 2
@@ -85,16 +85,14 @@ def _symname(value: str | None) -> str | None:
 
 
 def check_symname(value: str) -> None:
-    """Raise ValueError unless ``value`` is printable text of at most SYMNAME_MAX bytes in UTF-8.
+    """Raise ValueError unless ``value`` passes ``symname_problem`` (stas.nvme.hostid's rule).
 
     The symbolic name is the one string of a registration that may be non-ASCII: sys.conf
     and stasadm take any printable text, and libnvme (upstream) sends its UTF-8 bytes as
     they are, so we do too (a DC that wants ASCII answers with an error we log)."""
-    if not value.isprintable():
-        raise ValueError(f"symname {value!r} must be printable")
-    size = len(value.encode("utf-8"))
-    if size > SYMNAME_MAX:
-        raise ValueError(f"symname {value!r} is {size} bytes, more than {SYMNAME_MAX}")
+    problem = symname_problem(value)
+    if problem is not None:
+        raise ValueError(f"symname {value!r}: {problem}")
 
 
 def read_symname(raw: bytes, where: str) -> str:

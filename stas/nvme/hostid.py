@@ -22,6 +22,20 @@ def _os_version() -> str:
     return f"{u.sysname} {u.release}".strip()
 
 
+SYMNAME_MAX = 256  # bytes of UTF-8: our cap (libnvme sends whatever sys.conf holds)
+
+
+def symname_problem(value: str) -> str | None:
+    """Why ``value`` cannot be the host symbolic name, or None: the one rule for sys.conf,
+    stasadm and DIM (printable text, at most SYMNAME_MAX bytes in UTF-8). Here, not in the
+    DIM codec, so that config can check a name without importing the codec."""
+    if not value.isprintable():
+        return "contains a non-printable character"
+    if len(value.encode("utf-8")) > SYMNAME_MAX:
+        return f"longer than {SYMNAME_MAX} bytes"
+    return None
+
+
 @attrs.frozen
 class HostIdentity:
     """Who this host says it is in Connect and DIM."""

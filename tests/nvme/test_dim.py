@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from stas.nvme.dim import (
     DimEntityType,
     DimEntryFormat,
     DimHostEntry,
+    check_symname,
     host_registration,
 )
 from stas.nvme.errors import ProtocolError
@@ -112,10 +114,26 @@ def test_invalid_host_identity_is_refused() -> None:
         registration(hostid=b"abcd")
     with pytest.raises(ValueError, match=r"hostnqn 'n+' is 224 bytes, more than 223"):
         registration(hostnqn="n" * 224)
-    with pytest.raises(ValueError, match=r"symname 'x\\n' must be printable"):
+    with pytest.raises(ValueError, match=r"symname 'x\\n': contains a non-printable character"):
         registration("x\n")
-    with pytest.raises(ValueError, match=r"symname 'é+' is 258 bytes, more than 256"):
+    with pytest.raises(ValueError, match=r"symname 'é+': longer than 256 bytes"):
         registration("é" * 129)  # 129 characters, 258 bytes of UTF-8
+
+
+@given(st.text(max_size=140) | st.text(st.sampled_from("aé\u20ac\U0001f600"), max_size=140))
+def test_sys_conf_and_dim_take_the_same_symnames(name: str) -> None:
+    """One rule: what sys.conf (and so stasadm) accepts as a symname is what DIM sends."""
+    from stas.config.checks import BadValue, to_symname
+
+    def accepted(check: Callable[[str], object]) -> bool:
+        try:
+            check(name)
+        except ValueError:
+            return False
+        return True
+
+    assert issubclass(BadValue, ValueError)
+    assert accepted(to_symname) == accepted(check_symname)
 
 
 def test_a_non_ascii_symname_is_sent_as_utf8() -> None:
