@@ -77,8 +77,11 @@ faults-kernel: $(STAMP)
 # The same daemons beside nvme-cli on the real kernel (in the VM), installed first as
 # `make install` lays them out (into .build/bench-kernel-install); BENCH_KERNEL=6.12 for trixie's.
 BENCH_KERNEL ?= 6.1
+# runner.py --check: 0 can run, 1 cannot (SKIP with its reason), 2 a usage error (fails).
 bench-kernel: $(STAMP)
-	@reason=$$($(PY) nvmet-harness/vm/runner.py --kernel $(BENCH_KERNEL) --check) || { echo "SKIP: make bench-kernel: $$reason"; exit 0; }; \
+	@reason=$$($(PY) nvmet-harness/vm/runner.py --kernel $(BENCH_KERNEL) --check); rc=$$?; \
+	if [ $$rc -eq 2 ]; then echo "make bench-kernel: runner.py rejected BENCH_KERNEL=$(BENCH_KERNEL)" >&2; exit 2; fi; \
+	if [ $$rc -ne 0 ]; then echo "SKIP: make bench-kernel: $$reason"; exit 0; fi; \
 	$(PY) bench/kernel_bench.py --kernel $(BENCH_KERNEL)
 
 # KERNEL: which Debian kernels to boot (6.1 = Debian 12's, 6.12 = Debian 13's, with NVMe
@@ -87,7 +90,9 @@ bench-kernel: $(STAMP)
 KERNEL ?= 6.1 6.12
 test-kernel: $(STAMP)
 	@rc=0; for k in $(KERNEL); do \
-	  reason=$$($(PY) nvmet-harness/vm/runner.py --kernel $$k --check --prepare) || { echo "SKIP: make test-kernel KERNEL=$$k: $$reason"; continue; }; \
+	  reason=$$($(PY) nvmet-harness/vm/runner.py --kernel $$k --check --prepare); krc=$$?; \
+	  if [ $$krc -eq 2 ]; then echo "make test-kernel: runner.py rejected KERNEL=$$k" >&2; rc=2; continue; fi; \
+	  if [ $$krc -ne 0 ]; then echo "SKIP: make test-kernel KERNEL=$$k: $$reason"; continue; fi; \
 	  echo "== tests/kernel on Debian's $$k kernel"; \
 	  $(PY) nvmet-harness/vm/runner.py --kernel $$k --timeout 1200 -- $(PY) -m pytest -q -p no:cacheprovider tests/kernel || rc=1; \
 	done; \

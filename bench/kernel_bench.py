@@ -46,25 +46,36 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from bench import upstream_peer  # noqa: E402
+
 PY = sys.executable
 NVMET = [PY, str(ROOT / "nvmet-harness/nvmet.py")]
 RUNNER = ROOT / "nvmet-harness/vm/runner.py"
 SYS = Path("/sys/class/nvme")
 ADDR = ["-t", "tcp", "-a", "::1", "-s", "8009"]
-RUNS = int(os.environ.get("BENCH_RUNS", "3"))
-SCALES = tuple(int(x) for x in os.environ.get("BENCH_SCALES", "3,50,200").split(","))
-PARTS = os.environ.get("BENCH_PARTS", "all")  # "floor": the kernel floors alone
+PEER_NAMES = ("floor", "cli", "upstream", "ours")  # BENCH_PEERS chooses among these
 TMP = Path("/tmp/stas-bench")
 LOGS = Path(os.environ.get("BENCH_LOGS", str(TMP)))  # daemons' output (runner.py --share DIR)
 INSTALL_DIR = ROOT / ".build" / "bench-kernel-install"
 INSTALL_PYTHON = "/usr/bin/python3"  # scripts/install.py's default for the launchers
-PASSENV = ("BENCH_RUNS", "BENCH_SCALES", "BENCH_PARTS", "BENCH_LAYOUT", "BENCH_STRACE")
+PASSENV = (
+    "BENCH_RUNS",
+    "BENCH_SCALES",
+    "BENCH_PARTS",
+    "BENCH_LAYOUT",
+    "BENCH_STRACE",
+    "BENCH_PEERS",
+    "BENCH_WARMUP",
+)
 BUS_NAMES = {"org.nvmexpress.staf": "stafd", "org.nvmexpress.stac": "stacd"}
-LINEAR_LIMIT = 5.0  # stacd at 200 subsystems may cost at most 5x its cost at 50
+LINEAR_BASE = 50  # stacd's cost at N subsystems is compared with its cost at 50 ...
+LINEAR_SLACK = 1.25  # ... and may be at most 1.25x the linear N/50 (200: 5x, 500: 12.5x)
 SEED = (
     "nqn.1988-11.com.dell:PowerSANxxx:01:20210225100113-454f73093ceb4847a7bdfc6e34ae8e28",
     "klingons",
@@ -87,6 +98,88 @@ sys.exit(stacd_main())
 
 
 # --- rows (pure) -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The BENCH_ variables, read once and checked (a bad value is named, not a traceback)."""
+
+    runs: int = 3  # BENCH_RUNS: measured rounds per figure
+    scales: tuple[int, ...] = (3, 50, 200)  # BENCH_SCALES
+    parts: str = "all"  # BENCH_PARTS: "all", or "floor" for the kernel floors alone
+    peers: tuple[str, ...] = PEER_NAMES  # BENCH_PEERS: which of floor, cli, upstream, ours
+    warmup: int = 1  # BENCH_WARMUP: rounds run first at each scale and discarded
+
+
+def settings(environ: Mapping[str, str]) -> Settings:
+    """Settings from ``environ``; raises ValueError naming the variable and its bad value."""
+
+    def number(name: str, text: str, least: int) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise ValueError(f"{name}={text!r}: expected a whole number >= {least}")
+        return value
+
+    runs = number("BENCH_RUNS", environ.get("BENCH_RUNS", "3"), 1)
+    warmup = number("BENCH_WARMUP", environ.get("BENCH_WARMUP", "1"), 0)
+    raw = environ.get("BENCH_SCALES", "3,50,200")
+    scales = tuple(number("BENCH_SCALES", x.strip(), 1) for x in raw.split(","))
+    if len(set(scales)) != len(scales):
+        raise ValueError(f"BENCH_SCALES={raw!r}: a scale is listed twice")
+    parts = environ.get("BENCH_PARTS", "all")
+    if parts not in ("all", "floor"):
+        raise ValueError(f"BENCH_PARTS={parts!r}: expected 'all' or 'floor'")
+    raw = environ.get("BENCH_PEERS", ",".join(PEER_NAMES))
+    peers = tuple(x.strip() for x in raw.split(",") if x.strip())
+    if bad := [p for p in peers if p not in PEER_NAMES] or not peers:
+        raise ValueError(
+            f"BENCH_PEERS={raw!r}: {'unknown ' + ', '.join(bad) if bad else 'empty'}; "
+            f"choose among {','.join(PEER_NAMES)}"
+        )
+    return Settings(runs, tuple(sorted(scales)), parts, peers, warmup)
+
+
+def rotated(items: Sequence[str], k: int) -> list[str]:
+    """``items`` starting at the k-th (round k of a round-robin: each goes first in turn)."""
+    if not items:
+        return []
+    k %= len(items)
+    return [*items[k:], *items[:k]]
+
+
+def ratio_rows(rounds: Sequence[Mapping[str, float]]) -> list[tuple[str, str]]:
+    """Per-round ratios of ours to each peer measured in that round, and their medians:
+    (label, "1.10x, 1.25x; median 1.18x"). A round without both sides is left out."""
+    out = []
+    for peer, label in (
+        ("serial", "serial floor"),
+        ("cli", "nvme connect-all"),
+        ("upstream", "upstream 2.4.1"),
+    ):
+        xs = [r["ours"] / r[peer] for r in rounds if r.get("ours") and r.get(peer)]
+        if xs:
+            each = ", ".join(f"{x:.2f}x" for x in xs)
+            out.append((f"ours / {label}", f"{each}; median {statistics.median(xs):.2f}x"))
+    return out
+
+
+def linearity(
+    costs: Mapping[int, float], base: int = LINEAR_BASE, slack: float = LINEAR_SLACK
+) -> list[tuple[int, float, float, bool]]:
+    """For each scale above ``base``: (n, cost(n) / cost(base), the limit, within it).
+
+    Linear is n / base; the limit allows ``slack`` times that (200: 5x, 500: 12.5x), where
+    a quadratic cost would be (n / base) ** 2."""
+    if base not in costs or costs[base] <= 0:
+        return []
+    return [
+        (n, costs[n] / costs[base], slack * n / base, costs[n] / costs[base] <= slack * n / base)
+        for n in sorted(costs)
+        if n > base
+    ]
 
 
 def fmt(xs: Sequence[float]) -> str:
@@ -402,52 +495,91 @@ def venv_layout() -> Layout:
 
 
 class Bench:
-    def __init__(self, env: dict[str, str], layout: Layout, bus: str) -> None:
+    """Drives the VM's measurements; the daemons of a ``peer`` ('ours' or 'upstream') are
+    started by ``argv(prog, peer=...)`` and never both peers' at once (same D-Bus names)."""
+
+    def __init__(self, env: dict[str, str], layout: Layout, bus: str, cfg: Settings) -> None:
         self.env = env
         self.layout = layout
         self.bus = bus
+        self.cfg = cfg
         self.daemon_env = {k: v for k, v in env.items() if k not in layout.env_drop}
+        self.upstream_env = upstream_peer.env(env, TMP / "upstream-run")
         self.args = {
             "stafd": ["-f", str(TMP / "stafd.conf"), "--state-dir", str(TMP)],
             "stacd": ["-f", str(TMP / "stacd.conf")],
         }
+        self.upstream_args = {
+            "stafd": ["-f", str(TMP / "stafd.conf")],
+            "stacd": ["-f", str(TMP / "stacd.conf")],
+        }
         self.rows: list[tuple[str, str, str]] = []
-        self.medians: dict[int, tuple[float, float]] = {}  # n -> (nvme-cli, stafd + stacd)
+        self.medians: dict[int, dict[str, float]] = {}  # n -> peer -> median cold start
         self.failed: list[str] = []
 
-    def argv(self, prog: str, *xopts: str) -> list[str]:
+    def has(self, peer: str) -> bool:
+        return peer in self.cfg.peers
+
+    def argv(self, prog: str, *xopts: str, peer: str = "ours") -> list[str]:
+        if peer == "upstream":
+            return upstream_peer.argv(prog, self.layout.libdir, *self.upstream_args[prog])
         return [*self.layout.argv(prog, *xopts), *self.args[prog]]
 
-    def shown(self, prog: str) -> str:
-        return " ".join(self.argv(prog))
+    def envof(self, peer: str) -> dict[str, str]:
+        return self.upstream_env if peer == "upstream" else self.daemon_env
+
+    def shown(self, prog: str, peer: str = "ours") -> str:
+        return " ".join(self.argv(prog, peer=peer))
 
     def row(self, what: str, value: str, command: str) -> None:
         self.rows.append((what, value, command))
         print(f"  {what}: {value}", flush=True)
 
-    def daemon(self, prog: str, *xopts: str) -> subprocess.Popen:
-        return start(self.argv(prog, *xopts), self.daemon_env, prog)
+    def daemon(self, prog: str, *xopts: str, peer: str = "ours") -> subprocess.Popen:
+        log = f"upstream-{prog}" if peer == "upstream" else prog
+        return start(self.argv(prog, *xopts, peer=peer), self.envof(peer), log)
 
-    def cold(self) -> None:
+    def cold(self, peer: str = "ours") -> None:
+        """Forget what the last run connected (ours: its JSON; upstream: its pickle)."""
         (TMP / "last-known-config.json").unlink(missing_ok=True)
+        (TMP / "upstream-run" / "last-known-config.pickle").unlink(missing_ok=True)
 
     def discovery(self) -> None:
-        cli, ours = [], []
-        for _ in range(RUNS):
-            reset()
-            t0 = time.perf_counter()
-            run("nvme", "discover", "-p", *ADDR)
-            wait(lambda: bool(live("discovery")))
-            cli.append(time.perf_counter() - t0)
-            reset()
-            self.cold()
-            t0 = time.perf_counter()
-            stafd = self.daemon("stafd")
-            wait(lambda: bool(live("discovery")))
-            ours.append(time.perf_counter() - t0)
-            stop(stafd)
-        self.row("cold start -> DC live: nvme-cli", fmt(cli), "nvme discover -p " + " ".join(ADDR))
-        self.row("cold start -> DC live: stafd", fmt(ours), self.shown("stafd"))
+        """Cold start -> DC live, the peers interleaved round by round."""
+        kinds = [
+            k
+            for k, on in (
+                ("cli", self.has("cli")),
+                ("upstream", self.has("upstream")),
+                ("ours", self.has("ours")),
+            )
+            if on
+        ]
+        got: dict[str, list[float]] = {k: [] for k in kinds}
+        for r in range(self.cfg.warmup + self.cfg.runs):
+            for kind in rotated(kinds, r):
+                reset()
+                self.cold()
+                t0 = time.perf_counter()
+                if kind == "cli":
+                    run("nvme", "discover", "-p", *ADDR)
+                    wait(lambda: bool(live("discovery")))
+                    took = time.perf_counter() - t0
+                else:
+                    stafd = self.daemon("stafd", peer=kind)
+                    wait(lambda: bool(live("discovery")))
+                    took = time.perf_counter() - t0
+                    stop(stafd)
+                if r >= self.cfg.warmup:
+                    got[kind].append(took)
+        shown = {
+            "cli": ("nvme-cli", "nvme discover -p " + " ".join(ADDR)),
+            "upstream": ("upstream 2.4.1 stafd", self.shown("stafd", "upstream")),
+            "ours": ("stafd", self.shown("stafd")),
+        }
+        for kind in kinds:
+            label, command = shown[kind]
+            self.row(f"cold start -> DC live: {label}", fmt(got[kind]), command)
 
     def floor(self, n: int, script: Path) -> float | None:
         """Seconds from running ``script`` to n I/O controllers live (None: they never were)."""
@@ -461,16 +593,20 @@ class Bench:
             return None
         return time.perf_counter() - t0
 
-    def floors(self, n: int) -> list[float]:
-        """The serial and parallel floors, interleaved; returns the serial samples."""
+    def floor_scripts(self, n: int) -> tuple[Path, Path]:
         serial_sh, parallel_sh = TMP / f"floor-{n}.sh", TMP / f"floor-{n}-parallel.sh"
         serial_sh.write_text(floor_script(n))
         parallel_sh.write_text(floor_script(n, parallel=True))
+        return serial_sh, parallel_sh
+
+    def floors(self, n: int) -> list[float]:
+        """The serial and parallel floors alone, interleaved (BENCH_PARTS=floor)."""
+        serial_sh, parallel_sh = self.floor_scripts(n)
         serial: list[float] = []
         parallel: list[float] = []
-        for _ in range(RUNS):
-            for script, samples in ((serial_sh, serial), (parallel_sh, parallel)):
-                if (t := self.floor(n, script)) is not None:
+        for r in range(self.cfg.warmup + self.cfg.runs):
+            for script, samples in rotated([(serial_sh, serial), (parallel_sh, parallel)], r):
+                if (t := self.floor(n, script)) is not None and r >= self.cfg.warmup:
                     samples.append(t)
         self.row(
             f"{n} subsystems: kernel floor serial / parallel (writes to /dev/nvme-fabrics)",
@@ -487,40 +623,53 @@ class Bench:
         finally:
             watch.close()
 
-    def cold_start(self, n: int) -> tuple[dict[str, float], tuple[str, str]]:
-        """One cold start of both daemons to n I/O controllers live: its timeline and RSS."""
+    def cold_start(self, n: int, peer: str = "ours") -> tuple[dict[str, float], tuple[str, str]]:
+        """One cold start of a peer's two daemons to n I/O controllers live: its timeline and
+        RSS (1 s after all live)."""
         reset()
-        self.cold()
+        self.cold(peer)
         events: dict[str, float] = {}
         count = LiveCount()
+        log = "upstream-" if peer == "upstream" else ""
         with self.watched() as bus:
             t0 = time.monotonic()
             procs = {}
             taps = {}
             for prog in ("stafd", "stacd"):
                 procs[prog] = subprocess.Popen(
-                    self.argv(prog),
-                    env=self.daemon_env,
+                    self.argv(prog, peer=peer),
+                    env=self.envof(peer),
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                 )
-                taps[prog] = Tap(procs[prog], LOGS / f"{prog}.log")
-            while True:
-                dc, io = count.poll()
-                now = time.monotonic() - t0
-                if dc:
-                    events.setdefault("DC live", now)
-                if io:
-                    events.setdefault("1st IOC live", now)
-                if io >= n:
-                    events["all live"] = now
-                    break
-                if now > 600:
-                    raise RuntimeError(f"cold start: only {io} of {n} live after 600 s")
-                time.sleep(0.01)
-            time.sleep(1)
-            rss = (rss_mb(procs["stafd"]), rss_mb(procs["stacd"]))
-            stop(procs["stacd"], procs["stafd"])
+                taps[prog] = Tap(procs[prog], LOGS / f"{log}{prog}.log")
+            try:
+                while True:
+                    dc, io = count.poll()
+                    now = time.monotonic() - t0
+                    if dc:
+                        events.setdefault("DC live", now)
+                    if io:
+                        events.setdefault("1st IOC live", now)
+                    if io >= n:
+                        events["all live"] = now
+                        break
+                    if now > 600 + 2 * n:
+                        raise RuntimeError(
+                            f"{peer} cold start: only {io} of {n} live after "
+                            f"{now:.0f} s (logs: {LOGS}/{log}stacd.log)"
+                        )
+                    for prog, proc in procs.items():
+                        if proc.poll() is not None:
+                            raise RuntimeError(
+                                f"{peer} {prog} exited ({proc.returncode}) with "
+                                f"{io} of {n} live (log: {taps[prog].log})"
+                            )
+                    time.sleep(0.01)
+                time.sleep(1)
+                rss = (rss_mb(procs["stafd"]), rss_mb(procs["stacd"]))
+            finally:
+                stop(*(p for p in (procs["stacd"], procs["stafd"]) if p.poll() is None))
             for prog, tap in taps.items():
                 tap.join()
                 if tap.first is not None:
@@ -529,67 +678,125 @@ class Bench:
                     events[f"{prog} D-Bus"] = bus.owned[prog] - t0
         return events, rss
 
-    def scale(self, n: int) -> float:
-        """Cold start -> n I/O controllers live; returns stacd's median."""
+    def connect_all(self, n: int) -> float:
+        reset()
+        t0 = time.perf_counter()
+        run("nvme", "connect-all", *ADDR)
+        wait(io_live(n))
+        return time.perf_counter() - t0
+
+    def scale(self, n: int) -> float | None:
+        """Cold start -> n I/O controllers live, every peer once per round, round-robin, after
+        the warm-up rounds (discarded): the VM's speed swings 2x within a boot, so only
+        figures taken in the same round are compared. Returns stacd's median (None: not run)."""
         run(*NVMET, "create", "-f", str(write_target(n)))
-        cli: list[float] = []
-        ours: list[float] = []
-        timelines: list[dict[str, float]] = []
-        serial_sh = TMP / f"floor-{n}.sh"
-        floor = self.floors(n)
-        rss = ("?", "?")
-        for _ in range(RUNS):
-            reset()
-            t0 = time.perf_counter()
-            run("nvme", "connect-all", *ADDR)
-            wait(io_live(n))
-            cli.append(time.perf_counter() - t0)
-            events, rss = self.cold_start(n)
-            timelines.append(events)
-            ours.append(events["all live"])
-        med_cli, med_ours = statistics.median(cli), statistics.median(ours)
-        med_floor = statistics.median(floor) if floor else float("nan")
-        self.medians[n] = (med_cli, med_ours)
-        self.row(
-            f"{n} subsystems: cold start -> all live: nvme-cli",
-            fmt(cli),
-            "nvme connect-all " + " ".join(ADDR),
-        )
-        self.row(
-            f"{n} subsystems: cold start -> all live: stafd + stacd",
-            fmt(ours),
-            f"{self.shown('stafd')} & {self.shown('stacd')}",
-        )
-        self.row(f"{n} subsystems: timeline stafd/stacd (medians)", timeline_row(timelines), "")
-        self.row(
-            f"{n} subsystems: connect phase per controller: stacd / serial floor",
-            connect_phase_row(timelines, n, floor),
-            "1st IOC live -> all live, / (n - 1)",
-        )
-        self.row(
-            f"{n} subsystems: serial floor + overhead: nvme-cli / stafd + stacd",
-            f"{med_floor:.1f} s + {med_cli - med_floor:.1f} s / "
-            f"{med_floor:.1f} s + {med_ours - med_floor:.1f} s",
-            f"sh {serial_sh}",
-        )
-        self.row(f"{n} subsystems: stacd / nvme-cli", f"{med_ours / med_cli:.2f}x", "")
-        self.row(
-            f"{n} subsystems: per controller: nvme-cli / stacd",
-            f"{med_cli / n * 1000:,.0f} ms / {med_ours / n * 1000:,.0f} ms",
-            "",
-        )
-        self.row(
-            f"{n} subsystems: RSS stafd / stacd (last run, 1 s after all live)",
-            f"{rss[0]} / {rss[1]}",
-            "",
-        )
-        if n == min(SCALES):
-            self.interpreter()
-            self.imports(n)
-        self.opens(n)
+        serial_sh, parallel_sh = self.floor_scripts(n)
+        kinds = [
+            k
+            for k, on in (
+                ("serial", self.has("floor")),
+                ("parallel", self.has("floor")),
+                ("cli", self.has("cli")),
+                ("upstream", self.has("upstream")),
+                ("ours", self.has("ours")),
+            )
+            if on
+        ]
+        rounds: list[dict[str, float]] = []
+        timelines: dict[str, list[dict[str, float]]] = {"upstream": [], "ours": []}
+        rss: dict[str, tuple[str, str]] = {}
+        for r in range(self.cfg.warmup + self.cfg.runs):
+            got: dict[str, float] = {}
+            for kind in rotated(kinds, r):
+                if kind in ("serial", "parallel"):
+                    took = self.floor(n, serial_sh if kind == "serial" else parallel_sh)
+                    if took is not None:
+                        got[kind] = took
+                elif kind == "cli":
+                    got[kind] = self.connect_all(n)
+                else:
+                    events, rss[kind] = self.cold_start(n, kind)
+                    got[kind] = events["all live"]
+                    if r >= self.cfg.warmup:
+                        timelines[kind].append(events)
+            what = (
+                "warm-up (discarded)" if r < self.cfg.warmup else f"round {r - self.cfg.warmup + 1}"
+            )
+            print(
+                f"  {n} subsystems, {what}: " + ", ".join(f"{k} {v:.1f} s" for k, v in got.items()),
+                flush=True,
+            )
+            if r >= self.cfg.warmup:
+                rounds.append(got)
+        self.scale_rows(n, rounds, timelines, rss, serial_sh, parallel_sh)
+        if self.has("ours"):
+            if n == min(self.cfg.scales):
+                self.interpreter()
+                self.imports(n)
+            self.opens(n)
         reset()
         run(*NVMET, "clean")
-        return med_ours
+        return self.medians[n].get("ours")
+
+    def scale_rows(
+        self,
+        n: int,
+        rounds: Sequence[Mapping[str, float]],
+        timelines: Mapping[str, Sequence[Mapping[str, float]]],
+        rss: Mapping[str, tuple[str, str]],
+        serial_sh: Path,
+        parallel_sh: Path,
+    ) -> None:
+        samples = {
+            k: [r[k] for r in rounds if k in r]
+            for k in ("serial", "parallel", "cli", "upstream", "ours")
+        }
+        self.medians[n] = {k: statistics.median(v) for k, v in samples.items() if v}
+        if self.has("floor"):
+            self.row(
+                f"{n} subsystems: kernel floor serial / parallel (writes to /dev/nvme-fabrics)",
+                floor_row(samples["serial"], samples["parallel"]),
+                f"sh {serial_sh} (one echo per subsystem) / sh {parallel_sh} (echo &, wait)",
+            )
+        shown = {
+            "cli": ("nvme-cli", "nvme connect-all " + " ".join(ADDR)),
+            "upstream": (
+                "upstream 2.4.1",
+                f"{self.shown('stafd', 'upstream')} & {self.shown('stacd', 'upstream')}",
+            ),
+            "ours": ("stafd + stacd", f"{self.shown('stafd')} & {self.shown('stacd')}"),
+        }
+        for kind in ("cli", "upstream", "ours"):
+            if samples[kind]:
+                label, command = shown[kind]
+                self.row(
+                    f"{n} subsystems: cold start -> all live: {label}", fmt(samples[kind]), command
+                )
+                self.row(
+                    f"{n} subsystems: per controller: {label}",
+                    f"{statistics.median(samples[kind]) / n * 1000:,.0f} ms",
+                    "",
+                )
+        for peer in ("upstream", "ours"):
+            if timelines[peer]:
+                label = shown[peer][0]
+                self.row(
+                    f"{n} subsystems: timeline {label} (medians)", timeline_row(timelines[peer]), ""
+                )
+                self.row(
+                    f"{n} subsystems: connect phase per controller: {label} / serial floor",
+                    connect_phase_row(timelines[peer], n, samples["serial"]),
+                    "1st IOC live -> all live, / (n - 1)",
+                )
+            if peer in rss:
+                self.row(
+                    f"{n} subsystems: RSS stafd / stacd: {shown[peer][0]} "
+                    "(last round, 1 s after all live)",
+                    f"{rss[peer][0]} / {rss[peer][1]}",
+                    "",
+                )
+        for label, value in ratio_rows(rounds):
+            self.row(f"{n} subsystems: {label}, per round", value, "cold start -> all live")
 
     def interpreter(self) -> None:
         """What any process of this layout pays before the daemon's own code: the interpreter's
@@ -598,12 +805,15 @@ class Bench:
         for what, code in (("start-up", "pass"), ("import trio", trio)):
             argv = [self.layout.python, "-c", code]
             took = []
-            for _ in range(max(RUNS, 3)):
+            for _ in range(max(self.cfg.runs, 3)):
                 t0 = time.perf_counter()
                 subprocess.run(argv, env=self.daemon_env, check=True)
                 took.append(time.perf_counter() - t0)
-            self.row(f"interpreter {what} ({self.layout.name} layout)", fmt(took),
-                     f"{self.layout.python} -c {code!r}")  # fmt: skip
+            self.row(
+                f"interpreter {what} ({self.layout.name} layout)",
+                fmt(took),
+                f"{self.layout.python} -c {code!r}",
+            )
 
     def imports(self, n: int) -> None:
         """Both daemons under `-X importtime` in one cold start to n live (imports as the
@@ -671,31 +881,41 @@ class Bench:
             shown,
         )
 
-    def reactions(self) -> None:
-        run(*NVMET, "create", "-f", str(write_target(3, spare=True)))
+    def react(self, peer: str) -> tuple[list[float], list[float], list[float]]:
+        """A peer's daemons running with 3 live: unlink -> gone, re-link -> live, a new
+        subsystem linked -> live, each round once."""
         reset()
-        self.cold()
-        stafd, stacd = self.daemon("stafd"), self.daemon("stacd")
-        wait(io_live(3))
-        gone, back, new = [], [], []
-        for _ in range(RUNS):
-            run(*NVMET, "unlink", "-p", "1", "-s", "klingons")
-            gone.append(wait(lambda: "klingons" not in live("io"), 60, 0.002))
-            run(*NVMET, "link", "-p", "1", "-s", "klingons")
-            back.append(wait(lambda: "klingons" in live("io"), 60, 0.002))
-            run(*NVMET, "link", "-p", "1", "-s", "romulans")
-            new.append(wait(lambda: "romulans" in live("io"), 60, 0.002))
-            run(*NVMET, "unlink", "-p", "1", "-s", "romulans")
-            wait(lambda: "romulans" not in live("io"))
-        stop(stacd, stafd)
-        after = "(after nvmet.py returns)"
-        self.row(f"unlink -> gone: stacd {after}", fmt(gone), "nvmet.py unlink -p 1 -s klingons")
-        self.row(f"re-link -> live: stacd {after}", fmt(back), "nvmet.py link -p 1 -s klingons")
-        self.row(
-            f"new subsystem -> live: stacd {after}", fmt(new), "nvmet.py link -p 1 -s romulans"
-        )
-        cli = []
-        for _ in range(RUNS):  # the scripted equivalent: discover, diff, disconnect
+        self.cold(peer)
+        stafd, stacd = self.daemon("stafd", peer=peer), self.daemon("stacd", peer=peer)
+        gone: list[float] = []
+        back: list[float] = []
+        new: list[float] = []
+        try:
+            wait(io_live(3), 300)
+            for r in range(self.cfg.warmup + self.cfg.runs):
+                run(*NVMET, "unlink", "-p", "1", "-s", "klingons")
+                g = wait(lambda: "klingons" not in live("io"), 60, 0.002)
+                run(*NVMET, "link", "-p", "1", "-s", "klingons")
+                b = wait(lambda: "klingons" in live("io"), 60, 0.002)
+                run(*NVMET, "link", "-p", "1", "-s", "romulans")
+                w = wait(lambda: "romulans" in live("io"), 60, 0.002)
+                run(*NVMET, "unlink", "-p", "1", "-s", "romulans")
+                wait(lambda: "romulans" not in live("io"))
+                if r >= self.cfg.warmup:
+                    gone.append(g)
+                    back.append(b)
+                    new.append(w)
+        except RuntimeError as e:
+            print(f"  ! {peer} reactions: {e}", flush=True)
+            subprocess.run([*NVMET, "link", "-p", "1", "-s", "klingons"], capture_output=True)
+        finally:
+            stop(stacd, stafd)
+        return gone, back, new
+
+    def react_cli(self) -> list[float]:
+        """The scripted nvme-cli equivalent of noticing an unlink: discover, diff, disconnect."""
+        took = []
+        for r in range(self.cfg.warmup + self.cfg.runs):
             reset()
             run("nvme", "connect-all", *ADDR)
             wait(io_live(3))
@@ -705,44 +925,60 @@ class Bench:
             if "klingons" not in out.stdout:
                 run("nvme", "disconnect", "-n", "klingons")
             wait(lambda: "klingons" not in live("io"), 60, 0.002)
-            cli.append(time.perf_counter() - t0)
+            if r >= self.cfg.warmup:
+                took.append(time.perf_counter() - t0)
             run(*NVMET, "link", "-p", "1", "-s", "klingons")
-        self.row(
-            "unlink -> gone: scripted nvme-cli",
-            fmt(cli),
-            "nvme discover; nvme disconnect -n klingons",
-        )
+        return took
+
+    def reactions(self) -> None:
+        run(*NVMET, "create", "-f", str(write_target(3, spare=True)))
+        after = "(after nvmet.py returns)"
+        for peer, label in (("upstream", "upstream 2.4.1"), ("ours", "stacd")):
+            if not self.has(peer):
+                continue
+            gone, back, new = self.react(peer)
+            for what, xs, cmd in (
+                ("unlink -> gone", gone, "unlink -p 1 -s klingons"),
+                ("re-link -> live", back, "link -p 1 -s klingons"),
+                ("new subsystem -> live", new, "link -p 1 -s romulans"),
+            ):
+                self.row(f"{what}: {label} {after}", fmt(xs) if xs else "failed", f"nvmet.py {cmd}")
+        if self.has("cli"):
+            self.row(
+                "unlink -> gone: scripted nvme-cli",
+                fmt(self.react_cli()),
+                "nvme discover; nvme disconnect -n klingons",
+            )
         reset()
         run(*NVMET, "clean")
 
-    def linearity(self, costs: dict[int, float]) -> None:
-        """The 200/50 check, and the cost of each controller beyond the smallest scale.
-
-        The marginal figure leaves out what does not depend on the count (process start-up,
-        the discovery controller), which dominates the totals under emulation.
-        """
+    def linearity(self) -> None:
+        """Each controller beyond the smallest scale, per peer (what does not depend on the
+        count, process start-up and the DC, left out), and stacd's linearity check."""
         base = min(self.medians)
-        for n, (cli, ours) in sorted(self.medians.items()):
+        for n, meds in sorted(self.medians.items()):
             if n == base:
                 continue
-            b_cli, b_ours = self.medians[base]
+            parts = [
+                f"{label} {(meds[k] - self.medians[base][k]) / (n - base) * 1000:,.0f} ms"
+                for k, label in (("cli", "nvme-cli"), ("upstream", "upstream"), ("ours", "stacd"))
+                if k in meds and k in self.medians[base]
+            ]
+            self.row(f"{n} subsystems: each controller beyond {base}", " / ".join(parts), "")
+        costs = {n: m["ours"] for n, m in self.medians.items() if "ours" in m}
+        for n, ratio, limit, ok in linearity(costs):
+            verdict = "PASS" if ok else "FAIL"
             self.row(
-                f"{n} subsystems: each controller beyond {base}: nvme-cli / stacd",
-                f"{(cli - b_cli) / (n - base) * 1000:,.0f} ms / "
-                f"{(ours - b_ours) / (n - base) * 1000:,.0f} ms",
+                f"linearity: stacd {n} / {LINEAR_BASE} subsystems "
+                f"(linear {n / LINEAR_BASE:g}x, limit {limit:g}x)",
+                f"{ratio:.2f}x {verdict}",
                 "",
             )
-        if 50 not in costs or 200 not in costs:
-            return
-        ratio = costs[200] / costs[50]
-        verdict = "PASS" if ratio <= LINEAR_LIMIT else "FAIL"
-        self.row(
-            "linearity: stacd 200 / 50 subsystems (linear 4x, limit 5x)",
-            f"{ratio:.2f}x {verdict}",
-            "",
-        )
-        if verdict == "FAIL":
-            self.failed.append(f"stacd at 200 subsystems costs {ratio:.1f}x its 50 figure")
+            if not ok:
+                self.failed.append(
+                    f"stacd at {n} subsystems costs {ratio:.1f}x its "
+                    f"{LINEAR_BASE} figure (limit {limit:g}x)"
+                )
 
 
 # --- host: install, then the VM ----------------------------------------------------------------
@@ -774,35 +1010,88 @@ def host_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--kernel", default="6.1", help="Debian kernel series for runner.py (6.1)")
     p.add_argument("--timeout", type=float, default=3 * 3600, help="seconds for the VM run")
     args = p.parse_args(argv)
+    try:
+        cfg = settings(os.environ)
+    except ValueError as e:
+        print(f"kernel_bench: {e}", file=sys.stderr)
+        return 2
+    prefix = INSTALL_DIR / "usr"
     if os.environ.get("BENCH_LAYOUT", "installed") == "installed":
-        install()
+        prefix = install()
+    if "upstream" in cfg.peers:
+        try:
+            upstream_peer.prepare(str(prefix / "lib" / "nvme-stas"))
+        except upstream_peer.UpstreamError as e:
+            print(
+                f"upstream nvme-stas {upstream_peer.VERSION} will not be measured: {e}",
+                file=sys.stderr,
+                flush=True,
+            )
     return subprocess.run(vm_command(args.kernel, args.timeout, os.environ)).returncode
 
 
 # --- in the VM ---------------------------------------------------------------------------------
 
 
+@contextmanager
+def udevd() -> Iterator[str]:
+    """systemd-udevd for the whole run, every peer alike (upstream hears AENs only through its
+    re-broadcast uevents); yields what runs, for the report ('' when it cannot)."""
+    argv = upstream_peer.udevd_argv()
+    if not Path(argv[0]).exists():
+        yield ""
+        return
+    upstream_peer.mask_rules()
+    with open(LOGS / "udevd.log", "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=out)
+    try:
+        wait(lambda: Path("/run/udev/control").exists() or proc.poll() is not None, 60)
+        if proc.poll() is not None:
+            print(f"  ! udevd exited ({proc.returncode}): see {LOGS}/udevd.log", flush=True)
+            yield ""
+        else:
+            yield f"{argv[0]} (udev {Path(argv[0]).resolve().parent.parent.name}), pid {proc.pid}"
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+
+
 def vm_main() -> int:
     sys.path.insert(0, str(ROOT))
     from stas.dbus.testbus import private_bus
 
+    try:
+        cfg = settings(os.environ)
+    except ValueError as e:
+        print(f"kernel_bench: {e}", file=sys.stderr)
+        return 2
     layout = venv_layout() if os.environ.get("BENCH_LAYOUT") == "venv" else installed_layout()
+    if "upstream" in cfg.peers and (why := upstream_peer.missing_reason(layout.libdir)):
+        print(f"upstream not measured: {why}", flush=True)
+        cfg = replace(cfg, peers=tuple(p for p in cfg.peers if p != "upstream"))
     TMP.mkdir(exist_ok=True)
     LOGS.mkdir(exist_ok=True)
+    (TMP / "upstream-run").mkdir(exist_ok=True)
     (TMP / "stafd.conf").write_text(
         "[Service Discovery]\nzeroconf=disabled\n[Controllers]\n"
         "controller=transport=tcp;traddr=::1;trsvcid=8009\n"
         "[Discovery controller connection management]\npersistent-connections=false\n"
     )
     (TMP / "stacd.conf").write_text("")
-    with private_bus() as address:
+    with private_bus() as address, udevd() as udev:
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=address)
         env.pop("NOTIFY_SOCKET", None)
-        bench = Bench(env, layout, address)
-        print(f"kernel {os.uname().release}; layout timed: {layout.describe()}", flush=True)
-        print(f"runs per figure: {RUNS}; scales: {SCALES}; parts: {PARTS}", flush=True)
-        if PARTS == "floor":
-            for n in SCALES:
+        bench = Bench(env, layout, address, cfg)
+        head = (
+            f"kernel {os.uname().release}; layout timed: {layout.describe()}\n"
+            f"rounds per figure: {cfg.runs} (+{cfg.warmup} warm-up, discarded); scales: "
+            f"{','.join(map(str, cfg.scales))}; parts: {cfg.parts}; peers: {','.join(cfg.peers)}\n"
+            f"udevd for every peer: {udev or 'not running'}"
+        )
+        print(head, flush=True)
+        if cfg.parts == "floor":
+            for n in cfg.scales:
                 run(*NVMET, "create", "-f", str(write_target(n)))
                 bench.floors(n)
                 reset()
@@ -812,11 +1101,12 @@ def vm_main() -> int:
             bench.discovery()
             reset()
             run(*NVMET, "clean")
-            costs = {n: bench.scale(n) for n in SCALES}
-            bench.linearity(costs)
+            for n in cfg.scales:
+                bench.scale(n)
+            bench.linearity()
             bench.reactions()
     width = max(len(r[0]) for r in bench.rows)
-    print(f"\nkernel {os.uname().release}; layout timed: {layout.describe()}")
+    print(f"\n{head}")
     for what, value, command in bench.rows:
         print(f"{what.ljust(width)}  {value}" + (f"   [{command}]" if command else ""))
     for problem in bench.failed:
