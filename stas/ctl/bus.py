@@ -39,6 +39,8 @@ def _denied_line(daemon: str, what: str, why: str) -> str:
 
 def _unavailable_line(daemon: str, exc: Exception) -> str:
     """Upstream's line when the daemon is not there; the bus or a hung daemon said as such."""
+    from stas.dbus.client import NoSystemBus  # loaded already: exc came through it
+
     cause = exc.__cause__
     if isinstance(exc, NoSystemBus):
         prefix = f"Unable to communicate with {daemon} over D-Bus:"
@@ -65,34 +67,11 @@ def _unavailable_line(daemon: str, exc: Exception) -> str:
     return f"Unable to communicate with {daemon} over D-Bus. Is {daemon} running?"
 
 
-class NoSystemBus(Exception):
-    """The system bus itself cannot be reached (not just the daemon)."""
-
-    def __init__(self, address: str, message: str) -> None:
-        super().__init__(message)
-        self.address = address
-
-
 def connect(service: Any) -> Any:
-    """``stas.dbus.client.connect``, telling "no bus at all" apart from "daemon not running"."""
+    """``stas.dbus.client.connect`` with the tools' call timeout."""
     from stas.dbus import client
-    from stas.dbus.common import system_bus_address
 
-    address = system_bus_address()
-    try:
-        conn = client.open_system_bus(address)
-    except client.DBusUnavailable as exc:
-        raise NoSystemBus(address, str(exc)) from exc.__cause__
-    try:
-        if not client.name_has_owner(conn, service.bus_name):
-            raise client.DBusUnavailable(f"{service.bus_name} is not running (name not owned)")
-    except (OSError, TimeoutError) as exc:
-        conn.close()
-        raise client.DBusUnavailable(f"D-Bus connection lost: {exc}") from exc
-    except client.DBusError:
-        conn.close()
-        raise
-    return client.ServiceClient(conn, service, timeout=CALL_TIMEOUT)
+    return client.connect(service, timeout=CALL_TIMEOUT)
 
 
 def run_dbus(daemon: str, action: Callable[[], int], what: str = "") -> int:
@@ -101,7 +80,7 @@ def run_dbus(daemon: str, action: Callable[[], int], what: str = "") -> int:
 
     try:
         return action()
-    except (DBusUnavailable, NoSystemBus) as exc:
+    except DBusUnavailable as exc:
         print(_unavailable_line(daemon, exc), file=sys.stderr)
     except DBusAccessDenied as exc:
         print(_denied_line(daemon, what or daemon[:4] + "ctl", exc.message or exc.name),

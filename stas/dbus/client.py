@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call
+from jeepney.bus import get_bus
 from jeepney.bus_messages import message_bus
-from jeepney.io.blocking import DBusConnection, open_dbus_connection
+from jeepney.io.blocking import DBusConnection, prep_socket
 
 from stas.dbus.common import (
     DBusAccessDenied,
@@ -33,6 +34,7 @@ __all__ = [
     "DBusCallError",
     "DBusError",
     "DBusUnavailable",
+    "NoSystemBus",
     "ServiceClient",
     "call",
     "connect",
@@ -48,15 +50,40 @@ BUSY_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.65)  # seconds between tries: 2
 _sleep: Callable[[float], None] = time.sleep  # replaced by tests: no real waiting there
 
 
+class NoSystemBus(DBusUnavailable):
+    """The bus itself cannot be reached or its address is unusable (not just the daemon
+    missing); ``address`` is the one tried, ``__cause__`` the OSError or parse error."""
+
+    def __init__(self, address: str, message: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class _Connection(DBusConnection):  # type: ignore[misc]  # jeepney is untyped
+    """jeepney's blocking connection, whose constructor says Hello: if that fails, its socket
+    and selector are closed here rather than left to the garbage collector."""
+
+    def __init__(self, sock: Any) -> None:
+        try:
+            super().__init__(sock)
+        except BaseException:
+            selector = getattr(self, "selector", None)
+            if selector is not None:
+                selector.close()
+            sock.close()
+            raise
+
+
 def open_system_bus(address: str | None = None, *, timeout: float = 2.0) -> DBusConnection:
-    """Connect to the system bus (``$DBUS_SYSTEM_BUS_ADDRESS`` honoured) or to ``address``."""
+    """Connect to the system bus (``$DBUS_SYSTEM_BUS_ADDRESS`` honoured) or to ``address``;
+    NoSystemBus if that fails, with nothing left open."""
     addr = address or system_bus_address()
     try:
-        return open_dbus_connection(addr, auth_timeout=timeout)
+        return _Connection(prep_socket(get_bus(addr), timeout=timeout))
     except (OSError, TimeoutError) as exc:
-        raise DBusUnavailable(f"cannot connect to the D-Bus bus at {addr}: {exc}") from exc
+        raise NoSystemBus(addr, f"cannot connect to the D-Bus bus at {addr}: {exc}") from exc
     except (RuntimeError, ValueError, KeyError, StopIteration) as exc:
-        raise DBusUnavailable(f"cannot use the D-Bus address {addr!r}: {exc}") from exc
+        raise NoSystemBus(addr, f"cannot use the D-Bus address {addr!r}: {exc}") from exc
 
 
 def call(
@@ -202,19 +229,22 @@ class ServiceClient:
 def connect(
     service: Service, *, address: str | None = None, timeout: float | None = DEFAULT_TIMEOUT
 ) -> ServiceClient:
-    """Open the bus and check that ``service`` is running; DBusUnavailable otherwise.
+    """Open the bus and check that ``service`` is running: NoSystemBus without a usable bus,
+    DBusUnavailable without the daemon, the connection closed on every failure.
 
     Checking the owner first turns "not running" into one clear error before any command
     output is produced.
     """
     conn = open_system_bus(address)
     try:
-        if not name_has_owner(conn, service.bus_name):
-            raise DBusUnavailable(f"{service.bus_name} is not running (name not owned)")
+        running = name_has_owner(conn, service.bus_name)
     except (OSError, TimeoutError) as exc:
         conn.close()
         raise DBusUnavailable(f"D-Bus connection lost: {exc}") from exc
-    except DBusUnavailable:
+    except BaseException:  # e.g. the bus policy refusing NameHasOwner: DBusAccessDenied
         conn.close()
         raise
+    if not running:
+        conn.close()
+        raise DBusUnavailable(f"{service.bus_name} is not running (name not owned)")
     return ServiceClient(conn, service, timeout=timeout)

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import functools
+import os
+import socket
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
 import trio
+from jeepney import HeaderFields
 from stas_dbus_fakes import StartServer
 
 from stas.dbus import client
-from stas.dbus.common import DBusCallError, DBusUnavailable, call_error, system_bus_address
+from stas.dbus.common import (
+    DBusAccessDenied,
+    DBusCallError,
+    DBusUnavailable,
+    call_error,
+    system_bus_address,
+)
 from stas.dbus.idl import STACD, STAFD
 
 
@@ -183,3 +193,96 @@ def test_size_limit_is_not_retried() -> None:
     big = call_error("org.freedesktop.DBus.Error.LimitsExceeded", ("reply to x would be 9",))
     assert isinstance(busy, client.DBusBusy) and not isinstance(big, client.DBusBusy)
     assert isinstance(big, DBusCallError)
+
+
+# --- a bus that fails after authentication: nothing of the connection may stay open ----------
+
+
+def _fake_bus(path: str, replies: Any) -> threading.Thread:
+    """A one-connection bus at ``path``: SASL EXTERNAL accepted, then ``replies(msg)`` gives the
+    answer to each message (None: hang up). Just enough of dbus-daemon to fail on cue."""
+    from jeepney import Parser
+
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        server.close()
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            while b"\r\n" not in data:  # "\0AUTH EXTERNAL <uid>\r\n"
+                data += conn.recv(4096)
+            conn.sendall(b"OK 0123456789abcdef0123456789abcdef\r\n")
+            data = b""
+            while b"BEGIN\r\n" not in data:
+                data += conn.recv(4096)
+            parser = Parser()
+            parser.add_data(data.split(b"BEGIN\r\n", 1)[1])
+            serial = 1
+            while True:
+                msg = parser.get_next_message()
+                if msg is None:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    parser.add_data(chunk)
+                    continue
+                reply = replies(msg)
+                if reply is None:
+                    return
+                conn.sendall(reply.serialise(serial=serial))
+                serial += 1
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_failed_hello_leaves_no_socket_open(tmp_path: Any) -> None:
+    """The bus hangs up on Hello: NoSystemBus, and the socket and selector are closed now, not
+    at garbage collection (the exception, held here, keeps the failed frames alive)."""
+    path = str(tmp_path / "bus")
+    before = _open_fds()
+    thread = _fake_bus(path, lambda msg: None)
+    with pytest.raises(client.NoSystemBus) as err:
+        client.connect(STAFD, address=f"unix:path={path}")
+    thread.join(10)
+    assert not thread.is_alive()
+    assert isinstance(err.value.__cause__, ConnectionResetError)
+    assert err.value.address == f"unix:path={path}"
+    assert _open_fds() == before
+
+
+def test_a_refused_first_call_closes_the_connection(tmp_path: Any) -> None:
+    """Hello answered, NameHasOwner refused by the bus policy: DBusAccessDenied, and the
+    connection is closed (it was left open for anything but DBusUnavailable)."""
+    from jeepney import new_error, new_method_return
+
+    def replies(msg: Any) -> Any:
+        if msg.header.fields[HeaderFields.member] == "Hello":
+            return new_method_return(msg, "s", (":1.7",))
+        return new_error(msg, "org.freedesktop.DBus.Error.AccessDenied", "s", ("policy",))
+
+    path = str(tmp_path / "bus")
+    before = _open_fds()
+    thread = _fake_bus(path, replies)
+    with pytest.raises(DBusAccessDenied, match="policy") as err:
+        client.connect(STAFD, address=f"unix:path={path}")
+    thread.join(10)  # the client's close is what ends the fake bus's loop
+    assert not thread.is_alive() and err.value is not None
+    assert _open_fds() == before
+
+
+def test_no_system_bus_is_a_dbus_unavailable() -> None:
+    """Callers that only know DBusUnavailable (stacctl plan, stacd) still catch it."""
+    with pytest.raises(DBusUnavailable) as err:
+        client.open_system_bus("unix:path=/nonexistent/stas/bus")
+    assert isinstance(err.value, client.NoSystemBus)
+    assert err.value.address == "unix:path=/nonexistent/stas/bus"
