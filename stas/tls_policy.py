@@ -36,14 +36,6 @@ USERSPACE_REFUSAL = (
 )
 
 
-def secure_channel(treq: str) -> int:
-    """TREQ bits 1:0 from a DLPE dict's ``treq`` text (libnvme's words or a number), read as
-    stacd's ``Dlpe`` reads it."""
-    from stas.messages_stacd import treq_number
-
-    return treq_number(treq) & 0x3
-
-
 def requires_tls(transport: str, channel: int, sectype: str, where: str) -> bool:
     """Whether an entry (``transport``, TREQ bits 1:0 ``channel``, TSAS ``sectype`` in
     libnvme's spelling) may only be reached over TLS.
@@ -61,13 +53,6 @@ def requires_tls(transport: str, channel: int, sectype: str, where: str) -> bool
 def dlpe_requires_tls(e: Dlpe) -> bool:
     """``requires_tls`` for stacd's typed entry."""
     return requires_tls(e.transport, e.treq & 0x3, e.sectype, _where(e))
-
-
-def entry_requires_tls(entry: Mapping[str, str]) -> bool:
-    """``requires_tls`` for a DLPE dict, typed first (a ``Dlpe`` is one already); a dict that
-    does not parse (a non-string field) demands nothing."""
-    e = _typed(entry)
-    return e is not None and dlpe_requires_tls(e)
 
 
 def _typed(entry: Mapping[str, str]) -> Dlpe | None:

@@ -11,12 +11,13 @@ from stas.actors.dc_backend import UserspaceBackend
 from stas.config import ServiceConfig, parse_service_config
 from stas.kernel.options import InvalidOption
 from stas.messages import Dlpe, IocWanted, Tid
+from stas.messages_stacd import treq_number
 from stas.nvme.errors import DiscoveryError
 from stas.nvme.host_ops import HostIdentity
 from stas.nvme.logpage import LogPageEntry
 from stas.nvme.tls_psk import ConfiguredPsk, format_interchange
 from stas.plan import connect_request
-from stas.tls_policy import USERSPACE_REFUSAL, entry_requires_tls, secure_channel, tls_fields
+from stas.tls_policy import USERSPACE_REFUSAL, dlpe_requires_tls, tls_fields
 
 PSK = format_interchange(ConfiguredPsk(bytes(range(32)), 1))
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:7a1c0000-0000-4000-8000-0000000071a1"
@@ -27,6 +28,13 @@ def dlpe(treq: int, sectype: int, trtype: int = 3) -> dict[str, str]:
     tsas = bytes([sectype]) + bytes(255)
     e = LogPageEntry(trtype, 2, 2, treq, 1, 0xFFFF, 32, 0, "4420", "sealed", "::1", tsas)
     return e.to_dlpe()
+
+
+def typed(treq: int, sectype: int) -> Dlpe:
+    """stacd's entry for ``dlpe(treq, sectype)``, parsed where the dict enters stacd."""
+    e = Dlpe.parse(dlpe(treq, sectype))
+    assert e is not None
+    return e
 
 
 def test_tsas_in_the_dlpe_dict_as_libnvme_spells_the_sectype() -> None:
@@ -42,12 +50,12 @@ def test_tsas_in_the_dlpe_dict_as_libnvme_spells_the_sectype() -> None:
     [(1, 2, True), (1, 0, True), (5, 2, True), (2, 2, False), (0, 2, False), (0, 0, False)],
 )
 def test_which_entries_require_tls(treq: int, sectype: int, required: bool) -> None:
-    assert entry_requires_tls(dlpe(treq, sectype)) is required
+    assert dlpe_requires_tls(typed(treq, sectype)) is required
 
 
 def test_an_entry_requiring_tls_1_2_is_refused_naming_it() -> None:
     with pytest.raises(InvalidOption) as info:
-        entry_requires_tls(dlpe(1, 1))
+        dlpe_requires_tls(typed(1, 1))
     assert "sealed at ::1:4420" in str(info.value) and "TLS 1.3" in str(info.value)
 
 
@@ -55,7 +63,10 @@ def test_an_entry_requiring_tls_1_2_is_refused_naming_it() -> None:
     ("text", "bits"), [("required", 1), ("not required", 2), ("5", 1), ("x", 0), ("", 0)]
 )
 def test_treq_text(text: str, bits: int) -> None:
-    assert secure_channel(text) == bits
+    """The DLPE dict's ``treq`` (libnvme's word or a number) as stacd's ``Dlpe`` reads it."""
+    assert treq_number(text) & 0x3 == bits
+    e = Dlpe.parse({**dlpe(0, 0), "treq": text})
+    assert e is not None and e.treq & 0x3 == bits
 
 
 def test_tls_fields() -> None:
