@@ -95,12 +95,17 @@ def parse_listing(listing: object) -> list[DcPages]:
         dc, pages = item.get("discovery-controller"), item.get("log-pages")
         if not isinstance(dc, Mapping) or not isinstance(pages, list):
             continue
-        fetched = bool(pages) or dc.get("genctr", "") not in ("", "None")
-        said = dc.get("connected")
-        connected = None if said not in ("True", "False") else said == "True"
-        genctr = str(dc.get("genctr", ""))
-        out.append(DcPages(Tid.from_dict(dc), fetched, parse_dlpes(pages), connected, genctr))
+        out.append(dc_pages(dc, parse_dlpes(pages), listed=bool(pages)))
     return out
+
+
+def dc_pages(dc: Mapping[str, str], entries: tuple[Dlpe, ...], *, listed: bool) -> DcPages:
+    """One DC of a listing (stafd's TID dict with ``genctr`` and ``connected``) with its
+    ``entries``; ``listed``: stafd sent page entries for it (so it has read its page)."""
+    fetched = listed or dc.get("genctr", "") not in ("", "None")
+    said = dc.get("connected")
+    connected = None if said not in ("True", "False") else said == "True"
+    return DcPages(Tid.from_dict(dc), fetched, entries, connected, str(dc.get("genctr", "")))
 
 
 def load_listing(text: str) -> object:
@@ -133,12 +138,12 @@ class _Sync:
     def __init__(self, send: trio.MemorySendChannel[ToConnector], grace: float) -> None:
         self.send = send
         self.grace = grace
-        self.known: set[Tid] = set()
         self.settled = False  # stafd has been up for the whole grace: absence means removal
         self.partial: set[Tid] = set()  # not current at the last sync, nor fetched since
         self.recheck: set[Tid] = set()  # those of them whose link stafd shows (may change)
         self.confirm_due = False  # all of them have signalled: ask stafd whether all is current
-        self.sent: dict[Tid, tuple[Dlpe, ...]] = {}  # what the connector holds of each DC
+        # what the connector holds of each DC: the DCs stafd has shown us a read page of
+        self.sent: dict[Tid, tuple[Dlpe, ...]] = {}
         self.genctr: dict[Tid, str] = {}  # the GENCTR stafd listed with the page we hold
 
     async def pages(self, dc: Tid, entries: tuple[Dlpe, ...]) -> None:
@@ -146,7 +151,8 @@ class _Sync:
         full re-read after the grace period (and on each ``dc_removed``) of a stafd whose
         pages did not change then costs the connector nothing, and no second copy of every
         entry lives on beside the first (benchmark 4, 10,000 entries: 7 MB, 1.8 s of CPU)."""
-        if self.sent.get(dc) == entries:
+        held = self.sent.get(dc)
+        if held is entries or held == entries:  # ``is``: a re-read kept the held tuple
             return
         msg = DcLogPages(dc, entries)
         self.sent[dc] = msg.dlpes  # the tuple the connector keeps: nothing held twice
@@ -174,47 +180,44 @@ class _Sync:
             except ValueError:
                 log.warning("stafd sent get_all_log_pages that is not JSON; ignored")
                 return
-        await self._judged(listing, removals_confirmed)
+        await self._judged(parse_listing(listing), removals_confirmed)
 
-    async def _listing_changed(self, client: StafdCalls) -> list[dict[str, object]]:
+    async def _listing_changed(self, client: StafdCalls) -> list[DcPages]:
         """stafd's listing (DCs and links, no pages), and the page of each DC whose GENCTR
-        moved since we read it, or that we never read; the other pages are those the
-        connector holds. The re-read after the grace period and on each ``dc_removed`` then
-        costs one listing: get_all_log_pages with 10,000 entries is one 2.3 MB reply whose
-        buffers (7-9 MB at the peak) stayed in stacd's RSS (benchmark 4: 95 -> 102 MB)."""
-        out: list[dict[str, object]] = []
+        moved since we read it, or that we never read; the other DCs keep the very tuple the
+        connector holds (neither copied nor compared again: ``pages``). The re-read after the
+        grace period and on each ``dc_removed`` then costs one listing: get_all_log_pages
+        with 10,000 entries is one 2.3 MB reply whose buffers (7-9 MB at the peak) stayed in
+        stacd's RSS (benchmark 4: 95 -> 102 MB)."""
+        out: list[DcPages] = []
         for dc in await client.list_controllers(True):
             if not isinstance(dc, Mapping):
                 continue
             tid, genctr = Tid.from_dict(dc), str(dc.get("genctr", ""))
             held = self.sent.get(tid)
-            pages: list[object] = []
-            if genctr in ("", "None"):
-                pass  # stafd has not read it: nothing to fetch (and nothing proved)
+            if genctr in ("", "None"):  # stafd has not read it: nothing to fetch (or proved)
+                out.append(dc_pages(dc, (), listed=False))
             elif held is not None and self.genctr.get(tid) == genctr:
-                pages = list(held)
+                out.append(dc_pages(dc, held, listed=True))
             else:
-                pages = list(await client.get_log_pages(tid))
-            out.append({"discovery-controller": dc, "log-pages": pages})
+                pages = await client.get_log_pages(tid)
+                out.append(dc_pages(dc, parse_dlpes(pages), listed=bool(pages)))
         return out
 
-    async def _judged(self, listing: object, removals_confirmed: bool) -> None:
+    async def _judged(self, items: list[DcPages], removals_confirmed: bool) -> None:
         seen: set[Tid] = set()
-        items = parse_listing(listing)
         for item in items:
             seen.add(item.dc)
             if not item.fetched:
                 continue  # empty because stafd does not know yet, not because it is empty
-            self.known.add(item.dc)
             self.genctr[item.dc] = item.genctr
             await self.pages(item.dc, item.entries)
         if removals_confirmed:
-            for tid in sorted(self.known - seen):
+            for tid in sorted(self.sent.keys() - seen):
                 log.info("stafd no longer has DC %s", tid)
-                self.sent.pop(tid, None)
+                del self.sent[tid]
                 self.genctr.pop(tid, None)
                 await self.send.send(DcRemoved(tid))
-            self.known &= seen
         await self.send.send(StafdSynced(self._judge(items)))  # the picture is complete, or not
 
     async def confirm(self, client: StafdCalls, quiet: Callable[[], bool]) -> None:
@@ -225,8 +228,7 @@ class _Sync:
         await trio.lowlevel.checkpoint()  # signals sent before the answer reach the queue
         if not quiet():
             return  # still due: the caller drains the queue and calls again
-        listing = [{"discovery-controller": dc, "log-pages": []} for dc in dcs]
-        items = parse_listing(listing)
+        items = [dc_pages(dc, (), listed=False) for dc in dcs if isinstance(dc, Mapping)]
         for item in items:  # no signal pending: the pages we hold are those of these GENCTRs
             if item.fetched and item.dc in self.sent:
                 self.genctr[item.dc] = item.genctr
@@ -237,7 +239,7 @@ class _Sync:
         self.partial, self.recheck, self.confirm_due = set(), set(), False
         partial = []
         for item in items:
-            if item.current and item.dc in self.known:
+            if item.current and item.dc in self.sent:
                 continue
             partial.append(item.dc)
             self.partial.add(item.dc)
@@ -249,7 +251,6 @@ class _Sync:
         """Fetch one DC that signalled. The last of those not current at the last sync makes
         a confirmation due (not a full sync: at scale that re-read 10,000 entries per DC)."""
         pages = await client.get_log_pages(tid)
-        self.known.add(tid)
         self.genctr.pop(tid, None)  # which GENCTR this page has, the next listing will say
         await self.pages(tid, parse_dlpes(pages))
         if tid in self.recheck:  # stafd just read its page: it was reachable then

@@ -416,3 +416,40 @@ async def test_a_cache_too_large_for_one_reply_is_read_dc_by_dc(autojump_clock) 
         assert msgs == [StafdAppeared(":1.7"), DcLogPages(DC1, (DLPE,))]
         assert fake.calls == ["all", "list", "one", "one"]
         n.cancel_scope.cancel()
+
+
+async def test_a_confirming_re_read_leaves_the_pages_of_unchanged_dcs_untouched(
+    autojump_clock, monkeypatch
+) -> None:
+    """dc_removed and the grace period re-read stafd's listing: a DC whose GENCTR did not move
+    keeps the tuple the connector holds, neither copied through parse_dlpes nor compared
+    again (at 10,000 entries that was a 10,000-item pass per re-read); only the DC whose
+    GENCTR moved is read and typed."""
+    from stas.actors import stafd_client
+
+    typed: list[int] = []  # entries typed per parse_dlpes call
+    original = stafd_client.parse_dlpes
+
+    def counting(items):
+        out = original(items)
+        typed.append(len(out))
+        return out
+
+    monkeypatch.setattr(stafd_client, "parse_dlpes", counting)
+    big = [dlpe(f"nqn.sub{i}") for i in range(2000)]
+    fake = FakeStafd()
+    fake.listing = {DC1: (big, "3"), DC2: ([DLPE], "5")}
+    fake.connected = {DC1, DC2}
+    async with trio.open_nursery() as n:
+        receive = await start(n, fake)
+        await fake.emit(StafdAppeared(":1.7"))
+        first = await collect(receive)
+        assert [type(m).__name__ for m in first] == ["StafdAppeared", "DcLogPages", "DcLogPages"]
+        typed.clear()
+        fake.listing[DC2] = ([dlpe("vulcans")], "6")
+        await fake.emit(DcRemoved())
+        assert await collect(receive) == [DcLogPages(DC2, (dlpe("vulcans"),))]
+        assert typed == [1]  # DC2's one new entry; none of DC1's 2,000
+        await fake.emit(DcRemoved())
+        assert await collect(receive) == [] and typed == [1]  # nothing moved: nothing typed
+        n.cancel_scope.cancel()
