@@ -6,7 +6,7 @@ A leaf module (imports nothing of ours) so that config, kernel, actors and ctl c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 # NVMe Base spec: the discovery subsystem every discovery controller answers as.
@@ -36,3 +36,14 @@ IP_TRANSPORTS = frozenset({"tcp", "rdma"})
 def default_trsvcid(transport: str) -> str:
     """The port a discovery controller of ``transport`` listens on by default ('' for fc)."""
     return DEFAULT_TRSVCID.get(transport, "")
+
+
+def tid_matches(tid: Sequence[str], wanted: Sequence[str]) -> bool:
+    """Whether the controller ``tid`` is the one upstream's 7 strings ``wanted`` name (both in
+    TID_KEYS order): '' trsvcid means the default port, '' host NQN any. stafd's lookups and
+    stafctl's check of a name it was given share this rule."""
+    transport, traddr, trsvcid, subsysnqn, host_traddr, host_iface, host_nqn = wanted
+    port = trsvcid or default_trsvcid(transport)
+    return tuple(tid[:6]) == (transport, traddr, port, subsysnqn, host_traddr, host_iface) and (
+        host_nqn in ("", tid[6])
+    )

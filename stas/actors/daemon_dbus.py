@@ -15,7 +15,7 @@ import trio
 from trio_util import AsyncValue
 
 from stas.backoff import doubling
-from stas.constants import default_trsvcid
+from stas.constants import tid_matches
 from stas.dbus.binding import CallContext, PropertyImpl
 from stas.dbus.common import DBusError
 from stas.dbus.idl import Service
@@ -120,16 +120,9 @@ T = TypeVar("T", bound=HasTid)
 
 
 def find_by_tid(items: Iterable[T], args: tuple[str, ...]) -> T | None:
-    """The item named by upstream's 7 strings; '' trsvcid and host_nqn take their defaults."""
-    transport, traddr, trsvcid, subsysnqn, host_traddr, host_iface, host_nqn = args
-    trsvcid = trsvcid or default_trsvcid(transport)
-    wanted = (transport, traddr, trsvcid, subsysnqn, host_traddr, host_iface)
-    for item in items:
-        t = item.tid
-        same = (t.transport, t.traddr, t.trsvcid, t.subsysnqn, t.host_traddr, t.host_iface)
-        if same == wanted and host_nqn in ("", t.host_nqn):
-            return item
-    return None
+    """The item named by upstream's 7 strings (``tid_matches``: '' trsvcid and host_nqn take
+    their defaults)."""
+    return next((item for item in items if tid_matches(item.tid.dbus_args(), args)), None)
 
 
 class DaemonDBus:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from stas.constants import WELL_KNOWN_DISC_NQN, default_trsvcid
+from stas.constants import TID_KEYS, WELL_KNOWN_DISC_NQN, default_trsvcid, tid_matches
 from stas.ctl.common import (
     EXIT_OK,
     add_command,
@@ -24,7 +24,7 @@ from stas.ctl.common import (
     tid_field,
 )
 
-TID_ORDER = ("transport", "traddr", "trsvcid", "subsysnqn", "host-traddr", "host-iface", "host-nqn")
+TID_ORDER = TID_KEYS
 ADDR_MAX, TRSVCID_MAX, NQN_MAX, IFNAME_MAX = 256, 32, 223, 15  # NVMe field sizes, IFNAMSIZ - 1
 
 
@@ -115,21 +115,11 @@ def _note_if_unmatched(staf: Any, tid: tuple[str, ...]) -> None:
         known = bool(json.loads(details))
     except DBusAccessDenied:  # .debug is root's (shipped policy): anyone may list the DCs
         (dcs,) = staf.call("list_controllers", False)
-        known = any(_same_dc(dc, tid) for dc in dcs)
+        known = any(tid_matches(_tid_args(dc), tid) for dc in dcs)
     if known:
         return
     named = ", ".join(f"{k}={v!r}" for k, v in zip(TID_ORDER, tid, strict=True) if v)
     print(f"stafctl: no discovery controller matches {named} (see stafctl ls)", file=sys.stderr)
-
-
-def _same_dc(dc: dict[str, str], tid: tuple[str, ...]) -> bool:
-    """stafd's own matching (``find_by_tid``): '' host NQN matches any, '' trsvcid the default."""
-    want = dict(zip(TID_ORDER, tid, strict=True))
-    if not want["trsvcid"]:
-        want["trsvcid"] = default_trsvcid(want["transport"])
-    if not want["host-nqn"]:
-        del want["host-nqn"]
-    return all(dc.get(k, "") == v for k, v in want.items())
 
 
 def _plain(obj: Any) -> Any:
