@@ -95,7 +95,8 @@ def _port_number(trsvcid: int | str) -> int:
 async def _resolve(host: str, port: int) -> list[tuple[Any, ...]]:
     try:
         # bytes: the standard library encodes a str host with its "idna" codec, whose import
-        # (stringprep, Unicode tables) is ~0.8 MB of a daemon's RSS (issue 8)
+        # (stringprep, Unicode tables) is ~0.8 MB of a daemon's RSS (issue 8). stas.resolve
+        # does the same: not shared, as this package imports nothing outside it
         name = host.encode("ascii") if host.isascii() else host
         return await trio.socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
