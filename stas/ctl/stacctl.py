@@ -8,9 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from stas.constants import TID_KEYS as TID_ORDER
 from stas.ctl.common import EXIT_FAIL, EXIT_OK, base_parser, connect, emit, run_main, set_tron
-
-TID_ORDER = ("transport", "traddr", "trsvcid", "subsysnqn", "host-traddr", "host-iface", "host-nqn")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from stas.constants import TID_KEYS, WELL_KNOWN_DISC_NQN, default_trsvcid, tid_matches
+from stas.constants import TID_KEYS as TID_ORDER
+from stas.constants import WELL_KNOWN_DISC_NQN, default_trsvcid, tid_matches
 from stas.ctl.common import (
     EXIT_OK,
     add_command,
@@ -24,7 +25,6 @@ from stas.ctl.common import (
     tid_field,
 )
 
-TID_ORDER = TID_KEYS
 ADDR_MAX, TRSVCID_MAX, NQN_MAX, IFNAME_MAX = 256, 32, 223, 15  # NVMe field sizes, IFNAMSIZ - 1
 
 
