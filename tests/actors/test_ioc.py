@@ -5,67 +5,20 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
-import math
 import random
 
 import trio
-import trio.testing
 
 from stas.actors.ioc import (
     DeviceRemoved,
     IocSettings,
     KernelFound,
     WantedChanged,
-    run_ioc_actor,
 )
 from stas.kernel.api import ConnectRequest
-from stas.kernel.fake import FakeKernel
-from stas.messages import IocStatus, IocWanted, Tid
-
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
-TID = Tid("tcp", "10.0.0.9", "4420", "klingons", "", "", HOSTNQN)
-WANTED = IocWanted(TID, "discovered")
-REQUEST = ConnectRequest("tcp", "10.0.0.9", "4420", "klingons", HOSTNQN)
-NO_JITTER = IocSettings(jitter=0.0)
-
-
-class Run:
-    """One actor in a nursery: its statuses, its event channel, and the connect times."""
-
-    def __init__(self, kernel: FakeKernel | None = None) -> None:
-        self.kernel = kernel or FakeKernel()
-        self.updates_send, self.updates = trio.open_memory_channel(math.inf)
-        self.events, self.events_recv = trio.open_memory_channel(math.inf)
-        self.statuses: list[IocStatus] = []
-        self.times: list[float] = []
-        orig = self.kernel.connect
-
-        async def timed(req: ConnectRequest):
-            self.times.append(trio.current_time())
-            return await orig(req)
-
-        self.kernel.connect = timed  # type: ignore[method-assign]
-
-    def start(self, nursery: trio.Nursery, wanted=WANTED, settings=NO_JITTER, **kw) -> None:
-        nursery.start_soon(
-            lambda: run_ioc_actor(
-                wanted,
-                self.updates_send,
-                kernel=self.kernel,
-                request=REQUEST,
-                settings=settings,
-                events=self.events_recv,
-                **kw,
-            )
-        )
-
-    async def settle(self) -> IocStatus:
-        await trio.testing.wait_all_tasks_blocked()
-        while True:
-            try:
-                self.statuses.append(self.updates.receive_nowait().status)
-            except trio.WouldBlock:
-                return self.statuses[-1]
+from stas.messages import IocWanted
+from tests.helpers.entries import HOSTNQN
+from tests.helpers.ioc import REQUEST, TID, WANTED, Run
 
 
 async def test_connects_and_publishes_each_change(autojump_clock) -> None:

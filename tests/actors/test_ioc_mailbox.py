@@ -16,10 +16,9 @@ import trio.testing
 
 from stas.actors.ioc import DeviceRemoved, IocSettings, Mailbox, run_ioc_actor
 from stas.kernel.api import ConnectRequest, KernelController
-from stas.kernel.fake import FakeKernel
 from stas.messages import IocWanted, Tid
-
-HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
+from tests.helpers.entries import HOSTNQN
+from tests.helpers.ioc import Run
 
 
 def ev(n: int) -> DeviceRemoved:
@@ -141,18 +140,10 @@ def test_size_must_be_positive() -> None:
 async def test_an_actor_reads_its_mailbox(autojump_clock) -> None:
     """DeviceRemoved through a Mailbox: the actor reconnects after the fast retry (MockClock:
     with real time, a 3.0 s sleep raced the 3.0 s retry and failed under load)."""
-    kernel = FakeKernel()
-    tid = Tid("tcp", "10.0.0.9", "4420", "klingons", "", "", HOSTNQN)
-    request = ConnectRequest("tcp", "10.0.0.9", "4420", "klingons", HOSTNQN)
-    updates_send, _updates = trio.open_memory_channel(math.inf)
-    box = Mailbox(4)
+    run = Run(mailbox=(box := Mailbox(4)))
+    kernel = run.kernel
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            lambda: run_ioc_actor(
-                IocWanted(tid, "discovered"), updates_send, kernel=kernel, request=request,
-                settings=IocSettings(jitter=0.0), events=box,
-            )
-        )  # fmt: skip
+        run.start(nursery)
         await trio.testing.wait_all_tasks_blocked()
         assert list(kernel.controllers) == ["nvme0"]
         kernel.remove("nvme0")
@@ -233,19 +224,11 @@ def test_an_idle_connected_actor_stays_small() -> None:
 
 async def test_the_mailbox_tells_what_the_actor_holds(autojump_clock) -> None:
     """``held``: set as the connect returns, cleared when the kernel removes the device."""
-    kernel = FakeKernel()
-    tid = Tid("tcp", "10.0.0.9", "4420", "klingons", "", "", HOSTNQN)
-    request = ConnectRequest("tcp", "10.0.0.9", "4420", "klingons", HOSTNQN)
-    updates_send, _updates = trio.open_memory_channel(math.inf)
-    box = Mailbox(4)
+    run = Run(mailbox=(box := Mailbox(4)))
+    kernel = run.kernel
     assert box.held is None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            lambda: run_ioc_actor(
-                IocWanted(tid, "discovered"), updates_send, kernel=kernel, request=request,
-                settings=IocSettings(jitter=0.0, fast_retry=100.0), events=box,
-            )
-        )  # fmt: skip
+        run.start(nursery, settings=IocSettings(jitter=0.0, fast_retry=100.0))
         await trio.testing.wait_all_tasks_blocked()
         assert box.held == kernel.controllers["nvme0"] and not box.held_adopted
         kernel.remove("nvme0")
@@ -260,20 +243,12 @@ async def test_a_stop_during_the_kernels_connect_waits_for_it_and_keeps_the_devi
 ) -> None:
     """The connect is shielded: cancelled while the kernel works, the actor still ends with
     the device it made in ``held`` (the connector reads it), never with a device unrecorded."""
-    kernel = FakeKernel()
+    run = Run(mailbox=(box := Mailbox(4)))
+    kernel = run.kernel
     kernel.delay = 5.0
-    tid = Tid("tcp", "10.0.0.9", "4420", "klingons", "", "", HOSTNQN)
-    request = ConnectRequest("tcp", "10.0.0.9", "4420", "klingons", HOSTNQN)
-    updates_send, _updates = trio.open_memory_channel(math.inf)
-    box = Mailbox(4)
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                lambda: run_ioc_actor(
-                    IocWanted(tid, "discovered"), updates_send, kernel=kernel, request=request,
-                    settings=IocSettings(jitter=0.0), events=box,
-                )
-            )  # fmt: skip
+            run.start(nursery)
             await trio.sleep(1.0)  # the kernel is connecting
             assert kernel.connect_log and not kernel.controllers
             scope.cancel()
