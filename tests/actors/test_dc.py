@@ -6,7 +6,6 @@ import itertools
 import logging
 import math
 import random
-import tracemalloc
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -36,6 +35,7 @@ from stas.nvme.errors import (
 )
 from stas.nvme.logpage import DiscoveryLogPage, LogPageEntry
 from tests.helpers.entries import dc_tid, log_entry
+from tests.helpers.memory import held_after
 
 TID = dc_tid("192.0.2.10", host_nqn="")
 WANTED = DcWanted(tid=TID, origin="configured", params={"kato": "30"})
@@ -558,11 +558,6 @@ def test_the_default_cap_keeps_the_worst_case_cache_small() -> None:
     """MAX_CACHED_ENTRIES of the largest entries a peer can send stay well under 100 MB."""
     big = log_entry("nqn." + "n" * 219, "a" * 255, "4" * 31)
     raw = DiscoveryLogPage(genctr=1, entries=[big] * 500).encode()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        page = DiscoveryLogPage.decode(raw)
-        per_entry = (tracemalloc.get_traced_memory()[0] - before) / len(page.entries)
-    finally:
-        tracemalloc.stop()
+    page, kept = held_after(lambda: DiscoveryLogPage.decode(raw))
+    per_entry = kept / len(page.entries)
     assert per_entry * MAX_CACHED_ENTRIES < 40 * 2**20, per_entry

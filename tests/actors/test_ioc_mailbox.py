@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gc
 import math
 import random
-import tracemalloc
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -19,6 +17,7 @@ from stas.kernel.api import ConnectRequest, KernelController
 from stas.messages import IocWanted, Tid
 from tests.helpers.entries import HOSTNQN
 from tests.helpers.ioc import Run
+from tests.helpers.memory import traced
 
 
 def ev(n: int) -> DeviceRemoved:
@@ -188,8 +187,7 @@ def _idle_actor_bytes(actors: int, *, mailbox: Callable[[int], Any] = Mailbox) -
         updates_send, updates = trio.open_memory_channel[object](math.inf)
         limiter = trio.CapacityLimiter(8)
         async with trio.open_nursery() as nursery:
-            gc.collect()
-            before = tracemalloc.get_traced_memory()[0]
+            memory.mark(collect=True)
             for start in starts:  # the mailbox counts: the connector makes one per actor
                 boxes.append(box := mailbox(16))
                 nursery.start_soon(partial(start, updates_send, limiter=limiter, events=box))
@@ -199,16 +197,12 @@ def _idle_actor_bytes(actors: int, *, mailbox: Callable[[int], Any] = Mailbox) -
                     updates.receive_nowait()
                 except trio.WouldBlock:
                     break
-            gc.collect()
-            measured.append((tracemalloc.get_traced_memory()[0] - before) / actors)
+            measured.append(memory.held(collect=True) / actors)
             assert not kernel._ready  # every actor connected
             nursery.cancel_scope.cancel()
 
-    tracemalloc.start()
-    try:
+    with traced() as memory:
         trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    finally:
-        tracemalloc.stop()
     return measured[0]
 
 

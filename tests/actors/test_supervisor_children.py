@@ -3,13 +3,11 @@ moment of a child's life (issue 12 bench 4: stacd supervises 10,000 IOC actors).
 
 from __future__ import annotations
 
-import gc
-import tracemalloc
-
 import trio
 import trio.testing
 
 from stas.actors.supervisor import RestartPolicy, SupervisionReport, open_supervisor, reporting_as
+from tests.helpers.memory import Traced, traced
 
 QUICK = RestartPolicy(initial_backoff=1.0, max_backoff=1.0, jitter=0.0, intensity=1, period=10,
                       cooldown=100, max_cooldown=400)  # fmt: skip
@@ -19,12 +17,11 @@ async def idle() -> None:
     await trio.sleep_forever()
 
 
-async def _kept_per_task(supervised: bool, n: int) -> float:
+async def _kept_per_task(memory: Traced, supervised: bool, n: int) -> float:
     """Bytes that stay allocated per idle child, started under the supervisor or bare."""
     async with open_supervisor() as sup:
         await trio.testing.wait_all_tasks_blocked()
-        gc.collect()
-        before = tracemalloc.get_traced_memory()[0]
+        memory.mark(collect=True)
         async with trio.open_nursery() as bare:
             for i in range(n):
                 name = f"nqn.2026-01.io.t:sub{i:05d}"
@@ -33,23 +30,19 @@ async def _kept_per_task(supervised: bool, n: int) -> float:
                 else:
                     bare.start_soon(idle, name=name)
             await trio.testing.wait_all_tasks_blocked()
-            gc.collect()
-            after = tracemalloc.get_traced_memory()[0]
+            kept = memory.held(collect=True)
             bare.cancel_scope.cancel()
             sup._nursery.cancel_scope.cancel()
-    return (after - before) / n
+    return kept / n
 
 
 def test_an_idle_child_costs_the_supervisor_under_2_kb() -> None:
     """Beyond the task and the actor's own frame: one slotted record and a cancel scope (was
     4.5 KB: a crash deque, a cool-off generator, two closures, an Event, four frames)."""
     n = 1000
-    tracemalloc.start()
-    try:
-        bare = trio.run(_kept_per_task, False, n)
-        supervised = trio.run(_kept_per_task, True, n)
-    finally:
-        tracemalloc.stop()
+    with traced() as memory:
+        bare = trio.run(_kept_per_task, memory, False, n)
+        supervised = trio.run(_kept_per_task, memory, True, n)
     assert supervised - bare < 2000, f"{supervised - bare:.0f} bytes per child"
 
 

@@ -6,8 +6,6 @@ dict derived from them, which must read exactly as stafd sent it."""
 
 from __future__ import annotations
 
-import tracemalloc
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +13,7 @@ from hypothesis import strategies as st
 from stas import messages_stacd
 from stas.messages import Dlpe, parse_dlpes
 from stas.nvme.logpage import LogPageEntry
+from tests.helpers.memory import held_after, peak_during
 
 
 def fresh(text: str) -> str:
@@ -44,14 +43,7 @@ def test_10000_received_entries_keep_under_300_bytes_each(empty_table) -> None:
     """Keys, repeating values and the dict's shape are shared; no dict per entry (was 1,740 B
     with a copy of every string, 660 B with the dict kept; now about 215 B: the slotted
     entry and its subsystem NQN)."""
-    tracemalloc.start()
-    try:
-        raw = [received(i) for i in range(10_000)]
-        entries = parse_dlpes(raw)
-        del raw
-        kept = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
+    entries, kept = held_after(lambda: parse_dlpes([received(i) for i in range(10_000)]))
     assert len(entries) == 10_000
     assert kept / 10_000 < 300, f"{kept / 10_000:.0f} bytes per entry"
 
@@ -169,14 +161,10 @@ def test_a_wanted_controller_without_parameters_holds_no_dict_of_its_own() -> No
 
     dcs = [Tid("tcp", "::1", str(8009 + i), "nqn.2014-08.org.nvmexpress.discovery") for i in
            range(100)]  # fmt: skip
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        wanted = [IocWanted(dcs[i // 100], "discovered", dcs=(dcs[i // 100],)) for i in
-                  range(10_000)]  # fmt: skip
-        kept = tracemalloc.get_traced_memory()[0] - base
-    finally:
-        tracemalloc.stop()
+    wanted, kept = held_after(
+        lambda: [IocWanted(dcs[i // 100], "discovered", dcs=(dcs[i // 100],)) for i in
+                 range(10_000)]
+    )  # fmt: skip
     assert kept / 10_000 < 110, f"{kept / 10_000:.0f} bytes per record"
     assert wanted[0].params == {} and IocStatus(dcs[0], "configured").dlpe == {}
     assert wanted[99].dcs is wanted[0].dcs == (dcs[0],) and wanted[100].dcs == (dcs[1],)
@@ -199,13 +187,7 @@ def test_a_full_syncs_json_is_typed_entry_by_entry_never_all_dicts_at_once(empty
     ]  # fmt: skip
     text = json.dumps(listing)
     del listing
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        pages = log_pages_from_json(text)
-        peak = tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
+    pages, peak = peak_during(lambda: log_pages_from_json(text))
     assert sum(len(entries) for entries in pages.values()) == 10_000
     assert peak / 10_000 < 450, f"peak {peak / 10_000:.0f} bytes per entry"
     first = pages[min(pages)][0]

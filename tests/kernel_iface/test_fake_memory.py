@@ -4,8 +4,6 @@ on it in stacd's own process (10,000 controllers), so its costs are counted as s
 from __future__ import annotations
 
 import errno
-import gc
-import tracemalloc
 
 import pytest
 import trio
@@ -13,6 +11,7 @@ import trio
 from stas.kernel.api import ConnectRequest, KernelError
 from stas.kernel.fake import FakeKernel
 from tests.helpers.kernel import drain
+from tests.helpers.memory import traced
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
 N = 2000
@@ -34,20 +33,14 @@ def test_a_controller_and_its_unread_uevent_stay_small() -> None:
 
     async def main() -> None:
         k = FakeKernel()
-        gc.collect()
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
+        with traced() as memory:
             for r in reqs:
                 await k.connect(r)
-            queued = tracemalloc.get_traced_memory()[0]
+            queued = memory.held()
             events = drain(k)
             del events
-            gc.collect()
-            kept = tracemalloc.get_traced_memory()[0]
-        finally:
-            tracemalloc.stop()
-        sizes.extend([(kept - before) / N, (queued - kept) / N])
+            kept = memory.held(collect=True)
+        sizes.extend([kept / N, (queued - kept) / N])
 
     trio.run(main)
     per_controller, per_event = sizes

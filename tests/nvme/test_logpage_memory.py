@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import tracemalloc
-
 from stas.nvme.logpage import DiscoveryLogPage, Limits, LogPageEntry
+from tests.helpers.memory import held_after
 
 
 def entry(i: int, tsas: bytes = bytes(256)) -> LogPageEntry:
@@ -27,11 +26,6 @@ def test_a_decoded_page_keeps_less_than_300_bytes_per_entry() -> None:
     """10,000 TCP entries: the records and their NQNs, not 256 zero bytes each (was 550 B)."""
     data = DiscoveryLogPage(1, tuple(entry(i) for i in range(10_000))).encode()
     limits = Limits(max_records=10_000, max_bytes=len(data))
-    tracemalloc.start()
-    try:
-        page = DiscoveryLogPage.decode(data, limits=limits)
-        kept = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
+    page, kept = held_after(lambda: DiscoveryLogPage.decode(data, limits=limits))
     assert len(page.entries) == 10_000
     assert kept / 10_000 < 300, f"{kept / 10_000:.0f} bytes per entry"
