@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from bench import harness  # noqa: E402
 from bench.daemons import _connected, dc_lines, wait_count, world  # noqa: E402
 from bench.harness import Proc, SimProc  # noqa: E402
+from bench.procstat import status_kb  # noqa: E402
 
 # Run inside the traced daemon: dump the allocation sites on SIGUSR1, then carry on.
 _HOOK = """
@@ -147,18 +148,11 @@ def main() -> int:
 
 def print_rss(stafd: Proc, stacd: Proc) -> None:
     for name, p in (("stafd", stafd), ("stacd", stacd)):
-        peak = _status_kb(p.pid, "VmHWM:")
+        peak = status_kb(p.pid, "VmHWM")
         print(
             f"{name} RSS {p.rss_kb() / 1024:.1f} MB (peak {peak / 1024:.1f} MB),"
             f" CPU {p.cpu_seconds():.1f} s"
         )
-
-
-def _status_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field):
-            return int(line.split()[1])
-    return 0
 
 
 def timeline(t0: float, stafd: Proc, stacd: Proc, dcs: int) -> None:
