@@ -184,8 +184,11 @@ class Connector:
             case ReadController(device=device, audit=audit):
                 return ControllerRead(device, await _controller(self.kernel, device), audit)
             case Claim(device=device, fresh=fresh):
-                if self.registry is not None:
-                    self.registry.claim(device, fresh=fresh)
+                # A fresh claim names a controller an actor's own connect made: that actor's
+                # intent became its entry (``Registry.settle``) before it said so. Claiming it
+                # again cost a second registry read per connect; adoptions are claimed here.
+                if self.registry is not None and not fresh:
+                    self.registry.claim(device, fresh=False)
             case Later(delay=delay, msg=later):
                 if self._timers is not None:
                     self._timers.start_soon(self._timer, delay, later)
@@ -293,15 +296,16 @@ class Connector:
             self._claim_unreported()
 
     def _claim_unreported(self) -> None:
-        """On the way out, every actor ended: a controller an actor connected whose status
+        """On the way out, every actor ended: a controller an actor adopted whose status
         never reached the core is claimed all the same, so that the next run's restart sweep
-        knows it as stacd's (the core claims the rest as their statuses arrive)."""
+        knows it as stacd's (one it connected was claimed by its intent's settle; the core
+        claims the rest as their statuses arrive)."""
         if self.registry is None:
             return
         for box in self._mailboxes.values():
             held = box.held
-            if held is not None and held.device not in self.state.owner:
-                self.registry.claim(held.device, fresh=not box.held_adopted)
+            if held is not None and box.held_adopted and held.device not in self.state.owner:
+                self.registry.claim(held.device, fresh=False)
 
 
 class _IocStart:

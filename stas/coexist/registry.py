@@ -36,10 +36,10 @@ libnvme writes them; the intents live outside it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -58,6 +58,34 @@ INTENT_FIELDS = (
     "transport", "traddr", "trsvcid", "subsysnqn", "hostnqn", "host_traddr", "host_iface",
 )  # fmt: skip
 MAX_INTENT = 4096  # two NQNs (223 bytes each) and a few addresses; a larger file is not one
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+_temporaries = itertools.count(1)  # one sequence per process: every Registry's names differ
+
+
+def _temporary(directory: str, name: str) -> str:
+    """A hidden name in ``directory`` for ``name`` being written: this process's pid and a
+    counter (unique among its writers, no random names to make: each connect writes three)."""
+    return f"{directory}/.{name}.{os.getpid()}-{next(_temporaries)}"
+
+
+def _read_small(path: str, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a small file: open, read, close (no buffered file object)."""
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit and (chunk := os.read(fd, limit - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _entry_exists(exc: OSError) -> bool:
+    """``rename`` of a new entry failed because one is already there."""
+    return exc.errno in (errno.ENOTEMPTY, errno.EEXIST)
 
 
 def valid_device(device: str) -> bool:
@@ -98,6 +126,9 @@ class Registry:
         self.root = Path(root)
         self.seqnum_file = Path(seqnum_file)
         self.intents = Path(intents) if intents is not None else self.root.parent / INTENTS_DIR
+        # The same paths as strings: a connect's writes join names to them (no Path objects).
+        self._root, self._intents_dir = str(self.root), str(self.intents)
+        self.writes = 0  # files written (entries' attributes and intents): for tests and benches
         self._warned: set[str] = set()
         self._intents = itertools.count(1)
 
@@ -111,10 +142,9 @@ class Registry:
         '<unreadable>': when in doubt, stacd leaves the controller alone."""
         if not valid_device(device):
             return None
-        path = self.root / device / OWNER_ATTR
+        path = f"{self._root}/{device}/{OWNER_ATTR}"
         try:
-            with open(path, "rb") as f:
-                raw = f.read(MAX_VALUE + 1)
+            raw = _read_small(path, MAX_VALUE + 1)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
@@ -126,8 +156,7 @@ class Registry:
     def _read_attr(self, device: str, name: str) -> str:
         """One short attribute's text ('' if absent, unreadable or too long)."""
         try:
-            with open(self.root / device / name, "rb") as f:
-                raw = f.read(MAX_VALUE + 1)
+            raw = _read_small(f"{self._root}/{device}/{name}", MAX_VALUE + 1)
         except OSError:
             return ""
         return "" if len(raw) > MAX_VALUE else raw.decode("utf-8", errors="replace").strip()
@@ -151,24 +180,30 @@ class Registry:
 
     def _seqnum(self) -> str:
         try:
-            return self.seqnum_file.read_text().strip()
+            return _read_small(str(self.seqnum_file), 64).decode("ascii", "replace").strip()
         except OSError:
             return ""
 
-    def _write_attr(self, entry: Path, name: str, value: str) -> None:
-        """One attribute, atomically: a temporary file in the entry, fsync, rename."""
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=entry)
+    def _write_attr(self, entry: str, name: str, value: str) -> None:
+        """One attribute, atomically: a temporary file in the entry, fsync, rename. Plain
+        descriptors, not a text file object: this is on every connect's path."""
+        tmp = _temporary(entry, name)
+        fd = os.open(tmp, _WRITE_FLAGS, 0o644)
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(value + "\n")
-                f.flush()
-                os.fchmod(f.fileno(), 0o644)
-                os.fsync(f.fileno())
-            os.rename(tmp, entry / name)
+            try:
+                data = (value + "\n").encode()
+                while data:
+                    data = data[os.write(fd, data) :]
+                os.fchmod(fd, 0o644)  # the umask filtered open's mode
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, f"{entry}/{name}")
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        self.writes += 1
 
     def _ensure_root(self) -> None:
         if not self.root.is_dir():
@@ -178,8 +213,20 @@ class Registry:
     def claim(self, device: str, *, fresh: bool) -> bool:
         """Record ``device`` as owned by ``stas``. ``fresh``: stacd's own connect just created
         it, so any entry is stale and is replaced; else only an unowned one is claimed.
-        Returns True if the entry now says ``stas``."""
+        Returns True if the entry now says ``stas``.
+
+        A fresh claim first just creates the entry (the common case: nothing there, so no
+        owner to read); only if one is there already is it read and, unless ours, replaced."""
         if not valid_device(device):
+            return False
+        try:
+            if fresh and self._create_new(device):
+                log.debug("%s: registry owner %s", device, OWNER)
+                return True
+        except OSError as exc:
+            self._warn_once(
+                "write", f"{self.root}: cannot record {device} as owned by {OWNER}: {exc}"
+            )
             return False
         current = self.owner(device)
         if current == OWNER:
@@ -192,10 +239,10 @@ class Registry:
             if fresh and entry.exists():
                 self._drop(entry)
             if not entry.is_dir():
-                self._create(entry)
+                self._create(device)
             else:  # an unowned entry (other attributes only): add ours
-                self._write_attr(entry, SEQNUM_ATTR, self._seqnum() or "0")
-                self._write_attr(entry, OWNER_ATTR, OWNER)
+                self._write_attr(str(entry), SEQNUM_ATTR, self._seqnum() or "0")
+                self._write_attr(str(entry), OWNER_ATTR, OWNER)
         except OSError as exc:
             self._warn_once(
                 "write", f"{self.root}: cannot record {device} as owned by {OWNER}: {exc}"
@@ -204,24 +251,41 @@ class Registry:
         log.debug("%s: registry owner %s", device, OWNER)
         return True
 
-    def _create(self, entry: Path) -> None:
-        """A new entry appears complete or not at all: built aside, then renamed into place."""
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=self.root))
+    def _create_new(self, device: str) -> bool:
+        """``device``'s entry made if there is none (True); False if one is there already
+        (left as it is). The registry's root is made on the first ENOENT, not checked before
+        every write."""
         try:
-            os.chmod(tmp, 0o755)
+            self._create(device)
+        except FileNotFoundError:
+            self._ensure_root()
+            self._create(device)
+        except OSError as exc:
+            if _entry_exists(exc):
+                return False
+            raise
+        return True
+
+    def _create(self, device: str) -> None:
+        """A new entry appears complete or not at all: built aside, then renamed into place
+        (the rename fails, ENOTEMPTY, if another writer created it meanwhile)."""
+        tmp = _temporary(self._root, device)
+        os.mkdir(tmp, 0o755)
+        try:
+            os.chmod(tmp, 0o755)  # mkdir's mode is filtered by the umask
             self._write_attr(tmp, SEQNUM_ATTR, self._seqnum() or "0")
             self._write_attr(tmp, OWNER_ATTR, OWNER)
-            os.rename(tmp, entry)  # fails if another writer created it meanwhile
-        except OSError:
-            _rmtree(tmp)
+            os.rename(tmp, f"{self._root}/{device}")
+        except BaseException:
+            _rmtree(Path(tmp))
             raise
 
     def _drop(self, entry: Path) -> None:
         """Remove an entry atomically: renamed to a hidden sibling, then purged."""
-        hidden = Path(tempfile.mkdtemp(prefix=f".{entry.name}.gone.", dir=self.root))
-        target = hidden / entry.name
-        os.rename(entry, target)
-        _rmtree(hidden)
+        hidden = _temporary(self._root, f"{entry.name}.gone")
+        os.mkdir(hidden, 0o700)
+        os.rename(entry, f"{hidden}/{entry.name}")
+        _rmtree(Path(hidden))
 
     # --- connect intents ---------------------------------------------------------------------
 
@@ -232,10 +296,12 @@ class Registry:
         text = "".join(f"{k}={v}\n" for k, v in fields.items()).rstrip("\n")
         name = f"{os.getpid()}-{next(self._intents)}"
         try:
-            if not self.intents.is_dir():
+            try:
+                self._write_attr(self._intents_dir, name, text)
+            except FileNotFoundError:  # the first intent: make the directory
                 self.intents.mkdir(mode=0o755, parents=True, exist_ok=True)
                 os.chmod(self.intents, 0o755)
-            self._write_attr(self.intents, name, text)
+                self._write_attr(self._intents_dir, name, text)
         except OSError as exc:
             self._warn_once("intent", f"{self.intents}: cannot record a connect's intent: {exc}")
             return None
@@ -251,7 +317,7 @@ class Registry:
 
     def _drop_intent(self, name: str) -> None:
         try:
-            os.unlink(self.intents / name)
+            os.unlink(f"{self._intents_dir}/{name}")
         except FileNotFoundError:
             pass
         except OSError as exc:
