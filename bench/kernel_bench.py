@@ -464,10 +464,11 @@ class Layout:
     libdir: str
     launcher: Mapping[str, str]
     env_drop: tuple[str, ...]  # variables a user's daemon would not have
+    flags: tuple[str, ...] = ()  # the launchers' own interpreter options (#! line), e.g. -S
 
     def argv(self, prog: str, *xopts: str) -> list[str]:
         if xopts:
-            return [self.python, *xopts, self.launcher[prog]]
+            return [self.python, *self.flags, *xopts, self.launcher[prog]]
         return [self.launcher[prog]]
 
     def describe(self) -> str:
@@ -487,7 +488,16 @@ def installed_layout(prefix: Path = INSTALL_DIR / "usr") -> Layout:
         str(prefix / "lib" / "nvme-stas"),
         {p: str(sbin / p) for p in ("stafd", "stacd")},
         ("PYTHONPYCACHEPREFIX", "PYTHONPATH", "VIRTUAL_ENV"),
+        shebang_flags((sbin / "stafd").read_text(errors="replace").partition("\n")[0]),
     )
+
+
+def shebang_flags(line: str) -> tuple[str, ...]:
+    """The interpreter options of a #! line ('#!/usr/bin/python3 -S' -> ('-S',)): timing a
+    launcher under `python -X importtime` must keep them (-S: no `site`, no sitecustomize)."""
+    if not line.startswith("#!"):
+        return ()
+    return tuple(line[2:].split()[1:])
 
 
 def venv_layout() -> Layout:

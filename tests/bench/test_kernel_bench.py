@@ -113,6 +113,24 @@ def test_installed_layout_starts_the_launchers_without_the_venv(tmp_path) -> Non
     assert layout.describe().startswith("installed: ")
 
 
+def test_installed_layout_under_importtime_keeps_the_launchers_own_options(tmp_path) -> None:
+    sbin = tmp_path / "usr" / "sbin"
+    sbin.mkdir(parents=True)
+    for prog in ("stafd", "stacd"):
+        (sbin / prog).write_text("#!/usr/bin/python3 -S\nimport sys\n")
+    layout = kb.installed_layout(tmp_path / "usr")
+    assert layout.argv("stacd", "-X", "importtime") == [
+        "/usr/bin/python3", "-S", "-X", "importtime", str(sbin / "stacd")
+    ]  # fmt: skip
+    assert layout.argv("stacd") == [str(sbin / "stacd")]
+
+
+def test_shebang_flags() -> None:
+    assert kb.shebang_flags("#!/usr/bin/python3 -S") == ("-S",)
+    assert kb.shebang_flags("#! /usr/bin/python3") == ()
+    assert kb.shebang_flags("import sys") == ()
+
+
 def test_installed_layout_missing_says_how_to_install(tmp_path) -> None:
     try:
         kb.installed_layout(tmp_path / "usr")
