@@ -12,7 +12,6 @@ from trio_util import AsyncValue
 
 from stas.actors.daemon_dbus import find_by_tid
 from stas.actors.finder import MAX_REFERRAL_DCS, Finder, run_finder
-from stas.config import parse_service_config
 from stas.messages import (
     DcStatus,
     DcUpdate,
@@ -24,15 +23,10 @@ from stas.messages import (
 )
 from stas.nvme.logpage import LogPageEntry
 from stas.state import StateStore
+from tests.helpers.config import stafd_config
 from tests.helpers.entries import HOSTNQN, WK, dc_tid, log_entry
 
 ZC = "[Discovery controller connection management]\nzeroconf-connections-persistence="
-
-
-def conf(text: str):
-    config, warnings = parse_service_config(text, "stafd")
-    assert warnings == []
-    return config
 
 
 def ctrls(*addrs: str, extra: str = "") -> str:
@@ -111,7 +105,7 @@ class Harness:
 
 
 async def test_configured_dcs_start_and_exclusion_wins(autojump_clock) -> None:
-    h = Harness(conf(ctrls("10.0.0.1", "10.0.0.2", extra="exclude=traddr=10.0.0.2\n")))
+    h = Harness(stafd_config(ctrls("10.0.0.1", "10.0.0.2", extra="exclude=traddr=10.0.0.2\n")))
     async with trio.open_nursery() as n:
         await h.start(n)
         assert h.running == {tid("10.0.0.1")}
@@ -123,10 +117,10 @@ async def test_configured_dcs_start_and_exclusion_wins(autojump_clock) -> None:
 
 async def test_unknown_message_is_logged_then_a_reload_applies(autojump_clock, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="stas.finder")
-    h = Harness(conf(ctrls("10.0.0.1")))
+    h = Harness(stafd_config(ctrls("10.0.0.1")))
     async with trio.open_nursery() as n:
         await h.start(n)
-        await h.put(object(), StafdConfigChanged(conf(ctrls("10.0.0.2")), HOSTNQN))
+        await h.put(object(), StafdConfigChanged(stafd_config(ctrls("10.0.0.2")), HOSTNQN))
         assert "finder: unexpected message 'object' ignored" in caplog.text
         assert h.running == {tid("10.0.0.2")}
         n.cancel_scope.cancel()
@@ -140,7 +134,8 @@ async def test_excluded_hostname_is_never_resolved(autojump_clock) -> None:
         return ["10.0.0.7"]
 
     h = Harness(
-        conf(ctrls("array.example", extra="exclude=traddr=array.example\n")), resolver=resolver
+        stafd_config(ctrls("array.example", extra="exclude=traddr=array.example\n")),
+        resolver=resolver,
     )
     async with trio.open_nursery() as n:
         await h.start(n)
@@ -149,7 +144,7 @@ async def test_excluded_hostname_is_never_resolved(autojump_clock) -> None:
 
 
 async def test_ip_family_filters_addresses(autojump_clock) -> None:
-    h = Harness(conf("[Global]\nip-family=ipv6\n" + ctrls("127.0.0.1", "fd00::9")))
+    h = Harness(stafd_config("[Global]\nip-family=ipv6\n" + ctrls("127.0.0.1", "fd00::9")))
     async with trio.open_nursery() as n:
         await h.start(n)
         assert h.running == {tid("fd00::9")}
@@ -157,7 +152,7 @@ async def test_ip_family_filters_addresses(autojump_clock) -> None:
 
 
 async def test_localhost_with_ipv6_only_is_the_v6_loopback(autojump_clock) -> None:
-    h = Harness(conf("[Global]\nip-family=ipv6\n" + ctrls("localhost")))
+    h = Harness(stafd_config("[Global]\nip-family=ipv6\n" + ctrls("localhost")))
     async with trio.open_nursery() as n:
         await h.start(n)
         assert h.running == {tid("::1")}
@@ -169,7 +164,7 @@ async def test_hostname_uses_the_address_that_answers(autojump_clock) -> None:
         if addr != "::1":
             raise OSError("refused")
 
-    h = Harness(conf(ctrls("localhost")), probe=only_v6)
+    h = Harness(stafd_config(ctrls("localhost")), probe=only_v6)
     async with trio.open_nursery() as n:
         await h.start(n)
         assert h.running == {tid("::1")} and len(h.started) == 1
@@ -177,7 +172,7 @@ async def test_hostname_uses_the_address_that_answers(autojump_clock) -> None:
 
 
 async def test_mdns_dc_kept_while_connected_and_dropped_after_persistence(autojump_clock) -> None:
-    h = Harness(conf(ZC + "100\n"))
+    h = Harness(stafd_config(ZC + "100\n"))
     t = tid("192.168.1.5", iface="eth0")
     async with trio.open_nursery() as n:
         await h.start(n)
@@ -199,7 +194,7 @@ async def test_mdns_dc_kept_while_connected_and_dropped_after_persistence(autoju
 async def test_mdns_persistence_zero_and_forever(autojump_clock) -> None:
     t = tid("192.168.1.5", iface="eth0")
     for persistence, kept in (("0", False), ("-1", True)):
-        h = Harness(conf(ZC + persistence + "\n"))
+        h = Harness(stafd_config(ZC + persistence + "\n"))
         async with trio.open_nursery() as n:
             await h.start(n)
             await h.put(MdnsServiceUp("k", t), MdnsServiceDown("k"))
@@ -209,27 +204,29 @@ async def test_mdns_persistence_zero_and_forever(autojump_clock) -> None:
 
 
 async def test_mdns_dc_removed_at_once_when_excluded_or_reannounced_kept(autojump_clock) -> None:
-    h = Harness(conf(""))
+    h = Harness(stafd_config(""))
     t = tid("192.168.1.5", iface="eth0")
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(MdnsServiceUp("k", t), MdnsServiceDown("k"), MdnsServiceUp("k2", t))
         assert h.running == {t} and len(h.started) == 1
-        await h.put(StafdConfigChanged(conf("[Controllers]\nexclude=host-iface=eth0\n"), HOSTNQN))
+        await h.put(
+            StafdConfigChanged(stafd_config("[Controllers]\nexclude=host-iface=eth0\n"), HOSTNQN)
+        )
         assert h.running == set() and h.stopped == [t]
         n.cancel_scope.cancel()
 
 
 async def test_zeroconf_disabled_drops_discovered_and_ignores_late_news(autojump_clock) -> None:
-    h = Harness(conf(""))
+    h = Harness(stafd_config(""))
     t, u = tid("192.168.1.5"), tid("192.168.1.6")
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(MdnsServiceUp("k", t))
-        off = conf("[Service Discovery]\nzeroconf=disabled\n")
+        off = stafd_config("[Service Discovery]\nzeroconf=disabled\n")
         await h.put(StafdConfigChanged(off, HOSTNQN), MdnsServiceUp("late", u))
         assert h.running == set()
-        await h.put(StafdConfigChanged(conf(""), HOSTNQN))
+        await h.put(StafdConfigChanged(stafd_config(""), HOSTNQN))
         assert h.running == set(), "nothing stale comes back when mDNS is switched on again"
         await h.put(MdnsServiceUp("k", t))
         assert h.running == {t}
@@ -238,7 +235,7 @@ async def test_zeroconf_disabled_drops_discovered_and_ignores_late_news(autojump
 
 async def test_referrals_inherit_host_fields_no_loops_depth_cap(autojump_clock) -> None:
     h = Harness(
-        conf(
+        stafd_config(
             "[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1;host-iface=eth1;"
             "host-traddr=10.0.0.100;host-nqn=nqn.2014-08.org.example:h1\n"
         )
@@ -273,7 +270,7 @@ async def test_referrals_inherit_host_fields_no_loops_depth_cap(autojump_clock) 
 
 async def test_referral_amplification_is_capped(autojump_clock, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="stas.finder")
-    h = Harness(conf(ctrls("10.0.0.1")))
+    h = Harness(stafd_config(ctrls("10.0.0.1")))
     a = tid("10.0.0.1")
     async with trio.open_nursery() as n:
         await h.start(n)
@@ -306,7 +303,7 @@ def announced(addr: str = "192.168.1.5", iface: str = "eth0") -> Tid:
 
 
 async def test_mdns_dc_gets_the_host_nqn(autojump_clock) -> None:
-    h = Harness(conf(""))
+    h = Harness(stafd_config(""))
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(MdnsServiceUp("k", announced()))
@@ -319,13 +316,13 @@ async def test_mdns_dc_gets_the_host_nqn(autojump_clock) -> None:
 
 
 async def test_ignore_iface_clears_host_iface_of_mdns_dcs(autojump_clock) -> None:
-    h = Harness(conf("[Global]\nignore-iface=true\n"))
+    h = Harness(stafd_config("[Global]\nignore-iface=true\n"))
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(MdnsServiceUp("k", announced()))
         assert h.running == {tid("192.168.1.5")}
         # a reload that turns it off again brings the interface back
-        await h.put(StafdConfigChanged(conf(""), HOSTNQN))
+        await h.put(StafdConfigChanged(stafd_config(""), HOSTNQN))
         assert h.running == {tid("192.168.1.5", iface="eth0")}
         n.cancel_scope.cancel()
 
@@ -334,7 +331,7 @@ async def test_cached_mdns_dc_without_host_nqn_is_restored_with_it(tmp_path, aut
     store = StateStore(tmp_path / "state.json")
     old = DcStatus(tid=announced(), origin="discovered", log_pages=(referral("10.9.9.9"),))
     store.save(StafdSnapshot(dcs=(old,), generation=1))
-    h = Harness(conf(""), store=store)
+    h = Harness(stafd_config(""), store=store)
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(MdnsServiceUp("k", announced()))
@@ -346,7 +343,7 @@ async def test_cached_mdns_dc_without_host_nqn_is_restored_with_it(tmp_path, aut
 
 
 async def test_unspecified_referral_addresses_are_ignored(autojump_clock) -> None:
-    h = Harness(conf(ctrls("10.0.0.1")))
+    h = Harness(stafd_config(ctrls("10.0.0.1")))
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(status(tid("10.0.0.1"), "0.0.0.0", "::", "::ffff:10.0.0.9"))
@@ -355,21 +352,21 @@ async def test_unspecified_referral_addresses_are_ignored(autojump_clock) -> Non
 
 
 async def test_configured_beats_discovered_for_the_same_tid(autojump_clock) -> None:
-    h = Harness(conf(ctrls("10.0.0.1")))
+    h = Harness(stafd_config(ctrls("10.0.0.1")))
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(MdnsServiceUp("k", tid("10.0.0.1")))
         assert h.running == {tid("10.0.0.1")} and h.origin(tid("10.0.0.1")) == "configured"
         assert len(h.started) == 1
         # removing the line leaves the DC running, now as an mDNS one
-        await h.put(StafdConfigChanged(conf(""), HOSTNQN))
+        await h.put(StafdConfigChanged(stafd_config(""), HOSTNQN))
         assert h.origin(tid("10.0.0.1")) == "discovered" and h.stopped == []
         assert h.published.value.dcs[0].origin == "discovered"
         n.cancel_scope.cancel()
 
 
 async def test_burst_of_mdns_is_one_reconcile(autojump_clock) -> None:
-    h = Harness(conf(""))
+    h = Harness(stafd_config(""))
     async with trio.open_nursery() as n:
         await h.start(n)
         before = h.finder.reconciles
@@ -384,24 +381,24 @@ async def test_burst_of_mdns_is_one_reconcile(autojump_clock) -> None:
 
 
 async def test_reload_removing_a_controller_stops_it(autojump_clock) -> None:
-    h = Harness(conf(ctrls("10.0.0.1", "10.0.0.2")))
+    h = Harness(stafd_config(ctrls("10.0.0.1", "10.0.0.2")))
     async with trio.open_nursery() as n:
         await h.start(n)
-        await h.put(StafdConfigChanged(conf(ctrls("10.0.0.2")), HOSTNQN))
+        await h.put(StafdConfigChanged(stafd_config(ctrls("10.0.0.2")), HOSTNQN))
         assert h.running == {tid("10.0.0.2")} and h.stopped == [tid("10.0.0.1")]
         assert h.published_tids() == {tid("10.0.0.2")}
         n.cancel_scope.cancel()
 
 
 async def test_reload_changing_params_restarts_with_the_cached_status(autojump_clock) -> None:
-    h = Harness(conf(ctrls("10.0.0.1")))
+    h = Harness(stafd_config(ctrls("10.0.0.1")))
     t = tid("10.0.0.1")
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(status(t, "10.0.0.2"))
-        await h.put(StafdConfigChanged(conf(ctrls("10.0.0.1")), HOSTNQN))
+        await h.put(StafdConfigChanged(stafd_config(ctrls("10.0.0.1")), HOSTNQN))
         assert h.stopped == [], "an unchanged reload restarts nothing"
-        new = conf("[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1;kato=10\n")
+        new = stafd_config("[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1;kato=10\n")
         await h.put(StafdConfigChanged(new, HOSTNQN))
         assert h.stopped == [t]
         restarted = [(o, init) for s, o, init in h.started if s == t][-1]
@@ -416,12 +413,12 @@ async def test_persistence_deadline_does_not_cut_a_slow_reload(autojump_clock) -
         await trio.sleep(8)
         return ["10.0.0.8"]
 
-    h = Harness(conf(ZC + "5\n"), resolver=slow)
+    h = Harness(stafd_config(ZC + "5\n"), resolver=slow)
     m = tid("192.168.1.5")
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(MdnsServiceUp("k", m), MdnsServiceDown("k"))  # expires in 5 s
-        await h.put(StafdConfigChanged(conf(ZC + "5\n" + ctrls("array.example")), HOSTNQN))
+        await h.put(StafdConfigChanged(stafd_config(ZC + "5\n" + ctrls("array.example")), HOSTNQN))
         await trio.sleep(10)
         assert h.running == {tid("10.0.0.8")}
         n.cancel_scope.cancel()
@@ -436,7 +433,7 @@ async def test_warm_restart_publishes_cache_before_connecting(tmp_path, autojump
         DcStatus(tid=gone, origin="configured", log_pages=page),
     )
     store.save(StafdSnapshot(dcs=cached))
-    h = Harness(conf(ctrls("10.0.0.1")), store=store)
+    h = Harness(stafd_config(ctrls("10.0.0.1")), store=store)
     async with trio.open_nursery() as n:
         await h.start(n)  # the D-Bus actor starts after this: what it sees first is checked
         (dc,) = h.published.value.dcs
@@ -459,9 +456,9 @@ async def test_state_saved_after_reconcile_and_on_stop(tmp_path, autojump_clock)
     async with trio.open_nursery() as n:
         await n.start(
             lambda task_status: run_finder(
-                config=conf(ctrls("10.0.0.1")), host_nqn=HOSTNQN, inbox=receive, inbox_send=send,
-                dc_factory=factory, published=published, state_store=StateStore(path),
-                probe=refuse_all, task_status=task_status,
+                config=stafd_config(ctrls("10.0.0.1")), host_nqn=HOSTNQN, inbox=receive,
+                inbox_send=send, dc_factory=factory, published=published,
+                state_store=StateStore(path), probe=refuse_all, task_status=task_status,
             )
         )  # fmt: skip
         saved = json.loads(path.read_text())
@@ -491,7 +488,7 @@ def nbft_table(*uris: str, hostnqn_configured: bool = False) -> bytes:
 
 
 def nbft_harness(tmp_path, text: str = "", **kw) -> Harness:
-    h = Harness(conf(text), **kw)
+    h = Harness(stafd_config(text), **kw)
     h.finder.nbft_dir = tmp_path
     h.finder.iface_of = lambda hfi: {"52:54:00:00:00:01": "ens3"}.get(hfi.mac, "")
     return h
@@ -543,11 +540,11 @@ async def test_nbft_reread_on_reload(autojump_clock, tmp_path) -> None:
         await h.start(n)
         assert h.running == {tid("10.0.2.2", iface="ens3")}
         path.write_bytes(nbft_table("nvme+tcp://10.0.2.3/"))
-        await h.put(StafdConfigChanged(conf(""), HOSTNQN))
+        await h.put(StafdConfigChanged(stafd_config(""), HOSTNQN))
         assert h.running == {tid("10.0.2.3", iface="ens3")}
         assert h.stopped == [tid("10.0.2.2", iface="ens3")]
         path.unlink()
-        await h.put(StafdConfigChanged(conf(""), HOSTNQN))
+        await h.put(StafdConfigChanged(stafd_config(""), HOSTNQN))
         assert h.running == set()
         n.cancel_scope.cancel()
 
@@ -561,7 +558,7 @@ async def test_bad_nbft_is_named_once_and_changes_nothing(autojump_clock, tmp_pa
     with caplog.at_level(logging.WARNING, logger="stas.finder"):
         async with trio.open_nursery() as n:
             await h.start(n)
-            await h.put(StafdConfigChanged(conf(ctrls("10.0.0.1")), HOSTNQN))
+            await h.put(StafdConfigChanged(stafd_config(ctrls("10.0.0.1")), HOSTNQN))
             assert h.running == {tid("10.0.0.1")}
             n.cancel_scope.cancel()
     texts = [r.getMessage() for r in caplog.records]
@@ -604,10 +601,10 @@ async def test_a_slow_name_does_not_hold_up_dc_updates(autojump_clock) -> None:
         await trio.sleep(8)  # a DNS server that takes its time
         return ["10.0.0.8"]
 
-    h = Harness(conf(ctrls("10.0.0.1")), resolver=slow)
+    h = Harness(stafd_config(ctrls("10.0.0.1")), resolver=slow)
     async with trio.open_nursery() as n:
         await h.start(n)
-        reload = StafdConfigChanged(conf(ctrls("10.0.0.1", "array.example")), HOSTNQN)
+        reload = StafdConfigChanged(stafd_config(ctrls("10.0.0.1", "array.example")), HOSTNQN)
         assert await connected_published_after(h, tid("10.0.0.1"), reload) == 0
         assert h.running == {tid("10.0.0.1")}
         await trio.sleep(9)
@@ -616,10 +613,10 @@ async def test_a_slow_name_does_not_hold_up_dc_updates(autojump_clock) -> None:
 
 
 async def test_a_slow_dc_stop_does_not_hold_up_other_updates(autojump_clock) -> None:
-    h = Harness(conf(ctrls("10.0.0.1", "10.0.0.2")), cleanup=10)
+    h = Harness(stafd_config(ctrls("10.0.0.1", "10.0.0.2")), cleanup=10)
     async with trio.open_nursery() as n:
         await h.start(n)
-        reload = StafdConfigChanged(conf(ctrls("10.0.0.2")), HOSTNQN)
+        reload = StafdConfigChanged(stafd_config(ctrls("10.0.0.2")), HOSTNQN)
         assert await connected_published_after(h, tid("10.0.0.2"), reload) == 0
         assert h.published_tids() == {tid("10.0.0.2")} and h.stopped == []
         await trio.sleep(11)
@@ -628,11 +625,11 @@ async def test_a_slow_dc_stop_does_not_hold_up_other_updates(autojump_clock) -> 
 
 
 async def test_a_restart_waits_for_the_old_actors_cleanup(autojump_clock) -> None:
-    h = Harness(conf(ctrls("10.0.0.1")), cleanup=10)
+    h = Harness(stafd_config(ctrls("10.0.0.1")), cleanup=10)
     t = tid("10.0.0.1")
     async with trio.open_nursery() as n:
         await h.start(n)
-        new = conf("[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1;kato=10\n")
+        new = stafd_config("[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1;kato=10\n")
         await h.put(StafdConfigChanged(new, HOSTNQN))
         assert len(h.started) == 1, "never two actors for one DC"
         await trio.sleep(11)
@@ -645,10 +642,10 @@ async def test_slow_probes_do_not_hold_up_dc_updates(autojump_clock) -> None:
         await trio.sleep(2)  # each address times out
         raise OSError("timed out")
 
-    h = Harness(conf(ctrls("10.0.0.1")), probe=slow_probe)
+    h = Harness(stafd_config(ctrls("10.0.0.1")), probe=slow_probe)
     async with trio.open_nursery() as n:
         await h.start(n)
-        reload = StafdConfigChanged(conf(ctrls("10.0.0.1", "localhost")), HOSTNQN)
+        reload = StafdConfigChanged(stafd_config(ctrls("10.0.0.1", "localhost")), HOSTNQN)
         assert await connected_published_after(h, tid("10.0.0.1"), reload) == 0
         await trio.sleep(5)
         assert h.running == {tid("10.0.0.1"), tid("127.0.0.1")}

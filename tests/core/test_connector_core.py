@@ -22,7 +22,6 @@ from stas.actors.connector_model import (
     TellIoc,
 )
 from stas.actors.ioc import DeviceRemoved, KernelFound, WantedChanged
-from stas.config import parse_service_config
 from stas.kernel.api import KernelController, Uevent
 from stas.messages import (
     AuditDue,
@@ -36,20 +35,15 @@ from stas.messages import (
     StafdVanished,
 )
 from stas.plan import wanted_iocs
+from tests.helpers.config import stacd_config
 from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe, entry, tid
 
 DC1, DC2 = dc_tid("::1"), dc_tid("::2")
 AUDIT = "all-connections-matching-disconnect-trtypes"
 
 
-def conf(text: str = ""):
-    config, warnings = parse_service_config(text, "stacd")
-    assert warnings == []
-    return config
-
-
 def state(text: str = "", **kw) -> ConnectorState:
-    return ConnectorState(config=conf(text), host_nqn=HOSTNQN, hostid=HOSTID, **kw)
+    return ConnectorState(config=stacd_config(text), host_nqn=HOSTNQN, hostid=HOSTID, **kw)
 
 
 def kernel_io(nqn: str, device: str, traddr: str = "::1") -> KernelController:
@@ -188,7 +182,7 @@ def test_a_resync_tells_actors_what_they_missed() -> None:
 def test_boot_subsystems_on_reconfigure_are_wanted_whatever_the_log_pages_say() -> None:
     st = state()
     boot = ((tid("root"), {"kato": "30"}),)
-    _, fx = handle(st, Reconfigure(StacdConfigChanged(conf()), boot))
+    _, fx = handle(st, Reconfigure(StacdConfigChanged(stacd_config()), boot))
     (start,) = of(StartIoc, fx)
     assert start.wanted.origin == "nbft" and start.wanted.params == {"kato": "30"}
     connected(st, "root", "nvme0")

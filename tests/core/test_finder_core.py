@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stas.actors import finder_core as core
-from stas.config import parse_service_config
 from stas.messages import DcStatus, Tid
 from stas.messages_stafd import (
     AddressesResolved,
@@ -22,15 +21,10 @@ from stas.messages_stafd import (
     MdnsServiceUp,
 )
 from stas.nvme.logpage import LogPageEntry
+from tests.helpers.config import stafd_config
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
 WK = "nqn.2014-08.org.nvmexpress.discovery"
-
-
-def conf(text: str):
-    config, warnings = parse_service_config(text, "stafd")
-    assert warnings == []
-    return config
 
 
 def ctrls(*lines: str) -> str:
@@ -50,12 +44,12 @@ def of(effects: list, kind: type) -> list:
 
 
 def loaded(text: str) -> core.ConfigLoaded:
-    return core.ConfigLoaded(conf(text), HOSTNQN)
+    return core.ConfigLoaded(stafd_config(text), HOSTNQN)
 
 
 def boot(text: str, answers: dict[str, tuple[str, ...]] | None = None):
     """A state after start: config loaded, every name answered as ``answers`` says."""
-    s = core.initial_state(conf(""), HOSTNQN)
+    s = core.initial_state(stafd_config(""), HOSTNQN)
     s, effects = core.handle(s, loaded(text))
     for r in of(effects, core.ResolveAddresses):
         addrs = (answers or {}).get(r.base.traddr, (r.base.traddr,))
@@ -64,7 +58,7 @@ def boot(text: str, answers: dict[str, tuple[str, ...]] | None = None):
 
 
 def test_the_first_reconcile_waits_for_names_then_starts_the_dcs() -> None:
-    s = core.initial_state(conf(""), HOSTNQN)
+    s = core.initial_state(stafd_config(""), HOSTNQN)
     s, effects = core.handle(s, loaded(ctrls("array.example")))
     (ask,) = of(effects, core.ResolveAddresses)
     assert ask.base.traddr == "array.example"
@@ -96,7 +90,7 @@ def test_a_reload_keeps_a_resolved_entry_working_while_its_name_is_resolved_agai
 
 
 def test_several_addresses_are_probed_and_the_answering_one_is_used() -> None:
-    s = core.initial_state(conf(""), HOSTNQN)
+    s = core.initial_state(stafd_config(""), HOSTNQN)
     s, effects = core.handle(s, loaded(ctrls("array.example")))
     (ask,) = of(effects, core.ResolveAddresses)
     s, effects = core.handle(s, AddressesResolved(ask.generation, ask.base, ("10.0.0.1", "fd::1")))
@@ -158,7 +152,7 @@ def test_a_dc_wanted_again_while_it_stops_is_started_after_the_stop() -> None:
 
 
 def test_an_unknown_message_is_a_warning() -> None:
-    s = core.initial_state(conf(""), HOSTNQN)
+    s = core.initial_state(stafd_config(""), HOSTNQN)
     s2, effects = core.handle(s, 42)
     assert s2 is s
     assert effects == [core.LogLine(logging.WARNING, "finder: unexpected message 'int' ignored")]
@@ -197,7 +191,7 @@ class Model:
     """Plays the shell: executes effects like the supervisor would, answers runners late."""
 
     def __init__(self) -> None:
-        self.state = core.initial_state(conf(""), HOSTNQN)
+        self.state = core.initial_state(stafd_config(""), HOSTNQN)
         self.alive: set[Tid] = set()
         self.pending: list[object] = []  # runner answers not delivered yet
         self.now = 0.0

@@ -7,24 +7,18 @@ import logging
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stas.config import parse_service_config
 from stas.kernel.api import KernelController
 from stas.kernel.options import InvalidOption
 from stas.messages import IocStatus, IocWanted, Tid
 from stas.plan import KernelIndex, connect_request, decide, format_plan, wanted_iocs
+from tests.helpers.config import stacd_config
 from tests.helpers.entries import HOSTID, HOSTNQN, WK, dc_tid, dlpe, tid
 
 DC1 = dc_tid("::1")
 DC2 = dc_tid("192.168.1.2", host_traddr="192.168.1.1", host_iface="eth0")
 
 
-def conf(text: str = ""):
-    config, warnings = parse_service_config(text, "stacd")
-    assert warnings == []
-    return config
-
-
-CONF = conf()
+CONF = stacd_config()
 
 
 def io(tid: Tid, device: str, **kw) -> KernelController:
@@ -46,7 +40,7 @@ def ioc(nqn: str, traddr: str = "::1") -> Tid:
 
 def test_discovered_iocs_inherit_the_dc_host_side() -> None:
     w = wanted_iocs(
-        config=conf(),
+        config=stacd_config(),
         log_pages={
             DC2: [dlpe("vol", "192.168.1.9"), dlpe("ref", "192.168.1.3", subtype="referral")]
         },
@@ -56,19 +50,26 @@ def test_discovered_iocs_inherit_the_dc_host_side() -> None:
     assert tid == Tid("tcp", "192.168.1.9", "4420", "vol", "192.168.1.1", "eth0", HOSTNQN)
     assert w[tid].origin == "discovered" and w[tid].dcs == (DC2,)
     w = wanted_iocs(
-        config=conf(), log_pages={DC2: [dlpe("vol", "192.168.1.9")]}, host_nqn="", ignore_iface=True
+        config=stacd_config(),
+        log_pages={DC2: [dlpe("vol", "192.168.1.9")]},
+        host_nqn="",
+        ignore_iface=True,
     )
     assert next(iter(w)).host_iface == ""
 
 
 def test_ncc_from_eflags_and_every_listing_dc() -> None:
-    one = wanted_iocs(config=conf(), log_pages={DC1: [dlpe("a", eflags="4")]}, host_nqn=HOSTNQN)
+    one = wanted_iocs(
+        config=stacd_config(), log_pages={DC1: [dlpe("a", eflags="4")]}, host_nqn=HOSTNQN
+    )
     assert one[ioc("a")].ncc
-    other_bits = wanted_iocs(config=conf(), log_pages={DC1: [dlpe("a", eflags="3")]}, host_nqn="")
+    other_bits = wanted_iocs(
+        config=stacd_config(), log_pages={DC1: [dlpe("a", eflags="3")]}, host_nqn=""
+    )
     assert not other_bits[ioc("a")].ncc
     dc1b = Tid("tcp", "::2", "8009", WK, "", "", HOSTNQN)
     both = wanted_iocs(
-        config=conf(),
+        config=stacd_config(),
         log_pages={DC1: [dlpe("a", eflags="4")], dc1b: [dlpe("a", eflags="0")]},
         host_nqn=HOSTNQN,
     )
@@ -76,7 +77,7 @@ def test_ncc_from_eflags_and_every_listing_dc() -> None:
 
 
 def test_configured_wins_and_exclusion_wins_over_all() -> None:
-    config = conf(
+    config = stacd_config(
         "[Controllers]\n"
         "controller=transport=tcp;traddr=::1;trsvcid=4420;nqn=a;kato=5\n"
         "exclude=nqn=b\n"
@@ -98,12 +99,14 @@ def test_invalid_entries_are_skipped_and_logged_once(caplog) -> None:
             dlpe("fine"),
         ]
     }
-    assert list(wanted_iocs(config=conf(), log_pages=pages, host_nqn=HOSTNQN)) == [ioc("fine")]
+    assert list(wanted_iocs(config=stacd_config(), log_pages=pages, host_nqn=HOSTNQN)) == [
+        ioc("fine")
+    ]
     assert len(caplog.messages) == 5 and "'1.2.3.4,x'" in " ".join(caplog.messages)
 
 
 def test_ip_family_filter() -> None:
-    config = conf("[Global]\nip-family=ipv4\n")
+    config = stacd_config("[Global]\nip-family=ipv4\n")
     pages = {DC1: [dlpe("six"), dlpe("four", traddr="10.0.0.1")]}
     assert [t.subsysnqn for t in wanted_iocs(config=config, log_pages=pages, host_nqn="")] == [
         "four"
@@ -146,7 +149,7 @@ def test_any_dlpe_is_skipped_or_becomes_a_valid_request(d: dict[str, str], dc: T
 
 
 def test_connect_request_global_and_overrides() -> None:
-    config = conf(
+    config = stacd_config(
         "[Global]\nkato=20\nqueue-size=64\n[Controllers]\n"
         "controller=transport=tcp;traddr=::1;trsvcid=4420;nqn=a;kato=5;data-digest=true\n"
     )
@@ -210,7 +213,7 @@ def test_scope_no_disconnect() -> None:
 
 
 def test_removal_reasons_name_config_and_exclusion() -> None:
-    config = conf("[Controllers]\nexclude=nqn=a\n")
+    config = stacd_config("[Controllers]\nexclude=nqn=a\n")
     current = {
         ioc("a"): status(ioc("a"), "nvme0"),
         ioc("b"): status(ioc("b"), "nvme1", "configured"),
@@ -231,7 +234,7 @@ def test_kernel_index_finds_by_subsystem() -> None:
 
 
 def test_plan_text_for_a_mixed_case() -> None:
-    config = conf(
+    config = stacd_config(
         "[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.9;trsvcid=4420;nqn=vol\n"
         "[I/O controller connection management]\n"
         "disconnect-scope=all-connections-matching-disconnect-trtypes\n"

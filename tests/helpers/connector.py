@@ -11,17 +11,11 @@ from trio_util import AsyncValue
 
 from stas.actors.connector import Connector
 from stas.actors.ioc import IocSettings
-from stas.config import ServiceConfig, parse_service_config
+from stas.config import ServiceConfig
 from stas.kernel.fake import FakeKernel
 from stas.messages import StacdSnapshot
+from tests.helpers.config import stacd_config
 from tests.helpers.entries import HOSTID, HOSTNQN
-
-
-def stacd_config(text: str = "") -> ServiceConfig:
-    """stacd.conf ``text`` parsed; a test's config must not warn."""
-    config, warnings = parse_service_config(text, "stacd")
-    assert warnings == [], warnings
-    return config
 
 
 class ConnectorHarness:

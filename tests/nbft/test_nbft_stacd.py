@@ -14,11 +14,11 @@ import nbft_gen as gen
 import trio
 import trio.testing
 
-from stas.config import parse_service_config
 from stas.kernel.fake import FakeKernel
 from stas.messages import DcLogPages, StacdConfigChanged
 from stas.nbft import boot_subsystems, boot_subsystems_reader, parse_nbft
 from stas.plan import decide, wanted_iocs
+from tests.helpers.config import stacd_config
 from tests.helpers.connector import ConnectorHarness
 from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe
 
@@ -44,12 +44,6 @@ def write_table(directory: Path, t: gen.Table | None = None) -> Path:
     return directory
 
 
-def conf(text: str = ""):
-    config, warnings = parse_service_config(text, "stacd")
-    assert warnings == []
-    return config
-
-
 def external(kernel: FakeKernel, nqn: str):
     return kernel.add_external(
         transport="tcp", traddr="::1", trsvcid="4420", subsysnqn=nqn, hostnqn=HOSTNQN,
@@ -62,7 +56,7 @@ class Harness(ConnectorHarness):
 
     def __init__(self, tmp: Path, config_text: str = "", kernel: FakeKernel | None = None):
         super().__init__(
-            conf(config_text),
+            stacd_config(config_text),
             kernel,
             inbox=1000,
             audit_settle=1.0,
@@ -115,7 +109,9 @@ async def test_boot_subsystem_survives_exclusion_and_reload(autojump_clock, tmp_
         await h.start(n)
         await h.put(DcLogPages(DC1, (dlpe("other"),)))
         other_dev = h.status("other").device
-        excluded = conf(f"[Controllers]\nexclude=subsysnqn={BOOT}\nexclude=subsysnqn=other\n")
+        excluded = stacd_config(
+            f"[Controllers]\nexclude=subsysnqn={BOOT}\nexclude=subsysnqn=other\n"
+        )
         await h.put(StacdConfigChanged(excluded, HOSTNQN, HOSTID))
         assert kernel.disconnect_log == [other_dev]
         assert h.status(BOOT).connected and h.status(BOOT).origin == "nbft"
@@ -150,7 +146,7 @@ async def test_missing_boot_connection_is_made_with_the_firmware_digest(
 def test_plan_shows_boot_subsystem_and_never_disconnects_it() -> None:
     t = parse_nbft(gen.build(table()))
     boot = boot_subsystems(t, host_nqn=HOSTNQN, iface_of=lambda h: "")
-    config = conf(f"[Controllers]\nexclude=subsysnqn={BOOT}\n")
+    config = stacd_config(f"[Controllers]\nexclude=subsysnqn={BOOT}\n")
     wanted = wanted_iocs(config=config, log_pages={}, host_nqn=HOSTNQN, boot=boot)
     (tid,) = wanted
     assert wanted[tid].origin == "nbft" and wanted[tid].params == {"hdr-digest": "true"}

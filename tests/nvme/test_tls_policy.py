@@ -8,7 +8,7 @@ import pytest
 
 from stas.actors.dc import connection_params
 from stas.actors.dc_backend import UserspaceBackend
-from stas.config import ServiceConfig, parse_service_config
+from stas.config import parse_service_config
 from stas.kernel.options import InvalidOption
 from stas.messages import Dlpe, IocWanted, Tid
 from stas.messages_stacd import treq_number
@@ -18,6 +18,7 @@ from stas.nvme.logpage import LogPageEntry
 from stas.nvme.tls_psk import ConfiguredPsk, format_interchange
 from stas.plan import connect_request
 from stas.tls_policy import USERSPACE_REFUSAL, dlpe_requires_tls, tls_fields
+from tests.helpers.config import stacd_config
 
 PSK = format_interchange(ConfiguredPsk(bytes(range(32)), 1))
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:7a1c0000-0000-4000-8000-0000000071a1"
@@ -98,28 +99,22 @@ def test_stacds_typed_entry_decides_by_its_fields_not_a_dict() -> None:
         tls_fields({}, "tcp", tls12)
     parsed = Dlpe.parse(dlpe(1, 2))
     assert parsed is not None and (parsed.treq, parsed.sectype) == (1, "tls1.3")
-    req = connect_request(IocWanted(TID, "discovered", dcs=(TID,)), _config(), "", parsed)
+    req = connect_request(IocWanted(TID, "discovered", dcs=(TID,)), stacd_config(), "", parsed)
     assert req.tls and req.option_string().endswith(",tls")
     offered = Dlpe.parse(dlpe(2, 2))
     assert offered is not None and tls_fields({}, "tcp", offered)["tls"] is False
 
 
-def _config(text: str = "") -> ServiceConfig:
-    config, warnings = parse_service_config(text, "stacd")
-    assert warnings == []
-    return config
-
-
 def test_stacd_connects_a_tls_required_entry_with_tls() -> None:
     w = IocWanted(TID, "discovered", dcs=(TID,))
-    req = connect_request(w, _config(), "", dlpe(1, 2))
+    req = connect_request(w, stacd_config(), "", dlpe(1, 2))
     assert req.tls and req.option_string().endswith(",tls")
-    plain = connect_request(w, _config(), "", dlpe(0, 0))
+    plain = connect_request(w, stacd_config(), "", dlpe(0, 0))
     assert not plain.tls and "tls" not in plain.option_string().split(",")
 
 
 def test_stacd_tls_from_global_and_per_controller() -> None:
-    config = _config(f"[Global]\ntls=true\ntls-key={PSK}\nkeyring=.nvme\n")
+    config = stacd_config(f"[Global]\ntls=true\ntls-key={PSK}\nkeyring=.nvme\n")
     req = connect_request(IocWanted(TID, "discovered"), config, "")
     assert (req.tls, req.tls_key, req.keyring) == (True, PSK, ".nvme")
     assert PSK not in req.option_string()
@@ -163,7 +158,7 @@ async def test_the_connector_honours_the_entrys_treq_and_tsas(autojump_clock: ob
     kernel = FakeKernel()
     published = AsyncValue(StacdSnapshot())
     connector = Connector(
-        config=_config(), host_nqn=HOSTNQN, hostid=HOSTID, kernel=kernel,
+        config=stacd_config(), host_nqn=HOSTNQN, hostid=HOSTID, kernel=kernel,
         published=published, settings=IocSettings(jitter=0.0),
     )  # fmt: skip
     entries = (
