@@ -12,6 +12,7 @@ from jeepney import MatchRule, Message
 
 from stas.dbus.connection import BusConnection, open_bus
 from stas.dbus.testbus import dbus_daemon_path, private_bus
+from tests.helpers.config import host_files
 from tests.helpers.e2e import HOSTID, HOSTNQN, World
 
 
@@ -48,14 +49,8 @@ def bus_address(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def world(tmp_path: Path, bus_address: str) -> Iterator[World]:
     """A directory with host files and sys.conf, an environment pointing at the private bus,
     and a list of started processes that are stopped (last first) after the test."""
-    (tmp_path / "hostnqn").write_text(HOSTNQN + "\n")
-    (tmp_path / "hostid").write_text(HOSTID + "\n")
-    (tmp_path / "sys.conf").write_text(
-        f"[Host]\nnqn=file://{tmp_path}/hostnqn\nid=file://{tmp_path}/hostid\n"
-    )
-    env = dict(
-        os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus_address, STAS_SYS_CONF=str(tmp_path / "sys.conf")
-    )
+    sys_conf = host_files(tmp_path, HOSTNQN, HOSTID)
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus_address, STAS_SYS_CONF=str(sys_conf))
     env.pop("NOTIFY_SOCKET", None)
     env.pop("WATCHDOG_USEC", None)
     w = World(tmp_path, env, bus_address)

@@ -90,6 +90,18 @@ class Faults:
             await trio.sleep(0.01)
 
 
+class CrashInjected:
+    """Mixed into a daemon class (``class CrashableStafd(CrashInjected, Stafd)``): its
+    supervision tree runs under ``faults``, so a test can crash any child."""
+
+    def __init__(self, *args: Any, faults: Faults) -> None:
+        super().__init__(*args)
+        self.faults = faults
+
+    def supervision_tree(self) -> Tree:
+        return self.faults.wrap(super().supervision_tree())  # type: ignore[misc]
+
+
 async def call_time_stopped(service: Any, bus: str, method: str, *args: Any) -> Any:
     """One D-Bus call to ``service`` from a thread, with virtual time stopped meanwhile."""
 

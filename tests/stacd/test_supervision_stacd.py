@@ -24,15 +24,16 @@ import trio.testing
 
 import stas.actors.connector
 import stas.stacd
-from stas.actors.tree import Tree
 from stas.dbus.idl import STACD
 from stas.dbus.trio_client import open_stafd_client
 from stas.logsetup import TronControl
 from stas.messages import Tid
 from stas.sdnotify import Notifier
 from stas.stacd import Stacd, StacdOptions
+from tests.helpers.config import host_files
 from tests.helpers.dbus_actors import HOSTNQN, seed_dc, serve, snapshot
 from tests.helpers.supervision import (
+    CrashInjected,
     Faults,
     Injected,
     call_time_stopped,
@@ -45,25 +46,18 @@ IOCS = 5  # 2 configured + 3 from stafd's page
 CONFIGURED_A = Tid("tcp", "192.0.2.10", "4420", "nqn.io.a", host_nqn=HOSTNQN)
 
 
-class CrashableStacd(Stacd):
-    def __init__(self, *args: Any, faults: Faults) -> None:
-        super().__init__(*args)
-        self.faults = faults
-
-    def supervision_tree(self) -> Tree:
-        return self.faults.wrap(super().supervision_tree())
+class CrashableStacd(CrashInjected, Stacd):
+    pass
 
 
 def options(tmp: Path, bus: str) -> StacdOptions:
-    (tmp / "hostnqn").write_text(HOSTNQN + "\n")
-    (tmp / "hostid").write_text(HOSTID + "\n")
-    (tmp / "sys.conf").write_text(f"[Host]\nnqn=file://{tmp}/hostnqn\nid=file://{tmp}/hostid\n")
+    sys_conf = host_files(tmp, HOSTNQN, HOSTID)
     (tmp / "stacd.conf").write_text(
         "[Controllers]\n"
         "controller=transport=tcp;traddr=192.0.2.10;trsvcid=4420;subsysnqn=nqn.io.a\n"
         "controller=transport=tcp;traddr=192.0.2.11;trsvcid=4420;subsysnqn=nqn.io.b\n"
     )
-    return StacdOptions(str(tmp / "stacd.conf"), str(tmp / "sys.conf"), kernel="fake",
+    return StacdOptions(str(tmp / "stacd.conf"), str(sys_conf), kernel="fake",
                         bus_address=bus)  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from stas.messages import IocStatus, StacdSnapshot, Tid
 from stas.sdnotify import Notifier
 from stas.stacd import Stacd, StacdOptions
 from stas.stafd import Stafd, StafdOptions
+from tests.helpers.config import host_files
 from tests.helpers.dbus_actors import HOSTNQN, Tron, ctl, seed_dc, serve, snapshot
 
 HOSTID = "0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
@@ -92,17 +93,9 @@ async def test_ioc_details_have_upstreams_keys(bus_address, nursery, capsys, fak
     assert row["retry connect timer"] == "60.0s [off]" and row["dlpe"] == "{}"
 
 
-def host_files(tmp: Path) -> Path:
-    (tmp / "hostnqn").write_text(HOSTNQN + "\n")
-    (tmp / "hostid").write_text(HOSTID + "\n")
-    conf = tmp / "sys.conf"
-    conf.write_text(f"[Host]\nnqn=file://{tmp}/hostnqn\nid=file://{tmp}/hostid\n")
-    return conf
-
-
 def test_stafd_process_info_has_upstreams_keys(tmp_path: Path) -> None:
     (tmp_path / "stafd.conf").write_text("[Service Discovery]\nzeroconf=disabled\n")
-    opts = StafdOptions(str(tmp_path / "stafd.conf"), str(host_files(tmp_path)),
+    opts = StafdOptions(str(tmp_path / "stafd.conf"), str(host_files(tmp_path, HOSTNQN, HOSTID)),
                         str(tmp_path / "state"))  # fmt: skip
     info = Stafd(opts, TronControl(logging.getLogger("test.parity")), Notifier()).info()
     assert info["config soak timer"] == "0.0s [off]"
@@ -116,7 +109,9 @@ def test_stafd_process_info_has_upstreams_keys(tmp_path: Path) -> None:
 
 def test_stacd_process_info_has_upstreams_keys(tmp_path: Path) -> None:
     (tmp_path / "stacd.conf").write_text("")
-    opts = StacdOptions(str(tmp_path / "stacd.conf"), str(host_files(tmp_path)), kernel="fake")
+    opts = StacdOptions(
+        str(tmp_path / "stacd.conf"), str(host_files(tmp_path, HOSTNQN, HOSTID)), kernel="fake"
+    )
     info = Stacd(opts, TronControl(logging.getLogger("test.parity")), Notifier()).info()
     assert info["last known config file"] == ""
     assert info["config soak timer"] == "0.0s [off]"

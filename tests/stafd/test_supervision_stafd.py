@@ -36,7 +36,9 @@ from stas.messages import MdnsServiceUp, Tid
 from stas.nvme.logpage import DiscoveryLogPage, LogPageEntry
 from stas.sdnotify import Notifier
 from stas.stafd import Stafd, StafdOptions, run_stafd
+from tests.helpers.config import host_files
 from tests.helpers.supervision import (
+    CrashInjected,
     Faults,
     Injected,
     call_time_stopped,
@@ -98,26 +100,19 @@ class Backend:
         yield self.conns[tid]
 
 
-class CrashableStafd(Stafd):
-    def __init__(self, *args: Any, faults: Faults) -> None:
-        super().__init__(*args)
-        self.faults = faults
-
-    def supervision_tree(self) -> Tree:
-        return self.faults.wrap(super().supervision_tree())
+class CrashableStafd(CrashInjected, Stafd):
+    pass
 
 
 def options(tmp: Path, zeroconf: bool = True) -> StafdOptions:
-    (tmp / "hostnqn").write_text(HOSTNQN + "\n")
-    (tmp / "hostid").write_text(HOSTID + "\n")
-    (tmp / "sys.conf").write_text(f"[Host]\nnqn=file://{tmp}/hostnqn\nid=file://{tmp}/hostid\n")
+    sys_conf = host_files(tmp, HOSTNQN, HOSTID)
     (tmp / "stafd.conf").write_text(
         f"[Service Discovery]\nzeroconf={'enabled' if zeroconf else 'disabled'}\n"
         "[Controllers]\ncontroller=transport=tcp;traddr=192.0.2.1\n"
         "controller=transport=tcp;traddr=192.0.2.2\n"
     )
     (tmp / "state").mkdir(exist_ok=True)
-    return StafdOptions(str(tmp / "stafd.conf"), str(tmp / "sys.conf"), str(tmp / "state"),
+    return StafdOptions(str(tmp / "stafd.conf"), str(sys_conf), str(tmp / "state"),
                         nbft_dir=None, nvme_dir=None)  # fmt: skip
 
 
