@@ -102,6 +102,9 @@ def stafd_main(argv: Sequence[str] | None = None) -> int:
         print(f"nvme-stas {__version__}")
         print(f"libnvme {_libnvme_version()}")
         return 0
+    from stas.kernel.thp import disable_thp
+
+    disable_thp()  # before the modules fill the heap (issue 8's RSS; stas.kernel.thp)
     from stas.logsetup import setup_logging
 
     tron = setup_logging("stafd", syslog=args.syslog, tron=args.tron)
@@ -146,6 +149,9 @@ def stacd_main(argv: Sequence[str] | None = None) -> int:
     if args.version:
         print(f"nvme-stas {__version__}")
         return 0
+    from stas.kernel.thp import disable_thp
+
+    disable_thp()  # before the modules fill the heap (issue 8's RSS; stas.kernel.thp)
     from stas.logsetup import setup_logging
 
     tron = setup_logging("stacd", syslog=args.syslog, tron=args.tron)
