@@ -24,13 +24,7 @@ from stas.state import (
     note_upstream_state,
 )
 from tests.helpers.entries import WK, dc_tid, log_entry
-
-printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E))
-
-
-def uint(bits: int) -> st.SearchStrategy[int]:
-    return st.integers(0, (1 << bits) - 1)
-
+from tests.helpers.wire import uint
 
 entries = st.builds(
     LogPageEntry,

@@ -10,27 +10,7 @@ from hypothesis import strategies as st
 
 from stas.nvme import commands as c
 from stas.nvme.errors import ProtocolError
-
-
-def u8(buf: bytes, off: int) -> int:
-    return buf[off]
-
-
-def u16(buf: bytes, off: int) -> int:
-    return struct.unpack_from("<H", buf, off)[0]
-
-
-def u32(buf: bytes, off: int) -> int:
-    return struct.unpack_from("<I", buf, off)[0]
-
-
-def u64(buf: bytes, off: int) -> int:
-    return struct.unpack_from("<Q", buf, off)[0]
-
-
-def uint(bits: int) -> st.SearchStrategy[int]:
-    return st.integers(0, (1 << bits) - 1)
-
+from tests.helpers.wire import patched, u16, u32, u64, uint
 
 sqes = st.builds(
     c.Sqe,
@@ -470,18 +450,9 @@ def test_connect_data_decode_rejects_bad_input() -> None:
         c.ConnectData.decode(bytes(bad))
 
 
-def patched(base: bytes) -> st.SearchStrategy[bytes]:
-    """``base`` with a random stretch overwritten: hits both the good and the bad paths."""
-
-    def apply(args: tuple[int, bytes]) -> bytes:
-        off, patch = args
-        return (base[:off] + patch + base[off + len(patch) :])[: len(base)]
-
-    return st.tuples(st.integers(0, len(base) - 1), st.binary(max_size=300)).map(apply)
-
-
 @given(
-    patched(c.ConnectData(HOSTID, 0xFFFF, DISC_NQN, HOSTNQN).encode()) | st.binary(max_size=1100)
+    patched(c.ConnectData(HOSTID, 0xFFFF, DISC_NQN, HOSTNQN).encode(), 300)
+    | st.binary(max_size=1100)
 )
 def test_connect_data_decode_arbitrary_bytes(buf: bytes) -> None:
     try:

@@ -19,21 +19,10 @@ from stas.nvme.dim import (
 )
 from stas.nvme.errors import ProtocolError
 from stas.nvme.logpage import AdrFam, TrType
+from tests.helpers.wire import printable, u16, u32, u64
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001"
 HOSTID = bytes(range(16))
-
-
-def u16(b: bytes, off: int) -> int:
-    return int.from_bytes(b[off : off + 2], "little")
-
-
-def u32(b: bytes, off: int) -> int:
-    return int.from_bytes(b[off : off + 4], "little")
-
-
-def u64(b: bytes, off: int) -> int:
-    return int.from_bytes(b[off : off + 8], "little")
 
 
 def registration(symname: str | None = None, **kw: object) -> DimData:
@@ -218,8 +207,6 @@ def test_unknown_attribute_types_are_skipped() -> None:
 
 
 # --- properties ---------------------------------------------------------------------------------
-
-printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E))
 
 
 def text(max_size: int, min_size: int = 0) -> st.SearchStrategy[str]:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from stas.nvme import commands as c
 from stas.nvme import identify as i
 from stas.nvme.errors import ProtocolError
+from tests.helpers.wire import patched
 
 
 def uint(nbytes: int) -> st.SearchStrategy[int]:
@@ -149,17 +150,7 @@ def test_decode_rejects_wrong_size_and_non_ascii() -> None:
         i.IdentifyController.decode(bytes(b))
 
 
-def patched(base: bytes) -> st.SearchStrategy[bytes]:
-    """``base`` with a random stretch overwritten: hits both the good and the bad paths."""
-
-    def apply(args: tuple[int, bytes]) -> bytes:
-        off, patch = args
-        return (base[:off] + patch + base[off + len(patch) :])[: len(base)]
-
-    return st.tuples(st.integers(0, len(base) - 1), st.binary(max_size=600)).map(apply)
-
-
-@given(patched(SAMPLE.encode()) | st.binary(max_size=5000))
+@given(patched(SAMPLE.encode(), 600) | st.binary(max_size=5000))
 def test_decode_arbitrary_bytes(buf: bytes) -> None:
     try:
         ident = i.IdentifyController.decode(buf)

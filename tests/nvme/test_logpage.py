@@ -31,23 +31,12 @@ from stas.nvme.logpage import (
 from tests.helpers.entries import dlpe as dlpe_of
 from tests.helpers.entries import log_entry
 from tests.helpers.sim import DELL
+from tests.helpers.wire import printable, u16, u32, u64, uint
 
 
 def entry(subnqn: str = "klingons", **kw: object) -> LogPageEntry:
     """The seed's NVM subsystem entry on [::1]:8009; ``kw`` overrides any field."""
     return attrs.evolve(log_entry(subnqn, trsvcid="8009"), **kw)
-
-
-def u16(b: bytes, off: int) -> int:
-    return int.from_bytes(b[off : off + 2], "little")
-
-
-def u32(b: bytes, off: int) -> int:
-    return int.from_bytes(b[off : off + 4], "little")
-
-
-def u64(b: bytes, off: int) -> int:
-    return int.from_bytes(b[off : off + 8], "little")
 
 
 def page_bytes(numrec: int, body: bytes = b"", *, dlpf: int = 0, tdlpl: int = 0) -> bytes:
@@ -362,15 +351,9 @@ def test_tdlpl_bounds_the_walk() -> None:
 
 # --- properties ---------------------------------------------------------------------------------
 
-printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E))
-
 
 def text(max_size: int) -> st.SearchStrategy[str]:
     return printable.filter(lambda s: not s.endswith(" ")).map(lambda s: s[:max_size])
-
-
-def uint(bits: int) -> st.SearchStrategy[int]:
-    return st.integers(0, (1 << bits) - 1)
 
 
 ext_attrs = st.lists(
