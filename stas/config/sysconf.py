@@ -89,14 +89,22 @@ def _read_host_file(path: str) -> str:
     if data is None:
         raise ValueError(f"{path} does not exist")
     try:
-        text = data.decode("utf-8").removeprefix(BOM)
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not UTF-8 text") from None
-    lines = text.splitlines()
-    words = lines[0].split() if lines else []
-    if not words:
+    word = host_file_word(text)
+    if word is None:
         raise ValueError(f"{path} is empty")
-    return words[0]
+    return word
+
+
+def host_file_word(text: str) -> str | None:
+    """What a daemon takes from a host file's text: the first word of its first line (as
+    upstream reads /etc/nvme/hostnqn); ``None`` if there is none. Shared with stasadm's check
+    so that what it writes with ``-f`` is what is read back."""
+    lines = text.removeprefix(BOM).splitlines()
+    words = lines[0].split() if lines else []
+    return words[0] if words else None
 
 
 def _resolve(key: str, raw: str, explicit: bool, problems: list[str]) -> str | None:
@@ -274,6 +282,22 @@ def check_sys_value(key: str, value: str | None) -> None:
         _CHECKS[key](value)
     except checks.BadValue as e:
         raise ConfigError(f"{key}: value {_shown(key, value)}: {e}") from None
+
+
+def check_file_value(key: str, value: str) -> None:
+    """ConfigError unless ``value``, written alone to a host file (stasadm ``-f FILE``), is
+    read back whole: the daemons take only the file's first word, so ``rack 7`` would silently
+    become ``rack``. Refused at write time, since the reading is upstream's and stays."""
+    check_sys_value(key, value)
+    read_back = host_file_word(value + "\n")
+    if read_back == value:
+        return
+    got = "nothing" if read_back is None else _shown(key, read_back)
+    raise ConfigError(
+        f"{key}: value {_shown(key, value)} contains whitespace, and the daemons read only the"
+        f" first word of a -f file (as upstream): they would read {got}; choose a value"
+        " without spaces, or store it in sys.conf itself (without -f)"
+    )
 
 
 def set_sys_option(path: str | os.PathLike[str], key: str, value: str | None) -> None:

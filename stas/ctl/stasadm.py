@@ -59,13 +59,14 @@ def _set(conf: str, key: str, value: str | None) -> None:
         raise StasadmError(str(exc)) from exc
 
 
-def _check(key: str, value: str) -> None:
-    """StasadmError unless sys.conf can hold ``value`` for ``key``."""
+def _check(key: str, value: str, *, in_file: bool = False) -> None:
+    """StasadmError unless sys.conf (or with ``in_file`` a ``-f`` file, read back as its first
+    word only) can hold ``value`` for ``key``."""
     from stas.config import ConfigError
-    from stas.config.sysconf import check_sys_value
+    from stas.config.sysconf import check_file_value, check_sys_value
 
     try:
-        check_sys_value(key, value)
+        (check_file_value if in_file else check_sys_value)(key, value)
     except ConfigError as exc:
         raise StasadmError(str(exc)) from exc
 
@@ -77,7 +78,7 @@ def save(conf: str, key: str, value: str, file: str | None) -> None:
     sys.conf entry that cannot be made.
     """
     if file:
-        _check(key, value)  # the file gets only what sys.conf itself would take
+        _check(key, value, in_file=True)  # only what sys.conf takes and the file reads back
         target = os.path.abspath(file)
         try:
             _check(key, f"file://{target}")

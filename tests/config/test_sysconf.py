@@ -317,6 +317,44 @@ def test_what_can_be_written_is_what_the_daemons_read(key: str, value: str) -> N
     assert not [p for p in config.problems if p.startswith((label + " ", label + ":"))]
 
 
+@given(
+    st.sampled_from(sysconf.SYS_KEYS),
+    st.one_of(
+        st.text(st.sampled_from("ab é#;\t\n\x1c\u3000"), min_size=1, max_size=8),
+        st.text(min_size=1, max_size=40),
+        st.sampled_from([HOSTNQN, HOSTID, "rack 7", "rack  7", "a b c"]),
+    ),
+)
+def test_a_file_value_is_refused_exactly_when_its_file_would_cut_it(key: str, value: str) -> None:
+    """stasadm -f FILE: check_file_value takes a value sys.conf takes iff the daemons, reading
+    the written file (its first word only), get that value back whole."""
+    try:
+        sysconf.check_sys_value(key, value)
+    except ConfigError:
+        with pytest.raises(ConfigError):
+            sysconf.check_file_value(key, value)
+        return
+    if value.lower().startswith("file://"):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "value").write_text(value + "\n", encoding="utf-8")
+        read_back = sysconf._read_host_file(f"{tmp}/value")
+    try:
+        sysconf.check_file_value(key, value)
+    except ConfigError as e:
+        assert read_back != value
+        assert repr(value) in str(e) and "whitespace" in str(e) and repr(read_back) in str(e)
+    else:
+        assert read_back == value
+
+
+def test_a_value_with_a_space_is_refused_for_a_file_not_for_sys_conf() -> None:
+    sysconf.check_sys_value("symname", "rack 7")  # sys.conf keeps the whole line
+    with pytest.raises(ConfigError, match=r"symname: value 'rack 7' contains whitespace.*'rack'"):
+        sysconf.check_file_value("symname", "rack 7")
+    sysconf.check_file_value("symname", "rack7")
+
+
 def test_set_sys_option_unreadable_path_is_a_config_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")

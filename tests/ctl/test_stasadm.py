@@ -184,3 +184,33 @@ def test_set_symname_to_a_file_checks_the_value_first(tmp_path) -> None:
     assert main(["-c", str(conf), "set-symname", "-f", str(good), "héllo"]) == 0
     assert good.read_text(encoding="utf-8") == "héllo\n"
     assert load_sys_config(str(conf)).symname == "héllo"
+
+
+def test_set_symname_with_a_space_to_a_file_is_refused(tmp_path: Path, capsys) -> None:
+    """The daemons read only a -f file's first word (as upstream): "rack 7" would silently be
+    "rack", so it is refused before anything is written, in one line, exit 1."""
+    conf, name_file = tmp_path / "sys.conf", tmp_path / "symname"
+    rc = stasadm.main(["-c", str(conf), "set-symname", "-f", str(name_file), "rack 7"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("stasadm: symname: value 'rack 7' contains whitespace")
+    assert "would read 'rack'" in err and "without -f" in err
+    assert not name_file.exists() and not conf.exists()
+
+
+@pytest.mark.parametrize("cmd", ["hostnqn", "hostid", "set-symname"])
+def test_no_command_writes_a_file_value_the_daemons_would_cut(
+    tmp_path: Path, monkeypatch, capsys, cmd: str
+) -> None:
+    """Every command taking -f: a value with whitespace (however it came to be) is refused and
+    nothing is written, while sys.conf without -f keeps the symname whole."""
+    import uuid
+
+    spaced = "4b4c4c45-0044-4d10 8033-b4c04f4e5a31"
+    monkeypatch.setattr(stasadm, "derive_host_uuid", lambda: spaced)
+    monkeypatch.setattr(uuid, "uuid4", lambda: spaced)
+    conf, target = tmp_path / "sys.conf", tmp_path / "value"
+    argv = ["-c", str(conf), cmd, "-f", str(target)] + (["a b"] if cmd == "set-symname" else [])
+    assert stasadm.main(argv) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not target.exists() and not conf.exists()
