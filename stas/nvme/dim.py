@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Self
 import attrs
 
 from stas.nvme.errors import ProtocolError
-from stas.nvme.hostid import SYMNAME_MAX, symname_problem
+from stas.nvme.hostid import symname_problem
 from stas.nvme.logpage import (
     ENTRY_SIZE,
     EXT_ENTRY_MIN,
@@ -96,20 +96,18 @@ def check_symname(value: str) -> None:
 
 
 def read_symname(raw: bytes, where: str) -> str:
-    """The Symbolic Name attribute's value: UTF-8, NUL or trailing spaces end it."""
+    """The Symbolic Name attribute's value: UTF-8, NUL or trailing spaces end it, and checked
+    by the one symname rule (``symname_problem``) that what we send is checked by."""
     end = raw.find(b"\0")
     raw = (raw if end < 0 else raw[:end]).rstrip(b" ")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"{where}: symbolic name is not UTF-8 (byte {exc.start})") from None
-    if not text.isprintable():
-        bad = next(c for c in text if not c.isprintable())
-        raise ProtocolError(
-            f"{where}: symbolic name contains non-printable character 0x{ord(bad):02x}"
-        )
-    if len(raw) > SYMNAME_MAX:
-        raise ProtocolError(f"{where}: symbolic name is {len(raw)} bytes, more than {SYMNAME_MAX}")
+    problem = symname_problem(text)
+    if problem is not None:
+        shown = repr(text[:48]) + ("..." if len(text) > 48 else "")
+        raise ProtocolError(f"{where}: symbolic name {shown}: {problem}")
     return text
 
 

@@ -16,6 +16,7 @@ from stas.nvme.dim import (
     DimHostEntry,
     check_symname,
     host_registration,
+    read_symname,
 )
 from stas.nvme.errors import ProtocolError
 from stas.nvme.logpage import AdrFam, TrType
@@ -187,7 +188,10 @@ DIE = 1024
         (tamper(GOOD, DIE + 1052, "<H", 1), "attribute 1 repeats type 1"),
         (tamper(GOOD, DIE + 1032, "<H", 9), "the Host ID attribute is missing"),
         (tamper(GOOD, DIE + 1056, "<B", 0), "DIM entry 0: symbolic name"),
-        (tamper(GOOD, DIE + 1056, "<B", 7), "symbolic name contains non-printable character 0x07"),
+        (
+            tamper(GOOD, DIE + 1056, "<B", 7),
+            r"DIM entry 0: symbolic name '\\x07bcde': contains a non-printable character",
+        ),
         (tamper(GOOD, 8, "<Q", 2), "DIM entry 1: truncated, needs 1032 bytes at offset 2088"),
     ],
 )
@@ -204,6 +208,45 @@ def test_unknown_attribute_types_are_skipped() -> None:
     struct.pack_into("<H", raw, DIE + 1052, 0x99)  # the symname attribute becomes unknown
     back = DimData.decode(bytes(raw))
     assert back.entries[0].symname is None and back.entries[0].hostid == HOSTID
+
+
+def _symname_bytes() -> st.SearchStrategy[bytes]:
+    """Attribute values around the rule's edges: printable or not, one to four UTF-8 bytes a
+    character, the 256-byte cap, NULs and trailing spaces, and plain noise."""
+    chars = st.sampled_from(["a", " ", "é", "€", "😀", "\x07", "\u00a0", "\u200b", "\x00"])
+    near_cap = st.integers(250, 262).map(lambda n: b"x" * n)
+    return st.one_of(
+        st.text(chars, max_size=80).map(lambda t: t.encode("utf-8")),
+        st.tuples(near_cap, st.sampled_from([b"", b"\xc3\xa9", b" ", b"\0x"])).map(b"".join),
+        st.binary(max_size=300),
+    )
+
+
+@given(_symname_bytes())
+def test_decode_takes_exactly_the_symnames_the_one_rule_takes(raw: bytes) -> None:
+    """read_symname refuses what symname_problem refuses (what we send is checked by it too),
+    and that is what the decoder always refused: printable UTF-8 of at most 256 bytes."""
+    value = raw.split(b"\0", 1)[0].rstrip(b" ")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        with pytest.raises(ProtocolError, match="is not UTF-8"):
+            read_symname(raw, "E")
+        return
+    before = text.isprintable() and len(value) <= 256  # the decoder's rule before the merge
+    try:
+        check_symname(text)
+        one_rule = True
+    except ValueError:
+        one_rule = False
+    assert before == one_rule
+    if one_rule:
+        assert read_symname(raw, "E") == text
+    else:
+        with pytest.raises(
+            ProtocolError, match=r"^E: symbolic name .+: (contains a non|longer than 256)"
+        ):
+            read_symname(raw, "E")
 
 
 # --- properties ---------------------------------------------------------------------------------
