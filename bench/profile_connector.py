@@ -65,6 +65,7 @@ class SysfsKernel:
 
     def __init__(self, fake: Any, root: Path, devices: int) -> None:
         self.fake, self.root, self.events = fake, root, fake.events
+        self.delivered: dict[str, trio.Event] = {}  # devices whose 'add' reached the inbox
         for n in range(devices):
             d = root / f"nvme{n}"
             (d / f"nvme{n}n1").mkdir(parents=True)
@@ -81,8 +82,13 @@ class SysfsKernel:
         (d / "address").write_text(address + "\n")
 
     async def connect(self, req: Any) -> Any:
-        ctrl = await self.fake.connect(req)
+        ctrl = await self.fake.connect(req)  # its 'add' goes out now, as the kernel's does
         await trio.to_thread.run_sync(self._write, ctrl)
+        # The kernel's connect goes on long after its 'add' (in the VM 160 ms, the event's
+        # trip to stacd's inbox well under 1 ms): it ends once the monitor passed the 'add' on.
+        await self.delivered.setdefault(ctrl.device, trio.Event()).wait()
+        del self.delivered[ctrl.device]
+        await trio.sleep(0.01)  # and on through the connector's inbox
         found = await self.controller(ctrl.device)
         return found if found is not None else ctrl
 
@@ -134,6 +140,18 @@ def kernel_datagrams(action: str, ctrl: Any) -> list[bytes]:
     return [*others, enc(action, ctl, nvme)]
 
 
+class Delivered:
+    """The monitor's send channel, noting each 'add' passed on (``SysfsKernel.connect``)."""
+
+    def __init__(self, send: Any, kernel: SysfsKernel) -> None:
+        self._send, self._kernel = send, kernel
+
+    async def send(self, msg: Any) -> None:
+        await self._send.send(msg)
+        if getattr(msg, "action", None) == "add":
+            self._kernel.delivered.setdefault(msg.device, trio.Event()).set()
+
+
 async def feed_datagrams(kernel: Any, sock: Any) -> None:
     """The fake kernel's uevents, as datagrams on the monitor's socket."""
     async for ev in kernel.events:
@@ -141,7 +159,7 @@ async def feed_datagrams(kernel: Any, sock: Any) -> None:
         if ctrl is None:
             continue  # a remove: not part of a converge
         for datagram in kernel_datagrams(ev.action, ctrl):
-            await sock.send(datagram)
+            sock.send(datagram)  # a blocking socket with room for thousands of datagrams
 
 
 async def converge(dcs: int, subsystems: int, io: Path | None = None) -> tuple[float, object]:
@@ -180,9 +198,9 @@ async def converge(dcs: int, subsystems: int, io: Path | None = None) -> tuple[f
             theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 2**20)
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
             ours.setblocking(False)
-            monitor = UeventMonitor(send.clone(), kernel.list_controllers)
+            monitor = UeventMonitor(Delivered(send, kernel), kernel.list_controllers)  # type: ignore[arg-type]
             await nursery.start(monitor.serve, ours)
-            nursery.start_soon(feed_datagrams, kernel, trio.socket.from_stdlib_socket(theirs))
+            nursery.start_soon(feed_datagrams, kernel, theirs)
         t0, c0 = time.perf_counter(), time.process_time()
         for d in range(1, dcs + 1):
             dc = Tid("tcp", "::1", str(8009 + d), "nqn.2014-08.org.nvmexpress.discovery")

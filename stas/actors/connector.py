@@ -54,6 +54,7 @@ from stas.actors.connector_model import (
     DisconnectDone,
     Effect,
     IocFellBehind,
+    IocMade,
     IocStopped,
     Later,
     ReadController,
@@ -67,7 +68,14 @@ from stas.actors.supervisor import Supervisor, open_supervisor
 from stas.coexist.registry import Registry, may_disconnect
 from stas.config import ServiceConfig
 from stas.kernel.api import ConnectRequest, Kernel, KernelController, KernelError
-from stas.messages import ConnectorMsg, IocWanted, StacdConfigChanged, StacdSnapshot, Tid
+from stas.messages import (
+    ConnectorMsg,
+    IocUpdate,
+    IocWanted,
+    StacdConfigChanged,
+    StacdSnapshot,
+    Tid,
+)
 
 log = logging.getLogger("stas.connector")
 
@@ -150,6 +158,8 @@ class Connector:
         first: CoreMsg = msg
         if isinstance(msg, StacdConfigChanged):
             first = Reconfigure(msg, self._boot(msg.host_nqn or self.state.host_nqn))
+        elif isinstance(msg, IocUpdate):
+            first = self._with_made(msg)
         queue: deque[CoreMsg] = deque([first])
         while queue:
             _, effects = core.handle(self.state, queue.popleft())
@@ -159,6 +169,19 @@ class Connector:
                     queue.append(reply)
             queue.extend(IocFellBehind(tid) for tid in sorted(self._stale))
             self._stale.clear()
+
+    def _with_made(self, update: IocUpdate) -> CoreMsg:
+        """A 'connected' status for a controller the actor made, with that controller (the
+        actor's mailbox holds it since the kernel answered): the core indexes it without
+        reading sysfs again for its 'add' uevent."""
+        s = update.status
+        if not s.connected or s.adopted:
+            return update
+        box = self._mailboxes.get(s.tid)
+        held = box.held if box is not None and not box.held_adopted else None
+        if held is None or held.device != s.device:
+            return update
+        return IocMade(update, held)
 
     async def _carry_out(self, effect: Effect) -> CoreMsg | None:
         match effect:
@@ -276,8 +299,22 @@ class Connector:
                 self._timers, self._sup = timers, sup
 
                 async def forward() -> None:
+                    """The inbox into the merged channel, everything queued at each wake-up
+                    (one message per scheduling round let a burst of uevents fall behind
+                    the actors' statuses, and cost a task switch each)."""
                     async for msg in inbox:
                         await send.send(msg)
+                        while True:
+                            try:
+                                more = inbox.receive_nowait()
+                            except trio.WouldBlock:
+                                break
+                            except trio.EndOfChannel:
+                                return
+                            try:
+                                send.send_nowait(more)
+                            except trio.WouldBlock:
+                                await send.send(more)
 
                 timers.start_soon(forward)
                 await self.handle(Begin(controllers, self._ours(controllers)))

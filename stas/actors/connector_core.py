@@ -37,6 +37,7 @@ import attrs
 
 from stas.actors.connector_model import (
     LISTINGS_MAX,
+    Address,
     Begin,
     Claim,
     ConnectorState,
@@ -46,6 +47,7 @@ from stas.actors.connector_model import (
     DisconnectDone,
     Effect,
     IocFellBehind,
+    IocMade,
     IocRecord,
     IocStopped,
     Later,
@@ -100,6 +102,8 @@ def handle(st: ConnectorState, msg: CoreMsg) -> tuple[ConnectorState, list[Effec
     match msg:
         case IocUpdate(status=status, generation=generation):
             _on_status(st, status, generation, fx)
+        case IocMade(update=IocUpdate(status=status, generation=generation), controller=made):
+            _on_status(st, status, generation, fx, made)
         case DcLogPages(dc=dc, dlpes=dlpes):
             _stafd_data(st, fx)
             _evaluate(st, _set_dc(st, dc, dlpes), fx)
@@ -347,6 +351,8 @@ def request_for(st: ConnectorState, w: IocWanted) -> ConnectRequest | None:
 def _stop(st: ConnectorState, tid: Tid, fx: list[Effect]) -> None:
     a = st.actors.pop(tid)
     del st.order[_shown_at(st, a)]
+    if a.status.state == CONNECTING:
+        _connect_ended(st, _address(tid), fx)
     known = a.status.device if a.status.connected else None
     if known is not None and st.owner.get(known) == tid:
         del st.owner[known]
@@ -460,7 +466,13 @@ def _restart(st: ConnectorState, tid: Tid, fx: list[Effect]) -> None:
     _start(st, a.wanted, held or _free_match(st, tid), fx)
 
 
-def _on_status(st: ConnectorState, s: IocStatus, generation: int, fx: list[Effect]) -> None:
+def _on_status(
+    st: ConnectorState,
+    s: IocStatus,
+    generation: int,
+    fx: list[Effect],
+    made: KernelController | None = None,
+) -> None:
     a = st.actors.get(s.tid)
     if a is None or a.generation != generation:
         return  # a stopped actor's last words (its successor for the same Tid speaks for itself)
@@ -468,6 +480,15 @@ def _on_status(st: ConnectorState, s: IocStatus, generation: int, fx: list[Effec
         s = attrs.evolve(s, dlpe=dlpe)  # the actor does not know it; ls -d shows it
     st.order[_shown_at(st, a)] = s
     old, a.status = a.status, s
+    ours = made is not None and s.connected and made.device == s.device
+    if made is not None and ours and st.unread.pop(made.device, None) is not None:
+        st.index.add(made)  # its 'add' came while it was being made: not read for it
+    if (old.state == CONNECTING) != (s.state == CONNECTING):
+        if s.state == CONNECTING:
+            address = _address(s.tid)
+            st.connecting[address] = st.connecting.get(address, 0) + 1
+        else:
+            _connect_ended(st, _address(s.tid), fx)
     moved = not s.connected or old.device != s.device
     if old.connected and moved and st.owner.get(old.device) == s.tid:
         del st.owner[old.device]
@@ -480,10 +501,56 @@ def _on_status(st: ConnectorState, s: IocStatus, generation: int, fx: list[Effec
 
 # --- the kernel ------------------------------------------------------------------------------
 
+CONNECTING = "connecting"  # an actor's state while its connect is in the kernel's hands
+
+
+def _address(tid: Tid) -> Address:
+    return (tid.transport, tid.traddr, tid.trsvcid)
+
+
+def _uevent_address(ev: Uevent) -> Address | None:
+    """Where the controller of an nvme uevent goes (the kernel's NVME_TR* variables)."""
+    env = ev.env
+    found = (env.get("NVME_TRTYPE"), env.get("NVME_TRADDR"), env.get("NVME_TRSVCID"))
+    return None if None in found else found  # type: ignore[return-value]
+
+
+def _unread_for(st: ConnectorState, address: Address) -> list[str]:
+    return [device for device, at in st.unread.items() if at == address]
+
+
+def _added(st: ConnectorState, device: str, address: Address | None, fx: list[Effect]) -> None:
+    """A controller appeared. While connects of ours to its address are in the kernel's hands
+    (as many as devices came unread for it, more), it is taken for one of theirs: its read
+    waits for that connect's ``IocMade``, which holds it already (a sysfs read per connect
+    saved). Otherwise it is read now, as any controller another made."""
+    if address is not None and st.connecting.get(address, 0) > len(_unread_for(st, address)):
+        st.unread[device] = address
+    else:
+        fx.append(ReadController(device))
+
+
+def _connect_ended(st: ConnectorState, address: Address, fx: list[Effect]) -> None:
+    """One connect to ``address`` left the kernel's hands. If more devices came unread for
+    the address than connects remain, some are not ours, and which cannot be told: all of
+    them are read (as each would have been at its 'add')."""
+    left = st.connecting.get(address, 0) - 1
+    if left > 0:
+        st.connecting[address] = left
+    else:
+        st.connecting.pop(address, None)
+    unread = _unread_for(st, address)
+    if len(unread) > max(left, 0):
+        for device in unread:
+            del st.unread[device]
+            fx.append(ReadController(device))
+
 
 def _on_uevent(st: ConnectorState, ev: Uevent, fx: list[Effect]) -> None:
     if ev.subsystem != "nvme" or not ev.device.startswith("nvme"):
         return
+    if ev.action in ("add", "remove"):
+        st.unread.pop(ev.device, None)  # a remove: gone; an add: a namesake, seen anew
     if ev.device in st.departed and ev.action in ("add", "remove"):
         st.departed.discard(ev.device)  # the old one's 'remove', or a namesake's 'add' after it
         if ev.action == "remove":
@@ -497,7 +564,7 @@ def _on_uevent(st: ConnectorState, ev: Uevent, fx: list[Effect]) -> None:
         if tid is not None and tid in st.actors:
             fx.append(TellIoc(tid, DeviceRemoved(ev.device)))
     elif ev.action == "add":
-        fx.append(ReadController(ev.device))
+        _added(st, ev.device, _uevent_address(ev), fx)
         if st.config.disconnect_scope == AUDIT and ev.device not in st.owner:
             fx.append(Later(st.audit_settle, AuditDue(ev.device)))  # sysfs races the event
 
@@ -523,6 +590,7 @@ def _on_resync(
     """The kernel's full list (uevents were lost): tell every actor what it missed."""
     st.index = KernelIndex(controllers)
     st.departed.clear()  # the full list is the truth: no 'remove' is still owed to us
+    st.unread.clear()  # and every device in it is indexed
     for device in [d for d in st.previous if d not in st.index.by_device]:
         del st.previous[device]
     for tid, a in st.actors.items():

@@ -18,6 +18,7 @@ from stas.messages import (
     ConnectorMsg,
     Dlpe,
     IocStatus,
+    IocUpdate,
     IocWanted,
     StacdConfigChanged,
     Tid,
@@ -30,6 +31,8 @@ Boot: TypeAlias = tuple[tuple[Tid, Mapping[str, str]], ...]  # NBFT boot subsyst
 # 10,000 one-entry dicts were 2.4 MB in benchmark 4 (``ConnectorState.listings``).
 Listing: TypeAlias = tuple[tuple[Tid, bool], ...]
 LISTINGS_MAX = 4096  # distinct listings kept for sharing; past it, each is its own tuple
+# Where a connect goes, as a controller's uevents name it: (transport, traddr, trsvcid).
+Address: TypeAlias = tuple[str, str, str]
 
 
 # --- what the shell tells the core ---------------------------------------------------------
@@ -90,9 +93,19 @@ class DisconnectDone:
     gone: bool
 
 
+@attrs.frozen
+class IocMade:
+    """An actor's 'connected' status for a controller its own connect made, with that
+    controller as the kernel answered it (read from sysfs once the connect ended): the core
+    indexes it from here instead of reading the device again for its 'add' uevent."""
+
+    update: IocUpdate
+    controller: KernelController
+
+
 CoreMsg: TypeAlias = (
     "ConnectorMsg | Begin | Reconfigure | ControllerRead | IocFellBehind | IocStopped"
-    " | DisconnectDone"
+    " | DisconnectDone | IocMade"
 )
 
 
@@ -215,6 +228,11 @@ class ConnectorState:
     deferred: dict[str, set[Tid]] = attrs.field(factory=dict)
     remove_seen: set[str] = attrs.field(factory=set)  # disconnecting, its 'remove' arrived
     departed: set[str] = attrs.field(factory=set)
+    # Connects in the kernel's hands (actors whose status is 'connecting'), per address; and
+    # the devices whose 'add' came meanwhile, to that address, not read: each is one of those
+    # connects' (indexed from its IocMade) or, if more came than connects are left, read.
+    connecting: dict[Address, int] = attrs.field(factory=dict)
+    unread: dict[str, Address] = attrs.field(factory=dict)
     dirty: bool = False
     order: list[IocStatus] = attrs.field(factory=list)  # the actors' statuses, by Tid
 
