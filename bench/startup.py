@@ -71,16 +71,16 @@ class Layout:
         return [self.python, *self.flags]
 
     def import_code(self, prog: str) -> str:
-        """What the launcher imports, as stas.main does: logging first (its deferred imports),
-        then the daemon's modules (with attrs' recorded code)."""
+        """What the launcher imports, as stas.main does: the deferred imports' stand-ins, then
+        logging, then the daemon's modules (with attrs' recorded code)."""
         return self.as_daemon(f"import stas.{prog}")
 
     def as_daemon(self, imports: str) -> str:
         """``imports`` as the daemons import (a fair floor: the same deferrals and table)."""
         path = f"import sys; sys.path.insert(0, {self.libdir!r}); " if self.libdir else ""
         return path + (
-            "import stas.main, stas.logsetup; stas.logsetup.defer_imports()\n"
-            "stas.logsetup.answer_pthread_lookup()\n"
+            "import stas.main; stas.main._defer_imports()\n"
+            "import stas.logsetup\n"
             "with stas.main._recorded_attrs_code():\n"
             f"    {imports}"
         )

@@ -27,6 +27,7 @@ import marshal
 import os
 import re
 import sys
+from collections.abc import Callable
 from importlib.util import MAGIC_NUMBER
 from types import CodeType, ModuleType
 from typing import Any
@@ -89,6 +90,36 @@ class Hook:
         if vars(self.module).get("compile") is self:
             del self.module.compile
         self.table = {}
+
+
+def answer_builtin_signatures() -> Callable[[], None]:
+    """attrs reads the signature of each converter, for the annotations of ``__init__``; for a
+    builtin type (``converter=bytes``, ``tuple``) ``inspect.signature`` parses its text
+    signature with tokenize (a regular expression of every Python token compiled at the first
+    one: 19 M instructions of stafd's start with tokenize's import). A builtin type's text
+    signature carries no annotations: until the returned undo is called, attrs gets the answer
+    "none" without the parsing, as the parsing would conclude. Other converters as usual."""
+    module = _attrs_builder()
+    real = getattr(module, "_AnnotationExtractor", None)
+    if not isinstance(real, type) or "sig" not in getattr(real, "__slots__", ()):
+        return lambda: None  # another attrs: leave it alone
+
+    class BuiltinAware(real):  # type: ignore[misc, valid-type]
+        __slots__ = ()
+
+        def __init__(self, callable: Any) -> None:
+            if isinstance(callable, type) and callable.__module__ == "builtins":
+                self.sig = None
+            else:
+                super().__init__(callable)
+
+    module._AnnotationExtractor = BuiltinAware  # type: ignore[attr-defined]
+
+    def undo() -> None:
+        if vars(module).get("_AnnotationExtractor") is BuiltinAware:
+            module._AnnotationExtractor = real  # type: ignore[attr-defined]
+
+    return undo
 
 
 class _Unkept(dict[Any, Any]):
@@ -172,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     (default: beside this module), as ``make install`` does."""
     args = sys.argv[1:] if argv is None else argv
     path = args[0] if args else DEFAULT_PATH
-    from stas.logsetup import defer_imports
+    from stas.deferred import defer_imports
 
     defer_imports()  # record what the daemons import, in the order they import it
     count = record(path, START_UP_MODULES)

@@ -19,6 +19,16 @@ def _state_dir(prog: str) -> str:
     return os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or f"/run/{prog}"
 
 
+def _defer_imports() -> None:
+    """Before logging and the daemon's modules load: the modules they import but seldom use
+    get stand-ins until first used (``stas.deferred``), including those logging itself
+    imports (tokenize, through traceback and linecache)."""
+    from stas.deferred import answer_pthread_lookup, defer_imports
+
+    defer_imports()
+    answer_pthread_lookup()
+
+
 def _starting(prog: str) -> None:
     """The first log line, before the daemon's own modules load: the journal shows at once
     that the process runs (and with which pid), whatever the imports and configuration take."""
@@ -44,12 +54,14 @@ def _recorded_attrs_code() -> Iterator[None]:
     modules load (``stas.attrs_cache``: a quarter of the imports' instructions); attrs keeps no
     generated source for tracebacks (``drop_sources``). After logging is set up (its deferred
     imports: attrs must not load OpenSSL)."""
-    from stas.attrs_cache import drop_sources, install
+    from stas.attrs_cache import answer_builtin_signatures, drop_sources, install
 
     hook = install()
+    undo = answer_builtin_signatures()  # and no tokenize for `converter=bytes`
     try:
         yield
     finally:
+        undo()
         if hook is not None:
             hook.remove()
         drop_sources()  # ~0.5 MB of generated source kept for tracebacks only
@@ -105,6 +117,7 @@ def stafd_main(argv: Sequence[str] | None = None) -> int:
     from stas.kernel.thp import disable_thp
 
     disable_thp()  # before the modules fill the heap (issue 8's RSS; stas.kernel.thp)
+    _defer_imports()
     from stas.logsetup import setup_logging
 
     tron = setup_logging("stafd", syslog=args.syslog, tron=args.tron)
@@ -152,6 +165,7 @@ def stacd_main(argv: Sequence[str] | None = None) -> int:
     from stas.kernel.thp import disable_thp
 
     disable_thp()  # before the modules fill the heap (issue 8's RSS; stas.kernel.thp)
+    _defer_imports()
     from stas.logsetup import setup_logging
 
     tron = setup_logging("stacd", syslog=args.syslog, tron=args.tron)

@@ -169,3 +169,41 @@ print(json.dumps({"before": len(before), "after": len(after), "late": Late(1) ==
                   "traceback": "attrs generated methods" in text and "'a' must be" in text}))
 """
     assert run_fresh(code, tmp_path) == {"before": 0, "after": 0, "late": True, "traceback": True}
+
+
+SIGNATURES = """
+import attrs, attr._make, stas.attrs_cache as c
+real = attr._make._AnnotationExtractor
+undo = c.answer_builtin_signatures() if {answer} else (lambda: None)
+import stas.nvme.logpage as lp, stas.nvme.dim as dim, stas.nvme.pdu as pdu
+
+def typed(x: int) -> str:
+    return str(x)
+
+@attrs.frozen
+class Mixed:
+    a: str = attrs.field(converter=typed)
+    b: tuple = attrs.field(default=(), converter=tuple)
+undo()
+undone = attr._make._AnnotationExtractor is real
+def real_tokenize():  # not stas.deferred's stand-in
+    stand_in = vars(sys.modules["tokenize"]).get("__getattr__")
+    return getattr(stand_in, "__module__", "") != "stas.deferred"
+classes = [Mixed] + [v for m in (lp, dim, pdu) for v in vars(m).values() if attrs.has(v)]
+print(json.dumps({{"annotations": {{k.__qualname__: repr(k.__init__.__annotations__)
+                                  for k in classes}},
+                  "tokenize": real_tokenize(), "undone": undone,
+                  "built": repr(lp.ExtAttr(1, bytearray(b"ab"))) == repr(lp.ExtAttr(1, b"ab"))}}))
+"""
+
+
+def test_builtin_converters_get_the_same_init_annotations_without_tokenize() -> None:
+    """`converter=bytes`/`tuple` (log pages, DIM, PDUs) give every __init__ the annotations
+    inspect would have given, without tokenize; a typed Python converter still lends its
+    parameter's type; attrs' own extractor is back afterwards."""
+    answered = run_fresh(SIGNATURES.format(answer=True))
+    parsed = run_fresh(SIGNATURES.format(answer=False))
+    assert answered["annotations"] == parsed["annotations"]
+    assert "<class 'int'>" in answered["annotations"]["Mixed"]
+    assert (answered["tokenize"], parsed["tokenize"]) == (False, True)
+    assert answered["undone"] and answered["built"]
