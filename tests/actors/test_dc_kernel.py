@@ -23,21 +23,13 @@ from stas.kernel.api import KernelController, Uevent
 from stas.kernel.fake import FakeKernel
 from stas.messages import DcUpdate, DcWanted, KernelResync, Tid
 from stas.nvme.host_ops import HostIdentity
+from tests.helpers.channels import pending
 
 HOST = HostIdentity(
     hostnqn="nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10",
     hostid=bytes(range(16)),
 )
 DC = Tid("tcp", "::1", "8009", "nqn.2014-08.org.nvmexpress.discovery", "", "", HOST.hostnqn)
-
-
-def drain(ch: trio.MemoryReceiveChannel) -> list:
-    out = []
-    while True:
-        try:
-            out.append(ch.receive_nowait())
-        except trio.WouldBlock:
-            return out
 
 
 async def test_hub_routes_events_to_the_owner_only() -> None:
@@ -56,16 +48,16 @@ async def test_hub_routes_events_to_the_owner_only() -> None:
         ):
             await send.send(msg)
         await trio.testing.wait_all_tasks_blocked()
-        assert drain(mine) == [
+        assert pending(mine) == [
             LogPagesChangedEvent(),
             ReconnectedEvent(),
             ConnectionLostEvent("kernel removed nvme0"),
         ]
-        assert drain(other) == []
+        assert pending(other) == []
         await send.send(KernelResync((KernelController(device="nvme0"),)))
         await trio.testing.wait_all_tasks_blocked()
-        assert drain(mine) == [LogPagesChangedEvent()]  # events may have been lost: refetch
-        assert drain(other) == [ConnectionLostEvent("nvme5 is gone (resync)")]
+        assert pending(mine) == [LogPagesChangedEvent()]  # events may have been lost: refetch
+        assert pending(other) == [ConnectionLostEvent("nvme5 is gone (resync)")]
         # an ended subscription gets nothing more, and a newer one of the device is kept
         hub.unsubscribe("nvme5", other)
         again = await hub.subscribe("nvme0")
@@ -73,7 +65,7 @@ async def test_hub_routes_events_to_the_owner_only() -> None:
         await trio.testing.wait_all_tasks_blocked()
         await send.send(Uevent("change", path + "nvme0", "nvme", {"NVME_AEN": "0x70f002"}))
         await trio.testing.wait_all_tasks_blocked()
-        assert drain(again) == [LogPagesChangedEvent()]
+        assert pending(again) == [LogPagesChangedEvent()]
         nursery.cancel_scope.cancel()
 
 

@@ -15,6 +15,7 @@ import trio.testing
 from stas.actors.ioc import DeviceRemoved, IocSettings, Mailbox, run_ioc_actor
 from stas.kernel.api import ConnectRequest, KernelController
 from stas.messages import IocWanted, Tid
+from tests.helpers.channels import pending
 from tests.helpers.entries import HOSTNQN
 from tests.helpers.ioc import Run
 from tests.helpers.memory import traced
@@ -192,11 +193,7 @@ def _idle_actor_bytes(actors: int, *, mailbox: Callable[[int], Any] = Mailbox) -
                 boxes.append(box := mailbox(16))
                 nursery.start_soon(partial(start, updates_send, limiter=limiter, events=box))
             await trio.testing.wait_all_tasks_blocked()
-            while True:  # drop the updates: only what the actors hold counts
-                try:
-                    updates.receive_nowait()
-                except trio.WouldBlock:
-                    break
+            pending(updates)  # dropped: only what the actors hold counts
             measured.append(memory.held(collect=True) / actors)
             assert not kernel._ready  # every actor connected
             nursery.cancel_scope.cancel()

@@ -23,6 +23,7 @@ from stas.mdns_txt import encode_txt_rdata
 from stas.messages import WELL_KNOWN_DISC_NQN, MdnsServiceDown, MdnsServiceUp, Tid
 from stas.messages_stafd import MdnsCandidate, MdnsState
 from stas.reachability import wait_reachable
+from tests.helpers.channels import pending
 
 STYPE = "_nvme-disc._tcp.local."
 UDP_STYPE = "_nvme-disc._udp.local."
@@ -73,12 +74,7 @@ class Harness:
 
     async def messages(self) -> list[object]:
         await trio.testing.wait_all_tasks_blocked()
-        out = []
-        while True:
-            try:
-                out.append(self.recv.receive_nowait())
-            except trio.WouldBlock:
-                return out
+        return pending(self.recv)
 
 
 @asynccontextmanager
@@ -288,14 +284,7 @@ async def receive_ours(recv: trio.MemoryReceiveChannel, label: str) -> object:
 
 
 def drain_ours(recv: trio.MemoryReceiveChannel, label: str) -> list[object]:
-    out = []
-    while True:
-        try:
-            msg = recv.receive_nowait()
-        except trio.WouldBlock:
-            return out
-        if f"|{name_of(label)}|" in msg.key:
-            out.append(msg)
+    return [msg for msg in pending(recv) if f"|{name_of(label)}|" in msg.key]
 
 
 def _register(props: list[tuple[str, dict[str, str], int]]) -> tuple[Zeroconf, list[ServiceInfo]]:

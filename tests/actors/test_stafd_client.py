@@ -18,6 +18,7 @@ from stas.messages import (
     StafdVanished,
     Tid,
 )
+from tests.helpers.channels import pending
 from tests.helpers.entries import dc_tid, dlpe
 
 DC1 = dc_tid("::1", host_nqn="nqn.host")
@@ -71,14 +72,7 @@ class FakeStafd:
 async def collect(receive: trio.MemoryReceiveChannel, synced: bool = False) -> list:
     """What the actor sent; the end-of-sync marker StafdSynced only if ``synced``."""
     await trio.testing.wait_all_tasks_blocked()
-    out = []
-    while True:
-        try:
-            msg = receive.receive_nowait()
-        except trio.WouldBlock:
-            return out
-        if synced or not isinstance(msg, StafdSynced):
-            out.append(msg)
+    return [msg for msg in pending(receive) if synced or not isinstance(msg, StafdSynced)]
 
 
 async def start(nursery, fake: FakeStafd, grace: float = 60.0):

@@ -13,6 +13,7 @@ from stas.actors.ioc import IocEvent, IocSettings, Mailbox, run_ioc_actor
 from stas.kernel.api import ConnectRequest, KernelController
 from stas.kernel.fake import FakeKernel
 from stas.messages import IocStatus, IocWanted, Tid
+from tests.helpers.channels import pending
 from tests.helpers.entries import HOSTNQN
 
 TID = Tid("tcp", "10.0.0.9", "4420", "klingons", "", "", HOSTNQN)
@@ -68,8 +69,5 @@ class Run:
     async def settle(self) -> IocStatus:
         """Once every task is blocked: the statuses published since, the last one returned."""
         await trio.testing.wait_all_tasks_blocked()
-        while True:
-            try:
-                self.statuses.append(self.updates.receive_nowait().status)
-            except trio.WouldBlock:
-                return self.statuses[-1]
+        self.statuses.extend(update.status for update in pending(self.updates))
+        return self.statuses[-1]

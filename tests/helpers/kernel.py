@@ -6,10 +6,10 @@ import os
 import re
 
 import pytest
-import trio
 
 from stas.kernel.api import Uevent
 from stas.kernel.fake import FakeKernel
+from tests.helpers.channels import pending
 
 
 def kernel_series() -> tuple[int, int]:
@@ -30,9 +30,4 @@ def needs_kernel(series: tuple[int, int], what: str) -> pytest.MarkDecorator:
 
 def drain(k: FakeKernel) -> list[Uevent]:
     """Every uevent the fake kernel has queued, without waiting."""
-    out = []
-    while True:
-        try:
-            out.append(k.events.receive_nowait())
-        except trio.WouldBlock:
-            return out
+    return pending(k.events)
