@@ -36,6 +36,7 @@ from stas.messages import (
 )
 from stas.plan import wanted_iocs
 from tests.helpers.config import stacd_config
+from tests.helpers.effects import of
 from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe, entry, tid
 
 DC1, DC2 = dc_tid("::1"), dc_tid("::2")
@@ -50,10 +51,6 @@ def kernel_io(nqn: str, device: str, traddr: str = "::1") -> KernelController:
     return KernelController(
         device, "tcp", traddr, "4420", nqn, hostnqn=HOSTNQN, cntrltype="io", state="live"
     )
-
-
-def of(kind, effects) -> list:
-    return [e for e in effects if isinstance(e, kind)]
 
 
 def connected(st: ConnectorState, nqn: str, device: str) -> list:

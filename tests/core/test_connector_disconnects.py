@@ -28,6 +28,7 @@ from stas.messages import (
     StacdConfigChanged,
 )
 from tests.helpers.connector import stacd_config
+from tests.helpers.effects import of
 from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, page, tid
 
 DC1, DC2 = dc_tid("::1"), dc_tid("::2")
@@ -42,10 +43,6 @@ def io(nqn: str, device: str) -> KernelController:
     return KernelController(
         device, "tcp", "::1", "4420", nqn, hostnqn=HOSTNQN, cntrltype="io", state="live"
     )
-
-
-def of(kind, effects) -> list:
-    return [e for e in effects if isinstance(e, kind)]
 
 
 def connected(st: ConnectorState, nqn: str, device: str) -> list:

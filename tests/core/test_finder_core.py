@@ -22,6 +22,7 @@ from stas.messages_stafd import (
 )
 from stas.nvme.logpage import LogPageEntry
 from tests.helpers.config import stafd_config
+from tests.helpers.effects import of
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
 WK = "nqn.2014-08.org.nvmexpress.discovery"
@@ -39,10 +40,6 @@ def referral(addr: str) -> LogPageEntry:
     return LogPageEntry(3, 1 if "." in addr else 2, 1, 0, 1, 0xFFFF, 32, 0, "8009", WK, addr)
 
 
-def of(effects: list, kind: type) -> list:
-    return [e for e in effects if isinstance(e, kind)]
-
-
 def loaded(text: str) -> core.ConfigLoaded:
     return core.ConfigLoaded(stafd_config(text), HOSTNQN)
 
@@ -51,7 +48,7 @@ def boot(text: str, answers: dict[str, tuple[str, ...]] | None = None):
     """A state after start: config loaded, every name answered as ``answers`` says."""
     s = core.initial_state(stafd_config(""), HOSTNQN)
     s, effects = core.handle(s, loaded(text))
-    for r in of(effects, core.ResolveAddresses):
+    for r in of(core.ResolveAddresses, effects):
         addrs = (answers or {}).get(r.base.traddr, (r.base.traddr,))
         s, _ = core.handle(s, AddressesResolved(r.generation, r.base, addrs))
     return s
@@ -60,21 +57,21 @@ def boot(text: str, answers: dict[str, tuple[str, ...]] | None = None):
 def test_the_first_reconcile_waits_for_names_then_starts_the_dcs() -> None:
     s = core.initial_state(stafd_config(""), HOSTNQN)
     s, effects = core.handle(s, loaded(ctrls("array.example")))
-    (ask,) = of(effects, core.ResolveAddresses)
+    (ask,) = of(core.ResolveAddresses, effects)
     assert ask.base.traddr == "array.example"
     s, effects = core.handle(s, core.Reconcile(0.0))
     assert effects == [] and not s.booted, "nothing is decided before the name is known"
     s, _ = core.handle(s, AddressesResolved(ask.generation, ask.base, ("10.0.0.7",)))
     s, effects = core.handle(s, core.Reconcile(1.0))
-    assert [e.wanted.tid for e in of(effects, core.StartDc)] == [tid("10.0.0.7")]
-    (pub,) = of(effects, core.PublishSnapshot)
+    assert [e.wanted.tid for e in of(core.StartDc, effects)] == [tid("10.0.0.7")]
+    (pub,) = of(core.PublishSnapshot, effects)
     assert [dc.tid for dc in pub.snapshot.dcs] == [tid("10.0.0.7")]
 
 
 def test_an_answer_for_a_replaced_configuration_is_dropped() -> None:
     s = boot(ctrls("10.0.0.1"))
     s, effects = core.handle(s, loaded(ctrls("array.example")))
-    (old,) = of(effects, core.ResolveAddresses)
+    (old,) = of(core.ResolveAddresses, effects)
     s, _ = core.handle(s, loaded(ctrls("array.example")))  # reloaded again meanwhile
     s, _ = core.handle(s, AddressesResolved(old.generation, old.base, ("10.0.0.9",)))
     assert s.choices == {} and old.base in s.resolving
@@ -84,15 +81,15 @@ def test_a_reload_keeps_a_resolved_entry_working_while_its_name_is_resolved_agai
     s = boot(ctrls("array.example"), {"array.example": ("10.0.0.7",)})
     s, _ = core.handle(s, core.Reconcile(0.0))
     s, effects = core.handle(s, loaded(ctrls("array.example")))
-    assert of(effects, core.ResolveAddresses)
+    assert of(core.ResolveAddresses, effects)
     s, effects = core.handle(s, core.Reconcile(1.0))
-    assert not of(effects, core.StopDc) and set(s.running) == {tid("10.0.0.7")}
+    assert not of(core.StopDc, effects) and set(s.running) == {tid("10.0.0.7")}
 
 
 def test_several_addresses_are_probed_and_the_answering_one_is_used() -> None:
     s = core.initial_state(stafd_config(""), HOSTNQN)
     s, effects = core.handle(s, loaded(ctrls("array.example")))
-    (ask,) = of(effects, core.ResolveAddresses)
+    (ask,) = of(core.ResolveAddresses, effects)
     s, effects = core.handle(s, AddressesResolved(ask.generation, ask.base, ("10.0.0.1", "fd::1")))
     (probe,) = effects
     assert probe == core.ProbeAddresses(ask.base, ("10.0.0.1", "fd::1"), 8009, "")
@@ -103,16 +100,16 @@ def test_several_addresses_are_probed_and_the_answering_one_is_used() -> None:
         core.LogLine(logging.INFO, "array.example: using fd::1 (answers on port 8009)")
     ]
     s, effects = core.handle(s, core.Reconcile(0.0))
-    assert [e.wanted.tid for e in of(effects, core.StartDc)] == [tid("fd::1")]
+    assert [e.wanted.tid for e in of(core.StartDc, effects)] == [tid("fd::1")]
     # still unreachable 30 s later (two attempts): probed again, once
     down = DcStatus(tid=tid("fd::1"), origin="configured", connect_attempts=2)
     s, _ = core.handle(s, DcUpdate(down))
     s, effects = core.handle(s, core.Reconcile(29.0))
-    assert not of(effects, core.ProbeAddresses)
+    assert not of(core.ProbeAddresses, effects)
     s, effects = core.handle(s, core.Reconcile(30.0))
-    assert len(of(effects, core.ProbeAddresses)) == 1
+    assert len(of(core.ProbeAddresses, effects)) == 1
     s, effects = core.handle(s, core.Reconcile(31.0))
-    assert not of(effects, core.ProbeAddresses), "one probe in flight at a time"
+    assert not of(core.ProbeAddresses, effects), "one probe in flight at a time"
 
 
 def test_a_restart_starts_the_new_actor_only_once_the_old_one_stopped() -> None:
@@ -122,16 +119,16 @@ def test_a_restart_starts_the_new_actor_only_once_the_old_one_stopped() -> None:
     s, _ = core.handle(s, DcUpdate(DcStatus(tid=t, origin="configured", genctr=3), True))
     kato = "[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1;kato=10\n"
     s, effects = core.handle(s, loaded(kato))
-    for r in of(effects, core.ResolveAddresses):
+    for r in of(core.ResolveAddresses, effects):
         s, _ = core.handle(s, AddressesResolved(r.generation, r.base, ("10.0.0.1",)))
     s, effects = core.handle(s, core.Reconcile(1.0))
-    assert of(effects, core.StopDc) == [core.StopDc(t)] and not of(effects, core.StartDc)
+    assert of(core.StopDc, effects) == [core.StopDc(t)] and not of(core.StartDc, effects)
     # the old actor's last words are not taken for the new one's
     s, _ = core.handle(s, DcUpdate(DcStatus(tid=t, origin="configured", genctr=99), True))
     s, effects = core.handle(s, core.Reconcile(2.0))
     assert effects == []
     s, effects = core.handle(s, DcStopped(t))
-    (start,) = of(effects, core.StartDc)
+    (start,) = of(core.StartDc, effects)
     assert start.wanted.params == {"kato": "10"} and start.initial is not None
     assert start.initial.genctr == 3
 
@@ -141,14 +138,14 @@ def test_a_dc_wanted_again_while_it_stops_is_started_after_the_stop() -> None:
     s, _ = core.handle(s, core.Reconcile(0.0))
     s, effects = core.handle(s, loaded(""))
     s, effects = core.handle(s, core.Reconcile(1.0))
-    assert of(effects, core.StopDc) == [core.StopDc(tid("10.0.0.1"))]
+    assert of(core.StopDc, effects) == [core.StopDc(tid("10.0.0.1"))]
     s, effects = core.handle(s, loaded(ctrls("10.0.0.1")))
-    for r in of(effects, core.ResolveAddresses):
+    for r in of(core.ResolveAddresses, effects):
         s, _ = core.handle(s, AddressesResolved(r.generation, r.base, ("10.0.0.1",)))
     s, effects = core.handle(s, core.Reconcile(2.0))
-    assert not of(effects, core.StartDc) and not of(effects, core.StopDc)
+    assert not of(core.StartDc, effects) and not of(core.StopDc, effects)
     s, effects = core.handle(s, DcStopped(tid("10.0.0.1")))
-    assert [e.wanted.tid for e in of(effects, core.StartDc)] == [tid("10.0.0.1")]
+    assert [e.wanted.tid for e in of(core.StartDc, effects)] == [tid("10.0.0.1")]
 
 
 def test_an_unknown_message_is_a_warning() -> None:
