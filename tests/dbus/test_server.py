@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from typing import Any
@@ -16,6 +15,7 @@ from stas.dbus import client
 from stas.dbus.common import DBusAccessDenied, DBusCallError, DBusError, DBusUnavailable
 from stas.dbus.connection import open_bus
 from stas.dbus.idl import STAFD
+from tests.helpers.dbus_actors import in_thread
 
 TID = (
     "tcp",
@@ -26,10 +26,6 @@ TID = (
     "",
     CONTROLLER["host-nqn"],
 )
-
-
-async def in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
 
 async def staf_client() -> client.ServiceClient:

@@ -3,6 +3,7 @@ bus, a trace switch, and the ctl tools' ``main`` run in a thread (they are block
 
 from __future__ import annotations
 
+import functools
 import pprint
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -92,6 +93,11 @@ async def serve(
         )
     )
     return tron
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a worker thread: the D-Bus client and the ctl tools block."""
+    return await trio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
 
 async def run_main(

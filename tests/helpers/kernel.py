@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from stas.kernel.api import Uevent
+from stas.kernel.api import ConnectRequest, Uevent
 from stas.kernel.fake import FakeKernel
 from tests.helpers.channels import pending
+from tests.helpers.entries import HOSTNQN
 
 
 def kernel_series() -> tuple[int, int]:
@@ -26,6 +27,15 @@ def needs_kernel(series: tuple[int, int], what: str) -> pytest.MarkDecorator:
         reason=f"needs {what} (kernel >= {major}.{minor}, this is {os.uname().release}): "
         f"make test-kernel KERNEL={major}.{minor}",
     )
+
+
+def req(**kw: object) -> ConnectRequest:
+    """An I/O controller connect request (TCP, ``klingons`` at [::1]:4420); ``kw`` overrides
+    any field."""
+    base: dict[str, object] = dict(
+        transport="tcp", traddr="::1", trsvcid="4420", subsysnqn="klingons", hostnqn=HOSTNQN
+    )
+    return ConnectRequest(**(base | kw))  # type: ignore[arg-type]
 
 
 def drain(k: FakeKernel) -> list[Uevent]:

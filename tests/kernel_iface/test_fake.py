@@ -7,18 +7,11 @@ import errno
 import pytest
 import trio
 
-from stas.kernel.api import ConnectRequest, KernelError, Uevent
+from stas.kernel.api import KernelError, Uevent
 from stas.kernel.fake import FakeKernel
-from tests.helpers.kernel import drain
+from tests.helpers.kernel import drain, req
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
-
-
-def req(**kw: object) -> ConnectRequest:
-    base: dict[str, object] = dict(
-        transport="tcp", traddr="::1", trsvcid="4420", subsysnqn="klingons", hostnqn=HOSTNQN
-    )
-    return ConnectRequest(**(base | kw))  # type: ignore[arg-type]
 
 
 async def test_names_are_allocated_lowest_free_first() -> None:

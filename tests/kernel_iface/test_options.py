@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from stas.kernel import options as opt
 from stas.kernel.api import INT_RANGES, ConnectRequest
 from stas.kernel.options import InvalidOption
+from tests.helpers.kernel import req
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
 HOSTID = "0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
@@ -26,13 +27,6 @@ def secret(hh: int = 1, size: int = 32, pad_char: bytes = b"k") -> str:
 SECRET = secret()
 SECRET48 = secret(2, 48)  # base64 with '==' padding: upstream's parser drops these
 SECRET64 = secret(3, 64)
-
-
-def req(**kw: object) -> ConnectRequest:
-    base: dict[str, object] = dict(
-        transport="tcp", traddr="::1", trsvcid="4420", subsysnqn="klingons", hostnqn=HOSTNQN
-    )
-    return ConnectRequest(**(base | kw))  # type: ignore[arg-type]
 
 
 def full(**kw: object) -> ConnectRequest:

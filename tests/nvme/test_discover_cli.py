@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from sim_server import open_simulator
 
 from stas.nvme.discover import amain, main
 from tests.helpers.entries import HOSTID, HOSTNQN
+from tests.helpers.net import closed_port
 from tests.helpers.sim import DELL, SEED_SUBSYSTEMS, seed_conf
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,14 +134,8 @@ async def test_sigterm_ends_persistent_mode_cleanly() -> None:
     assert out.startswith(b"Discovery Log Number of Records 3,")
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-        probe.bind(("::1", 0))
-        return probe.getsockname()[1]
-
-
 def test_unreachable_port_prints_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    port = _closed_port()
+    port = closed_port()
     assert main(_args(port)) == 1
     out, err = capsys.readouterr()
     assert out == ""

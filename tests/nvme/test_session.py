@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import struct
 import uuid
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
@@ -39,6 +38,7 @@ from stas.nvme.identify import DcType
 from stas.nvme.logpage import Limits
 from stas.nvme.session import DiscoverySession
 from tests.helpers import sim as sim_helpers
+from tests.helpers.net import closed_port
 from tests.helpers.sim import DELL, host_identity
 
 HOSTID = uuid.UUID("2a7f7ec4-5a2b-4d3c-9e0f-112233445566")
@@ -189,14 +189,8 @@ async def test_thousand_entries_are_read_in_chunks(caplog: pytest.LogCaptureFixt
 # --- faults -------------------------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-        probe.bind(("::1", 0))
-        return probe.getsockname()[1]
-
-
 async def test_nothing_listening_is_connection_refused() -> None:
-    port = _closed_port()
+    port = closed_port()
     with pytest.raises(ConnectionRefused) as info:
         async with DiscoverySession.open("::1", port, host=HOST, options=ONE_SHOT):
             pass
