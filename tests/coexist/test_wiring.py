@@ -16,12 +16,12 @@ import trio.testing
 from stas.coexist.exclusions import Exclusions, parse_exclusions
 from stas.coexist.registry import Registry
 from stas.coexist.udev_rule import MARKER, RULE_NAME
-from stas.config import parse_service_config
 from stas.kernel.api import KernelController
 from stas.kernel.fake import FakeKernel
 from stas.messages import DcLogPages, IocStatus
 from stas.plan import decide, wanted_iocs
-from tests.helpers.connector import ConnectorHarness
+from tests.helpers.config import stacd_config
+from tests.helpers.connector import ConnectorHarness, external
 from tests.helpers.e2e import ROOT, World, wait_for
 from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe, tid
 
@@ -30,8 +30,7 @@ NQNS = ("klingons", "starfleet", "vulcans")
 
 
 def config(text: str = "", *entries: str):
-    cfg, warnings = parse_service_config(text, "stacd")
-    assert warnings == []
+    cfg = stacd_config(text)
     listing = "[exclusions]\n" + "".join(f"exclusion = {e}\n" for e in entries)
     found, _ = parse_exclusions(listing, "exclusions.conf")
     return attrs.evolve(cfg, nvme_exclusions=Exclusions(tuple(found), HOSTID))
@@ -81,14 +80,6 @@ class Harness(ConnectorHarness):
     async def put(self, *nqns: object) -> None:
         await super().put(DcLogPages(DC, tuple(dlpe(str(n)) for n in nqns)))
 
-    def devices(self) -> dict[str, str]:
-        return {s.tid.subsysnqn: s.device for s in self.published.value.iocs if s.connected}
-
-
-def external(kernel: FakeKernel, nqn: str):
-    return kernel.add_external(transport="tcp", traddr="::1", trsvcid="4420", subsysnqn=nqn,
-                               hostnqn=HOSTNQN, cntrltype="io")  # fmt: skip
-
 
 async def test_what_stacd_connects_is_claimed_and_released_on_disconnect(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
@@ -97,7 +88,7 @@ async def test_what_stacd_connects_is_claimed_and_released_on_disconnect(
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(*NQNS)
-        devs = h.devices()
+        devs = h.shown()
         assert set(devs) == set(NQNS)
         assert {h.registry.owner(d) for d in devs.values()} == {"stas"}
         await h.put("klingons", "starfleet")  # zoning removed vulcans
@@ -117,7 +108,7 @@ async def test_a_controller_another_owner_holds_is_adopted_but_never_disconnecte
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(*NQNS)
-        devs = h.devices()
+        devs = h.shown()
         assert devs["starfleet"] == theirs.device and devs["vulcans"] == unowned.device
         assert len(kernel.connect_log) == 1  # klingons only: nothing connected twice
         assert h.registry.owner(theirs.device) == "discoverd"  # not taken over

@@ -12,10 +12,19 @@ from trio_util import AsyncValue
 from stas.actors.connector import Connector
 from stas.actors.ioc import IocSettings
 from stas.config import ServiceConfig
+from stas.kernel.api import KernelController
 from stas.kernel.fake import FakeKernel
 from stas.messages import StacdSnapshot
 from tests.helpers.config import stacd_config
 from tests.helpers.entries import HOSTID, HOSTNQN
+
+
+def external(kernel: FakeKernel, nqn: str) -> KernelController:
+    """An I/O controller someone else connected: ``nqn`` at [::1]:4420 (TCP), our host NQN."""
+    return kernel.add_external(
+        transport="tcp", traddr="::1", trsvcid="4420", subsysnqn=nqn, hostnqn=HOSTNQN,
+        cntrltype="io",
+    )  # fmt: skip
 
 
 class ConnectorHarness:

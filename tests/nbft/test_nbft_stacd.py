@@ -19,7 +19,7 @@ from stas.messages import DcLogPages, StacdConfigChanged
 from stas.nbft import boot_subsystems, boot_subsystems_reader, parse_nbft
 from stas.plan import decide, wanted_iocs
 from tests.helpers.config import stacd_config
-from tests.helpers.connector import ConnectorHarness
+from tests.helpers.connector import ConnectorHarness, external
 from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe
 
 DC1 = dc_tid()
@@ -42,13 +42,6 @@ def table(host_flags: int = 0x01) -> gen.Table:
 def write_table(directory: Path, t: gen.Table | None = None) -> Path:
     (directory / "NBFT").write_bytes(gen.build(t or table()))
     return directory
-
-
-def external(kernel: FakeKernel, nqn: str):
-    return kernel.add_external(
-        transport="tcp", traddr="::1", trsvcid="4420", subsysnqn=nqn, hostnqn=HOSTNQN,
-        cntrltype="io",
-    )  # fmt: skip
 
 
 class Harness(ConnectorHarness):
