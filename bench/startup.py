@@ -82,6 +82,7 @@ class Layout:
             "import stas.main; stas.main._defer_imports()\n"
             "import stas.logsetup\n"
             "with stas.main._recorded_attrs_code():\n"
+            "    stas.main._import_trio()\n"
             f"    {imports}"
         )
 

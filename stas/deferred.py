@@ -173,3 +173,101 @@ def _stand_in(
     if answers is not None:
         stub.__dict__.update(answers(load))
     return stub
+
+
+# trio's parts a daemon never uses: TLS and DTLS streams, subprocesses, async files and paths
+# (with their attrs classes and enums, 16 M instructions of each daemon's imports)
+TRIO_PARTS = (
+    "trio._dtls", "trio._highlevel_ssl_helpers", "trio._ssl", "trio._subprocess", "trio._path",
+    "trio._file_io",
+)  # fmt: skip
+
+
+# trio namespace -> (the module, its names bound at first use) (import_trio)
+_PENDING: dict[str, tuple[ModuleType, dict[str, _Unbound]]] = {}
+
+
+class _Unbound:
+    """What trio's ``from ._ssl import SSLStream`` binds while trio is imported lazily;
+    replaced by a lookup at first use before anything can read it (``import_trio``)."""
+
+    __slots__ = ("module", "name")
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module = module
+        self.name = name
+
+
+def import_trio(parts: tuple[str, ...] = TRIO_PARTS) -> ModuleType:
+    """``import trio`` without loading ``parts``: trio's ``__init__`` (and ``trio.lowlevel``)
+    bind names from them at import; they get those names from a stand-in, which leaves the
+    namespaces as soon as trio is imported. The first lookup of such a name (``trio.Path``,
+    ``trio.lowlevel.open_process``, ``trio._ssl``) imports the part and binds its names, with
+    the public ``__module__`` and ``__qualname__`` trio gives them. When trio is imported
+    already, nothing changes."""
+    if "trio" in sys.modules:
+        return sys.modules["trio"]
+    parts = tuple(p for p in parts if p not in sys.modules)
+    for part in parts:
+        placeholder = ModuleType(part)
+        placeholder.__getattr__ = _unbound_names(part)  # type: ignore[method-assign]
+        sys.modules[part] = placeholder
+    try:
+        import trio
+    finally:
+        for part in parts:
+            del sys.modules[part]
+    for module in [m for n, m in list(sys.modules.items()) if n == "trio" or n.startswith("trio.")]:
+        unbound = {k: v for k, v in vars(module).items() if isinstance(v, _Unbound)}
+        if unbound or module is trio:
+            _bind_at_first_use(module, unbound, parts)
+    return trio
+
+
+def _unbound_names(part: str) -> Callable[[str], _Unbound]:
+    def __getattr__(name: str) -> _Unbound:
+        if name.startswith("__"):  # the import system asking whether it is a package
+            raise AttributeError(name)
+        return _Unbound(part, name)
+
+    return __getattr__
+
+
+def _bind_at_first_use(module: ModuleType, unbound: dict[str, _Unbound],
+                       parts: tuple[str, ...]) -> None:  # fmt: skip
+    """Drop ``unbound`` from ``module``; its ``__getattr__`` (after trio's own) imports the
+    part a name came from, then binds every name that part gives each trio namespace."""
+    for name in unbound:
+        delattr(module, name)
+    earlier = vars(module).get("__getattr__")
+    submodules = {p.rpartition(".")[2]: p for p in parts} if module.__name__ == "trio" else {}
+
+    def __getattr__(name: str) -> Any:
+        import importlib
+
+        if name in unbound:
+            _bind_part(unbound[name].module)
+            return vars(module)[name]
+        if name in submodules:  # `trio._ssl`, as after an eager import
+            return importlib.import_module(submodules[name])
+        if earlier is not None:
+            return earlier(name)
+        raise AttributeError(f"module {module.__name__!r} has no attribute {name!r}")
+
+    module.__getattr__ = __getattr__  # type: ignore[method-assign]
+    _PENDING[module.__name__] = (module, unbound)
+
+
+def _bind_part(part: str) -> None:
+    """Import ``part`` and bind its names in every trio namespace that bound them, as trio's
+    ``fixup_module_metadata`` would have at import (trio first, then its submodules)."""
+    import importlib
+
+    real = importlib.import_module(part)
+    from trio._util import fixup_module_metadata
+
+    for module, unbound in sorted(_PENDING.values(), key=lambda e: e[0].__name__ != "trio"):
+        names = {k: getattr(real, v.name) for k, v in unbound.items() if v.module == part}
+        if names:
+            vars(module).update(names)
+            fixup_module_metadata(module.__name__, names)

@@ -29,6 +29,14 @@ def _defer_imports() -> None:
     answer_pthread_lookup()
 
 
+def _import_trio() -> None:
+    """trio without the parts a daemon does not use (TLS, DTLS, subprocesses, async files):
+    they load when first looked up (``stas.deferred.import_trio``)."""
+    from stas.deferred import import_trio
+
+    import_trio()
+
+
 def _starting(prog: str) -> None:
     """The first log line, before the daemon's own modules load: the journal shows at once
     that the process runs (and with which pid), whatever the imports and configuration take."""
@@ -123,6 +131,7 @@ def stafd_main(argv: Sequence[str] | None = None) -> int:
     tron = setup_logging("stafd", syslog=args.syslog, tron=args.tron)
     _starting("stafd")
     with _recorded_attrs_code():
+        _import_trio()
         from stas.stafd import StafdOptions, run_stafd
 
     opts = StafdOptions(
@@ -172,6 +181,7 @@ def stacd_main(argv: Sequence[str] | None = None) -> int:
     if not args.dry_run:  # a dry run's stdout is the plan alone
         _starting("stacd")
     with _recorded_attrs_code():
+        _import_trio()
         from stas.stacd import run_stacd_args
 
     _freeze_startup_objects()

@@ -12,6 +12,7 @@ from tests.startup.helpers import run_fresh
 DAEMON_IMPORTS = """
 import stas.main
 with stas.main._recorded_attrs_code():
+    stas.main._import_trio()
     import trio, stas.stacd, stas.stafd, stas.nvme.session, stas.nvme.host_ops
 """
 
