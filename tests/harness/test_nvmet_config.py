@@ -24,19 +24,14 @@ from nvmet_config import (
     tls_psk_problem,
 )
 
+from tests.helpers.secrets import dhchap_key
 from tests.helpers.sim import DELL, SEED_CONF
 
 KEY = "DHHC-1:00:ia6zGodOr4SEG0Zzaw398rpY0wqipUWj4jWjUh4HWUz6aQ2n:"
 
 
-def make_key(secret: bytes, hh: str = "00") -> str:
-    """A DHHC-1 secret as nvme gen-dhchap-key writes it (test-side, independent of the code)."""
-    crc = zlib.crc32(secret).to_bytes(4, "little")
-    return f"DHHC-1:{hh}:{base64.b64encode(secret + crc).decode()}:"
-
-
-KEY64 = make_key(bytes(range(64)), "03")
-CTRL_KEY = make_key(b"c" * 48, "02")
+KEY64 = dhchap_key(bytes(range(64)), "03")
+CTRL_KEY = dhchap_key(b"c" * 48, "02")
 TCP4 = "{'id': 1, 'trtype': 'tcp', 'traddr': '127.0.0.1', 'trsvcid': 4420}"
 
 
@@ -432,8 +427,8 @@ def test_hash_spellings(spelling: str, normal: str) -> None:
 BAD_SECRET = "DHHC-1:00:" + base64.b64encode(b"x" * 36).decode() + ":"  # CRC-32 wrong
 DHCHAP_ERRORS = [
     (f"{{'nqn': 'h', 'key': '{BAD_SECRET}'}}", ".key: is not a DH-HMAC-CHAP key: its CRC-32"),
-    (f"{{'nqn': 'h', 'key': '{make_key(b'x' * 32, '03')}'}}", "a DHHC-1:03 secret is 64 bytes"),
-    (f"{{'nqn': 'h', 'key': '{make_key(b'x' * 40)}'}}", "secret is 32/48/64 bytes, not 40"),
+    (f"{{'nqn': 'h', 'key': '{dhchap_key(b'x' * 32, '03')}'}}", "a DHHC-1:03 secret is 64 bytes"),
+    (f"{{'nqn': 'h', 'key': '{dhchap_key(b'x' * 40)}'}}", "secret is 32/48/64 bytes, not 40"),
     ("{'nqn': 'h', 'key': 'DHHC-1:00:abc=:'}", ".key: is not a DH-HMAC-CHAP key of the form"),
     (f"{{'nqn': 'h', 'ctrl_key': '{KEY}'}}", ".ctrl_key: needs 'key' too"),
     (f"{{'nqn': 'h', 'key': '{KEY}', 'ctrl_key': 'x'}}", ".ctrl_key: is not a DH-HMAC-CHAP"),
@@ -468,7 +463,7 @@ def test_one_host_cannot_differ_between_subsystems() -> None:
 @given(st.binary(min_size=0, max_size=80), st.sampled_from(["00", "01", "02", "03"]))
 def test_secret_check_accepts_exactly_the_kernels_sizes(secret: bytes, hh: str) -> None:
     sizes = {"00": (32, 48, 64), "01": (32,), "02": (48,), "03": (64,)}[hh]
-    problem = dhchap_secret_problem(make_key(secret, hh))
+    problem = dhchap_secret_problem(dhchap_key(secret, hh))
     assert (problem is None) == (len(secret) in sizes)
 
 
@@ -495,14 +490,14 @@ def bad_crc(key: str) -> str:
         (tls_psk_problem, make_psk(b"k" * 40), "is not a TLS PSK: the key is 32/48 bytes, not 40"),
         (tls_psk_problem, "NVMeTLSkey-1:01:AAAA:", "the key is 32/48 bytes, not 0"),
         (tls_psk_problem, "NVMeTLSkey-1:01:AAAAA:", "its base64 part does not decode"),
-        (dhchap_secret_problem, make_key(b"k" * 48, "02"), None),
-        (dhchap_secret_problem, bad_crc(make_key(b"k" * 48, "02")), "key: its CRC-32 does not"),
+        (dhchap_secret_problem, dhchap_key(b"k" * 48, "02"), None),
+        (dhchap_secret_problem, bad_crc(dhchap_key(b"k" * 48, "02")), "key: its CRC-32 does not"),
         (
             dhchap_secret_problem,
-            make_key(b"k" * 32, "02"),
+            dhchap_key(b"k" * 32, "02"),
             "a DHHC-1:02 secret is 48 bytes, not 32",
         ),
-        (dhchap_secret_problem, make_key(b"k" * 33), "secret is 32/48/64 bytes, not 33"),
+        (dhchap_secret_problem, dhchap_key(b"k" * 33), "secret is 32/48/64 bytes, not 33"),
     ],
 )
 def test_psk_and_dhchap_secret_share_the_base64_length_and_crc_rule(

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import tempfile
-import zlib
 from ast import literal_eval
 from pathlib import Path
 
@@ -30,15 +28,12 @@ from nvmet import (
 )
 from nvmet_config import AllowedHost, NvmetConf, Port, Subsystem, load_nvmet_conf
 
+from tests.helpers.secrets import dhchap_key
 from tests.helpers.sim import DELL
 
 KEY = "DHHC-1:00:ia6zGodOr4SEG0Zzaw398rpY0wqipUWj4jWjUh4HWUz6aQ2n:"
 # A 48-byte controller secret with its CRC-32, as nvme gen-dhchap-key -l 48 -m 2 prints it.
-CTRL_KEY = (
-    "DHHC-1:02:"
-    + base64.b64encode(b"c" * 48 + zlib.crc32(b"c" * 48).to_bytes(4, "little")).decode()
-    + ":"
-)
+CTRL_KEY = dhchap_key(b"c" * 48, "02")
 AUTH_CONF = f"""{{
  'ports': [{{'id': 2, 'trtype': 'tcp', 'traddr': '127.0.0.1', 'trsvcid': '4420'}},
            {{'id': 3, 'trtype': 'loop'}}],

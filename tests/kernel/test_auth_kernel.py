@@ -13,12 +13,10 @@ Run: ``make test-kernel KERNEL=6.12`` or
 
 from __future__ import annotations
 
-import base64
 import errno
 import logging
 import socket
 import uuid
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,24 +43,19 @@ from stas.nvme.host_ops import HostIdentity, SessionOptions
 from stas.nvme.session import DiscoverySession
 from tests.helpers.entries import WK
 from tests.helpers.kernel import needs_kernel
+from tests.helpers.secrets import all_cmdlines, dhchap_key
 
 pytestmark = needs_kernel((6, 12), "NVMe in-band auth")
-
-
-def make_key(secret: bytes, hh: str = "00") -> str:
-    """A DHHC-1 secret as nvme gen-dhchap-key prints it: base64(secret + CRC-32 LE)."""
-    crc = zlib.crc32(secret).to_bytes(4, "little")
-    return f"DHHC-1:{hh}:{base64.b64encode(secret + crc).decode()}:"
 
 
 HOST_UUID = "5e6f7a8b-0000-4000-8000-00000000a0f1"
 HOST = f"nqn.2014-08.org.nvmexpress:uuid:{HOST_UUID}"  # key + ctrl key, sha384, ffdhe2048
 PLAIN_UUID = "5e6f7a8b-0000-4000-8000-00000000a0f2"
 PLAIN = f"nqn.2014-08.org.nvmexpress:uuid:{PLAIN_UUID}"  # host key only, kernel defaults
-HOST_KEY = make_key(bytes(range(48)), "02")
-CTRL_KEY = make_key(b"controller-secret-32-bytes-long!")
-PLAIN_KEY = make_key(bytes(range(100, 132)))
-WRONG_KEY = make_key(b"w" * 32)
+HOST_KEY = dhchap_key(bytes(range(48)), "02")
+CTRL_KEY = dhchap_key(b"controller-secret-32-bytes-long!")
+PLAIN_KEY = dhchap_key(bytes(range(100, 132)))
+WRONG_KEY = dhchap_key(b"w" * 32)
 SECRETS = (HOST_KEY, CTRL_KEY, PLAIN_KEY, WRONG_KEY)
 NVMET = Path("/sys/kernel/config/nvmet")
 
@@ -108,17 +101,6 @@ def assert_no_secret(text: str, where: str) -> None:
     for secret in SECRETS:
         assert secret not in text, f"a DH-HMAC-CHAP secret appears in {where}"
         assert secret.split(":")[2] not in text, f"a secret's base64 appears in {where}"
-
-
-def all_cmdlines() -> str:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                out.append((p / "cmdline").read_bytes().replace(b"\0", b" ").decode("latin-1"))
-            except OSError:
-                continue
-    return "\n".join(out)
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ from stas.nvme.host_ops import HostIdentity
 from stas.nvme.tls_psk import ConfiguredPsk, format_interchange
 from tests.helpers.entries import WK
 from tests.helpers.kernel import needs_kernel
+from tests.helpers.secrets import all_cmdlines
 
 VM_DIR = Path(__file__).resolve().parents[2] / "nvmet-harness" / "vm"
 sys.path.insert(0, str(VM_DIR))
@@ -123,17 +124,6 @@ def req(hostnqn: str = HOST, hostid: str = HOST_UUID, **kw: object) -> ConnectRe
 def psk_keys() -> dict[str, int]:
     text = Path("/proc/keys").read_text()
     return {k.description: k.serial for k in parse_proc_keys(text) if k.type == "psk"}
-
-
-def all_cmdlines() -> str:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                out.append((p / "cmdline").read_bytes().replace(b"\0", b" ").decode("latin-1"))
-            except OSError:
-                continue
-    return "\n".join(out)
 
 
 def assert_no_secret(text: str, where: str) -> None:

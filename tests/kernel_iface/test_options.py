@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import zlib
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,15 +10,14 @@ from stas.kernel import options as opt
 from stas.kernel.api import INT_RANGES, ConnectRequest
 from stas.kernel.options import InvalidOption
 from tests.helpers.kernel import req
+from tests.helpers.secrets import dhchap_key
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
 HOSTID = "0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
 
 
 def secret(hh: int = 1, size: int = 32, pad_char: bytes = b"k") -> str:
-    key = pad_char * size
-    blob = key + zlib.crc32(key).to_bytes(4, "little")
-    return f"DHHC-1:{hh:02d}:{base64.b64encode(blob).decode()}:"
+    return dhchap_key(pad_char * size, f"{hh:02d}")
 
 
 SECRET = secret()
