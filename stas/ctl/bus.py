@@ -39,17 +39,22 @@ def _denied_line(daemon: str, what: str, why: str) -> str:
 
 def _unavailable_line(daemon: str, exc: Exception) -> str:
     """Upstream's line when the daemon is not there; the bus or a hung daemon said as such."""
-    from stas.dbus.client import NoSystemBus  # loaded already: exc came through it
+    from stas.dbus.client import BusNotAnswering, NoSystemBus  # loaded: exc came through it
 
     cause = exc.__cause__
     if isinstance(exc, NoSystemBus):
         prefix = f"Unable to communicate with {daemon} over D-Bus:"
         env = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+        where = "from DBUS_SYSTEM_BUS_ADDRESS" if env else "the default"
+        if isinstance(exc, BusNotAnswering):
+            return (
+                f"{prefix} the system bus at {exc.address} did not answer within"
+                f" {exc.timeout:g} s ({where}). Is dbus-daemon stuck? (systemctl status dbus)"
+            )
         if not isinstance(cause, OSError):
             return (
                 f"{prefix} {exc.address!r} is not a usable D-Bus address (DBUS_SYSTEM_BUS_ADDRESS)"
             )
-        where = "from DBUS_SYSTEM_BUS_ADDRESS" if env else "the default"
         return (
             f"{prefix} no system bus at {exc.address} ({where}):"
             f" {cause.strerror or cause}. Is dbus running?"

@@ -29,6 +29,7 @@ from stas.dbus.common import (
 from stas.dbus.idl import Service
 
 __all__ = [
+    "BusNotAnswering",
     "DBusAccessDenied",
     "DBusBusy",
     "DBusCallError",
@@ -59,11 +60,25 @@ class NoSystemBus(DBusUnavailable):
         self.address = address
 
 
-class _Connection(DBusConnection):  # type: ignore[misc]  # jeepney is untyped
-    """jeepney's blocking connection, whose constructor says Hello: if that fails, its socket
-    and selector are closed here rather than left to the garbage collector."""
+class BusNotAnswering(NoSystemBus):
+    """The bus took the connection but did not authenticate us, answer Hello or answer the
+    first call within ``timeout`` seconds (a stuck dbus-daemon, or not a bus at all)."""
 
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, address: str, timeout: float) -> None:
+        super().__init__(
+            address, f"the system bus at {address} did not answer within {timeout:g} s"
+        )
+        self.timeout = timeout
+
+
+class _Connection(DBusConnection):  # type: ignore[misc]  # jeepney is untyped
+    """jeepney's blocking connection, whose constructor says Hello with no time limit: here
+    every reply waited for before ``deadline`` is cleared (``time.monotonic()``) is waited for
+    until then at most, Hello included. If the constructor fails, its socket and selector are
+    closed here rather than left to the garbage collector."""
+
+    def __init__(self, sock: Any, deadline: float | None = None) -> None:
+        self.deadline = deadline
         try:
             super().__init__(sock)
         except BaseException:
@@ -73,14 +88,31 @@ class _Connection(DBusConnection):  # type: ignore[misc]  # jeepney is untyped
             sock.close()
             raise
 
+    def send_and_get_reply(self, message: Any, *, timeout: float | None = None) -> Any:
+        if self.deadline is not None:
+            left = max(self.deadline - time.monotonic(), 0.0)
+            timeout = left if timeout is None else min(timeout, left)
+        return super().send_and_get_reply(message, timeout=timeout)
+
 
 def open_system_bus(address: str | None = None, *, timeout: float = 2.0) -> DBusConnection:
-    """Connect to the system bus (``$DBUS_SYSTEM_BUS_ADDRESS`` honoured) or to ``address``;
-    NoSystemBus if that fails, with nothing left open."""
-    addr = address or system_bus_address()
+    """Connect to the system bus (``$DBUS_SYSTEM_BUS_ADDRESS`` honoured) or to ``address``,
+    authentication and Hello within ``timeout`` seconds in all; NoSystemBus (BusNotAnswering
+    for the time limit) if that fails, with nothing left open."""
+    conn = _open(address or system_bus_address(), timeout)
+    conn.deadline = None  # connected: each call has its own time limit from now on
+    return conn
+
+
+def _open(addr: str, timeout: float) -> _Connection:
+    """``open_system_bus``, the returned connection still under the connect's deadline."""
+    deadline = time.monotonic() + timeout
     try:
-        return _Connection(prep_socket(get_bus(addr), timeout=timeout))
-    except (OSError, TimeoutError) as exc:
+        return _Connection(prep_socket(get_bus(addr), timeout=timeout), deadline)
+    except (TimeoutError, BlockingIOError) as exc:  # before OSError: they are ones
+        # EAGAIN: jeepney's auth step started after the deadline (its socket timeout was 0)
+        raise BusNotAnswering(addr, timeout) from exc
+    except OSError as exc:
         raise NoSystemBus(addr, f"cannot connect to the D-Bus bus at {addr}: {exc}") from exc
     except (RuntimeError, ValueError, KeyError, StopIteration) as exc:
         raise NoSystemBus(addr, f"cannot use the D-Bus address {addr!r}: {exc}") from exc
@@ -230,20 +262,28 @@ def connect(
     service: Service, *, address: str | None = None, timeout: float | None = DEFAULT_TIMEOUT
 ) -> ServiceClient:
     """Open the bus and check that ``service`` is running: NoSystemBus without a usable bus,
-    DBusUnavailable without the daemon, the connection closed on every failure.
+    BusNotAnswering if the bus does not authenticate, say Hello and answer NameHasOwner
+    within ``timeout`` in all, DBusUnavailable without the daemon; the connection is closed
+    on every failure.
 
     Checking the owner first turns "not running" into one clear error before any command
     output is produced.
     """
-    conn = open_system_bus(address)
+    addr = address or system_bus_address()
+    limit = DEFAULT_TIMEOUT if timeout is None else timeout
+    conn = _open(addr, limit)
     try:
         running = name_has_owner(conn, service.bus_name)
-    except (OSError, TimeoutError) as exc:
+    except TimeoutError as exc:
+        conn.close()
+        raise BusNotAnswering(addr, limit) from exc
+    except OSError as exc:
         conn.close()
         raise DBusUnavailable(f"D-Bus connection lost: {exc}") from exc
     except BaseException:  # e.g. the bus policy refusing NameHasOwner: DBusAccessDenied
         conn.close()
         raise
+    conn.deadline = None  # connected: each call has its own ``timeout`` from now on
     if not running:
         conn.close()
         raise DBusUnavailable(f"{service.bus_name} is not running (name not owned)")

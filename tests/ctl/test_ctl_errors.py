@@ -181,6 +181,29 @@ async def test_no_bus_names_the_bus_not_the_daemon(tmp_path, monkeypatch, capsys
     )
 
 
+@pytest.mark.parametrize("tool_main", [stafctl.main, stacctl.main])
+def test_a_bus_that_never_answers_hello_is_named_within_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any, tool_main: Any
+) -> None:
+    """The bus authenticates, then says nothing: the tools hung forever in jeepney's Hello.
+    Now one line after the tools' timeout (here 0.2 s), exit 1 as for no bus at all."""
+    from tests.dbus.scripted_bus import SILENT, fake_bus, within_guard
+
+    address = f"unix:path={tmp_path}/bus"
+    fake_bus(f"{tmp_path}/bus", lambda msg: SILENT)
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", address)
+    monkeypatch.setattr(bus, "CALL_TIMEOUT", 0.2)
+    assert within_guard(tool_main, ["ls"]) == 1
+    out, err = capsys.readouterr()
+    daemon = "stafd" if tool_main is stafctl.main else "stacd"
+    assert (out, err) == (
+        "",
+        f"Unable to communicate with {daemon} over D-Bus: the system bus at {address} did not"
+        " answer within 0.2 s (from DBUS_SYSTEM_BUS_ADDRESS). Is dbus-daemon stuck?"
+        " (systemctl status dbus)\n",
+    )
+
+
 # --- arguments: malformed TIDs, bytes that are not UTF-8, very long values -------------------
 
 BAD_DLP = [

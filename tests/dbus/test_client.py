@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from stas.dbus.common import (
     system_bus_address,
 )
 from stas.dbus.idl import STACD, STAFD
+from tests.dbus.scripted_bus import HOLD, SILENT, answer_hello, fake_bus, within_guard
 
 
 async def in_thread(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -198,49 +198,6 @@ def test_size_limit_is_not_retried() -> None:
 # --- a bus that fails after authentication: nothing of the connection may stay open ----------
 
 
-def _fake_bus(path: str, replies: Any) -> threading.Thread:
-    """A one-connection bus at ``path``: SASL EXTERNAL accepted, then ``replies(msg)`` gives the
-    answer to each message (None: hang up). Just enough of dbus-daemon to fail on cue."""
-    from jeepney import Parser
-
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(path)
-    server.listen(1)
-
-    def serve() -> None:
-        conn, _ = server.accept()
-        server.close()
-        with conn:
-            conn.settimeout(10)
-            data = b""
-            while b"\r\n" not in data:  # "\0AUTH EXTERNAL <uid>\r\n"
-                data += conn.recv(4096)
-            conn.sendall(b"OK 0123456789abcdef0123456789abcdef\r\n")
-            data = b""
-            while b"BEGIN\r\n" not in data:
-                data += conn.recv(4096)
-            parser = Parser()
-            parser.add_data(data.split(b"BEGIN\r\n", 1)[1])
-            serial = 1
-            while True:
-                msg = parser.get_next_message()
-                if msg is None:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return
-                    parser.add_data(chunk)
-                    continue
-                reply = replies(msg)
-                if reply is None:
-                    return
-                conn.sendall(reply.serialise(serial=serial))
-                serial += 1
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return thread
-
-
 def _open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
@@ -250,7 +207,7 @@ def test_a_failed_hello_leaves_no_socket_open(tmp_path: Any) -> None:
     at garbage collection (the exception, held here, keeps the failed frames alive)."""
     path = str(tmp_path / "bus")
     before = _open_fds()
-    thread = _fake_bus(path, lambda msg: None)
+    thread = fake_bus(path, lambda msg: None)
     with pytest.raises(client.NoSystemBus) as err:
         client.connect(STAFD, address=f"unix:path={path}")
     thread.join(10)
@@ -272,7 +229,7 @@ def test_a_refused_first_call_closes_the_connection(tmp_path: Any) -> None:
 
     path = str(tmp_path / "bus")
     before = _open_fds()
-    thread = _fake_bus(path, replies)
+    thread = fake_bus(path, replies)
     with pytest.raises(DBusAccessDenied, match="policy") as err:
         client.connect(STAFD, address=f"unix:path={path}")
     thread.join(10)  # the client's close is what ends the fake bus's loop
@@ -286,3 +243,75 @@ def test_no_system_bus_is_a_dbus_unavailable() -> None:
         client.open_system_bus("unix:path=/nonexistent/stas/bus")
     assert isinstance(err.value, client.NoSystemBus)
     assert err.value.address == "unix:path=/nonexistent/stas/bus"
+
+
+# --- a bus that authenticates, then is silent: the whole connect has one time limit ----------
+
+
+def names_has_owner(then: Any) -> Any:
+    """NameHasOwner answered True; anything else by ``then``."""
+    from jeepney import new_method_return
+
+    def replies(msg: Any) -> Any:
+        if msg.header.fields[HeaderFields.member] == "NameHasOwner":
+            return new_method_return(msg, "b", (True,))
+        return then(msg)
+
+    return replies
+
+
+@pytest.mark.parametrize(
+    ("silent_on", "replies"),
+    [("Hello", lambda msg: SILENT), ("NameHasOwner", answer_hello(lambda msg: SILENT))],
+)
+def test_a_silent_bus_is_not_answering_within_the_timeout(
+    tmp_path: Any, silent_on: str, replies: Any
+) -> None:
+    """Old code: jeepney's Hello waited forever (stafctl hung), and a silent NameHasOwner was
+    "connection lost" after 25 s whatever the timeout. Now: BusNotAnswering, nothing open."""
+    path = str(tmp_path / "bus")
+    before = _open_fds()
+    thread = fake_bus(path, replies)
+    err = within_guard(client.connect, STAFD, address=f"unix:path={path}", timeout=0.2)
+    assert isinstance(err, client.BusNotAnswering), err
+    assert isinstance(err, client.NoSystemBus) and isinstance(err, DBusUnavailable)
+    assert str(err) == f"the system bus at unix:path={path} did not answer within 0.2 s"
+    assert (err.address, err.timeout) == (f"unix:path={path}", 0.2)
+    thread.join(HOLD)  # the client's close is what ends the fake bus's loop
+    assert not thread.is_alive() and _open_fds() == before
+
+
+def test_open_system_bus_bounds_hello_too(tmp_path: Any) -> None:
+    path = str(tmp_path / "bus")
+    fake_bus(path, lambda msg: SILENT)
+    err = within_guard(client.open_system_bus, f"unix:path={path}", timeout=0.2)
+    assert isinstance(err, client.BusNotAnswering) and err.timeout == 0.2
+
+
+def test_the_connect_has_one_time_limit_not_one_per_step(tmp_path: Any) -> None:
+    """Authentication and Hello each take 0.25 s: within 0.4 s each, not 0.4 s in all."""
+    slow = threading.Event()  # never set: waiting on it is the bus being slow
+
+    def slow_hello(msg: Any) -> Any:
+        slow.wait(0.25)
+        return answer_hello(lambda m: None)(msg)
+
+    path = str(tmp_path / "bus")
+    fake_bus(path, names_has_owner(slow_hello), auth_delay=0.25)
+    err = within_guard(client.connect, STAFD, address=f"unix:path={path}", timeout=0.4)
+    assert isinstance(err, client.BusNotAnswering) and err.timeout == 0.4
+    path = str(tmp_path / "bus2")  # the same slow bus within a larger limit: connected
+    fake_bus(path, names_has_owner(slow_hello), auth_delay=0.25)
+    with within_guard(client.connect, STAFD, address=f"unix:path={path}", timeout=5.0) as c:
+        assert c.conn.deadline is None  # each call now has its own timeout
+
+
+def test_a_deadline_gone_before_authentication_is_not_answering(tmp_path: Any) -> None:
+    """Under load the deadline can pass before jeepney's first auth read, whose socket then
+    has timeout 0 (EAGAIN, not a timeout): still the bus not answering, not "cannot connect"."""
+    path = str(tmp_path / "bus")
+    thread = fake_bus(path, lambda msg: SILENT)
+    err = within_guard(client.connect, STAFD, address=f"unix:path={path}", timeout=1e-9)
+    assert isinstance(err, client.BusNotAnswering), err
+    thread.join(HOLD)
+    assert not thread.is_alive()
