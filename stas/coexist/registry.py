@@ -61,23 +61,30 @@ MAX_INTENT = 4096  # two NQNs (223 bytes each) and a few addresses; a larger fil
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 _temporaries = itertools.count(1)  # one sequence per process: every Registry's names differ
+_pid = os.getpid()  # asked once (a system call each time), again in a forked child
+os.register_at_fork(after_in_child=lambda: globals().update(_pid=os.getpid()))
 
 
 def _temporary(directory: str, name: str) -> str:
     """A hidden name in ``directory`` for ``name`` being written: this process's pid and a
     counter (unique among its writers, no random names to make: each connect writes three)."""
-    return f"{directory}/.{name}.{os.getpid()}-{next(_temporaries)}"
+    return f"{directory}/.{name}.{_pid}-{next(_temporaries)}"
 
 
 def _read_small(path: str, limit: int) -> bytes:
-    """Up to ``limit`` bytes of a small file: open, read, close (no buffered file object)."""
+    """Up to ``limit`` bytes of a small file: open, read, close (no buffered file object).
+    A read shorter than asked is the end of a regular or sysfs file: no read to hear EOF."""
     fd = os.open(path, _READ_FLAGS)
     try:
         chunks: list[bytes] = []
         size = 0
-        while size < limit and (chunk := os.read(fd, limit - size)):
+        while size < limit:
+            want = limit - size
+            chunk = os.read(fd, want)
             chunks.append(chunk)
             size += len(chunk)
+            if len(chunk) < want:
+                break
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -294,7 +301,7 @@ class Registry:
         describes; returns the intent's name for ``settle`` (None: not recorded, logged)."""
         fields = {k: str(getattr(request, k)) for k in INTENT_FIELDS}
         text = "".join(f"{k}={v}\n" for k, v in fields.items()).rstrip("\n")
-        name = f"{os.getpid()}-{next(self._intents)}"
+        name = f"{_pid}-{next(self._intents)}"
         try:
             try:
                 self._write_attr(self._intents_dir, name, text)
