@@ -4,7 +4,6 @@ tests/kernel/test_tls_kernel.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
 import subprocess
@@ -19,17 +18,9 @@ if str(VM_DIR) not in sys.path:
 
 import tlshd  # noqa: E402
 
+from tests.helpers.vm import load_runner  # noqa: E402
 
-def _load_runner():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("stas_vm_runner_tls", VM_DIR / "runner.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-runner = _load_runner()
+runner = load_runner()
 
 DEPENDS = """ktls-utils
   Depends: libc6

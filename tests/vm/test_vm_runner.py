@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import lzma
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from hypothesis import given
@@ -23,18 +21,9 @@ if str(VM_DIR) not in sys.path:
 import vm_image  # noqa: E402
 from vm_image import CpioEntry, VmError  # noqa: E402
 
+from tests.helpers.vm import load_runner  # noqa: E402
 
-def _load_runner() -> ModuleType:
-    """runner.py under a distinctive module name ('runner' alone is too generic)."""
-    spec = importlib.util.spec_from_file_location("stas_vm_runner", VM_DIR / "runner.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-runner = _load_runner()
+runner = load_runner()
 
 APT_DEPENDS = """linux-image-amd64
   Depends: linux-image-6.1.0-56-amd64
