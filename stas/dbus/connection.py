@@ -26,6 +26,11 @@ from stas.dbus.common import DBusUnavailable, call_error, system_bus_address
 log = logging.getLogger(__name__)
 
 MessageCallback = Callable[[Message], None]
+# Seconds the bus itself may take: to let us in (authentication and Hello) and to answer one
+# of its own methods (RequestName, AddMatch, ...). dbus-daemon's own reply timeout; without a
+# limit, a bus that took the connection and then said nothing held a daemon forever, never
+# retried.
+BUS_TIMEOUT = 25.0
 
 
 @attrs.define
@@ -97,11 +102,16 @@ class BusConnection:
         return tuple(reply.body)
 
     async def bus_call(
-        self, method: str, signature: str | None = None, *args: object
+        self,
+        method: str,
+        signature: str | None = None,
+        *args: object,
+        timeout: float = BUS_TIMEOUT,
     ) -> tuple[Any, ...]:
-        """Call a method of the message bus itself (org.freedesktop.DBus)."""
+        """Call a method of the message bus itself (org.freedesktop.DBus); DBusUnavailable
+        if the bus does not answer within ``timeout`` seconds."""
         msg = new_method_call(message_bus, method, signature, args)
-        return await self.call_checked(msg)
+        return await self.call_checked(msg, timeout=timeout)
 
     async def serve(
         self,
@@ -153,14 +163,18 @@ class BusConnection:
         await self._conn.aclose()
 
 
-async def open_bus(address: str | None = None) -> BusConnection:
-    """Connect and authenticate to ``address`` (default: the system bus).
+async def open_bus(address: str | None = None, *, timeout: float = BUS_TIMEOUT) -> BusConnection:
+    """Connect, authenticate and say Hello to ``address`` (default: the system bus).
 
-    Raises DBusUnavailable naming the address when the bus cannot be reached.
+    Raises DBusUnavailable naming the address when the bus cannot be reached, or does not
+    let us in within ``timeout`` seconds (the daemons retry either).
     """
     addr = address or system_bus_address()
     try:
-        conn = await _handshake(addr)
+        with trio.move_on_after(timeout) as scope:
+            conn = await _handshake(addr)
+        if scope.cancelled_caught:
+            raise DBusUnavailable(f"the D-Bus bus at {addr} did not answer within {timeout:g} s")
     except (OSError, trio.BrokenResourceError, trio.EndOfChannel) as exc:
         raise DBusUnavailable(f"cannot connect to the D-Bus bus at {addr}: {exc}") from exc
     except (RuntimeError, ValueError, KeyError) as exc:
