@@ -23,7 +23,7 @@ from stas.messages import (
     StafdAppeared,
     StafdVanished,
 )
-from tests.helpers.connector import ConnectorHarness, stacd_config
+from tests.helpers.connector import ConnectorHarness, external, stacd_config
 from tests.helpers.entries import HOSTID, HOSTNQN, dc_tid, dlpe, page
 
 DC1 = dc_tid("::1")
@@ -37,17 +37,6 @@ AUDIT = "all-connections-matching-disconnect-trtypes"
 
 
 conf = stacd_config
-
-
-def external(kernel: FakeKernel, nqn: str, traddr: str = "::1"):
-    return kernel.add_external(
-        transport="tcp",
-        traddr=traddr,
-        trsvcid="4420",
-        subsysnqn=nqn,
-        hostnqn=HOSTNQN,
-        cntrltype="io",
-    )
 
 
 Harness = ConnectorHarness

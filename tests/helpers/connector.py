@@ -19,10 +19,11 @@ from tests.helpers.config import stacd_config
 from tests.helpers.entries import HOSTID, HOSTNQN
 
 
-def external(kernel: FakeKernel, nqn: str) -> KernelController:
-    """An I/O controller someone else connected: ``nqn`` at [::1]:4420 (TCP), our host NQN."""
+def external(kernel: FakeKernel, nqn: str, traddr: str = "::1") -> KernelController:
+    """An I/O controller someone else connected: ``nqn`` at ``traddr`` port 4420 (TCP), our
+    host NQN."""
     return kernel.add_external(
-        transport="tcp", traddr="::1", trsvcid="4420", subsysnqn=nqn, hostnqn=HOSTNQN,
+        transport="tcp", traddr=traddr, trsvcid="4420", subsysnqn=nqn, hostnqn=HOSTNQN,
         cntrltype="io",
     )  # fmt: skip
 

@@ -15,20 +15,14 @@ import pytest
 import trio
 
 from stas.kernel import libnvme_kernel
-from stas.kernel.api import ConnectRequest, KernelError
+from stas.kernel.api import KernelError
 from stas.kernel.libnvme_kernel import LibnvmeKernel, libnvme_config, libnvme_errno
+from tests.helpers.kernel import req
 
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
 HOSTID = "0c9e3a3e-5b0f-4c4e-9d0e-2e1c6a1b7f10"
 SECRET = "DHHC-1:00:ia6zGodOr5SEG8f+M2DLUeJFMJ4UUJpo1iwxX2mzBRGrRmlq:"
 SECRET2 = "DHHC-1:01:" + "QUFB" * 12 + ":"
-
-
-def req(**kw: Any) -> ConnectRequest:
-    base: dict[str, Any] = dict(
-        transport="tcp", traddr="::1", trsvcid="4420", subsysnqn="klingons", hostnqn=HOSTNQN
-    )
-    return ConnectRequest(**(base | kw))
 
 
 class FakeNvme:
