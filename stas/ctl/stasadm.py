@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=f"create the {what}")
         c.add_argument("-f", "--file", metavar="FILE", help=f"write the {what} to FILE")
     c = sub.add_parser("set-symname", help="set the host symbolic name")
-    c.add_argument("-f", "--file", metavar="FILE", help="write the symbolic name to FILE")
+    c.add_argument("-f", "--file", metavar="FILE",
+                   help="write the symbolic name to FILE; it must then have no spaces, since"
+                   " the daemons read only the first word of FILE (as upstream)")  # fmt: skip
     c.add_argument("symname", metavar="SYMNAME")
     sub.add_parser("clear-symname", help="remove the host symbolic name")
     return p
