@@ -11,7 +11,7 @@ import trio.testing
 from trio_util import AsyncValue
 
 from stas.actors.daemon_dbus import find_by_tid
-from stas.actors.finder import MAX_REFERRAL_DCS, Finder, run_finder
+from stas.actors.finder import MAX_REFERRAL_DCS, run_finder
 from stas.messages import (
     DcStatus,
     DcUpdate,
@@ -24,19 +24,10 @@ from stas.messages import (
 from stas.nvme.logpage import LogPageEntry
 from stas.state import StateStore
 from tests.helpers.config import stafd_config
-from tests.helpers.entries import HOSTNQN, WK, dc_tid, log_entry
+from tests.helpers.entries import HOSTNQN, WK, log_entry
+from tests.helpers.finder import FinderHarness, ctrls, refuse_all, tid
 
 ZC = "[Discovery controller connection management]\nzeroconf-connections-persistence="
-
-
-def ctrls(*addrs: str, extra: str = "") -> str:
-    return (
-        "[Controllers]\n" + "".join(f"controller=transport=tcp;traddr={a}\n" for a in addrs) + extra
-    )
-
-
-def tid(addr: str, port: str = "8009", iface: str = "") -> Tid:
-    return dc_tid(addr, port, host_iface=iface)
 
 
 def referral(addr: str, port: str = "8009") -> LogPageEntry:
@@ -48,64 +39,10 @@ def status(t: Tid, *refs: str, connected: bool = False, origin: str = "configure
     return DcUpdate(DcStatus(tid=t, origin=origin, connected=connected, log_pages=pages), True)
 
 
-async def refuse_all(addr: str, port: int, iface: str) -> None:
-    raise OSError("refused")
-
-
-class Harness:
-    """A finder with fake DC actors that record starts/stops and never connect by themselves."""
-
-    def __init__(
-        self, config, *, store: StateStore | None = None, probe=None, resolver=None, cleanup=0.0
-    ):
-        self.started: list[tuple[Tid, str, DcStatus | None]] = []
-        self.wanted: dict[Tid, object] = {}
-        self.stopped: list[Tid] = []
-        self.published = AsyncValue(StafdSnapshot())
-        self.send, self.receive = trio.open_memory_channel(10_000)
-
-        async def factory(wanted, updates, initial) -> None:
-            self.started.append((wanted.tid, wanted.origin, initial))
-            self.wanted[wanted.tid] = wanted
-            try:
-                await trio.sleep_forever()
-            finally:
-                with trio.CancelScope(shield=True):
-                    await trio.sleep(cleanup)  # e.g. a DIM deregistration (up to 10 s)
-                self.stopped.append(wanted.tid)
-
-        self.finder = Finder(
-            config=config,
-            host_nqn=HOSTNQN,
-            dc_factory=factory,
-            published=self.published,
-            state_store=store,
-            resolver=resolver,
-            probe=probe or refuse_all,
-        )
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        await nursery.start(self.finder.run, self.receive, self.send)
-        await trio.testing.wait_all_tasks_blocked()
-
-    async def put(self, *msgs) -> None:
-        for m in msgs:
-            await self.send.send(m)
-        await trio.testing.wait_all_tasks_blocked()
-
-    @property
-    def running(self) -> set[Tid]:
-        return set(self.finder.running)
-
-    def origin(self, t: Tid) -> str:
-        return self.finder.running[t].origin
-
-    def published_tids(self) -> set[Tid]:
-        return {dc.tid for dc in self.published.value.dcs}
-
-
 async def test_configured_dcs_start_and_exclusion_wins(autojump_clock) -> None:
-    h = Harness(stafd_config(ctrls("10.0.0.1", "10.0.0.2", extra="exclude=traddr=10.0.0.2\n")))
+    h = FinderHarness(
+        stafd_config(ctrls("10.0.0.1", "10.0.0.2", extra="exclude=traddr=10.0.0.2\n"))
+    )
     async with trio.open_nursery() as n:
         await h.start(n)
         assert h.running == {tid("10.0.0.1")}
@@ -117,7 +54,7 @@ async def test_configured_dcs_start_and_exclusion_wins(autojump_clock) -> None:
 
 async def test_unknown_message_is_logged_then_a_reload_applies(autojump_clock, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="stas.finder")
-    h = Harness(stafd_config(ctrls("10.0.0.1")))
+    h = FinderHarness(stafd_config(ctrls("10.0.0.1")))
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(object(), StafdConfigChanged(stafd_config(ctrls("10.0.0.2")), HOSTNQN))
@@ -133,7 +70,7 @@ async def test_excluded_hostname_is_never_resolved(autojump_clock) -> None:
         asked.append(name)
         return ["10.0.0.7"]
 
-    h = Harness(
+    h = FinderHarness(
         stafd_config(ctrls("array.example", extra="exclude=traddr=array.example\n")),
         resolver=resolver,
     )
@@ -144,7 +81,7 @@ async def test_excluded_hostname_is_never_resolved(autojump_clock) -> None:
 
 
 async def test_ip_family_filters_addresses(autojump_clock) -> None:
-    h = Harness(stafd_config("[Global]\nip-family=ipv6\n" + ctrls("127.0.0.1", "fd00::9")))
+    h = FinderHarness(stafd_config("[Global]\nip-family=ipv6\n" + ctrls("127.0.0.1", "fd00::9")))
     async with trio.open_nursery() as n:
         await h.start(n)
         assert h.running == {tid("fd00::9")}
@@ -152,7 +89,7 @@ async def test_ip_family_filters_addresses(autojump_clock) -> None:
 
 
 async def test_localhost_with_ipv6_only_is_the_v6_loopback(autojump_clock) -> None:
-    h = Harness(stafd_config("[Global]\nip-family=ipv6\n" + ctrls("localhost")))
+    h = FinderHarness(stafd_config("[Global]\nip-family=ipv6\n" + ctrls("localhost")))
     async with trio.open_nursery() as n:
         await h.start(n)
         assert h.running == {tid("::1")}
@@ -164,7 +101,7 @@ async def test_hostname_uses_the_address_that_answers(autojump_clock) -> None:
         if addr != "::1":
             raise OSError("refused")
 
-    h = Harness(stafd_config(ctrls("localhost")), probe=only_v6)
+    h = FinderHarness(stafd_config(ctrls("localhost")), probe=only_v6)
     async with trio.open_nursery() as n:
         await h.start(n)
         assert h.running == {tid("::1")} and len(h.started) == 1
@@ -172,7 +109,7 @@ async def test_hostname_uses_the_address_that_answers(autojump_clock) -> None:
 
 
 async def test_mdns_dc_kept_while_connected_and_dropped_after_persistence(autojump_clock) -> None:
-    h = Harness(stafd_config(ZC + "100\n"))
+    h = FinderHarness(stafd_config(ZC + "100\n"))
     t = tid("192.168.1.5", iface="eth0")
     async with trio.open_nursery() as n:
         await h.start(n)
@@ -194,7 +131,7 @@ async def test_mdns_dc_kept_while_connected_and_dropped_after_persistence(autoju
 async def test_mdns_persistence_zero_and_forever(autojump_clock) -> None:
     t = tid("192.168.1.5", iface="eth0")
     for persistence, kept in (("0", False), ("-1", True)):
-        h = Harness(stafd_config(ZC + persistence + "\n"))
+        h = FinderHarness(stafd_config(ZC + persistence + "\n"))
         async with trio.open_nursery() as n:
             await h.start(n)
             await h.put(MdnsServiceUp("k", t), MdnsServiceDown("k"))
@@ -204,7 +141,7 @@ async def test_mdns_persistence_zero_and_forever(autojump_clock) -> None:
 
 
 async def test_mdns_dc_removed_at_once_when_excluded_or_reannounced_kept(autojump_clock) -> None:
-    h = Harness(stafd_config(""))
+    h = FinderHarness(stafd_config(""))
     t = tid("192.168.1.5", iface="eth0")
     async with trio.open_nursery() as n:
         await h.start(n)
@@ -218,7 +155,7 @@ async def test_mdns_dc_removed_at_once_when_excluded_or_reannounced_kept(autojum
 
 
 async def test_zeroconf_disabled_drops_discovered_and_ignores_late_news(autojump_clock) -> None:
-    h = Harness(stafd_config(""))
+    h = FinderHarness(stafd_config(""))
     t, u = tid("192.168.1.5"), tid("192.168.1.6")
     async with trio.open_nursery() as n:
         await h.start(n)
@@ -234,7 +171,7 @@ async def test_zeroconf_disabled_drops_discovered_and_ignores_late_news(autojump
 
 
 async def test_referrals_inherit_host_fields_no_loops_depth_cap(autojump_clock) -> None:
-    h = Harness(
+    h = FinderHarness(
         stafd_config(
             "[Controllers]\ncontroller=transport=tcp;traddr=10.0.0.1;host-iface=eth1;"
             "host-traddr=10.0.0.100;host-nqn=nqn.2014-08.org.example:h1\n"
@@ -270,7 +207,7 @@ async def test_referrals_inherit_host_fields_no_loops_depth_cap(autojump_clock) 
 
 async def test_referral_amplification_is_capped(autojump_clock, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="stas.finder")
-    h = Harness(stafd_config(ctrls("10.0.0.1")))
+    h = FinderHarness(stafd_config(ctrls("10.0.0.1")))
     a = tid("10.0.0.1")
     async with trio.open_nursery() as n:
         await h.start(n)
@@ -303,7 +240,7 @@ def announced(addr: str = "192.168.1.5", iface: str = "eth0") -> Tid:
 
 
 async def test_mdns_dc_gets_the_host_nqn(autojump_clock) -> None:
-    h = Harness(stafd_config(""))
+    h = FinderHarness(stafd_config(""))
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(MdnsServiceUp("k", announced()))
@@ -316,7 +253,7 @@ async def test_mdns_dc_gets_the_host_nqn(autojump_clock) -> None:
 
 
 async def test_ignore_iface_clears_host_iface_of_mdns_dcs(autojump_clock) -> None:
-    h = Harness(stafd_config("[Global]\nignore-iface=true\n"))
+    h = FinderHarness(stafd_config("[Global]\nignore-iface=true\n"))
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(MdnsServiceUp("k", announced()))
@@ -331,7 +268,7 @@ async def test_cached_mdns_dc_without_host_nqn_is_restored_with_it(tmp_path, aut
     store = StateStore(tmp_path / "state.json")
     old = DcStatus(tid=announced(), origin="discovered", log_pages=(referral("10.9.9.9"),))
     store.save(StafdSnapshot(dcs=(old,), generation=1))
-    h = Harness(stafd_config(""), store=store)
+    h = FinderHarness(stafd_config(""), store=store)
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(MdnsServiceUp("k", announced()))
@@ -343,7 +280,7 @@ async def test_cached_mdns_dc_without_host_nqn_is_restored_with_it(tmp_path, aut
 
 
 async def test_unspecified_referral_addresses_are_ignored(autojump_clock) -> None:
-    h = Harness(stafd_config(ctrls("10.0.0.1")))
+    h = FinderHarness(stafd_config(ctrls("10.0.0.1")))
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(status(tid("10.0.0.1"), "0.0.0.0", "::", "::ffff:10.0.0.9"))
@@ -352,7 +289,7 @@ async def test_unspecified_referral_addresses_are_ignored(autojump_clock) -> Non
 
 
 async def test_configured_beats_discovered_for_the_same_tid(autojump_clock) -> None:
-    h = Harness(stafd_config(ctrls("10.0.0.1")))
+    h = FinderHarness(stafd_config(ctrls("10.0.0.1")))
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(MdnsServiceUp("k", tid("10.0.0.1")))
@@ -366,7 +303,7 @@ async def test_configured_beats_discovered_for_the_same_tid(autojump_clock) -> N
 
 
 async def test_burst_of_mdns_is_one_reconcile(autojump_clock) -> None:
-    h = Harness(stafd_config(""))
+    h = FinderHarness(stafd_config(""))
     async with trio.open_nursery() as n:
         await h.start(n)
         before = h.finder.reconciles
@@ -381,7 +318,7 @@ async def test_burst_of_mdns_is_one_reconcile(autojump_clock) -> None:
 
 
 async def test_reload_removing_a_controller_stops_it(autojump_clock) -> None:
-    h = Harness(stafd_config(ctrls("10.0.0.1", "10.0.0.2")))
+    h = FinderHarness(stafd_config(ctrls("10.0.0.1", "10.0.0.2")))
     async with trio.open_nursery() as n:
         await h.start(n)
         await h.put(StafdConfigChanged(stafd_config(ctrls("10.0.0.2")), HOSTNQN))
@@ -391,7 +328,7 @@ async def test_reload_removing_a_controller_stops_it(autojump_clock) -> None:
 
 
 async def test_reload_changing_params_restarts_with_the_cached_status(autojump_clock) -> None:
-    h = Harness(stafd_config(ctrls("10.0.0.1")))
+    h = FinderHarness(stafd_config(ctrls("10.0.0.1")))
     t = tid("10.0.0.1")
     async with trio.open_nursery() as n:
         await h.start(n)
@@ -413,7 +350,7 @@ async def test_persistence_deadline_does_not_cut_a_slow_reload(autojump_clock) -
         await trio.sleep(8)
         return ["10.0.0.8"]
 
-    h = Harness(stafd_config(ZC + "5\n"), resolver=slow)
+    h = FinderHarness(stafd_config(ZC + "5\n"), resolver=slow)
     m = tid("192.168.1.5")
     async with trio.open_nursery() as n:
         await h.start(n)
@@ -433,7 +370,7 @@ async def test_warm_restart_publishes_cache_before_connecting(tmp_path, autojump
         DcStatus(tid=gone, origin="configured", log_pages=page),
     )
     store.save(StafdSnapshot(dcs=cached))
-    h = Harness(stafd_config(ctrls("10.0.0.1")), store=store)
+    h = FinderHarness(stafd_config(ctrls("10.0.0.1")), store=store)
     async with trio.open_nursery() as n:
         await h.start(n)  # the D-Bus actor starts after this: what it sees first is checked
         (dc,) = h.published.value.dcs
@@ -487,8 +424,8 @@ def nbft_table(*uris: str, hostnqn_configured: bool = False) -> bytes:
     )
 
 
-def nbft_harness(tmp_path, text: str = "", **kw) -> Harness:
-    h = Harness(stafd_config(text), **kw)
+def nbft_harness(tmp_path, text: str = "", **kw) -> FinderHarness:
+    h = FinderHarness(stafd_config(text), **kw)
     h.finder.nbft_dir = tmp_path
     h.finder.iface_of = lambda hfi: {"52:54:00:00:00:01": "ens3"}.get(hfi.mac, "")
     return h
@@ -586,7 +523,7 @@ async def test_nbft_dc_warm_restart_keeps_its_origin(autojump_clock, tmp_path) -
 # --- slow effects run beside the loop: updates are never held up behind them (issue 10) -------
 
 
-async def connected_published_after(h: Harness, t: Tid, *before) -> float:
+async def connected_published_after(h: FinderHarness, t: Tid, *before) -> float:
     """Seconds from sending ``before`` then ``t``'s "connected" until the snapshot shows it."""
     start = trio.current_time()
     for m in before:
@@ -601,7 +538,7 @@ async def test_a_slow_name_does_not_hold_up_dc_updates(autojump_clock) -> None:
         await trio.sleep(8)  # a DNS server that takes its time
         return ["10.0.0.8"]
 
-    h = Harness(stafd_config(ctrls("10.0.0.1")), resolver=slow)
+    h = FinderHarness(stafd_config(ctrls("10.0.0.1")), resolver=slow)
     async with trio.open_nursery() as n:
         await h.start(n)
         reload = StafdConfigChanged(stafd_config(ctrls("10.0.0.1", "array.example")), HOSTNQN)
@@ -613,7 +550,7 @@ async def test_a_slow_name_does_not_hold_up_dc_updates(autojump_clock) -> None:
 
 
 async def test_a_slow_dc_stop_does_not_hold_up_other_updates(autojump_clock) -> None:
-    h = Harness(stafd_config(ctrls("10.0.0.1", "10.0.0.2")), cleanup=10)
+    h = FinderHarness(stafd_config(ctrls("10.0.0.1", "10.0.0.2")), cleanup=10)
     async with trio.open_nursery() as n:
         await h.start(n)
         reload = StafdConfigChanged(stafd_config(ctrls("10.0.0.2")), HOSTNQN)
@@ -625,7 +562,7 @@ async def test_a_slow_dc_stop_does_not_hold_up_other_updates(autojump_clock) -> 
 
 
 async def test_a_restart_waits_for_the_old_actors_cleanup(autojump_clock) -> None:
-    h = Harness(stafd_config(ctrls("10.0.0.1")), cleanup=10)
+    h = FinderHarness(stafd_config(ctrls("10.0.0.1")), cleanup=10)
     t = tid("10.0.0.1")
     async with trio.open_nursery() as n:
         await h.start(n)
@@ -642,7 +579,7 @@ async def test_slow_probes_do_not_hold_up_dc_updates(autojump_clock) -> None:
         await trio.sleep(2)  # each address times out
         raise OSError("timed out")
 
-    h = Harness(stafd_config(ctrls("10.0.0.1")), probe=slow_probe)
+    h = FinderHarness(stafd_config(ctrls("10.0.0.1")), probe=slow_probe)
     async with trio.open_nursery() as n:
         await h.start(n)
         reload = StafdConfigChanged(stafd_config(ctrls("10.0.0.1", "localhost")), HOSTNQN)

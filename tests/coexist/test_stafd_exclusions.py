@@ -11,7 +11,8 @@ import trio
 
 from stas.coexist.exclusions import Exclusions, parse_exclusions
 from stas.stafd import StafdOptions, load_config
-from tests.actors.test_finder import Harness, conf, ctrls, tid
+from tests.helpers.config import stafd_config
+from tests.helpers.finder import FinderHarness, ctrls, tid
 
 
 def exclusions(text: str) -> Exclusions:
@@ -21,9 +22,9 @@ def exclusions(text: str) -> Exclusions:
 
 
 async def test_finder_never_starts_a_dc_on_the_exclusion_list(autojump_clock, caplog) -> None:
-    config = conf(ctrls("10.0.0.1", "10.0.0.2"))
+    config = stafd_config(ctrls("10.0.0.1", "10.0.0.2"))
     listed = exclusions("[exclusions]\nexclusion = transport=tcp;traddr=10.0.0.2\n")
-    h = Harness(attrs.evolve(config, nvme_exclusions=listed))
+    h = FinderHarness(attrs.evolve(config, nvme_exclusions=listed))
     with caplog.at_level(logging.INFO, logger="stas.coexist"):
         async with trio.open_nursery() as n:
             await h.start(n)

@@ -16,7 +16,8 @@ from stas.actors.connector_model import (
 )
 from stas.actors.ioc import KernelFound
 from stas.messages import DcLogPages
-from tests.core.test_connector_core import DC1, connected, kernel_io, of, state
+from tests.core.test_connector_core import DC1, connected, kernel_io, state
+from tests.helpers.effects import of
 from tests.helpers.entries import dlpe, tid
 
 NO_DISCONNECT = "[I/O controller connection management]\ndisconnect-scope=no-disconnect\n"
