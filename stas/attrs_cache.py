@@ -176,12 +176,15 @@ def install(path: str = DEFAULT_PATH) -> Hook | None:
     return hook
 
 
-def record(path: str, modules: list[str]) -> int:
-    """Import ``modules`` with recording on; write the table; the number of entries."""
+def record(path: str, modules: list[str], first: Callable[[], object] | None = None) -> int:
+    """Import ``modules`` with recording on (after ``first()``, if given: what the daemons do
+    first); write the table; the number of entries."""
     module = _attrs_builder()
     hook = Hook(module, {}, recording=True)
     module.compile = hook  # type: ignore[attr-defined]
     try:
+        if first is not None:
+            first()
         for name in modules:
             __import__(name)
     finally:
@@ -203,10 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     (default: beside this module), as ``make install`` does."""
     args = sys.argv[1:] if argv is None else argv
     path = args[0] if args else DEFAULT_PATH
-    from stas.deferred import defer_imports
+    from stas.deferred import defer_imports, import_trio
 
     defer_imports()  # record what the daemons import, in the order they import it
-    count = record(path, START_UP_MODULES)
+    count = record(path, START_UP_MODULES, first=import_trio)  # not trio's unused parts
     print(f"{path}: {count} attrs classes")
     return 0
 

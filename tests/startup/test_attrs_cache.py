@@ -17,6 +17,8 @@ from tests.startup.helpers import run_fresh
 USE = """
 import stas.attrs_cache as c, attrs
 hook = c.install({table!r})
+import stas.main
+stas.main._import_trio()  # as the daemons do: without trio's unused parts
 import stas.stafd, stas.stacd
 from stas.messages import Tid, DcStatus
 hits, misses = hook.hits, hook.misses
@@ -42,6 +44,8 @@ def test_a_recorded_start_up_compiles_no_attrs_class(tmp_path: Path) -> None:
     rec = run_fresh(f"import stas.attrs_cache as c; c.main([{str(table)!r}]); print('{{}}')",
                     tmp_path)  # fmt: skip
     assert rec == {} and table.stat().st_size > 0
+    recorded = " ".join(attrs_cache.load(str(table)) or {})
+    assert "trio._core._run" in recorded and "trio._dtls" not in recorded  # what a daemon loads
     result = run_fresh(USE.format(table=str(table)), tmp_path)
     assert result["misses"] == 0 and result["hits"] > 50  # trio's classes and ours
     assert result | {"hits": 0, "misses": 0} == {
