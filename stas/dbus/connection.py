@@ -29,7 +29,8 @@ MessageCallback = Callable[[Message], None]
 # Seconds the bus itself may take: to let us in (authentication and Hello) and to answer one
 # of its own methods (RequestName, AddMatch, ...). dbus-daemon's own reply timeout; without a
 # limit, a bus that took the connection and then said nothing held a daemon forever, never
-# retried.
+# retried. Read at each use: tests that run a daemon under an autojump clock beside a real
+# dbus-daemon set it to math.inf (virtual time would run out while the real bus answers).
 BUS_TIMEOUT = 25.0
 
 
@@ -106,12 +107,12 @@ class BusConnection:
         method: str,
         signature: str | None = None,
         *args: object,
-        timeout: float = BUS_TIMEOUT,
+        timeout: float | None = None,
     ) -> tuple[Any, ...]:
         """Call a method of the message bus itself (org.freedesktop.DBus); DBusUnavailable
-        if the bus does not answer within ``timeout`` seconds."""
+        if the bus does not answer within ``timeout`` (default BUS_TIMEOUT) seconds."""
         msg = new_method_call(message_bus, method, signature, args)
-        return await self.call_checked(msg, timeout=timeout)
+        return await self.call_checked(msg, timeout=BUS_TIMEOUT if timeout is None else timeout)
 
     async def serve(
         self,
@@ -163,18 +164,19 @@ class BusConnection:
         await self._conn.aclose()
 
 
-async def open_bus(address: str | None = None, *, timeout: float = BUS_TIMEOUT) -> BusConnection:
+async def open_bus(address: str | None = None, *, timeout: float | None = None) -> BusConnection:
     """Connect, authenticate and say Hello to ``address`` (default: the system bus).
 
     Raises DBusUnavailable naming the address when the bus cannot be reached, or does not
-    let us in within ``timeout`` seconds (the daemons retry either).
+    let us in within ``timeout`` (default BUS_TIMEOUT) seconds; the daemons retry both.
     """
     addr = address or system_bus_address()
+    limit = BUS_TIMEOUT if timeout is None else timeout
     try:
-        with trio.move_on_after(timeout) as scope:
+        with trio.move_on_after(limit) as scope:
             conn = await _handshake(addr)
         if scope.cancelled_caught:
-            raise DBusUnavailable(f"the D-Bus bus at {addr} did not answer within {timeout:g} s")
+            raise DBusUnavailable(f"the D-Bus bus at {addr} did not answer within {limit:g} s")
     except (OSError, trio.BrokenResourceError, trio.EndOfChannel) as exc:
         raise DBusUnavailable(f"cannot connect to the D-Bus bus at {addr}: {exc}") from exc
     except (RuntimeError, ValueError, KeyError) as exc:

@@ -20,6 +20,7 @@ import trio
 import trio.testing
 
 from stas.actors.tree import Child, Tree
+from stas.dbus import connection
 from stas.dbus.client import connect
 
 REAL_LIMIT = 120.0  # seconds of real time for a whole test
@@ -32,16 +33,21 @@ class Injected(Exception):
 @asynccontextmanager
 async def real_time_limit(what: str) -> AsyncIterator[None]:
     """Fail the block after ``REAL_LIMIT`` real seconds (a hung wait, not a slow one). Not a
-    Trio timeout: the autojump clock would jump to it whenever the daemon waits for the bus."""
+    Trio timeout: the autojump clock would jump to it whenever the daemon waits for the bus;
+    for that reason the bus's own time limit (stas.dbus.connection.BUS_TIMEOUT) is lifted."""
 
     async def guard() -> None:
         await trio.to_thread.run_sync(time.sleep, REAL_LIMIT, abandon_on_cancel=True)
         raise TimeoutError(f"still waiting for {what} after {REAL_LIMIT:g} s")
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(guard)
-        yield
-        nursery.cancel_scope.cancel()
+    bus_timeout, connection.BUS_TIMEOUT = connection.BUS_TIMEOUT, math.inf
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(guard)
+            yield
+            nursery.cancel_scope.cancel()
+    finally:
+        connection.BUS_TIMEOUT = bus_timeout
 
 
 class Faults:
