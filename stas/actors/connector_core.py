@@ -20,6 +20,11 @@ kernel kept the old one (the disconnect failed), adopts it. A device the kernel 
 the index at once; its 'remove' uevent, when it comes, is known as the old one's, not as a
 newly connected namesake's (the kernel reuses the lowest free instance number).
 
+A controller's 'add' is read from sysfs (``ReadController``) unless connects of ours to its
+address are in the kernel's hands: then it is one of theirs, and the connect's answer
+(``IocMade``) indexes it; an 'add' more than those connects can account for, or left when one
+fails, is read then. So a connect costs one sysfs read (the backend's), not two (issue 8).
+
 Nothing here waits or touches the kernel, the registry or a channel: the core says what to do
 (``Effect``) and the shell in ``stas.actors.connector`` does it, reporting results back as
 messages (``ControllerRead``, ``IocFellBehind``). So every decision is testable without Trio,
