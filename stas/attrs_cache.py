@@ -109,7 +109,7 @@ def answer_builtin_signatures() -> Callable[[], None]:
 
         def __init__(self, callable: Any) -> None:
             if isinstance(callable, type) and callable.__module__ == "builtins":
-                self.sig = None
+                self.sig = None  # type: ignore[misc]  # a slot of the attrs class
             else:
                 super().__init__(callable)
 

@@ -125,7 +125,7 @@ def answer_pthread_lookup() -> bool:
 
     stub.find_library = find_library  # type: ignore[attr-defined]
     sys.modules["ctypes.util"] = stub
-    ctypes.util = stub  # type: ignore[attr-defined]  # `import ctypes.util` binds ctypes
+    ctypes.util = stub  # `import ctypes.util` binds ctypes
     return True
 
 
