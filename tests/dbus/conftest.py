@@ -9,6 +9,7 @@ import trio
 from stas_dbus_fakes import FakeStafd, StartServer
 
 from stas.dbus.service import DBusObjectServer
+from tests.helpers.bus_scripts import scripted_bus  # noqa: F401 - fixture
 from tests.helpers.fixtures import bus_address  # noqa: F401 - fixture
 
 

@@ -13,16 +13,15 @@ import pytest
 import trio
 import trio.testing
 from jeepney import HeaderFields, Parser, new_method_return
-from test_connection_handshake import (  # noqa: F401 - scripted_bus is a fixture
+
+from stas.dbus.common import DBusUnavailable
+from stas.dbus.connection import BUS_TIMEOUT, open_bus
+from tests.helpers.bus_scripts import (
     Script,
     close_after_auth_line,
     read_until,
-    scripted_bus,
+    serve_attempts,
 )
-
-from stas.actors.daemon_dbus import Backoff, serve_on_bus
-from stas.dbus.common import DBusUnavailable
-from stas.dbus.connection import BUS_TIMEOUT, open_bus
 
 GUARD = 10 * BUS_TIMEOUT  # virtual seconds; only reached when the connect never gives up
 
@@ -54,7 +53,7 @@ async def hello_then_silent(stream: trio.SocketStream) -> None:
 
 @pytest.mark.parametrize("script", [silent_in_authentication, silent_after_authentication])
 async def test_a_silent_bus_is_given_up_on(
-    scripted_bus: Callable[[Script], Awaitable[str]],  # noqa: F811
+    scripted_bus: Callable[[Script], Awaitable[str]],
     autojump_clock: trio.testing.MockClock,
     script: Script,
 ) -> None:
@@ -68,7 +67,7 @@ async def test_a_silent_bus_is_given_up_on(
 
 
 async def test_a_bus_silent_after_hello_fails_the_bus_call(
-    scripted_bus: Callable[[Script], Awaitable[str]],  # noqa: F811
+    scripted_bus: Callable[[Script], Awaitable[str]],
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """RequestName (stafd/stacd taking their name) and AddMatch waited forever as well."""
@@ -85,33 +84,11 @@ async def test_a_bus_silent_after_hello_fails_the_bus_call(
 
 
 async def test_the_daemon_retries_a_bus_that_never_answers_hello(
-    scripted_bus: Callable[[Script], Awaitable[str]],  # noqa: F811
+    scripted_bus: Callable[[Script], Awaitable[str]],
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """serve_on_bus (stafd/stacd) gets DBusUnavailable after BUS_TIMEOUT and tries again."""
     address = await scripted_bus(silent_after_authentication)
-    attempts: list[float] = []
-    third = trio.Event()
-
-    class SilentBus:
-        bus_name = "org.example.silent"
-
-        async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
-            attempts.append(trio.current_time())
-            if len(attempts) == 3:
-                third.set()
-            if len(attempts) == 1:
-                task_status.started()
-                raise DBusUnavailable("D-Bus connection closed by the bus")
-            await open_bus(address)  # the bus lets us in, then never answers Hello
-            raise AssertionError("the scripted bus never answers Hello")
-
     with trio.fail_after(GUARD):
-        async with trio.open_nursery() as nursery:
-            once = Backoff(initial=1, maximum=1)
-            await nursery.start(
-                lambda task_status: serve_on_bus(SilentBus(), backoff=once, task_status=task_status)
-            )
-            await third.wait()
-            nursery.cancel_scope.cancel()
+        attempts = await serve_attempts(address)  # let in, then Hello never answered
     assert attempts == [0.0, 1.0, 1.0 + BUS_TIMEOUT + 1.0]
