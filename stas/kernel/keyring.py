@@ -95,7 +95,9 @@ def resolve_keyring(spec: int | str, read_proc: Callable[[], str] | None = None)
 
 
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+    from stas.kernel.libc import process_libc
+
+    return process_libc()  # type: ignore[no-any-return]
 
 
 def _check(result: int, what: str) -> int:

@@ -119,10 +119,10 @@ def libnvme_errno(exc: BaseException) -> int | None:
 def trim_heap() -> bool:
     """Give the free pages of the C heap back to the kernel (glibc's ``malloc_trim(0)``,
     under a millisecond); False where there is no such call (another C library)."""
-    import ctypes  # loaded in every daemon already (trio)
+    from stas.kernel.libc import process_libc
 
     try:
-        return bool(ctypes.CDLL(None).malloc_trim(0))
+        return bool(process_libc().malloc_trim(0))
     except (OSError, AttributeError):
         return False
 

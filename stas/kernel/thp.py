@@ -15,14 +15,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from stas.kernel.libc import process_libc
+
 PR_SET_THP_DISABLE = 41  # <linux/prctl.h>
 PR_GET_THP_DISABLE = 42
-
-
-def _libc() -> Any:
-    import ctypes  # trio imports it in every daemon anyway (pthread_setname_np)
-
-    return ctypes.CDLL(None, use_errno=True)
 
 
 def disable_thp(libc: Any = None) -> bool:
@@ -31,7 +27,7 @@ def disable_thp(libc: Any = None) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = libc or _libc()
+        libc = libc or process_libc()
         return int(libc.prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0)) == 0
     except (OSError, AttributeError):  # no libc by that name, no prctl symbol
         return False
@@ -42,7 +38,7 @@ def thp_disabled(libc: Any = None) -> bool | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        answer = int((libc or _libc()).prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0))
+        answer = int((libc or process_libc()).prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0))
     except (OSError, AttributeError):
         return None
     return None if answer < 0 else answer == 1
